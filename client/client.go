@@ -1,0 +1,534 @@
+// Package client is meshup's Go client library: it publishes items to a
+// rendezvous, pushes the parts the rendezvous orders to the relays it names,
+// and fetches items over HTTP with Range.
+package client
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Defaults for Config.
+const (
+	DefaultFrameSize   = 256 << 10 // part bytes per PartData frame
+	DefaultDialTimeout = 10 * time.Second
+	DefaultIdleTimeout = 60 * time.Second
+)
+
+// Config configures a Client.
+type Config struct {
+	// Rendezvous is the base URL of the rendezvous, as in
+	// "http://127.0.0.1:8080". Required.
+	Rendezvous string
+	// FrameSize is the part bytes per PartData frame. Defaults to 256 KiB.
+	FrameSize int
+	// DialTimeout bounds WebSocket dials. Defaults to 10s.
+	DialTimeout time.Duration
+	// IdleTimeout drops a push connection that has seen nothing for this
+	// long while parts are open. Defaults to 60s.
+	IdleTimeout time.Duration
+	// OnProgress, if set, is called as bytes of an item are accepted end
+	// to end by a relay. It must not block.
+	OnProgress func(Progress)
+	// OnState, if set, is called when the control connection goes up
+	// (true) or down (false). It must not block.
+	OnState func(online bool, err error)
+	// Logger receives the client's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Progress reports bytes of an item pushed and acknowledged.
+type Progress struct {
+	Item  proto.ItemID
+	Relay string
+	Acked int64 // bytes of this item acknowledged end to end, all parts, since publish
+}
+
+// Source is what a publisher publishes.
+type Source struct {
+	Name   string
+	MIME   string
+	Size   int64
+	Reader io.ReaderAt // read with ReadAt only when parts are ordered
+	// Kind is proto.KindFile (the default), proto.KindClip or
+	// proto.KindMessage; a message carries Text instead of Reader.
+	Kind string
+	Text string
+}
+
+// Item is a published item.
+type Item struct {
+	ID          proto.ItemID
+	ShareURL    string
+	DownloadURL string
+
+	src   Source
+	owner string
+	acked int64 // guarded by Client.mu
+}
+
+// ErrClosed means the client has been closed.
+var ErrClosed = errors.New("client: closed")
+
+// Client is a connection to a rendezvous that keeps itself up: when the
+// control connection drops, it reconnects with backoff and takes its items
+// back online. Its methods are safe for concurrent use.
+type Client struct {
+	cfg  Config
+	log  *slog.Logger
+	base *url.URL
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	ctl chan []byte // encoded control messages to send; bounded
+
+	mu       sync.Mutex // guards the fields below
+	items    map[proto.ItemID]*Item
+	waiting  map[string]chan result // Publish calls by ref
+	orders   map[uint64]context.CancelFunc
+	pushers  map[string]*pusher // by push URL
+	online   bool
+	onlineCh chan struct{} // closed when online; replaced when offline
+}
+
+type result struct {
+	pub *proto.Published
+	err error
+}
+
+// New returns a client and starts connecting to the rendezvous in the
+// background. Close it when done.
+func New(cfg Config) (*Client, error) {
+	if cfg.FrameSize <= 0 {
+		cfg.FrameSize = DefaultFrameSize
+	}
+	if cfg.FrameSize > proto.DefaultMaxFrame-proto.PartDataPrefixLen {
+		return nil, fmt.Errorf("client: FrameSize %d over %d", cfg.FrameSize, proto.DefaultMaxFrame-proto.PartDataPrefixLen)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	base, err := url.Parse(strings.TrimSuffix(cfg.Rendezvous, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("client: rendezvous %q is not an http(s) URL", cfg.Rendezvous)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		base:     base,
+		ctx:      ctx,
+		cancel:   cancel,
+		ctl:      make(chan []byte, 256),
+		items:    make(map[proto.ItemID]*Item),
+		waiting:  make(map[string]chan result),
+		orders:   make(map[uint64]context.CancelFunc),
+		pushers:  make(map[string]*pusher),
+		onlineCh: make(chan struct{}),
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.controlLoop()
+	}()
+	return c, nil
+}
+
+// Close disconnects and stops serving orders. It is idempotent.
+func (c *Client) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// WaitOnline waits until the control connection is up.
+func (c *Client) WaitOnline(ctx context.Context) error {
+	c.mu.Lock()
+	ch := c.onlineCh
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// Publish announces src and returns the published item. The bytes stay
+// where they are until a consumer asks for them.
+func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
+	if src.Kind == "" {
+		src.Kind = proto.KindFile
+	}
+	if src.MIME == "" {
+		src.MIME = "application/octet-stream"
+	}
+	if src.Kind == proto.KindMessage {
+		src.Size = int64(len(src.Text))
+	} else if src.Reader == nil {
+		return nil, errors.New("client: Source.Reader is required")
+	}
+	for {
+		if err := c.WaitOnline(ctx); err != nil {
+			return nil, err
+		}
+		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text})
+		if errors.Is(err, errOffline) {
+			continue // the connection dropped under us; try again once back
+		}
+		if err != nil {
+			return nil, err
+		}
+		it := &Item{ID: pub.ID, ShareURL: pub.ShareURL, DownloadURL: pub.DownloadURL, src: src, owner: pub.Owner}
+		c.mu.Lock()
+		c.items[it.ID] = it
+		c.mu.Unlock()
+		return it, nil
+	}
+}
+
+// Unpublish withdraws an item.
+func (c *Client) Unpublish(id proto.ItemID) {
+	c.mu.Lock()
+	delete(c.items, id)
+	c.mu.Unlock()
+	c.send(proto.Unpublish{ID: id})
+}
+
+var errOffline = errors.New("client: control connection lost")
+
+// request sends a Publish and waits for its answer.
+func (c *Client) request(ctx context.Context, p proto.Publish) (*proto.Published, error) {
+	p.Ref = newRef()
+	ch := make(chan result, 1)
+	c.mu.Lock()
+	c.waiting[p.Ref] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiting, p.Ref)
+		c.mu.Unlock()
+	}()
+	if err := c.send(p); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.pub, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// send queues a control message. It fails when the queue is full, which
+// only happens when the rendezvous stops reading.
+func (c *Client) send(m proto.Message) error {
+	b, err := proto.EncodeMessage(m)
+	if err != nil {
+		return err
+	}
+	select {
+	case c.ctl <- b:
+		return nil
+	default:
+		return errors.New("client: control queue full")
+	}
+}
+
+func newRef() string {
+	var b [8]byte
+	crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// controlLoop keeps the control connection up until Close.
+func (c *Client) controlLoop() {
+	backoff := 250 * time.Millisecond
+	for {
+		start := time.Now()
+		err := c.serveControl()
+		if c.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 250 * time.Millisecond
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("rendezvous unreachable; retrying", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (c *Client) controlURL() string {
+	u := *c.base
+	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	u.Path += "/v1/control"
+	return u.String()
+}
+
+// serveControl runs one control connection to its end.
+func (c *Client) serveControl() error {
+	dialer := websocket.Dialer{
+		HandshakeTimeout: c.cfg.DialTimeout,
+		Subprotocols:     []string{proto.Subprotocol},
+		Proxy:            http.ProxyFromEnvironment,
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+	ws, resp, err := dialer.DialContext(ctx, c.controlURL(), nil)
+	cancel()
+	if err != nil {
+		return dialError("control", resp, err)
+	}
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	defer ws.Close()
+	ws.SetReadLimit(proto.DefaultMaxMessage)
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		return fmt.Errorf("control: read welcome: %w", err)
+	}
+	m, err := proto.DecodeMessage(data, proto.DefaultMaxMessage)
+	if err != nil {
+		return fmt.Errorf("control: welcome: %w", err)
+	}
+	welcome, ok := m.(*proto.Welcome)
+	if !ok {
+		return fmt.Errorf("control: got %s, want welcome", m.MessageType())
+	}
+	if welcome.MaxMessage > 0 {
+		ws.SetReadLimit(int64(welcome.MaxMessage))
+	}
+	idle := 2 * time.Duration(max(welcome.PingSeconds, 15)) * time.Second
+	ws.SetReadDeadline(time.Now().Add(idle))
+	ws.SetPingHandler(func(data string) error {
+		ws.SetReadDeadline(time.Now().Add(idle))
+		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
+	})
+
+	done := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.controlWriter(ws, done)
+	}()
+	c.setOnline(true, nil)
+	c.reclaim()
+
+	err = c.controlReader(ws, idle)
+	close(done)
+	ws.Close()
+	<-writerDone
+	c.setOnline(false, err)
+	if c.ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (c *Client) controlWriter(ws *websocket.Conn, done chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case <-c.ctx.Done():
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
+			ws.Close()
+			return
+		case b := <-c.ctl:
+			ws.SetWriteDeadline(time.Now().Add(15 * time.Second))
+			if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				ws.Close()
+				return
+			}
+		}
+	}
+}
+
+func (c *Client) controlReader(ws *websocket.Conn, idle time.Duration) error {
+	for {
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		ws.SetReadDeadline(time.Now().Add(idle))
+		if mt != websocket.TextMessage {
+			continue
+		}
+		m, err := proto.DecodeMessage(data, proto.DefaultMaxMessage)
+		if errors.Is(err, proto.ErrUnknownType) {
+			c.log.Debug("skipping control message", "err", err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		switch m := m.(type) {
+		case *proto.Published:
+			c.answer(m.Ref, result{pub: m})
+		case *proto.ErrorMsg:
+			if m.Ref == "" || !c.answer(m.Ref, result{err: &proto.Error{Status: m.Status, Msg: m.Reason}}) {
+				c.log.Warn("rendezvous reported an error", "status", int(m.Status), "reason", m.Reason)
+			}
+		case *proto.Order:
+			c.startOrder(m)
+		case *proto.Cancel:
+			c.mu.Lock()
+			cancel := c.orders[m.Order]
+			c.mu.Unlock()
+			if cancel != nil {
+				cancel()
+			}
+		}
+	}
+}
+
+func (c *Client) answer(ref string, r result) bool {
+	c.mu.Lock()
+	ch := c.waiting[ref]
+	c.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- r:
+	default:
+	}
+	return true
+}
+
+func (c *Client) setOnline(on bool, err error) {
+	c.mu.Lock()
+	if on == c.online {
+		c.mu.Unlock()
+		return
+	}
+	c.online = on
+	if on {
+		close(c.onlineCh)
+	} else {
+		c.onlineCh = make(chan struct{})
+		for ref, ch := range c.waiting {
+			select {
+			case ch <- result{err: errOffline}:
+			default:
+			}
+			delete(c.waiting, ref)
+		}
+	}
+	c.mu.Unlock()
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(on, err)
+	}
+}
+
+// reclaim takes every item back online after a reconnect.
+func (c *Client) reclaim() {
+	c.mu.Lock()
+	var ps []proto.Publish
+	for _, it := range c.items {
+		ps = append(ps, proto.Publish{
+			Ref: "reclaim-" + it.ID.String(), ID: it.ID, Owner: it.owner,
+			Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.src.Size, Text: it.src.Text,
+		})
+	}
+	c.mu.Unlock()
+	for _, p := range ps {
+		if err := c.send(p); err != nil {
+			c.log.Warn("reclaim item", "item", p.ID, "err", err)
+		}
+	}
+}
+
+// startOrder pushes an ordered part in its own goroutine.
+func (c *Client) startOrder(o *proto.Order) {
+	c.mu.Lock()
+	it := c.items[o.Item]
+	c.mu.Unlock()
+	if it == nil || it.src.Reader == nil {
+		c.send(proto.OrderFailed{Order: o.Order, Status: proto.StatusNotFound, Reason: "item not published by this client"})
+		return
+	}
+	if o.Off < 0 || o.Len < 0 || o.Off+o.Len > it.src.Size {
+		c.send(proto.OrderFailed{Order: o.Order, Status: proto.StatusMalformed, Reason: "order outside the item"})
+		return
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	c.mu.Lock()
+	c.orders[o.Order] = cancel
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			c.mu.Lock()
+			delete(c.orders, o.Order)
+			c.mu.Unlock()
+			cancel()
+		}()
+		err := c.pushPart(ctx, it, o)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		var pe *proto.Error
+		status := proto.StatusUnavailable
+		if errors.As(err, &pe) {
+			status = pe.Status
+		}
+		c.log.Warn("push failed", "item", o.Item, "off", o.Off, "len", o.Len, "err", err)
+		if status != proto.StatusCancelled && status != proto.StatusNotWanted {
+			c.send(proto.OrderFailed{Order: o.Order, Status: status, Reason: proto.TruncateReason(err.Error())})
+		}
+	}()
+}
+
+func (c *Client) progress(it *Item, relay string, n int64) {
+	c.mu.Lock()
+	it.acked += n
+	acked := it.acked
+	c.mu.Unlock()
+	if c.cfg.OnProgress != nil {
+		c.cfg.OnProgress(Progress{Item: it.ID, Relay: relay, Acked: acked})
+	}
+}
+
+func dialError(what string, resp *http.Response, err error) error {
+	if resp != nil {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return fmt.Errorf("%s: dial: %s: %s", what, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return fmt.Errorf("%s: dial: %w", what, err)
+}

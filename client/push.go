@@ -1,0 +1,318 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// pusher is one push WebSocket to a relay, shared by every part ordered to
+// that relay. Part goroutines hand frames to a bounded queue; one goroutine
+// writes them, one reads acknowledgements.
+type pusher struct {
+	c   *Client
+	url string
+	ws  *websocket.Conn
+
+	frames chan []byte // bounded; the writer returns buffers to framePool
+	done   chan struct{}
+	once   sync.Once
+	err    error // set before done is closed
+
+	mu      sync.Mutex // guards the fields below
+	streams map[uint32]*outStream
+	next    uint32
+}
+
+// outStream is the publisher's side of one part.
+type outStream struct {
+	wake chan struct{} // cap 1
+
+	mu    sync.Mutex // guards the fields below
+	limit uint64     // bytes of the part the relay lets us send
+	acked uint64
+	end   *proto.PartEnd
+}
+
+func (s *outStream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+var framePool = sync.Pool{New: func() any { return new([]byte) }}
+
+// pusherFor returns the live push connection to url, dialing it if needed.
+func (c *Client) pusherFor(ctx context.Context, url string) (*pusher, error) {
+	c.mu.Lock()
+	p := c.pushers[url]
+	c.mu.Unlock()
+	if p != nil {
+		select {
+		case <-p.done:
+		default:
+			return p, nil
+		}
+	}
+	dialer := websocket.Dialer{
+		HandshakeTimeout: c.cfg.DialTimeout,
+		Subprotocols:     []string{proto.Subprotocol},
+		ReadBufferSize:   4 << 10,
+		WriteBufferSize:  c.cfg.FrameSize + 64,
+		Proxy:            http.ProxyFromEnvironment,
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	ws, resp, err := dialer.DialContext(dctx, url, nil)
+	cancel()
+	if err != nil {
+		return nil, dialError("push", resp, err)
+	}
+	if ws.Subprotocol() != proto.Subprotocol {
+		ws.Close()
+		return nil, fmt.Errorf("push: relay did not accept subprotocol %s", proto.Subprotocol)
+	}
+	p = &pusher{
+		c: c, url: url, ws: ws,
+		frames:  make(chan []byte, 8),
+		done:    make(chan struct{}),
+		streams: make(map[uint32]*outStream),
+	}
+	c.mu.Lock()
+	if old := c.pushers[url]; old != nil {
+		select {
+		case <-old.done:
+		default:
+			c.mu.Unlock()
+			ws.Close()
+			return old, nil // another goroutine dialed first
+		}
+	}
+	c.pushers[url] = p
+	c.mu.Unlock()
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); p.writeLoop() }()
+	go func() { defer c.wg.Done(); p.readLoop() }()
+	return p, nil
+}
+
+func (p *pusher) close(err error) {
+	p.once.Do(func() {
+		p.err = err
+		close(p.done)
+		p.ws.Close()
+		p.mu.Lock()
+		streams := p.streams
+		p.streams = map[uint32]*outStream{}
+		p.mu.Unlock()
+		for _, s := range streams {
+			s.signal()
+		}
+		p.c.mu.Lock()
+		if p.c.pushers[p.url] == p {
+			delete(p.c.pushers, p.url)
+		}
+		p.c.mu.Unlock()
+	})
+}
+
+func (p *pusher) writeLoop() {
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.c.ctx.Done():
+			p.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
+			p.close(ErrClosed)
+			return
+		case f := <-p.frames:
+			p.ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			err := p.ws.WriteMessage(websocket.BinaryMessage, f)
+			b := f[:0]
+			framePool.Put(&b)
+			if err != nil {
+				p.close(fmt.Errorf("push: write: %w", err))
+				return
+			}
+		}
+	}
+}
+
+func (p *pusher) readLoop() {
+	p.ws.SetReadLimit(64 << 10)
+	idle := p.c.cfg.IdleTimeout
+	p.ws.SetReadDeadline(time.Now().Add(idle))
+	p.ws.SetPingHandler(func(data string) error {
+		p.ws.SetReadDeadline(time.Now().Add(idle))
+		return p.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
+	})
+	var buf []byte
+	for {
+		mt, r, err := p.ws.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				if st, ok := proto.StatusFromCloseCode(ce.Code); ok {
+					err = &proto.Error{Status: st, Msg: ce.Text}
+				}
+			}
+			p.close(fmt.Errorf("push: relay closed the connection: %w", err))
+			return
+		}
+		p.ws.SetReadDeadline(time.Now().Add(idle))
+		if mt != websocket.BinaryMessage {
+			continue
+		}
+		h, body, err := proto.ReadFrame(r, buf, 64<<10)
+		if err != nil {
+			p.close(fmt.Errorf("push: %w", err))
+			return
+		}
+		buf = body[:0]
+		switch h.Type {
+		case proto.FrameAck:
+			a, err := proto.DecodeAck(body)
+			if err != nil {
+				p.close(fmt.Errorf("push: %w", err))
+				return
+			}
+			if s := p.stream(a.Stream); s != nil {
+				s.mu.Lock()
+				s.limit = max(s.limit, a.Limit)
+				s.acked = max(s.acked, a.Acked)
+				s.mu.Unlock()
+				s.signal()
+			}
+		case proto.FramePartEnd:
+			e, err := proto.DecodePartEnd(body)
+			if err != nil {
+				p.close(fmt.Errorf("push: %w", err))
+				return
+			}
+			if s := p.stream(e.Stream); s != nil {
+				s.mu.Lock()
+				s.end = &e
+				s.mu.Unlock()
+				s.signal()
+			}
+		}
+	}
+}
+
+func (p *pusher) stream(id uint32) *outStream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.streams[id]
+}
+
+// enqueue hands a frame to the writer.
+func (p *pusher) enqueue(ctx context.Context, f []byte) error {
+	select {
+	case p.frames <- f:
+		return nil
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pushPart pushes one ordered part and waits until the relay has accepted
+// every byte end to end, or refused the part.
+func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
+	p, err := c.pusherFor(ctx, o.PushURL)
+	if err != nil {
+		return err
+	}
+	s := &outStream{wake: make(chan struct{}, 1)}
+	p.mu.Lock()
+	p.next++
+	id := p.next
+	p.streams[id] = s
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.streams, id)
+		p.mu.Unlock()
+	}()
+
+	begin := proto.PartBegin{Stream: id, Item: o.Item, Off: uint64(o.Off), Len: uint64(o.Len), Token: o.Token}
+	if err := p.enqueue(ctx, begin.AppendFrame(nil)); err != nil {
+		return err
+	}
+	var sent, reported uint64
+	n := uint64(o.Len)
+	for {
+		s.mu.Lock()
+		limit, acked, end := s.limit, s.acked, s.end
+		s.mu.Unlock()
+		if acked > reported {
+			c.progress(it, o.Relay, int64(acked-reported))
+			reported = acked
+		}
+		if end != nil {
+			if end.Status == proto.StatusOK {
+				if n > reported {
+					c.progress(it, o.Relay, int64(n-reported))
+				}
+				return nil
+			}
+			return &proto.Error{Status: end.Status, Msg: end.Reason}
+		}
+		if sent < min(limit, n) {
+			k := min(uint64(c.cfg.FrameSize), min(limit, n)-sent)
+			f, err := readFrame(it.src.Reader, id, o.Off+int64(sent), int(k))
+			if err != nil {
+				p.enqueue(ctx, proto.PartEnd{Stream: id, Status: proto.StatusSourceError, Reason: err.Error()}.AppendFrame(nil))
+				return &proto.Error{Status: proto.StatusSourceError, Msg: err.Error()}
+			}
+			if err := p.enqueue(ctx, f); err != nil {
+				return p.abort(id, err)
+			}
+			sent += k
+			continue
+		}
+		select {
+		case <-s.wake:
+		case <-p.done:
+			return p.err
+		case <-ctx.Done():
+			return p.abort(id, ctx.Err())
+		}
+	}
+}
+
+// abort tells the relay the part is abandoned and returns err.
+func (p *pusher) abort(id uint32, err error) error {
+	f := proto.PartEnd{Stream: id, Status: proto.StatusCancelled, Reason: "publisher cancelled"}.AppendFrame(nil)
+	select {
+	case p.frames <- f:
+	default:
+	}
+	return err
+}
+
+// readFrame reads n bytes at off into a pooled PartData frame.
+func readFrame(r io.ReaderAt, stream uint32, off int64, n int) ([]byte, error) {
+	bp := framePool.Get().(*[]byte)
+	f := proto.AppendPartDataHeader((*bp)[:0], stream, n)
+	hdr := len(f)
+	f = slices.Grow(f, n)[:hdr+n]
+	got, err := r.ReadAt(f[hdr:], off)
+	if got == n {
+		return f, nil // io.ReaderAt may report io.EOF with the last bytes
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read source at %d: source shorter than published", off)
+	}
+	return nil, fmt.Errorf("read source at %d: %w", off, err)
+}

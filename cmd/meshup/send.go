@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"mime"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshup/meshup/client"
+)
+
+func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rdv := fs.String("rendezvous", defaultRendezvous(), "rendezvous base URL (env MESHUP_RENDEZVOUS)")
+	name := fs.String("name", "", "item name (default: the file's base name)")
+	typ := fs.String("type", "", "MIME type (default: from the file extension)")
+	logLevel := fs.String("log", "warn", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: meshup send [flags] FILE\n\nPublishes FILE and serves its parts to relays until interrupted.\nPrints the share link and the download URL on stdout, one per line.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	path := fs.Arg(0)
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if *name == "" {
+		*name = filepath.Base(path)
+	}
+	if *typ == "" {
+		*typ = mime.TypeByExtension(filepath.Ext(path))
+	}
+
+	var acked atomic.Int64
+	var online atomic.Bool
+	c, err := client.New(client.Config{
+		Rendezvous: *rdv,
+		Logger:     log,
+		OnProgress: func(p client.Progress) { acked.Store(p.Acked) },
+		OnState: func(on bool, err error) {
+			online.Store(on)
+			if !on && err != nil && ctx.Err() == nil {
+				fmt.Fprintf(stderr, "\rrendezvous connection lost (%v); reconnecting\n", err)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	it, err := c.Publish(pctx, client.Source{Name: *name, MIME: *typ, Size: st.Size(), Reader: f})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	fmt.Fprintln(stdout, it.ShareURL)
+	fmt.Fprintln(stdout, it.DownloadURL)
+	if f, ok := stdout.(*os.File); ok {
+		f.Sync()
+	}
+	fmt.Fprintf(stderr, "serving %s (%s); press Ctrl-C to stop\n", *name, client.FormatBytes(st.Size()))
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last int64
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stderr)
+			return nil
+		case <-tick.C:
+			n := acked.Load()
+			if n != last {
+				fmt.Fprintf(stderr, "\rserved %s (%s/s)        ", client.FormatBytes(n), client.FormatBytes(n-last))
+				last = n
+			}
+		}
+	}
+}

@@ -1,0 +1,280 @@
+package proto
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Control messages are JSON objects with a "type" field. On the control
+// WebSocket each text message holds one; on libp2p streams each FrameMsg
+// frame holds one. Receivers ignore unknown fields, and report unknown types
+// with ErrUnknownType so that the caller can skip them.
+
+// DefaultMaxMessage is the default limit on one control message (64 KiB).
+const DefaultMaxMessage = 64 << 10
+
+// Sentinel errors of the message codec.
+var (
+	// ErrUnknownType means a message's type is not one this version knows.
+	// Callers skip such messages.
+	ErrUnknownType = errors.New("proto: unknown message type")
+	// ErrBadMessage means a message is not a JSON object with a known
+	// layout.
+	ErrBadMessage = errors.New("proto: malformed message")
+	// ErrMessageTooLarge means a message is over the size limit.
+	ErrMessageTooLarge = errors.New("proto: message too large")
+)
+
+// Message is a control message.
+type Message interface {
+	// MessageType returns the value of the message's "type" field.
+	MessageType() string
+}
+
+// Item kinds.
+const (
+	KindFile    = "file"    // bytes pushed on order
+	KindMessage = "message" // short text carried whole by the rendezvous
+	KindClip    = "clip"    // pushed whole into relay memory at once
+)
+
+// Hello (client -> rendezvous) is optional; it names the client software.
+type Hello struct {
+	Client string `json:"client,omitempty"`
+}
+
+// Welcome (rendezvous -> client) is the first message of a control channel.
+type Welcome struct {
+	Session     string `json:"session"`
+	MaxMessage  int    `json:"max_message"`  // bytes, the limit on control messages
+	PingSeconds int    `json:"ping_seconds"` // WebSocket ping interval
+}
+
+// Publish (client -> rendezvous) announces an item. Only metadata travels,
+// except for KindMessage, whose Text is the whole item. To take an item
+// back online after a reconnect, set ID and Owner from the Published reply.
+type Publish struct {
+	Ref   string `json:"ref,omitempty"` // echoed in Published or Error
+	ID    ItemID `json:"id,omitzero"`
+	Owner string `json:"owner,omitempty"`
+	Kind  string `json:"kind"`
+	Name  string `json:"name"`
+	MIME  string `json:"mime"`
+	Size  int64  `json:"size"` // bytes
+	Text  string `json:"text,omitempty"`
+}
+
+// Published (rendezvous -> client) confirms a Publish.
+type Published struct {
+	Ref         string `json:"ref,omitempty"`
+	ID          ItemID `json:"id"`
+	Owner       string `json:"owner"` // secret that reclaims the item after a reconnect
+	ShareURL    string `json:"share_url"`
+	DownloadURL string `json:"download_url"`
+}
+
+// Unpublish (client -> rendezvous) withdraws an item.
+type Unpublish struct {
+	ID ItemID `json:"id"`
+}
+
+// Order (rendezvous -> client) tells a publisher to push one part to a
+// relay.
+type Order struct {
+	Order   uint64 `json:"order"`
+	Item    ItemID `json:"item"`
+	Off     int64  `json:"off"`
+	Len     int64  `json:"len"`
+	Relay   string `json:"relay"`    // relay peer id
+	PushURL string `json:"push_url"` // ws:// or wss:// URL of the relay's /v1/push
+	Token   string `json:"token"`
+}
+
+// Cancel (rendezvous -> client) withdraws an order that is no longer needed.
+type Cancel struct {
+	Order uint64 `json:"order"`
+}
+
+// OrderFailed (client -> rendezvous) reports an order the client could not
+// carry out.
+type OrderFailed struct {
+	Order  uint64 `json:"order"`
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ErrorMsg (either direction) reports a failed request; Ref names it.
+type ErrorMsg struct {
+	Ref    string `json:"ref,omitempty"`
+	Status Status `json:"status"`
+	Reason string `json:"reason"`
+}
+
+// Register (relay -> rendezvous) is the first message on a register stream.
+type Register struct {
+	Version int      `json:"version"`
+	HTTPURL string   `json:"http_url"` // base URL of the relay's HTTP API
+	Addrs   []string `json:"addrs"`    // libp2p multiaddrs
+	Budget  int64    `json:"budget"`   // bytes of part memory
+	Window  int      `json:"window"`   // bytes per stream
+}
+
+// Registered (rendezvous -> relay) accepts a Register.
+type Registered struct {
+	Relay       string `json:"relay"` // the relay's id as the rendezvous sees it
+	HeartbeatMS int    `json:"heartbeat_ms"`
+}
+
+// Heartbeat (relay -> rendezvous) keeps the registration alive and reports
+// load.
+type Heartbeat struct {
+	Streams  int   `json:"streams"`  // part streams open
+	Reserved int64 `json:"reserved"` // bytes of the memory budget in use
+	Served   int64 `json:"served"`   // bytes sent to consumers since start
+}
+
+// Need (relay -> rendezvous) asks for a part of an item to be pushed to the
+// relay. The rendezvous answers with an Order to the publisher whose token
+// carries Ref = Need, or with NeedFailed.
+type Need struct {
+	Need uint64 `json:"need"`
+	Item ItemID `json:"item"`
+	Off  int64  `json:"off"`
+	Len  int64  `json:"len"`
+}
+
+// NeedFailed (rendezvous -> relay) says a Need cannot be met.
+type NeedFailed struct {
+	Need   uint64 `json:"need"`
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// NeedCancel (relay -> rendezvous) withdraws a Need.
+type NeedCancel struct {
+	Need uint64 `json:"need"`
+}
+
+func (Hello) MessageType() string       { return "hello" }
+func (Welcome) MessageType() string     { return "welcome" }
+func (Publish) MessageType() string     { return "publish" }
+func (Published) MessageType() string   { return "published" }
+func (Unpublish) MessageType() string   { return "unpublish" }
+func (Order) MessageType() string       { return "order" }
+func (Cancel) MessageType() string      { return "cancel" }
+func (OrderFailed) MessageType() string { return "order_failed" }
+func (ErrorMsg) MessageType() string    { return "error" }
+func (Register) MessageType() string    { return "register" }
+func (Registered) MessageType() string  { return "registered" }
+func (Heartbeat) MessageType() string   { return "heartbeat" }
+func (Need) MessageType() string        { return "need" }
+func (NeedFailed) MessageType() string  { return "need_failed" }
+func (NeedCancel) MessageType() string  { return "need_cancel" }
+
+var messageTypes = map[string]func() Message{
+	"hello":        func() Message { return new(Hello) },
+	"welcome":      func() Message { return new(Welcome) },
+	"publish":      func() Message { return new(Publish) },
+	"published":    func() Message { return new(Published) },
+	"unpublish":    func() Message { return new(Unpublish) },
+	"order":        func() Message { return new(Order) },
+	"cancel":       func() Message { return new(Cancel) },
+	"order_failed": func() Message { return new(OrderFailed) },
+	"error":        func() Message { return new(ErrorMsg) },
+	"register":     func() Message { return new(Register) },
+	"registered":   func() Message { return new(Registered) },
+	"heartbeat":    func() Message { return new(Heartbeat) },
+	"need":         func() Message { return new(Need) },
+	"need_failed":  func() Message { return new(NeedFailed) },
+	"need_cancel":  func() Message { return new(NeedCancel) },
+}
+
+// EncodeMessage returns the JSON form of m, with its "type" field first.
+func EncodeMessage(m Message) ([]byte, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s message: %w", m.MessageType(), err)
+	}
+	typ, _ := json.Marshal(m.MessageType())
+	out := make([]byte, 0, len(body)+len(typ)+10)
+	out = append(out, `{"type":`...)
+	out = append(out, typ...)
+	if len(body) > 2 { // not "{}"
+		out = append(out, ',')
+	}
+	return append(out, body[1:]...), nil
+}
+
+// DecodeMessage decodes one control message of at most max bytes. It
+// returns a pointer to one of the message structs of this package. For a
+// message of unknown type it returns the type name and ErrUnknownType.
+func DecodeMessage(data []byte, max int) (Message, error) {
+	if len(data) > max {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(data), max)
+	}
+	var env struct {
+		Type *string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+	}
+	if env.Type == nil {
+		return nil, fmt.Errorf("%w: no type field", ErrBadMessage)
+	}
+	mk, ok := messageTypes[*env.Type]
+	if !ok {
+		return nil, fmt.Errorf("%w: %.40q", ErrUnknownType, *env.Type)
+	}
+	m := mk()
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadMessage, *env.Type, err)
+	}
+	return m, nil
+}
+
+// AppendMsgFrame appends m as a FrameMsg frame to b.
+func AppendMsgFrame(b []byte, m Message) ([]byte, error) {
+	body, err := EncodeMessage(m)
+	if err != nil {
+		return b, err
+	}
+	b = AppendHeader(b, FrameMsg, len(body))
+	return append(b, body...), nil
+}
+
+// WriteMsg writes m to w as one FrameMsg frame.
+func WriteMsg(w io.Writer, m Message) error {
+	b, err := AppendMsgFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// ReadMsg reads frames from r until a FrameMsg of a known message type and
+// returns its message. It skips frames of other types and messages of
+// unknown types, so peers can evolve. max limits each frame.
+func ReadMsg(r io.Reader, max int) (Message, error) {
+	var buf []byte
+	for {
+		h, body, err := ReadFrame(r, buf, max)
+		if err != nil {
+			return nil, err
+		}
+		buf = body[:0]
+		if h.Type != FrameMsg {
+			continue
+		}
+		m, err := DecodeMessage(body, max)
+		if errors.Is(err, ErrUnknownType) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+}

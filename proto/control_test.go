@@ -1,0 +1,276 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// sampleMessages returns one message of every type, keyed by type, with
+// every field set so that a round trip exercises every JSON tag.
+func sampleMessages() map[string]Message {
+	id := ItemID{15: 1}
+	return map[string]Message{
+		"hello":        Hello{Client: "meshup-cli/1.0"},
+		"welcome":      Welcome{Session: "s1", MaxMessage: DefaultMaxMessage, PingSeconds: 20},
+		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9"},
+		"published":    Published{Ref: "r1", ID: id, Owner: "own", ShareURL: "https://x/s/1", DownloadURL: "https://x/d/1"},
+		"unpublish":    Unpublish{ID: id},
+		"order":        Order{Order: 1<<64 - 1, Item: id, Off: 1 << 20, Len: 1 << 20, Relay: "12D3KooW", PushURL: "wss://r/v1/push", Token: "a.b"},
+		"cancel":       Cancel{Order: 7},
+		"order_failed": OrderFailed{Order: 7, Status: StatusSourceError, Reason: "EIO"},
+		"error":        ErrorMsg{Ref: "r2", Status: StatusNotFound, Reason: "no such item"},
+		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20},
+		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000},
+		"heartbeat":    Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33},
+		"need":         Need{Need: 4, Item: id, Off: 5, Len: 6},
+		"need_failed":  NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
+		"need_cancel":  NeedCancel{Need: 4},
+	}
+}
+
+func TestSampleMessagesCoverAllTypes(t *testing.T) {
+	samples := sampleMessages()
+	for typ, mk := range messageTypes {
+		if got := mk().MessageType(); got != typ {
+			t.Errorf("messageTypes[%q] makes a message of type %q", typ, got)
+		}
+		m, ok := samples[typ]
+		if !ok {
+			t.Errorf("no sample for message type %q", typ)
+			continue
+		}
+		if got := m.MessageType(); got != typ {
+			t.Errorf("sample %q: got type %v, want %v", typ, got, typ)
+		}
+		v := reflect.ValueOf(m)
+		for i := 0; i < v.NumField(); i++ {
+			if v.Field(i).IsZero() {
+				t.Errorf("sample %q: field %s is zero, want every field set", typ, v.Type().Field(i).Name)
+			}
+		}
+	}
+	if len(samples) != len(messageTypes) {
+		t.Errorf("got %d samples, want %d", len(samples), len(messageTypes))
+	}
+}
+
+func TestEncodeMessageGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		m    Message
+		want string
+	}{
+		{"empty hello", Hello{}, `{"type":"hello"}`},
+		{"hello", Hello{Client: "meshup/1"}, `{"type":"hello","client":"meshup/1"}`},
+		{"cancel", Cancel{Order: 7}, `{"type":"cancel","order":7}`},
+		{"pointer", &Cancel{Order: 8}, `{"type":"cancel","order":8}`},
+		{
+			"need",
+			Need{Need: 3, Item: ItemID{0: 0x08}, Len: 1024},
+			`{"type":"need","need":3,"item":"baaaaaaaaaaaaaaaaaaaaaaaaa","off":0,"len":1024}`,
+		},
+		{
+			"publish omits zero id",
+			Publish{Kind: KindMessage, Name: "n", MIME: "text/plain", Size: 5, Text: "hello"},
+			`{"type":"publish","kind":"message","name":"n","mime":"text/plain","size":5,"text":"hello"}`,
+		},
+		{
+			"unpublish",
+			Unpublish{ID: ItemID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+			`{"type":"unpublish","id":"77777777777777777777777774"}`,
+		},
+		{
+			"error",
+			ErrorMsg{Ref: "r1", Status: StatusNotFound, Reason: "not found"},
+			`{"type":"error","ref":"r1","status":107,"reason":"not found"}`,
+		},
+		{
+			"register",
+			Register{Version: 1, HTTPURL: "http://r", Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Budget: 1048576, Window: 65536},
+			`{"type":"register","version":1,"http_url":"http://r","addrs":["/ip4/127.0.0.1/tcp/1"],"budget":1048576,"window":65536}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := EncodeMessage(tt.m)
+			if err != nil {
+				t.Fatalf("EncodeMessage: %v", err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	for typ, m := range sampleMessages() {
+		t.Run(typ, func(t *testing.T) {
+			b, err := EncodeMessage(m)
+			if err != nil {
+				t.Fatalf("EncodeMessage: %v", err)
+			}
+			if want := `{"type":"` + typ + `"`; !bytes.HasPrefix(b, []byte(want)) {
+				t.Errorf("got %s, want it to start with %s", b, want)
+			}
+			got, err := DecodeMessage(b, DefaultMaxMessage)
+			if err != nil {
+				t.Fatalf("DecodeMessage(%s): %v", b, err)
+			}
+			if g := reflect.ValueOf(got).Elem().Interface(); !reflect.DeepEqual(g, m) {
+				t.Errorf("got %+v, want %+v", g, m)
+			}
+		})
+	}
+}
+
+func TestDecodeMessage(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want Message
+	}{
+		{"unknown fields ignored", `{"type":"cancel","order":3,"later":{"x":[1]}}`, &Cancel{Order: 3}},
+		{"type not first", `{"order":3,"type":"cancel"}`, &Cancel{Order: 3}},
+		{"missing fields zero", `{"type":"need"}`, &Need{}},
+		{"item id uppercase", `{"type":"unpublish","id":"BAAAAAAAAAAAAAAAAAAAAAAAAA"}`, &Unpublish{ID: ItemID{0: 0x08}}},
+		{"whitespace", " {\n\"type\" : \"hello\" }\n", &Hello{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := DecodeMessage([]byte(tt.in), DefaultMaxMessage)
+			if err != nil {
+				t.Fatalf("DecodeMessage: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeMessageErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		max     int
+		wantErr error
+	}{
+		{"empty", ``, DefaultMaxMessage, ErrBadMessage},
+		{"not json", `hello`, DefaultMaxMessage, ErrBadMessage},
+		{"truncated", `{"type":"hello"`, DefaultMaxMessage, ErrBadMessage},
+		{"array", `[{"type":"hello"}]`, DefaultMaxMessage, ErrBadMessage},
+		{"null", `null`, DefaultMaxMessage, ErrBadMessage},
+		{"no type", `{"order":1}`, DefaultMaxMessage, ErrBadMessage},
+		{"null type", `{"type":null}`, DefaultMaxMessage, ErrBadMessage},
+		{"type not a string", `{"type":5}`, DefaultMaxMessage, ErrBadMessage},
+		{"field wrong type", `{"type":"cancel","order":"7"}`, DefaultMaxMessage, ErrBadMessage},
+		{"negative unsigned", `{"type":"cancel","order":-1}`, DefaultMaxMessage, ErrBadMessage},
+		{"fraction", `{"type":"need","off":1.5}`, DefaultMaxMessage, ErrBadMessage},
+		{"status out of range", `{"type":"error","status":65536}`, DefaultMaxMessage, ErrBadMessage},
+		{"addrs not a list", `{"type":"register","addrs":"x"}`, DefaultMaxMessage, ErrBadMessage},
+		{"bad item id", `{"type":"need","item":"abc"}`, DefaultMaxMessage, ErrBadMessage},
+		{"item id as bytes", `{"type":"need","item":[1,2]}`, DefaultMaxMessage, ErrBadMessage},
+		{"unknown type", `{"type":"teleport"}`, DefaultMaxMessage, ErrUnknownType},
+		{"empty type", `{"type":""}`, DefaultMaxMessage, ErrUnknownType},
+		{"type case matters", `{"type":"Hello"}`, DefaultMaxMessage, ErrUnknownType},
+		{"over max", `{"type":"hello"}`, 15, ErrMessageTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := DecodeMessage([]byte(tt.in), tt.max)
+			if !errors.Is(err, tt.wantErr) || m != nil {
+				t.Errorf("got %v, %v, want nil, %v", m, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestDecodeMessageAtMax(t *testing.T) {
+	in := `{"type":"hello"}`
+	if _, err := DecodeMessage([]byte(in), len(in)); err != nil {
+		t.Errorf("got %v, want nil", err)
+	}
+}
+
+func TestItemIDJSON(t *testing.T) {
+	id := ItemID{15: 1}
+	b, err := json.Marshal(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"aaaaaaaaaaaaaaaaaaaaaaaaae"`; string(b) != want {
+		t.Errorf("got %s, want %s", b, want)
+	}
+	var got ItemID
+	if err := json.Unmarshal(b, &got); err != nil || got != id {
+		t.Errorf("got %v, %v, want %v, nil", got, err, id)
+	}
+	for _, bad := range []string{`"abc"`, `"aaaaaaaaaaaaaaaaaaaaaaaaa1"`, `""`, `16`} {
+		if err := json.Unmarshal([]byte(bad), &got); err == nil {
+			t.Errorf("Unmarshal(%s): got nil error, want one", bad)
+		}
+	}
+}
+
+// checkMessageStable decodes data as a control message. Whatever decodes
+// must encode, with its type first, to JSON that decodes to an equal
+// message and encodes to the same bytes again; failures must carry one of
+// the message sentinels.
+func checkMessageStable(t *testing.T, data []byte) {
+	t.Helper()
+	m, err := DecodeMessage(data, DefaultMaxMessage)
+	if err != nil {
+		if m != nil {
+			t.Fatalf("got message %+v with error %v", m, err)
+		}
+		if !errors.Is(err, ErrBadMessage) && !errors.Is(err, ErrUnknownType) && !errors.Is(err, ErrMessageTooLarge) {
+			t.Fatalf("DecodeMessage: unexpected error %v", err)
+		}
+		return
+	}
+	if _, ok := messageTypes[m.MessageType()]; !ok {
+		t.Fatalf("got message of unknown type %q", m.MessageType())
+	}
+	enc, err := EncodeMessage(m)
+	if err != nil {
+		t.Fatalf("EncodeMessage(%+v): %v", m, err)
+	}
+	if want := `{"type":"` + m.MessageType() + `"`; !strings.HasPrefix(string(enc), want) {
+		t.Fatalf("got %s, want it to start with %s", enc, want)
+	}
+	m2, err := DecodeMessage(enc, len(enc))
+	if err != nil {
+		t.Fatalf("DecodeMessage(%s): %v", enc, err)
+	}
+	if !reflect.DeepEqual(m2, m) {
+		t.Fatalf("got %+v after re-encoding, want %+v", m2, m)
+	}
+	enc2, err := EncodeMessage(m2)
+	if err != nil || !bytes.Equal(enc2, enc) {
+		t.Fatalf("got %s, %v on second encoding, want %s", enc2, err, enc)
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	for _, m := range sampleMessages() {
+		b, err := EncodeMessage(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"type":"need","item":"BAAAAAAAAAAAAAAAAAAAAAAAAA","off":1.5}`))
+	f.Add([]byte(`{"type":"register","addrs":[],"TYPE":"x"}`))
+	f.Add([]byte(`{"type":"teleport"}`))
+	f.Add([]byte(`{"type":null}`))
+	f.Add([]byte(`{"type":"publish","text":"\ud800\u00e9\xff"}`))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkMessageStable(t, data)
+	})
+}

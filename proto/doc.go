@@ -1,0 +1,62 @@
+// Package proto holds meshup's wire formats and nothing else: the binary
+// frames of the data push protocol and of mesh streams, the JSON messages of
+// the control channels, access tokens and HTTP Range headers. It opens no
+// sockets and starts no goroutines; every decoder checks declared lengths
+// against a maximum before allocating and never panics on peer input (the
+// fuzz targets in this package keep that true).
+//
+// # Protocol flow
+//
+// A relay joins the mesh:
+//
+//	relay  -> rendezvous  HTTP GET /v1/info             (peer id, addrs, token key)
+//	relay  -> rendezvous  libp2p stream /meshup/register/1, FrameMsg frames:
+//	           register   ->
+//	                      <- registered
+//	           heartbeat  ->                            (every HeartbeatInterval)
+//
+// A publisher publishes an item over the control WebSocket (/v1/control,
+// subprotocol meshup.v1, one JSON text message per control message):
+//
+//	client -> rendezvous  publish   ->
+//	                      <- published                  (id, share and download URLs)
+//
+// A consumer reads bytes:
+//
+//	consumer   -> rendezvous  GET /v1/items/{id}        <- 307 to exit relay, read token
+//	consumer   -> relay       GET /v1/items/{id}?t=...  (Range)
+//	relay      -> rendezvous  need {need, item, off, len}        (register stream)
+//	rendezvous -> publisher   order {order, relay, push_url, push token}
+//	publisher  -> relay       WebSocket /v1/push, subprotocol meshup.v1, binary frames:
+//	           PartBegin{stream, item, off, len, token} ->
+//	                                 <- Ack{stream, acked=0, limit=window}
+//	           PartData{stream, bytes} ... (never past limit)
+//	                                 <- Ack{stream, acked, limit}   (as the consumer reads)
+//	                                 <- PartEnd{stream, StatusOK}   (every byte delivered)
+//	relay      -> consumer    bytes as they arrive (cut-through)
+//
+// Either side may end a part early with PartEnd and a non-OK status; the
+// other side forgets the stream. A connection-level error closes the
+// WebSocket with close code CloseCodeBase+status and a short reason.
+package proto
+
+// Version is the protocol version spoken by this package, negotiated as the
+// WebSocket subprotocol Subprotocol and in the libp2p protocol ids below.
+//
+// Changelog:
+//
+//	1: control messages, push frames PartBegin/PartData/PartEnd/Ack,
+//	   register stream, Ed25519 tokens.
+const Version = 1
+
+// Protocol identifiers.
+const (
+	// Subprotocol is the WebSocket subprotocol of the control channel and of
+	// the data push channel.
+	Subprotocol = "meshup.v1"
+	// ProtoRegister is the libp2p protocol a relay uses to register with the
+	// rendezvous and keep its control link (FrameMsg frames).
+	ProtoRegister = "/meshup/register/1"
+	// ProtoPart is the libp2p protocol for relay-to-relay part streams.
+	ProtoPart = "/meshup/part/1"
+)

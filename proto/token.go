@@ -1,0 +1,129 @@
+package proto
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// A token is an Ed25519-signed statement by the rendezvous that lets the
+// holder move bytes of one item through one relay:
+//
+//	token = base64url(claims JSON) "." base64url(signature of the first part)
+//
+// Relays verify tokens offline with the rendezvous public key from
+// GET /v1/info. Relays hold no key that can mint tokens.
+
+// Direction says which way a token lets bytes move.
+type Direction string
+
+const (
+	// DirPush lets a publisher push a part into a relay.
+	DirPush Direction = "push"
+	// DirRead lets a consumer read an item from a relay.
+	DirRead Direction = "read"
+)
+
+// MaxTokenLen bounds the text form of a token accepted by ParseToken.
+const MaxTokenLen = MaxToken
+
+// Claims is what a token states.
+type Claims struct {
+	Dir   Direction `json:"dir"`
+	Relay string    `json:"aud"` // relay peer id, the audience
+	Item  ItemID    `json:"item"`
+	Off   int64     `json:"off"` // first byte covered
+	Len   int64     `json:"len"` // bytes covered from Off
+	Exp   int64     `json:"exp"` // expiry, Unix seconds
+	Ref   uint64    `json:"ref,omitempty"`
+
+	// Item metadata, set in read tokens so that the relay can answer
+	// Range and conditional requests without asking the rendezvous.
+	Size     int64  `json:"size,omitempty"`
+	Name     string `json:"name,omitempty"`
+	MIME     string `json:"mime,omitempty"`
+	Modified int64  `json:"mod,omitempty"` // Unix seconds the item was published
+}
+
+// Token errors. Each wraps into an *Error with the status a peer sees.
+var (
+	ErrTokenMissing   = &Error{Status: StatusUnauthorized, Msg: "token missing"}
+	ErrTokenMalformed = &Error{Status: StatusUnauthorized, Msg: "token malformed"}
+	ErrTokenSignature = &Error{Status: StatusUnauthorized, Msg: "token signature invalid"}
+	ErrTokenExpired   = &Error{Status: StatusExpired, Msg: "token expired"}
+	ErrTokenAudience  = &Error{Status: StatusWrongRelay, Msg: "token names another relay"}
+	ErrTokenScope     = &Error{Status: StatusForbidden, Msg: "token does not cover the request"}
+)
+
+// SignToken returns the signed text form of c.
+func SignToken(key ed25519.PrivateKey, c Claims) string {
+	body, _ := json.Marshal(c) // Claims has no unmarshalable fields
+	b64 := base64.RawURLEncoding.EncodeToString(body)
+	sig := ed25519.Sign(key, []byte(b64))
+	return b64 + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// ParseToken checks the signature and expiry of tok and returns its claims.
+// Callers then check the audience and scope with Claims.Check.
+func ParseToken(key ed25519.PublicKey, tok string, now time.Time) (Claims, error) {
+	var c Claims
+	if tok == "" {
+		return c, ErrTokenMissing
+	}
+	if len(tok) > MaxTokenLen {
+		return c, ErrTokenMalformed
+	}
+	b64, sig64, ok := strings.Cut(tok, ".")
+	if !ok {
+		return c, ErrTokenMalformed
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(sig64)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return c, ErrTokenMalformed
+	}
+	if len(key) != ed25519.PublicKeySize || !ed25519.Verify(key, []byte(b64), sig) {
+		return c, ErrTokenSignature
+	}
+	body, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil {
+		return c, ErrTokenMalformed
+	}
+	if err := json.Unmarshal(body, &c); err != nil {
+		return c, ErrTokenMalformed
+	}
+	if c.Off < 0 || c.Len < 0 || c.Off+c.Len < c.Off {
+		return c, ErrTokenMalformed
+	}
+	if now.Unix() >= c.Exp {
+		return c, ErrTokenExpired
+	}
+	return c, nil
+}
+
+// Check reports whether c lets relay move bytes [off, off+n) of item in
+// direction dir.
+func (c Claims) Check(relay string, dir Direction, item ItemID, off, n int64) error {
+	if c.Relay != relay {
+		return ErrTokenAudience
+	}
+	if c.Dir != dir || c.Item != item {
+		return ErrTokenScope
+	}
+	if off < c.Off || n < 0 || off+n > c.Off+c.Len || off+n < off {
+		return fmt.Errorf("%w: bytes %d+%d outside %d+%d", ErrTokenScope, off, n, c.Off, c.Len)
+	}
+	return nil
+}
+
+// TokenStatus returns the Status to report for a token error.
+func TokenStatus(err error) Status {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return StatusUnauthorized
+}

@@ -1,0 +1,158 @@
+package relay
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
+)
+
+// Defaults for Config. Every limit is printed at start-up by the binaries
+// (see Config.LogAttrs).
+const (
+	DefaultBudget            = 256 << 20 // bytes of part memory
+	DefaultWindow            = 2 << 20   // bytes in flight per part stream
+	DefaultPartSize          = 8 << 20   // bytes per part asked of the rendezvous
+	DefaultPrefetch          = 2         // parts open ahead per consumer request
+	DefaultMaxConns          = 1024      // push connections
+	DefaultMaxStreamsPerConn = 64        // open parts per push connection
+	DefaultNeedTimeout       = 30 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultPingInterval      = 15 * time.Second
+)
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Node is the relay's libp2p node; its peer id is the relay's id and
+	// the audience of the tokens it accepts. Required.
+	Node *mesh.Node
+	// Rendezvous is the base URL of the rendezvous to join, as in
+	// "http://127.0.0.1:8080". Required for Run.
+	Rendezvous string
+	// PublicURL is the base URL under which publishers and consumers reach
+	// this relay's HTTP API, as in "http://127.0.0.1:8081". Required.
+	PublicURL string
+	// TokenKey is the rendezvous's token public key. If nil, Run learns it
+	// from the rendezvous's /v1/info.
+	TokenKey ed25519.PublicKey
+	// AllowedOrigins lists the Origins (as "https://host:port") allowed to
+	// open push WebSockets from a browser. Requests without Origin (not a
+	// browser) and from the rendezvous's own origin are always allowed.
+	AllowedOrigins []string
+
+	// Budget bounds the bytes of part data held in memory across all
+	// streams. Defaults to DefaultBudget (256 MiB).
+	Budget int64
+	// Window bounds the bytes in flight per part stream: the credit granted
+	// to a publisher beyond what the consumer has taken. Defaults to
+	// DefaultWindow (2 MiB).
+	Window int
+	// PartSize is the size of the parts this relay asks for. Defaults to
+	// DefaultPartSize (8 MiB).
+	PartSize int64
+	// Prefetch is how many parts of one consumer request are open at once.
+	// Memory per request is Prefetch*Window. Defaults to 2.
+	Prefetch int
+	// MaxFrame bounds a push frame body. Defaults to proto.DefaultMaxFrame.
+	MaxFrame int
+	// MaxConns bounds push WebSocket connections. Defaults to 1024.
+	MaxConns int
+	// MaxStreamsPerConn bounds open parts per push connection. Defaults
+	// to 64.
+	MaxStreamsPerConn int
+	// MaxRanges bounds the ranges of one Range header. Defaults to
+	// proto.DefaultMaxRanges.
+	MaxRanges int
+
+	// NeedTimeout bounds the wait for a publisher to begin a needed part.
+	// Defaults to 30s.
+	NeedTimeout time.Duration
+	// IdleTimeout bounds the wait for the next bytes of a begun part, and
+	// for any message on a push connection. Defaults to 60s.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds each write to a consumer or a push connection.
+	// Defaults to 30s.
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds WebSocket upgrades and the registration
+	// exchange. Defaults to 10s.
+	HandshakeTimeout time.Duration
+	// PingInterval is the interval of WebSocket pings on push connections.
+	// Defaults to 15s.
+	PingInterval time.Duration
+
+	// Logger receives the server's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	setDefault(&c.Budget, DefaultBudget)
+	setDefault(&c.Window, DefaultWindow)
+	setDefault(&c.PartSize, DefaultPartSize)
+	setDefault(&c.Prefetch, DefaultPrefetch)
+	setDefault(&c.MaxFrame, proto.DefaultMaxFrame)
+	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
+	setDefault(&c.MaxRanges, proto.DefaultMaxRanges)
+	setDefault(&c.NeedTimeout, DefaultNeedTimeout)
+	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&c.PingInterval, DefaultPingInterval)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Validate reports the first problem with c, after defaults are applied.
+func (c *Config) Validate() error {
+	switch {
+	case c.Node == nil:
+		return errors.New("relay: Config.Node is required")
+	case c.PublicURL == "":
+		return errors.New("relay: Config.PublicURL is required")
+	case c.Budget < 0, c.Window < 0, c.PartSize < 0, c.Prefetch < 0, c.MaxFrame < 0:
+		return errors.New("relay: negative limit in Config")
+	case int64(c.Window)*int64(c.Prefetch) > c.Budget:
+		return fmt.Errorf("relay: Window*Prefetch (%d) exceeds Budget (%d)", int64(c.Window)*int64(c.Prefetch), c.Budget)
+	case c.MaxFrame < 1024:
+		return fmt.Errorf("relay: MaxFrame %d is below 1024", c.MaxFrame)
+	case c.TokenKey != nil && len(c.TokenKey) != ed25519.PublicKeySize:
+		return errors.New("relay: Config.TokenKey is not an Ed25519 public key")
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("relay: PublicURL %q is not an http(s) URL", c.PublicURL)
+	}
+	return nil
+}
+
+// LogAttrs returns every limit of c, for printing at start-up.
+func (c *Config) LogAttrs() []any {
+	return []any{
+		"budget", c.Budget, "window", c.Window, "part_size", c.PartSize,
+		"prefetch", c.Prefetch, "max_frame", c.MaxFrame, "max_conns", c.MaxConns,
+		"max_streams_per_conn", c.MaxStreamsPerConn, "max_ranges", c.MaxRanges,
+		"need_timeout", c.NeedTimeout, "idle_timeout", c.IdleTimeout,
+		"write_timeout", c.WriteTimeout, "handshake_timeout", c.HandshakeTimeout,
+		"ping_interval", c.PingInterval, "allowed_origins", c.AllowedOrigins,
+	}
+}

@@ -1,0 +1,317 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// handleItem serves GET and HEAD /v1/items/{id} with RFC 9110 Range
+// semantics. The read token (query t, or Authorization: Bearer) carries the
+// item's size, name and type, so nothing is asked of the rendezvous until
+// bytes are needed.
+func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
+	s.stats.requests.Add(1)
+	id, err := proto.ParseItemID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, proto.Errorf(proto.StatusNotFound, "bad item id"))
+		return
+	}
+	tok := r.URL.Query().Get("t")
+	if tok == "" {
+		tok, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	claims, err := proto.ParseToken(s.tokenKey(), tok, s.cfg.Now())
+	if err == nil {
+		err = claims.Check(s.id, proto.DirRead, id, 0, claims.Size)
+	}
+	if err != nil {
+		s.stats.refused("read_token")
+		writeError(w, &proto.Error{Status: proto.TokenStatus(err), Msg: err.Error()})
+		return
+	}
+
+	size := claims.Size
+	h := w.Header()
+	etag := fmt.Sprintf(`"%s-%d"`, id, claims.Modified)
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", etag)
+	if claims.Modified > 0 {
+		h.Set("Last-Modified", time.Unix(claims.Modified, 0).UTC().Format(http.TimeFormat))
+	}
+	ctype := claims.MIME
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	h.Set("Content-Type", ctype)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "private, no-transform")
+	if claims.Name != "" {
+		h.Set("Content-Disposition", mime.FormatMediaType("inline", map[string]string{"filename": claims.Name}))
+	}
+
+	ranges, rangeErr := []proto.ByteRange(nil), error(nil)
+	if rh := r.Header.Get("Range"); rh != "" && ifRangeMatches(r, etag, claims.Modified) {
+		ranges, rangeErr = proto.ParseRange(rh, size, s.cfg.MaxRanges)
+		if errors.Is(rangeErr, proto.ErrRangeMalformed) {
+			ranges, rangeErr = nil, nil // RFC 9110 14.2: ignore a Range we cannot parse
+		}
+	}
+	if rangeErr != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		h.Del("Content-Type")
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		return
+	}
+	ranges = coalesce(ranges)
+
+	switch len(ranges) {
+	case 0:
+		s.serveRanges(w, r, http.StatusOK, size, []proto.ByteRange{{Start: 0, Length: size}}, nil)
+	case 1:
+		h.Set("Content-Range", ranges[0].ContentRange(size))
+		s.serveRanges(w, r, http.StatusPartialContent, ranges[0].Length, ranges, nil)
+	default:
+		s.serveMultipart(w, r, size, ctype, ranges)
+	}
+}
+
+// ifRangeMatches reports whether a Range header applies given If-Range
+// (RFC 9110 13.1.5): a strong ETag match, or an exact Last-Modified match.
+func ifRangeMatches(r *http.Request, etag string, modified int64) bool {
+	ir := r.Header.Get("If-Range")
+	if ir == "" {
+		return true
+	}
+	if strings.HasPrefix(ir, `"`) {
+		return ir == etag
+	}
+	t, err := http.ParseTime(ir)
+	return err == nil && modified > 0 && t.Unix() == modified
+}
+
+// coalesce merges overlapping or adjacent ranges when they are in
+// ascending order; it leaves other orders alone, as the client asked.
+func coalesce(rs []proto.ByteRange) []proto.ByteRange {
+	if len(rs) < 2 {
+		return rs
+	}
+	out := []proto.ByteRange{rs[0]}
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if r.Start < last.Start {
+			return rs
+		}
+		if r.Start <= last.End() {
+			last.Length = max(last.End(), r.End()) - last.Start
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (s *Server) serveMultipart(w http.ResponseWriter, r *http.Request, size int64, ctype string, ranges []proto.ByteRange) {
+	mw := multipart.NewWriter(io.Discard)
+	boundary := mw.Boundary()
+	partHeader := func(br proto.ByteRange) textproto.MIMEHeader {
+		return textproto.MIMEHeader{
+			"Content-Type":  {ctype},
+			"Content-Range": {br.ContentRange(size)},
+		}
+	}
+	// Compute the exact length, so the consumer sees a short body if a part
+	// fails, rather than a body that merely looks complete.
+	cw := &countWriter{}
+	mw = multipart.NewWriter(cw)
+	mw.SetBoundary(boundary)
+	var total int64
+	for _, br := range ranges {
+		mw.CreatePart(partHeader(br))
+		total += br.Length
+	}
+	mw.Close()
+	total += cw.n
+	w.Header().Set("Content-Type", "multipart/byteranges; boundary="+boundary)
+	s.serveRanges(w, r, http.StatusPartialContent, total, ranges, func(wr io.Writer, i int) error {
+		if i == 0 {
+			mw = multipart.NewWriter(wr)
+			mw.SetBoundary(boundary)
+		}
+		if i == len(ranges) {
+			return mw.Close()
+		}
+		_, err := mw.CreatePart(partHeader(ranges[i]))
+		return err
+	})
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// serveRanges writes the status line and the bytes of ranges. sep, if set,
+// writes the multipart separator before range i and the trailer at
+// i == len(ranges).
+func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, length int64, ranges []proto.ByteRange, sep func(io.Writer, int) error) {
+	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(code)
+		return
+	}
+	var total int64
+	for _, br := range ranges {
+		total += br.Length
+	}
+	reserve := int64(s.cfg.Window) * int64(min(int64(s.cfg.Prefetch), max(1, (total+s.cfg.PartSize-1)/s.cfg.PartSize)))
+	if !s.budget.reserve(reserve) {
+		s.stats.refused("budget")
+		writeError(w, proto.Errorf(proto.StatusOverLimit, "relay memory budget is full"))
+		return
+	}
+	defer s.budget.release(reserve)
+
+	rc := http.NewResponseController(w)
+	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout}
+	// Ask for the first part before the headers go out, so that an
+	// offline publisher can still be reported with a proper status.
+	f := newFetcher(s, r.Context(), id(r), ranges)
+	defer f.close()
+	if err := f.start(); err != nil {
+		writeError(w, asProtoError(err))
+		return
+	}
+	w.WriteHeader(code)
+	for i := range ranges {
+		if sep != nil {
+			if err := sep(dw, i); err != nil {
+				return
+			}
+		}
+		if err := f.copyRange(dw, i); err != nil {
+			if !isCancelled(err) {
+				s.log.Info("consumer response cut short", "item", f.item, "err", err)
+			}
+			return // net/http closes the connection: the body is short
+		}
+	}
+	if sep != nil {
+		sep(dw, len(ranges))
+	}
+}
+
+func id(r *http.Request) proto.ItemID {
+	id, _ := proto.ParseItemID(r.PathValue("id"))
+	return id
+}
+
+func asProtoError(err error) *proto.Error {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return proto.Errorf(proto.StatusInternal, "%v", err)
+}
+
+// deadlineWriter sets a write deadline before each write, so a consumer
+// that stops reading is dropped after WriteTimeout.
+type deadlineWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.w.Write(p)
+}
+
+// fetcher pulls the parts of a list of ranges in order, keeping up to
+// Prefetch parts open so the next part's bytes flow while the current one
+// drains.
+type fetcher struct {
+	s      *Server
+	ctx    context.Context
+	item   proto.ItemID
+	parts  []span // every part of every range, in order
+	bounds []int  // bounds[i] is the index in parts of range i's first part
+	open   []*partStream
+	next   int // index in parts of the next part to open
+}
+
+type span struct{ off, n int64 }
+
+func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []proto.ByteRange) *fetcher {
+	f := &fetcher{s: s, ctx: ctx, item: item}
+	for _, br := range ranges {
+		f.bounds = append(f.bounds, len(f.parts))
+		// Parts are aligned to PartSize so that a seek asks for the same
+		// parts as a full read does.
+		for off, end := br.Start, br.End(); off < end; {
+			n := min(end, (off/s.cfg.PartSize+1)*s.cfg.PartSize) - off
+			f.parts = append(f.parts, span{off, n})
+			off += n
+		}
+	}
+	f.bounds = append(f.bounds, len(f.parts))
+	return f
+}
+
+// start opens the first parts.
+// start opens the first parts and waits until the first one has begun, so
+// that an offline publisher is reported with a status, not a cut body.
+func (f *fetcher) start() error {
+	if err := f.fill(); err != nil {
+		return err
+	}
+	if len(f.open) == 0 {
+		return nil
+	}
+	return f.open[0].waitBegun(f.ctx)
+}
+
+func (f *fetcher) fill() error {
+	for len(f.open) < f.s.cfg.Prefetch && f.next < len(f.parts) {
+		p := f.parts[f.next]
+		ps, err := f.s.openPart(f.item, p.off, p.n)
+		if err != nil {
+			return err
+		}
+		f.open = append(f.open, ps)
+		f.next++
+	}
+	return nil
+}
+
+// copyRange writes range i to w.
+func (f *fetcher) copyRange(w io.Writer, i int) error {
+	for k := f.bounds[i]; k < f.bounds[i+1]; k++ {
+		if err := f.fill(); err != nil {
+			return err
+		}
+		ps := f.open[0]
+		f.open = f.open[1:]
+		if err := ps.writeTo(f.ctx, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// close cancels the parts still open.
+func (f *fetcher) close() {
+	for _, ps := range f.open {
+		ps.cancel(proto.StatusCancelled, "consumer request ended")
+	}
+	f.open = nil
+}

@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
+)
+
+// link is the relay's registration with the rendezvous: one libp2p stream
+// (proto.ProtoRegister) carrying heartbeats and needs out, and failed needs
+// in. One goroutine reads it, one writes it.
+type link struct {
+	st     mesh.Stream
+	out    chan proto.Message // bounded; a full queue drops the link
+	done   chan struct{}
+	origin string // the rendezvous web app's origin, allowed to push
+}
+
+var errLinkFull = errors.New("relay: rendezvous link queue full")
+
+// send queues m for the rendezvous without blocking.
+func (l *link) send(m proto.Message) error {
+	select {
+	case <-l.done:
+		return errNoRendezvous
+	default:
+	}
+	select {
+	case l.out <- m:
+		return nil
+	default:
+		return errLinkFull
+	}
+}
+
+// FetchInfo reads the rendezvous's GET /v1/info.
+func FetchInfo(ctx context.Context, base string) (proto.Info, ed25519.PublicKey, error) {
+	var info proto.Info
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/info", nil)
+	if err != nil {
+		return info, nil, fmt.Errorf("rendezvous info: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return info, nil, fmt.Errorf("rendezvous info: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return info, nil, fmt.Errorf("rendezvous info: %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
+		return info, nil, fmt.Errorf("rendezvous info: %w", err)
+	}
+	key, err := base64.RawURLEncoding.DecodeString(info.TokenKey)
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return info, nil, errors.New("rendezvous info: token_key is not an Ed25519 public key")
+	}
+	if info.Version != proto.Version {
+		return info, nil, fmt.Errorf("rendezvous info: protocol version %d, want %d", info.Version, proto.Version)
+	}
+	return info, ed25519.PublicKey(key), nil
+}
+
+// Run joins the rendezvous named in Config and keeps the registration alive,
+// re-joining with backoff when it drops. It returns when ctx is done or the
+// server is closed.
+func (s *Server) Run(ctx context.Context) error {
+	if s.cfg.Rendezvous == "" {
+		return errors.New("relay: Config.Rendezvous is required to run")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+
+	backoff := 250 * time.Millisecond
+	for {
+		start := time.Now()
+		err := s.joinOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 250 * time.Millisecond
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.log.Warn("rendezvous link down; retrying", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 15*time.Second)
+	}
+}
+
+// joinOnce registers once and serves the link until it drops.
+func (s *Server) joinOnce(ctx context.Context) error {
+	info, key, err := FetchInfo(ctx, s.cfg.Rendezvous)
+	if err != nil {
+		return err
+	}
+	if s.cfg.TokenKey == nil {
+		s.key.Store(&key)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	peer, err := s.cfg.Node.Connect(cctx, info.Addrs)
+	if err != nil {
+		return fmt.Errorf("register with rendezvous: %w", err)
+	}
+	if peer != info.PeerID {
+		return fmt.Errorf("register with rendezvous: peer is %s, info says %s", peer, info.PeerID)
+	}
+	st, err := s.cfg.Node.Open(cctx, peer, proto.ProtoRegister)
+	if err != nil {
+		return fmt.Errorf("register with rendezvous: %w", err)
+	}
+	defer st.Reset()
+	st.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	err = proto.WriteMsg(st, proto.Register{
+		Version: proto.Version,
+		HTTPURL: s.cfg.PublicURL,
+		Addrs:   s.cfg.Node.Addrs(),
+		Budget:  s.cfg.Budget,
+		Window:  s.cfg.Window,
+	})
+	if err != nil {
+		return fmt.Errorf("register with rendezvous: %w", err)
+	}
+	m, err := proto.ReadMsg(st, proto.DefaultMaxMessage)
+	if err != nil {
+		return fmt.Errorf("register with rendezvous: %w", err)
+	}
+	reg, ok := m.(*proto.Registered)
+	if !ok {
+		return fmt.Errorf("register with rendezvous: got %s, want registered", m.MessageType())
+	}
+	st.SetDeadline(time.Time{})
+	hb := time.Duration(reg.HeartbeatMS) * time.Millisecond
+	if hb <= 0 {
+		hb = time.Second
+	}
+
+	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL)}
+	s.link.Store(l)
+	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
+	defer func() {
+		s.link.CompareAndSwap(l, nil)
+		close(l.done)
+		s.failNeeds(errNoRendezvous)
+	}()
+
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- s.linkWriter(ctx, l, hb) }()
+	readErr := s.linkReader(l)
+	st.Reset() // stops the writer if the reader ended first
+	if werr := <-writeErr; readErr == nil {
+		readErr = werr
+	}
+	return readErr
+}
+
+func (s *Server) linkReader(l *link) error {
+	for {
+		m, err := proto.ReadMsg(l.st, proto.DefaultMaxMessage)
+		if err != nil {
+			return fmt.Errorf("read from rendezvous: %w", err)
+		}
+		switch m := m.(type) {
+		case *proto.NeedFailed:
+			s.needFailed(m)
+		default:
+			s.log.Debug("ignoring rendezvous message", "type", m.MessageType())
+		}
+	}
+}
+
+func (s *Server) linkWriter(ctx context.Context, l *link, hb time.Duration) error {
+	tick := time.NewTicker(hb)
+	defer tick.Stop()
+	var buf []byte
+	write := func(m proto.Message) error {
+		var err error
+		buf, err = proto.AppendMsgFrame(buf[:0], m)
+		if err != nil {
+			return err
+		}
+		l.st.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_, err = l.st.Write(buf)
+		return err
+	}
+	for {
+		var m proto.Message
+		select {
+		case <-ctx.Done():
+			return nil
+		case m = <-l.out:
+		case <-tick.C:
+			st := s.Stats()
+			m = proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut}
+		}
+		if err := write(m); err != nil {
+			return fmt.Errorf("write to rendezvous: %w", err)
+		}
+	}
+}
+
+func originOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}

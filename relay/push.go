@@ -1,0 +1,375 @@
+package relay
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// pushConn is one publisher's push WebSocket (subprotocol meshup.v1). One
+// goroutine reads (serve), one writes (sendLoop). Frames to send are either
+// PartEnd frames in a bounded queue, or acknowledgements, which are
+// coalesced per stream so they need no queue at all.
+type pushConn struct {
+	s   *Server
+	ws  *websocket.Conn
+	log *slog.Logger
+
+	ends    chan []byte   // encoded PartEnd frames; bounded
+	ackWake chan struct{} // cap 1
+	done    chan struct{} // closed when the connection is closing
+
+	closeOnce sync.Once
+
+	mu        sync.Mutex // guards the fields below
+	streams   map[uint32]*partStream
+	maxStream uint32 // highest stream id begun; ids must increase
+	anyStream bool
+	dirty     map[*partStream]struct{} // streams owed an Ack
+}
+
+func newPushConn(s *Server, ws *websocket.Conn, log *slog.Logger) *pushConn {
+	return &pushConn{
+		s:       s,
+		ws:      ws,
+		log:     log,
+		ends:    make(chan []byte, 2*s.cfg.MaxStreamsPerConn+8),
+		ackWake: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		streams: make(map[uint32]*partStream),
+		dirty:   make(map[*partStream]struct{}),
+	}
+}
+
+// serve reads frames until the connection ends, then fails every part still
+// bound to it. It closes the WebSocket.
+func (pc *pushConn) serve(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pc.sendLoop(ctx)
+	}()
+
+	err := pc.readLoop()
+	status, reason := proto.StatusOK, ""
+	var pe *proto.Error
+	switch {
+	case errors.As(err, &pe):
+		status, reason = pe.Status, pe.Msg
+		pc.log.Info("push connection refused", "status", int(status), "reason", reason)
+	case errors.Is(err, proto.ErrFrameTooLarge):
+		status, reason = proto.StatusTooLarge, err.Error()
+	case errors.Is(err, proto.ErrMalformed):
+		status, reason = proto.StatusMalformed, err.Error()
+	case err != nil && !isNormalClose(err):
+		pc.log.Debug("push connection ended", "err", err)
+	}
+	pc.close(status, reason)
+	wg.Wait()
+
+	pc.mu.Lock()
+	streams := pc.streams
+	pc.streams = map[uint32]*partStream{}
+	pc.mu.Unlock()
+	pc.s.stats.openParts.Add(-int64(len(streams)))
+	for _, ps := range streams {
+		ps.fail(errSenderGone)
+	}
+}
+
+// close starts closing the connection, telling the peer why when status is
+// not OK. It is idempotent.
+func (pc *pushConn) close(status proto.Status, reason string) {
+	pc.closeOnce.Do(func() {
+		code := websocket.CloseNormalClosure
+		if status != proto.StatusOK {
+			code = status.CloseCode()
+		}
+		msg := websocket.FormatCloseMessage(code, proto.TruncateReason(reason))
+		pc.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		close(pc.done)
+		pc.ws.Close()
+	})
+}
+
+func isNormalClose(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) ||
+		errors.Is(err, errConnClosing)
+}
+
+var errConnClosing = errors.New("relay: push connection closing")
+
+func (pc *pushConn) readLoop() error {
+	cfg := &pc.s.cfg
+	pc.ws.SetReadLimit(int64(proto.HeaderLen + cfg.MaxFrame))
+	pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+	pc.ws.SetPongHandler(func(string) error {
+		return pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+	})
+	var small []byte
+	for {
+		mt, r, err := pc.ws.NextReader()
+		if err != nil {
+			select {
+			case <-pc.done:
+				return errConnClosing
+			default:
+			}
+			return err
+		}
+		pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+		if mt != websocket.BinaryMessage {
+			return proto.Errorf(proto.StatusProtocol, "text message on the push channel")
+		}
+		h, err := proto.ReadHeader(r, cfg.MaxFrame)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return proto.Errorf(proto.StatusMalformed, "message shorter than a frame header")
+			}
+			return err
+		}
+		if h.Type == proto.FramePartData {
+			if err := pc.readData(r, int(h.Len)); err != nil {
+				return err
+			}
+			continue
+		}
+		if cap(small) < int(h.Len) {
+			small = make([]byte, h.Len)
+		}
+		body := small[:h.Len]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
+		}
+		switch h.Type {
+		case proto.FramePartBegin:
+			err = pc.handleBegin(body)
+		case proto.FramePartEnd:
+			err = pc.handleEnd(body)
+		default:
+			pc.s.stats.unknownFrames.Add(1) // skipped: peers may add frame types
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readData reads the body of a PartData frame straight into a pooled buffer
+// and hands it to its stream.
+func (pc *pushConn) readData(r io.Reader, n int) error {
+	if n < proto.PartDataPrefixLen {
+		return proto.Errorf(proto.StatusMalformed, "PartData of %d bytes", n)
+	}
+	var sid [proto.PartDataPrefixLen]byte
+	if _, err := io.ReadFull(r, sid[:]); err != nil {
+		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
+	}
+	stream := binary.BigEndian.Uint32(sid[:])
+	buf := pc.s.pool.get(n - proto.PartDataPrefixLen)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		pc.s.pool.put(buf)
+		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
+	}
+	pc.s.stats.bytesIn.Add(int64(len(buf)))
+
+	pc.mu.Lock()
+	ps := pc.streams[stream]
+	known := pc.anyStream && stream <= pc.maxStream
+	pc.mu.Unlock()
+	if ps == nil {
+		pc.s.pool.put(buf)
+		if !known {
+			return proto.Errorf(proto.StatusUnknownStream, "PartData for stream %d, never begun", stream)
+		}
+		pc.s.stats.droppedAfterEnd.Add(1) // the part ended on our side
+		return nil
+	}
+	if len(buf) == 0 {
+		pc.s.pool.put(buf)
+		return nil
+	}
+	if err := ps.put(buf); err != nil {
+		ps.fail(err)
+		return err // a publisher that ignores credit is not to be trusted further
+	}
+	return nil
+}
+
+func (pc *pushConn) handleBegin(body []byte) error {
+	b, err := proto.DecodePartBegin(body)
+	if err != nil {
+		return err
+	}
+	pc.mu.Lock()
+	if pc.anyStream && b.Stream <= pc.maxStream {
+		pc.mu.Unlock()
+		return proto.Errorf(proto.StatusProtocol, "stream id %d not above %d", b.Stream, pc.maxStream)
+	}
+	pc.anyStream, pc.maxStream = true, b.Stream
+	open := len(pc.streams)
+	pc.mu.Unlock()
+
+	if open >= pc.s.cfg.MaxStreamsPerConn {
+		pc.s.stats.refused("streams_per_conn")
+		pc.endStream(b.Stream, proto.StatusOverLimit, "too many open parts on this connection")
+		return nil
+	}
+	claims, err := proto.ParseToken(pc.s.tokenKey(), b.Token, pc.s.cfg.Now())
+	if err == nil {
+		err = claims.Check(pc.s.id, proto.DirPush, b.Item, int64(b.Off), int64(b.Len))
+	}
+	if err == nil && (claims.Off != int64(b.Off) || claims.Len != int64(b.Len)) {
+		err = proto.Errorf(proto.StatusForbidden, "part %d+%d differs from the ordered %d+%d", b.Off, b.Len, claims.Off, claims.Len)
+	}
+	if err != nil {
+		status := proto.TokenStatus(err)
+		pc.s.stats.refused("token_" + status.String())
+		if status == proto.StatusUnauthorized {
+			// A forged or garbled token: nothing more from this peer.
+			return proto.Errorf(status, "stream %d: %v", b.Stream, err)
+		}
+		pc.endStream(b.Stream, status, err.Error())
+		return nil
+	}
+	ps := pc.s.takeNeed(claims.Ref, b.Item, int64(b.Off), int64(b.Len))
+	if ps == nil || !ps.attach(pc, b.Stream) {
+		pc.s.stats.refused("not_wanted")
+		pc.endStream(b.Stream, proto.StatusNotWanted, "nobody waits for this part")
+		return nil
+	}
+	pc.mu.Lock()
+	pc.streams[b.Stream] = ps
+	pc.mu.Unlock()
+	pc.s.stats.partsBegun.Add(1)
+	pc.s.stats.openParts.Add(1)
+	pc.queueAck(ps)
+	return nil
+}
+
+func (pc *pushConn) handleEnd(body []byte) error {
+	e, err := proto.DecodePartEnd(body)
+	if err != nil {
+		return err
+	}
+	ps := pc.removeStream(e.Stream)
+	if ps != nil {
+		status := e.Status
+		if status == proto.StatusOK {
+			status = proto.StatusSourceError // OK is ours to say, not the sender's
+		}
+		ps.fail(proto.Errorf(status, "publisher ended the part: %s", e.Reason))
+	}
+	return nil
+}
+
+// endStream forgets stream and tells the publisher it ended with status.
+func (pc *pushConn) endStream(stream uint32, status proto.Status, reason string) {
+	pc.removeStream(stream)
+	if status == proto.StatusOK {
+		pc.s.stats.partsDone.Add(1)
+	} else {
+		pc.s.stats.partsFailed.Add(1)
+	}
+	frame := proto.PartEnd{Stream: stream, Status: status, Reason: reason}.AppendFrame(nil)
+	select {
+	case pc.ends <- frame:
+	case <-pc.done:
+	default:
+		// Cannot happen while streams are bounded; if it does, the
+		// publisher is not reading and is cut off.
+		pc.close(proto.StatusOverLimit, "publisher not reading")
+	}
+}
+
+// removeStream forgets stream and returns it, if it was open.
+func (pc *pushConn) removeStream(stream uint32) *partStream {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	ps := pc.streams[stream]
+	if ps != nil {
+		delete(pc.streams, stream)
+		delete(pc.dirty, ps)
+		pc.s.stats.openParts.Add(-1)
+	}
+	return ps
+}
+
+// queueAck marks ps as owed an acknowledgement.
+func (pc *pushConn) queueAck(ps *partStream) {
+	pc.mu.Lock()
+	if pc.streams[ps.stream] == ps {
+		pc.dirty[ps] = struct{}{}
+	}
+	pc.mu.Unlock()
+	select {
+	case pc.ackWake <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop is the connection's only writer.
+func (pc *pushConn) sendLoop(ctx context.Context) {
+	ping := time.NewTicker(pc.s.cfg.PingInterval)
+	defer ping.Stop()
+	var frame []byte
+	for {
+		select {
+		case <-pc.done:
+			return
+		case <-ctx.Done():
+			pc.close(proto.StatusUnavailable, errShutdown.Msg)
+			return
+		case <-ping.C:
+			if err := pc.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(pc.s.cfg.WriteTimeout)); err != nil {
+				pc.close(proto.StatusOK, "")
+				return
+			}
+			continue
+		case f := <-pc.ends:
+			if !pc.write(f) {
+				return
+			}
+		case <-pc.ackWake:
+		}
+		// Acks after ends in the same round are harmless: an Ack for an
+		// ended stream is ignored by the publisher.
+		pc.mu.Lock()
+		var owed []*partStream
+		for ps := range pc.dirty {
+			owed = append(owed, ps)
+		}
+		clear(pc.dirty)
+		pc.mu.Unlock()
+		for _, ps := range owed {
+			a, ok := ps.ackState()
+			if !ok {
+				continue
+			}
+			frame = a.AppendFrame(frame[:0])
+			if !pc.write(frame) {
+				return
+			}
+		}
+	}
+}
+
+func (pc *pushConn) write(frame []byte) bool {
+	pc.ws.SetWriteDeadline(time.Now().Add(pc.s.cfg.WriteTimeout))
+	if err := pc.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+		pc.log.Debug("push write failed", "err", err)
+		pc.close(proto.StatusOK, "")
+		return false
+	}
+	return true
+}

@@ -1,0 +1,218 @@
+// Package relay is meshup's upload server. It accepts parts pushed by
+// publishers over WebSocket, holds them in bounded memory only as long as it
+// takes to forward them, and serves consumers with HTTP Range. It never
+// writes part data to disk.
+package relay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Server is a relay. Create it with New, serve its Handler, call Run to join
+// the rendezvous, and Close when done.
+type Server struct {
+	cfg    Config
+	id     string // libp2p peer id: the audience of accepted tokens
+	log    *slog.Logger
+	pool   *bufPool
+	budget budget
+	stats  stats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	key  atomic.Pointer[ed25519.PublicKey]
+	link atomic.Pointer[link] // the registered rendezvous link, or nil
+
+	mu       sync.Mutex // guards the fields below
+	needs    map[uint64]*partStream
+	nextNeed uint64
+	conns    map[*pushConn]struct{}
+	closed   bool
+}
+
+// New returns a relay with cfg. It does not start any goroutine.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		id:     cfg.Node.ID(),
+		log:    cfg.Logger.With("relay", shortID(cfg.Node.ID())),
+		pool:   newBufPool(cfg.MaxFrame),
+		budget: budget{limit: cfg.Budget},
+		ctx:    ctx,
+		cancel: cancel,
+		needs:  make(map[uint64]*partStream),
+		conns:  make(map[*pushConn]struct{}),
+	}
+	if cfg.TokenKey != nil {
+		k := cfg.TokenKey
+		s.key.Store(&k)
+	}
+	s.stats.refusals = make(map[string]int64)
+	return s, nil
+}
+
+// ID returns the relay's id (its libp2p peer id).
+func (s *Server) ID() string { return s.id }
+
+// Config returns the effective configuration, defaults applied.
+func (s *Server) Config() Config { return s.cfg }
+
+func (s *Server) tokenKey() ed25519.PublicKey {
+	if k := s.key.Load(); k != nil {
+		return *k
+	}
+	return nil
+}
+
+// Handler returns the relay's HTTP API:
+//
+//	GET  /v1/push         push WebSocket, subprotocol meshup.v1
+//	GET  /v1/items/{id}   item bytes with Range (HEAD too); needs a read token
+//	GET  /v1/status       JSON status
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/push", s.handlePush)
+	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	return mux
+}
+
+// openPart asks the rendezvous for bytes [off, off+n) of item and returns
+// the stream they will arrive on.
+func (s *Server) openPart(item proto.ItemID, off, n int64) (*partStream, error) {
+	l := s.link.Load()
+	if l == nil {
+		return nil, errNoRendezvous
+	}
+	ps := &partStream{
+		s: s, item: item, off: off, n: n,
+		window: int64(s.cfg.Window),
+		wake:   make(chan struct{}, 1),
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errShutdown
+	}
+	s.nextNeed++
+	ps.need = s.nextNeed
+	s.needs[ps.need] = ps
+	s.mu.Unlock()
+	if err := l.send(proto.Need{Need: ps.need, Item: item, Off: off, Len: n}); err != nil {
+		s.forgetNeed(ps.need, false)
+		return nil, errNoRendezvous
+	}
+	s.stats.needs.Add(1)
+	return ps, nil
+}
+
+// takeNeed removes and returns the stream waiting for need, if it is for
+// exactly the part described.
+func (s *Server) takeNeed(need uint64, item proto.ItemID, off, n int64) *partStream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := s.needs[need]
+	if ps == nil || ps.item != item || ps.off != off || ps.n != n {
+		return nil
+	}
+	delete(s.needs, need)
+	return ps
+}
+
+// forgetNeed drops a need nobody waits for, telling the rendezvous when
+// tell is set.
+func (s *Server) forgetNeed(need uint64, tell bool) {
+	s.mu.Lock()
+	_, ok := s.needs[need]
+	delete(s.needs, need)
+	s.mu.Unlock()
+	if ok && tell {
+		if l := s.link.Load(); l != nil {
+			l.send(proto.NeedCancel{Need: need})
+		}
+	}
+}
+
+// needFailed ends the stream waiting for need with the rendezvous's reason.
+func (s *Server) needFailed(m *proto.NeedFailed) {
+	s.mu.Lock()
+	ps := s.needs[m.Need]
+	delete(s.needs, m.Need)
+	s.mu.Unlock()
+	if ps != nil {
+		ps.fail(proto.Errorf(m.Status, "%s", m.Reason))
+	}
+}
+
+// failNeeds ends every stream still waiting for a publisher.
+func (s *Server) failNeeds(err error) {
+	s.mu.Lock()
+	needs := s.needs
+	s.needs = make(map[uint64]*partStream)
+	s.mu.Unlock()
+	for _, ps := range needs {
+		ps.fail(err)
+	}
+}
+
+// Close stops the relay: it closes push connections, fails waiting
+// consumers and waits for its goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*pushConn, 0, len(s.conns))
+	for pc := range s.conns {
+		conns = append(conns, pc)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, pc := range conns {
+		pc.close(proto.StatusUnavailable, errShutdown.Msg)
+	}
+	s.failNeeds(errShutdown)
+	s.wg.Wait()
+	return nil
+}
+
+// goSafe starts fn unless the server is closing; it reports whether it did.
+func (s *Server) goSafe(fn func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+var errClosed = errors.New("relay: closed")
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[len(id)-8:]
+	}
+	return id
+}

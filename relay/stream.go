@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Errors that end a part stream early. The consumer's response then ends
+// short: it is never padded.
+var (
+	// errSenderGone means the publisher's push connection closed mid-part.
+	errSenderGone = &proto.Error{Status: proto.StatusOffline, Msg: "publisher disconnected mid-part"}
+	// errNeedTimeout means no publisher began a needed part in time.
+	errNeedTimeout = &proto.Error{Status: proto.StatusUnavailable, Msg: "publisher did not begin the part in time"}
+	// errIdle means a begun part stopped receiving bytes.
+	errIdle = &proto.Error{Status: proto.StatusUnavailable, Msg: "part stalled"}
+	// errNoRendezvous means the relay is not registered with a rendezvous.
+	errNoRendezvous = &proto.Error{Status: proto.StatusUnavailable, Msg: "relay is not registered with the rendezvous"}
+	// errShutdown means the relay is closing.
+	errShutdown = &proto.Error{Status: proto.StatusUnavailable, Msg: "relay shutting down"}
+)
+
+// partStream carries one part from a publisher's push connection to one
+// consumer, cut-through. Bytes wait in pooled chunks; the publisher may never
+// have more than window bytes beyond what the consumer has taken, so memory
+// per stream is bounded by the window, not by the part's length.
+//
+// The push connection's reader calls put; the consumer's handler goroutine
+// calls writeTo; fail may be called from anywhere.
+type partStream struct {
+	s      *Server
+	need   uint64
+	item   proto.ItemID
+	off    int64
+	n      int64
+	window int64
+
+	wake chan struct{} // cap 1; signalled on attach, data and failure
+
+	mu        sync.Mutex // guards the fields below
+	pc        *pushConn  // nil until a publisher begins the part
+	stream    uint32
+	chunks    [][]byte // received, undelivered bytes in order; pooled
+	received  int64
+	delivered int64
+	acked     int64 // delivered as last told to the publisher
+	err       error
+	finished  bool // every byte delivered or err set
+}
+
+func (ps *partStream) signal() {
+	select {
+	case ps.wake <- struct{}{}:
+	default:
+	}
+}
+
+// attach binds the stream to the publisher's push connection.
+func (ps *partStream) attach(pc *pushConn, stream uint32) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.finished {
+		return false
+	}
+	ps.pc, ps.stream = pc, stream
+	ps.signal()
+	return true
+}
+
+// put queues buf, received from the publisher. It takes ownership of buf.
+func (ps *partStream) put(buf []byte) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.finished {
+		ps.s.pool.put(buf)
+		return nil // ended on our side; frames in flight are dropped
+	}
+	if ps.received+int64(len(buf)) > ps.acked+ps.window || ps.received+int64(len(buf)) > ps.n {
+		ps.s.pool.put(buf)
+		return proto.Errorf(proto.StatusFlowViolation, "stream %d: %d bytes beyond credit", ps.stream, ps.received+int64(len(buf))-min(ps.acked+ps.window, ps.n))
+	}
+	ps.received += int64(len(buf))
+	ps.chunks = append(ps.chunks, buf)
+	ps.signal()
+	return nil
+}
+
+// fail ends the stream with err unless it has already ended. It reports
+// whether it ended the stream, and returns the push connection and stream
+// id the stream was bound to.
+func (ps *partStream) fail(err error) (ended bool, pc *pushConn, stream uint32) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.finished {
+		return false, nil, 0
+	}
+	ps.finished, ps.err = true, err
+	for _, c := range ps.chunks {
+		ps.s.pool.put(c)
+	}
+	ps.chunks = nil
+	ps.signal()
+	return true, ps.pc, ps.stream
+}
+
+// ackState returns the acknowledgement to send now and records it as sent.
+func (ps *partStream) ackState() (proto.Ack, bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.finished && ps.delivered < ps.n {
+		return proto.Ack{}, false
+	}
+	ps.acked = ps.delivered
+	return proto.Ack{Stream: ps.stream, Acked: uint64(ps.delivered), Limit: uint64(min(ps.delivered+ps.window, ps.n))}, true
+}
+
+// writeTo copies the part to w as its bytes arrive. It returns nil once
+// every byte is written, or the error that ended the part.
+func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
+	timer := time.NewTimer(ps.s.cfg.NeedTimeout)
+	defer timer.Stop()
+	for {
+		ps.mu.Lock()
+		if len(ps.chunks) > 0 {
+			c := ps.chunks[0]
+			ps.chunks[0] = nil
+			ps.chunks = ps.chunks[1:]
+			ps.mu.Unlock()
+
+			_, werr := w.Write(c)
+			ps.s.pool.put(c)
+			if werr != nil {
+				ps.cancel(proto.StatusCancelled, "consumer write failed")
+				return werr
+			}
+			ps.s.stats.bytesOut.Add(int64(len(c)))
+
+			ps.mu.Lock()
+			ps.delivered += int64(len(c))
+			done := ps.delivered == ps.n
+			ackDue := ps.delivered-ps.acked >= ps.window/4 || ps.delivered == ps.received
+			if done {
+				ps.finished = true
+			}
+			pc, stream := ps.pc, ps.stream
+			ps.mu.Unlock()
+			if done {
+				pc.endStream(stream, proto.StatusOK, "")
+				return nil
+			}
+			if ackDue {
+				pc.queueAck(ps)
+			}
+			continue
+		}
+		if ps.err != nil {
+			err := ps.err
+			ps.mu.Unlock()
+			return err
+		}
+		if ps.n == 0 {
+			ps.finished = true
+			ps.mu.Unlock()
+			return nil
+		}
+		attached := ps.pc != nil
+		ps.mu.Unlock()
+
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		if attached {
+			timer.Reset(ps.s.cfg.IdleTimeout)
+		} else {
+			timer.Reset(ps.s.cfg.NeedTimeout)
+		}
+		select {
+		case <-ps.wake:
+		case <-ctx.Done():
+			ps.cancel(proto.StatusCancelled, "consumer went away")
+			return ctx.Err()
+		case <-timer.C:
+			if attached {
+				ps.cancel(proto.StatusCancelled, errIdle.Msg)
+				return errIdle
+			}
+			ps.cancel(proto.StatusCancelled, errNeedTimeout.Msg)
+			return errNeedTimeout
+		}
+	}
+}
+
+// cancel ends the stream from the consumer's side: the publisher is told
+// to stop, or the rendezvous that the need is withdrawn.
+func (ps *partStream) cancel(status proto.Status, reason string) {
+	ended, pc, stream := ps.fail(proto.Errorf(status, "%s", reason))
+	if !ended {
+		return
+	}
+	if pc != nil {
+		pc.endStream(stream, status, reason)
+		return
+	}
+	ps.s.forgetNeed(ps.need, true)
+}
+
+// isCancelled reports whether err means the consumer gave up.
+func isCancelled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// waitBegun waits until a publisher begins the part or the part fails.
+func (ps *partStream) waitBegun(ctx context.Context) error {
+	timer := time.NewTimer(ps.s.cfg.NeedTimeout)
+	defer timer.Stop()
+	for {
+		ps.mu.Lock()
+		begun, err := ps.pc != nil || ps.n == 0, ps.err
+		ps.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if begun {
+			// writeTo may miss the wake-up consumed here; re-arm it.
+			ps.signal()
+			return nil
+		}
+		select {
+		case <-ps.wake:
+		case <-ctx.Done():
+			ps.cancel(proto.StatusCancelled, "consumer went away")
+			return ctx.Err()
+		case <-timer.C:
+			ps.cancel(proto.StatusCancelled, errNeedTimeout.Msg)
+			return errNeedTimeout
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package rendezvous
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// APIVersion is the version reported by GET /v1/info.
+const APIVersion = 1
+
+// retryOffline is the Retry-After, in seconds, of a 503 for an item whose
+// publisher is offline.
+const retryOffline = "5"
+
+// routes returns the server's HTTP routes.
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/info", s.handleInfo)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // GET patterns match HEAD too
+	mux.HandleFunc("GET /v1/control", s.handleControl)
+	mux.HandleFunc("GET /i/{id}", s.handlePage)
+	return mux
+}
+
+// Info is the body of GET /v1/info.
+type Info struct {
+	Version   int      `json:"version"`
+	PeerID    string   `json:"peer_id"`
+	Addrs     []string `json:"addrs"`     // libp2p multiaddrs ending in /p2p/<peer_id>
+	TokenKey  string   `json:"token_key"` // Ed25519 public key, base64url without padding
+	PublicURL string   `json:"public_url"`
+}
+
+// Info returns what GET /v1/info reports.
+func (s *Server) Info() Info {
+	addrs := s.cfg.Node.Addrs()
+	if addrs == nil {
+		addrs = []string{}
+	}
+	return Info{
+		Version:   APIVersion,
+		PeerID:    s.cfg.Node.ID(),
+		Addrs:     addrs,
+		TokenKey:  base64.RawURLEncoding.EncodeToString(s.pub),
+		PublicURL: s.cfg.PublicURL,
+	}
+}
+
+func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Info())
+}
+
+// statusBody is the body of GET /v1/status.
+type statusBody struct {
+	Relays      []relayStatus `json:"relays"`
+	Sessions    int           `json:"sessions"`
+	Items       int           `json:"items"`
+	ItemsOnline int           `json:"items_online"`
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	body := statusBody{Relays: s.relayStatuses(s.cfg.Now())}
+	s.mu.Lock()
+	body.Sessions = len(s.sessions)
+	body.Items = len(s.items)
+	for _, it := range s.items {
+		if it.sess != nil {
+			body.ItemsOnline++
+		}
+	}
+	s.mu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, body)
+}
+
+// handleItem answers GET and HEAD /v1/items/{id}: message items directly,
+// other items with a redirect to a relay carrying a read token.
+func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
+	id, err := proto.ParseItemID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, 0, proto.StatusNotFound, "no such item")
+		return
+	}
+	now := s.cfg.Now()
+	via := r.URL.Query().Get("via")
+	s.mu.Lock()
+	it := s.items[id]
+	if it == nil {
+		s.mu.Unlock()
+		writeError(w, 0, proto.StatusNotFound, "no such item")
+		return
+	}
+	v := it.view()
+	if v.kind == proto.KindMessage {
+		s.mu.Unlock()
+		serveMessage(w, r, v)
+		return
+	}
+	if !v.online {
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", retryOffline)
+		writeError(w, 0, proto.StatusOffline, "the publisher of this item is offline")
+		return
+	}
+	var rel *relayConn
+	if via != "" {
+		if rel = s.relays[via]; rel != nil && !s.relayAlive(rel, now) {
+			rel = nil
+		}
+		if rel == nil {
+			s.mu.Unlock()
+			writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q is not live", via))
+			return
+		}
+	} else if rel = s.pickRelayLocked(now); rel == nil {
+		s.mu.Unlock()
+		writeError(w, 0, proto.StatusUnavailable, "no relay is live")
+		return
+	}
+	relayID, relayURL := rel.id, rel.httpURL
+	s.mu.Unlock()
+
+	tok := proto.SignToken(s.key, proto.Claims{
+		Dir:      proto.DirRead,
+		Relay:    relayID,
+		Item:     id,
+		Off:      0,
+		Len:      v.size,
+		Exp:      now.Add(s.cfg.ReadTokenTTL).Unix(),
+		Size:     v.size,
+		Name:     v.name,
+		MIME:     v.mime,
+		Modified: v.published.Unix(),
+	})
+	s.stats.redirects.Add(1)
+	// Only the token travels: other query parameters are the consumer's
+	// business with the rendezvous, not with the relay.
+	w.Header().Set("Location", relayURL+"/v1/items/"+id.String()+"?t="+url.QueryEscape(tok))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// serveMessage serves the text of a message item, with Range and
+// conditional request support.
+func serveMessage(w http.ResponseWriter, r *http.Request, v itemView) {
+	h := w.Header()
+	h.Set("Content-Type", v.mime)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "private, no-cache")
+	http.ServeContent(w, r, "", v.published, strings.NewReader(v.text))
+}
+
+// errorBody is the JSON body of an API error.
+type errorBody struct {
+	Status proto.Status `json:"status"`
+	Error  string       `json:"error"`
+}
+
+// writeError writes a JSON error with status st. httpStatus 0 means
+// st.HTTPStatus().
+func writeError(w http.ResponseWriter, httpStatus int, st proto.Status, msg string) {
+	if httpStatus == 0 {
+		httpStatus = st.HTTPStatus()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, httpStatus, errorBody{Status: st, Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}

@@ -1,0 +1,263 @@
+package rendezvous
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
+)
+
+// Default limits and intervals. Each applies when the matching Config field
+// is zero.
+const (
+	DefaultMaxSessions        = 10000
+	DefaultMaxItemsPerSession = 1000
+	DefaultMaxItems           = 100000
+	DefaultMaxTextMessage     = 16 << 10
+	DefaultMaxItemSize        = 1 << 40
+	DefaultMaxNeedsPerRelay   = 4096
+	DefaultSendQueue          = 256
+	DefaultHeartbeatInterval  = time.Second
+	DefaultDeadAfter          = 3 * time.Second
+	DefaultReadTokenTTL       = 10 * time.Minute
+	DefaultPushTokenTTL       = 2 * time.Minute
+	DefaultItemTTL            = time.Hour
+	DefaultPingInterval       = 15 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+)
+
+// Fixed limits of the item metadata a publisher may send.
+const (
+	// MaxNameLen is the longest item name, in bytes.
+	MaxNameLen = 255
+	// MaxMIMELen is the longest MIME type, in bytes.
+	MaxMIMELen = 127
+)
+
+// registerTimeout bounds the register handshake on a new relay stream.
+const registerTimeout = 10 * time.Second
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// PublicURL is the base URL under which clients reach this server, used
+	// in share and download links, e.g. "http://127.0.0.1:8080". Required.
+	PublicURL string
+	// Node is the libp2p node relays register with. Required. The Server
+	// does not close it.
+	Node *mesh.Node
+	// SigningKey signs access tokens. When nil a key is generated in memory
+	// and lost at exit; it is never written to disk.
+	SigningKey ed25519.PrivateKey
+	// AllowedOrigins lists the Origins ("https://app.example.com") whose
+	// pages may open the control WebSocket; "*" allows any. Requests without
+	// an Origin header (non-browser clients) and same-origin requests (the
+	// Origin's host equals the request's Host) are always allowed.
+	AllowedOrigins []string
+
+	// MaxMessage limits one control message, in bytes. Defaults to
+	// proto.DefaultMaxMessage (64 KiB).
+	MaxMessage int
+	// MaxSessions limits concurrent control sessions. Defaults to 10000.
+	MaxSessions int
+	// MaxItemsPerSession limits the items one session has published.
+	// Defaults to 1000.
+	MaxItemsPerSession int
+	// MaxItems limits the items held, online and offline. Defaults to
+	// 100000.
+	MaxItems int
+	// MaxTextMessage limits the text of a "message" item, in bytes.
+	// Defaults to 16 KiB.
+	MaxTextMessage int
+	// MaxItemSize limits the declared size of an item, in bytes. Defaults
+	// to 1 TiB.
+	MaxItemSize int64
+	// MaxNeedsPerRelay limits the outstanding needs (orders) of one relay.
+	// Defaults to 4096.
+	MaxNeedsPerRelay int
+	// SendQueue is the number of messages queued for one session or relay
+	// before it is dropped as too slow. Defaults to 256.
+	SendQueue int
+
+	// HeartbeatInterval is the heartbeat interval told to relays. Defaults
+	// to 1s.
+	HeartbeatInterval time.Duration
+	// DeadAfter is how long a relay may go without a heartbeat before it is
+	// dropped. Defaults to 3s.
+	DeadAfter time.Duration
+	// ReadTokenTTL is the lifetime of read tokens. Defaults to 10m.
+	ReadTokenTTL time.Duration
+	// PushTokenTTL is the lifetime of push tokens, and how long an order is
+	// remembered. Defaults to 2m.
+	PushTokenTTL time.Duration
+	// ItemTTL is how long an item whose publisher went offline is kept for
+	// the publisher to reclaim it. Defaults to 1h.
+	ItemTTL time.Duration
+	// PingInterval is the WebSocket ping interval on control sessions; a
+	// session silent for twice this long is closed. Defaults to 15s.
+	PingInterval time.Duration
+	// WriteTimeout bounds each write to a session or relay. Defaults to 10s.
+	WriteTimeout time.Duration
+
+	// Logger receives the server's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first problem with c. Zero values are valid (they
+// mean defaults); PublicURL and Node are required.
+func (c *Config) Validate() error {
+	if c.PublicURL == "" {
+		return errors.New("rendezvous: config: PublicURL is required")
+	}
+	if err := checkBaseURL(c.PublicURL, "http", "https"); err != nil {
+		return fmt.Errorf("rendezvous: config: PublicURL: %w", err)
+	}
+	if c.Node == nil {
+		return errors.New("rendezvous: config: Node is required")
+	}
+	if c.SigningKey != nil && len(c.SigningKey) != ed25519.PrivateKeySize {
+		return fmt.Errorf("rendezvous: config: SigningKey has %d bytes, want %d", len(c.SigningKey), ed25519.PrivateKeySize)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if err := checkBaseURL(o, "http", "https"); err != nil {
+			return fmt.Errorf("rendezvous: config: allowed origin %q: %w", o, err)
+		}
+	}
+	ints := []struct {
+		name string
+		v    int64
+	}{
+		{"MaxMessage", int64(c.MaxMessage)},
+		{"MaxSessions", int64(c.MaxSessions)},
+		{"MaxItemsPerSession", int64(c.MaxItemsPerSession)},
+		{"MaxItems", int64(c.MaxItems)},
+		{"MaxTextMessage", int64(c.MaxTextMessage)},
+		{"MaxItemSize", c.MaxItemSize},
+		{"MaxNeedsPerRelay", int64(c.MaxNeedsPerRelay)},
+		{"SendQueue", int64(c.SendQueue)},
+		{"HeartbeatInterval", int64(c.HeartbeatInterval)},
+		{"DeadAfter", int64(c.DeadAfter)},
+		{"ReadTokenTTL", int64(c.ReadTokenTTL)},
+		{"PushTokenTTL", int64(c.PushTokenTTL)},
+		{"ItemTTL", int64(c.ItemTTL)},
+		{"PingInterval", int64(c.PingInterval)},
+		{"WriteTimeout", int64(c.WriteTimeout)},
+	}
+	for _, f := range ints {
+		if f.v < 0 {
+			return fmt.Errorf("rendezvous: config: %s is negative", f.name)
+		}
+	}
+	if c.MaxMessage != 0 && c.MaxMessage < 1024 {
+		return fmt.Errorf("rendezvous: config: MaxMessage %d is below 1024 bytes", c.MaxMessage)
+	}
+	if c.MaxTextMessage != 0 && c.MaxMessage != 0 && c.MaxTextMessage >= c.MaxMessage {
+		return fmt.Errorf("rendezvous: config: MaxTextMessage %d does not fit in MaxMessage %d", c.MaxTextMessage, c.MaxMessage)
+	}
+	hb, dead := c.HeartbeatInterval, c.DeadAfter
+	if hb == 0 {
+		hb = DefaultHeartbeatInterval
+	}
+	if dead == 0 {
+		dead = DefaultDeadAfter
+	}
+	if dead <= hb {
+		return fmt.Errorf("rendezvous: config: DeadAfter %v must exceed HeartbeatInterval %v", dead, hb)
+	}
+	return nil
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	setDefault(&c.MaxMessage, proto.DefaultMaxMessage)
+	setDefault(&c.MaxSessions, DefaultMaxSessions)
+	setDefault(&c.MaxItemsPerSession, DefaultMaxItemsPerSession)
+	setDefault(&c.MaxItems, DefaultMaxItems)
+	setDefault(&c.MaxTextMessage, DefaultMaxTextMessage)
+	setDefault(&c.MaxItemSize, DefaultMaxItemSize)
+	setDefault(&c.MaxNeedsPerRelay, DefaultMaxNeedsPerRelay)
+	setDefault(&c.SendQueue, DefaultSendQueue)
+	setDefault(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDefault(&c.DeadAfter, DefaultDeadAfter)
+	setDefault(&c.ReadTokenTTL, DefaultReadTokenTTL)
+	setDefault(&c.PushTokenTTL, DefaultPushTokenTTL)
+	setDefault(&c.ItemTTL, DefaultItemTTL)
+	setDefault(&c.PingInterval, DefaultPingInterval)
+	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Limits returns every effective limit and interval as slog attributes, so
+// that a binary can print them at start-up.
+func (s *Server) Limits() []slog.Attr {
+	c := &s.cfg
+	return []slog.Attr{
+		slog.String("public_url", c.PublicURL),
+		slog.Any("allowed_origins", c.AllowedOrigins),
+		slog.Int("max_message", c.MaxMessage),
+		slog.Int("max_sessions", c.MaxSessions),
+		slog.Int("max_items_per_session", c.MaxItemsPerSession),
+		slog.Int("max_items", c.MaxItems),
+		slog.Int("max_text_message", c.MaxTextMessage),
+		slog.Int64("max_item_size", c.MaxItemSize),
+		slog.Int("max_needs_per_relay", c.MaxNeedsPerRelay),
+		slog.Int("send_queue", c.SendQueue),
+		slog.Duration("heartbeat_interval", c.HeartbeatInterval),
+		slog.Duration("dead_after", c.DeadAfter),
+		slog.Duration("read_token_ttl", c.ReadTokenTTL),
+		slog.Duration("push_token_ttl", c.PushTokenTTL),
+		slog.Duration("item_ttl", c.ItemTTL),
+		slog.Duration("ping_interval", c.PingInterval),
+		slog.Duration("write_timeout", c.WriteTimeout),
+		slog.Duration("register_timeout", registerTimeout),
+	}
+}
+
+// checkBaseURL checks that s is an absolute URL with one of schemes, a host
+// and no query or fragment.
+func checkBaseURL(s string, schemes ...string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	ok := false
+	for _, sc := range schemes {
+		if u.Scheme == sc {
+			ok = true
+		}
+	}
+	if !ok {
+		return fmt.Errorf("scheme %q is not one of %v", u.Scheme, schemes)
+	}
+	if u.Host == "" {
+		return errors.New("no host")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return errors.New("has a query, fragment or user info")
+	}
+	return nil
+}

@@ -1,0 +1,350 @@
+package rendezvous
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/meshup/meshup/proto"
+)
+
+const (
+	// closeGoingAway is the close code sent when the server shuts down.
+	closeGoingAway = websocket.CloseGoingAway
+	// closeGrace is how long a session that sent a close frame waits for
+	// the peer's close before dropping the connection.
+	closeGrace = time.Second
+)
+
+// session is a client's control connection. Its reader is the HTTP handler
+// goroutine; its writer is one goroutine fed by send.
+type session struct {
+	id    string
+	conn  *websocket.Conn
+	log   *slog.Logger
+	stats *counters
+
+	send        chan proto.Message
+	done        chan struct{} // closed by fail
+	readerDone  chan struct{} // closed when the reader has returned
+	failOnce    sync.Once
+	closeCode   int // close frame to send, 0 for none; read after done
+	closeReason string
+
+	// Guarded by Server.mu:
+	items  map[proto.ItemID]*item // items this session publishes
+	orders map[uint64]*order      // orders sent to this session
+}
+
+// fail ends the session. With a non-zero code the writer sends a close
+// frame with that code and reason first. Safe to call many times from any
+// goroutine, also while holding Server.mu; only the first call counts.
+func (c *session) fail(code int, reason string) {
+	c.failOnce.Do(func() {
+		c.closeCode = code
+		c.closeReason = proto.TruncateReason(reason)
+		close(c.done)
+	})
+}
+
+func (c *session) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// enqueue queues m for the client without blocking. A client whose queue is
+// full reads too slowly: its session is closed with StatusOverLimit, so it
+// never stalls the scheduler. It reports whether m was queued.
+func (c *session) enqueue(m proto.Message) bool {
+	if c.isDone() {
+		return false
+	}
+	select {
+	case c.send <- m:
+		return true
+	default:
+		c.stats.reject(RejectQueueFull)
+		c.fail(proto.StatusOverLimit.CloseCode(), "send queue full: reading too slowly")
+		return false
+	}
+}
+
+// writeLoop is the session's only writer: queued messages and pings, then
+// the close frame.
+func (c *session) writeLoop(ping, timeout time.Duration) {
+	t := time.NewTicker(ping)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			if c.closeCode != 0 {
+				msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
+				if err := c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(timeout)); err == nil {
+					// Let the peer answer the close, so that it sees our
+					// code rather than a reset connection.
+					select {
+					case <-c.readerDone:
+					case <-time.After(closeGrace):
+					}
+				}
+			}
+			c.conn.Close() // ends the reader
+			return
+		case m := <-c.send:
+			data, err := proto.EncodeMessage(m)
+			if err != nil {
+				c.log.Error("encode control message", "type", m.MessageType(), "err", err)
+				continue
+			}
+			c.conn.SetWriteDeadline(time.Now().Add(timeout))
+			if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+				c.log.Debug("write control message", "err", err)
+				c.fail(0, "")
+				c.conn.Close()
+				return
+			}
+		case <-t.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err != nil {
+				c.log.Debug("write ping", "err", err)
+				c.fail(0, "")
+				c.conn.Close()
+				return
+			}
+		}
+	}
+}
+
+// handleControl is the HTTP adapter of the control channel: it checks the
+// Origin, the subprotocol and the session limit, upgrades, and serves the
+// session until it ends.
+func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		s.stats.reject(RejectOrigin)
+		writeError(w, http.StatusForbidden, proto.StatusOriginRefused, "origin "+r.Header.Get("Origin")+" is not allowed")
+		return
+	}
+	if !slices.Contains(websocket.Subprotocols(r), proto.Subprotocol) {
+		s.stats.reject(RejectSubprotocol)
+		writeError(w, http.StatusBadRequest, proto.StatusProtocol,
+			"the control channel is a WebSocket with subprotocol "+proto.Subprotocol+" (Sec-WebSocket-Protocol)")
+		return
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, proto.StatusUnavailable, "server closing")
+		return
+	case len(s.sessions) >= s.cfg.MaxSessions:
+		s.mu.Unlock()
+		s.stats.reject(RejectSessionLimit)
+		writeError(w, 0, proto.StatusOverLimit, "too many sessions")
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	up := websocket.Upgrader{
+		HandshakeTimeout: s.cfg.WriteTimeout,
+		Subprotocols:     []string{proto.Subprotocol},
+		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
+	}
+	conn, err := up.Upgrade(w, r, nil) // on failure Upgrade has answered
+	if err != nil {
+		s.log.Debug("control upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	s.serveSession(conn, r.RemoteAddr)
+}
+
+// originAllowed reports whether a request's Origin may open the control
+// channel.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true // same origin
+	}
+	norm := u.Scheme + "://" + u.Host
+	for _, a := range s.cfg.AllowedOrigins {
+		if a == "*" || strings.EqualFold(strings.TrimRight(a, "/"), norm) {
+			return true
+		}
+	}
+	return false
+}
+
+// serveSession runs a control session on an upgraded connection until it
+// ends, then closes conn and takes the session's items offline.
+func (s *Server) serveSession(conn *websocket.Conn, remote string) {
+	c := &session{
+		id:         newSessionID(),
+		conn:       conn,
+		stats:      &s.stats,
+		send:       make(chan proto.Message, s.cfg.SendQueue),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		items:      make(map[proto.ItemID]*item),
+		orders:     make(map[uint64]*order),
+	}
+	c.log = s.log.With("session", c.id)
+	s.mu.Lock()
+	if s.closed || len(s.sessions) >= s.cfg.MaxSessions {
+		s.mu.Unlock()
+		msg := websocket.FormatCloseMessage(proto.StatusOverLimit.CloseCode(), "too many sessions")
+		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.cfg.WriteTimeout))
+		conn.Close()
+		return
+	}
+	s.sessions[c] = struct{}{}
+	s.mu.Unlock()
+	s.stats.sessionsOpened.Add(1)
+	c.log.Info("session started", "remote", remote)
+
+	conn.SetReadLimit(int64(s.cfg.MaxMessage))
+	c.enqueue(&proto.Welcome{
+		Session:     c.id,
+		MaxMessage:  s.cfg.MaxMessage,
+		PingSeconds: int(math.Ceil(s.cfg.PingInterval.Seconds())),
+	})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop(s.cfg.PingInterval, s.cfg.WriteTimeout)
+	}()
+	s.readSession(c)
+	close(c.readerDone)
+	c.fail(0, "") // the reader ended first: nothing to say
+	<-writerDone
+	conn.Close()
+	s.endSession(c)
+}
+
+// readSession reads and handles the client's messages until the connection
+// fails.
+func (s *Server) readSession(c *session) {
+	idle := 2 * s.cfg.PingInterval
+	c.conn.SetReadDeadline(time.Now().Add(idle))
+	c.conn.SetPongHandler(func(string) error {
+		if !c.isDone() {
+			c.conn.SetReadDeadline(time.Now().Add(idle))
+		}
+		return nil
+	})
+	for {
+		typ, data, err := c.conn.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// gorilla has sent close 1009. Read what the client
+				// still sends, so that closing does not reset the
+				// connection before the close frame reaches it.
+				s.stats.reject(RejectTooLarge)
+				c.log.Info("control message over the limit", "limit", s.cfg.MaxMessage)
+				nc := c.conn.NetConn()
+				nc.SetReadDeadline(time.Now().Add(closeGrace))
+				io.Copy(io.Discard, nc)
+			} else {
+				c.log.Debug("control read ended", "err", err)
+			}
+			return
+		}
+		if c.isDone() {
+			continue // closing: discard until the peer's close
+		}
+		c.conn.SetReadDeadline(time.Now().Add(idle))
+		if typ != websocket.TextMessage {
+			s.stats.reject(RejectBinary)
+			c.fail(proto.StatusProtocol.CloseCode(), "binary messages are not allowed on the control channel")
+			continue
+		}
+		m, err := proto.DecodeMessage(data, s.cfg.MaxMessage)
+		switch {
+		case errors.Is(err, proto.ErrUnknownType):
+			s.stats.reject(RejectUnknownType)
+			c.enqueue(&proto.ErrorMsg{Status: proto.StatusMalformed, Reason: strings.TrimPrefix(err.Error(), "proto: ")})
+			continue
+		case err != nil:
+			s.stats.reject(RejectMalformed)
+			c.log.Info("malformed control message", "err", err)
+			c.fail(proto.StatusMalformed.CloseCode(), strings.TrimPrefix(err.Error(), "proto: "))
+			continue
+		}
+		s.handleControlMsg(c, m)
+	}
+}
+
+// handleControlMsg acts on one decoded client message.
+func (s *Server) handleControlMsg(c *session, m proto.Message) {
+	switch m := m.(type) {
+	case *proto.Hello:
+		c.log.Debug("hello", "client", proto.TruncateReason(m.Client))
+	case *proto.Publish:
+		c.enqueue(s.publish(c, m))
+	case *proto.Unpublish:
+		if reply := s.unpublish(c, m); reply != nil {
+			c.enqueue(reply)
+		}
+	case *proto.OrderFailed:
+		s.orderFailed(c, m)
+	case *proto.ErrorMsg:
+		c.log.Debug("error from client", "ref", m.Ref, "status", m.Status, "reason", proto.TruncateReason(m.Reason))
+	default:
+		s.stats.reject(RejectUnexpectedType)
+		c.enqueue(&proto.ErrorMsg{
+			Status: proto.StatusProtocol,
+			Reason: "message type " + m.MessageType() + " is not sent by clients",
+		})
+	}
+}
+
+// endSession takes the items of a finished session offline and fails its
+// outstanding orders at the relays that needed them.
+func (s *Server) endSession(c *session) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	delete(s.sessions, c)
+	n := 0
+	for _, it := range c.items {
+		if it.sess == c {
+			it.sess = nil
+			it.offlineSince = now
+			n++
+		}
+	}
+	clear(c.items)
+	for _, o := range c.orders {
+		s.needFailedLocked(o.relay, o.need, proto.StatusOffline, "publisher went offline")
+		s.forgetOrderLocked(o)
+	}
+	s.mu.Unlock()
+	c.log.Info("session ended", "items_offline", n, "close_code", c.closeCode, "reason", c.closeReason)
+}
+
+// newSessionID returns a random session id for logs and the Welcome.
+func newSessionID() string {
+	var b [9]byte
+	rand.Read(b[:]) // never fails; see crypto/rand.Read
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,135 @@
+package rendezvous
+
+import (
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// The scheduler turns a relay's Need into an Order to the item's publisher.
+// In this version the relay that needs a part is also the one the part is
+// pushed to (entry relay = exit relay); spreading a range over several
+// entry relays comes later.
+
+// order is an order sent to a publisher and not yet settled. It lives until
+// the relay cancels its need, the publisher reports failure, the session or
+// relay ends, or its push token expires. Its fields are guarded by
+// Server.mu.
+type order struct {
+	id      uint64
+	item    proto.ItemID
+	relay   *relayConn
+	need    uint64
+	sess    *session
+	created time.Time
+}
+
+// handleNeed answers a Need from relay r with an Order to the publisher or
+// a NeedFailed to r.
+func (s *Server) handleNeed(r *relayConn, n *proto.Need) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.orderLocked(r, n, now); e != nil {
+		r.log.Debug("need failed", "need", n.Need, "item", n.Item, "status", e.Status, "reason", e.Msg)
+		s.needFailedLocked(r, n.Need, e.Status, e.Msg)
+	}
+}
+
+// orderLocked creates and sends the order for n, or says why not.
+func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.Error {
+	if r.needs == nil {
+		return proto.Errorf(proto.StatusUnavailable, "relay is gone")
+	}
+	if _, dup := r.needs[n.Need]; dup {
+		return proto.Errorf(proto.StatusProtocol, "need %d is already outstanding", n.Need)
+	}
+	if len(r.needs) >= s.cfg.MaxNeedsPerRelay {
+		return proto.Errorf(proto.StatusOverLimit, "relay has %d needs outstanding, the limit", len(r.needs))
+	}
+	it := s.items[n.Item]
+	switch {
+	case it == nil:
+		return proto.Errorf(proto.StatusNotFound, "no item %s", n.Item)
+	case it.kind == proto.KindMessage:
+		return proto.Errorf(proto.StatusNotFound, "message items are served by the rendezvous")
+	case it.sess == nil:
+		return proto.Errorf(proto.StatusOffline, "publisher of %s is offline", n.Item)
+	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
+		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
+	}
+	s.lastOrder++
+	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.sess, created: now}
+	tok := proto.SignToken(s.key, proto.Claims{
+		Dir:   proto.DirPush,
+		Relay: r.id,
+		Item:  it.id,
+		Off:   n.Off,
+		Len:   n.Len,
+		Exp:   now.Add(s.cfg.PushTokenTTL).Unix(),
+		Ref:   n.Need,
+	})
+	msg := &proto.Order{
+		Order: o.id, Item: it.id, Off: n.Off, Len: n.Len,
+		Relay: r.id, PushURL: r.pushURL, Token: tok,
+	}
+	if !o.sess.enqueue(msg) {
+		return proto.Errorf(proto.StatusOffline, "publisher of %s is not keeping up", n.Item)
+	}
+	s.orders[o.id] = o
+	r.needs[n.Need] = o
+	o.sess.orders[o.id] = o
+	r.ordersSinceBeat++
+	s.stats.ordersSent.Add(1)
+	r.log.Debug("order sent", "order", o.id, "need", n.Need, "item", it.id, "off", n.Off, "len", n.Len)
+	return nil
+}
+
+// handleNeedCancel withdraws the order for relay r's need, telling the
+// publisher to stop.
+func (s *Server) handleNeedCancel(r *relayConn, nc *proto.NeedCancel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := r.needs[nc.Need]
+	if o == nil {
+		r.log.Debug("cancel of unknown need", "need", nc.Need)
+		return
+	}
+	o.sess.enqueue(&proto.Cancel{Order: o.id})
+	s.stats.cancels.Add(1)
+	s.forgetOrderLocked(o)
+}
+
+// orderFailed forwards a publisher's OrderFailed to the relay that needed
+// the part.
+func (s *Server) orderFailed(c *session, of *proto.OrderFailed) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.orders[of.Order]
+	if o == nil || o.sess != c {
+		c.log.Debug("order_failed for unknown order", "order", of.Order)
+		return
+	}
+	st := of.Status
+	if st == proto.StatusOK {
+		st = proto.StatusSourceError
+	}
+	s.stats.ordersFailed.Add(1)
+	s.needFailedLocked(o.relay, o.need, st, proto.TruncateReason(of.Reason))
+	s.forgetOrderLocked(o)
+}
+
+// needFailedLocked tells relay r that its need cannot be met.
+func (s *Server) needFailedLocked(r *relayConn, need uint64, st proto.Status, reason string) {
+	s.stats.needFailedInc(st)
+	r.enqueue(&proto.NeedFailed{Need: need, Status: st, Reason: reason})
+}
+
+// forgetOrderLocked drops o from every index.
+func (s *Server) forgetOrderLocked(o *order) {
+	delete(s.orders, o.id)
+	if o.relay.needs[o.need] == o {
+		delete(o.relay.needs, o.need)
+	}
+	delete(o.sess.orders, o.id)
+}

@@ -1,0 +1,185 @@
+// Package rendezvous is meshup's controlling server. It keeps the control
+// sessions of publishers (WebSocket, JSON messages), the registry of relays
+// (libp2p streams), and the items published; it turns a relay's "need part"
+// into an order to the item's publisher and points consumers at relays with
+// signed, short-lived tokens. It holds metadata only: no item bytes pass
+// through it except the text of short messages.
+//
+// The Server does not own listeners: Handler serves the HTTP API and the
+// control WebSocket on whatever listener the caller runs, and New registers
+// the relay protocol on the caller's mesh.Node.
+package rendezvous
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Sentinel errors.
+var (
+	// ErrClosed means the server has been closed.
+	ErrClosed = errors.New("rendezvous: server closed")
+)
+
+// Server is a rendezvous. Its methods are safe for concurrent use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	key   ed25519.PrivateKey
+	pub   ed25519.PublicKey
+	mux   *http.ServeMux
+	stats counters
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // sweeper, session handlers, relay streams
+	closeOnce sync.Once
+
+	mu        sync.Mutex // guards the fields below
+	closed    bool
+	sessions  map[*session]struct{}
+	items     map[proto.ItemID]*item
+	relays    map[string]*relayConn // by peer id
+	orders    map[uint64]*order
+	lastOrder uint64
+	rr        uint64 // round-robin position among equally loaded relays
+}
+
+// New starts a Server: it registers the relay protocol proto.ProtoRegister
+// on cfg.Node and starts the background sweeper. Close stops it.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	key := cfg.SigningKey
+	if key == nil {
+		var err error
+		if _, key, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return nil, fmt.Errorf("rendezvous: generate signing key: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		key:      key,
+		pub:      key.Public().(ed25519.PublicKey),
+		ctx:      ctx,
+		cancel:   cancel,
+		sessions: make(map[*session]struct{}),
+		items:    make(map[proto.ItemID]*item),
+		relays:   make(map[string]*relayConn),
+		orders:   make(map[uint64]*order),
+	}
+	s.mux = s.routes()
+	cfg.Node.Handle(proto.ProtoRegister, s.handleRegister)
+	cfg.Node.OnDisconnect(s.peerDisconnected)
+	s.wg.Add(1)
+	go s.sweepLoop()
+	return s, nil
+}
+
+// Handler returns the HTTP handler of the API, the item pages and the
+// control WebSocket.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// PublicKey returns the key that verifies the server's tokens.
+func (s *Server) PublicKey() ed25519.PublicKey { return s.pub }
+
+// Close closes every control session and relay stream and waits for the
+// server's goroutines to end. It is idempotent and always returns nil; the
+// mesh.Node is left open for its owner to close.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		sessions := make([]*session, 0, len(s.sessions))
+		for c := range s.sessions {
+			sessions = append(sessions, c)
+		}
+		relays := make([]*relayConn, 0, len(s.relays))
+		for _, r := range s.relays {
+			relays = append(relays, r)
+		}
+		s.mu.Unlock()
+		s.cancel()
+		for _, c := range sessions {
+			c.fail(closeGoingAway, "server closing")
+		}
+		for _, r := range relays {
+			r.fail("server closing")
+		}
+	})
+	s.wg.Wait()
+	return nil
+}
+
+// goStart reserves a slot in s.wg for a goroutine or handler, unless the
+// server is closing. The caller calls s.wg.Done when it ends.
+func (s *Server) goStart() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// sweepInterval returns how often the sweeper runs: often enough to notice
+// a silent relay soon after DeadAfter.
+func (s *Server) sweepInterval() time.Duration {
+	return min(max(s.cfg.DeadAfter/4, 10*time.Millisecond), time.Second)
+}
+
+// sweepLoop drops dead relays, expired offline items and stale orders until
+// the server closes.
+func (s *Server) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.sweepInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.sweep(s.cfg.Now())
+		}
+	}
+}
+
+// sweep does one pass of the sweeper at time now.
+func (s *Server) sweep(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.relays {
+		if now.Sub(r.lastSeen) > s.cfg.DeadAfter {
+			r.fail("no heartbeat")
+		}
+	}
+	for id, it := range s.items {
+		if it.sess == nil && now.Sub(it.offlineSince) > s.cfg.ItemTTL {
+			delete(s.items, id)
+			s.stats.itemsPurged.Add(1)
+			s.log.Debug("offline item expired", "item", id)
+		}
+	}
+	for id, o := range s.orders {
+		if now.Sub(o.created) > s.cfg.PushTokenTTL {
+			// The push token has expired: the order is done or will never
+			// be. The relay times its need out on its own.
+			s.forgetOrderLocked(o)
+			s.log.Debug("order expired", "order", id)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package rendezvous
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Reasons a control message or connection is rejected, as counted in
+// Stats.Rejected.
+const (
+	RejectMalformed      = "malformed"       // undecodable JSON
+	RejectUnknownType    = "unknown_type"    // a type this version does not know
+	RejectUnexpectedType = "unexpected_type" // a known type a client must not send
+	RejectBinary         = "binary"          // a binary frame on the control channel
+	RejectTooLarge       = "too_large"       // a message over MaxMessage
+	RejectQueueFull      = "queue_full"      // the peer read too slowly
+	RejectOrigin         = "origin"          // Origin not allowed
+	RejectSubprotocol    = "subprotocol"     // meshup.v1 not offered
+	RejectSessionLimit   = "session_limit"   // MaxSessions reached
+	RejectPublish        = "publish"         // publish refused
+	RejectUnpublish      = "unpublish"       // unpublish refused
+	RejectRegister       = "register"        // relay handshake refused
+)
+
+// Stats is a snapshot of the server's counters. Counters only grow; gauges
+// (Relays, Sessions, Items, ItemsOnline, Orders) are current values.
+type Stats struct {
+	RelaysRegistered uint64 // register handshakes accepted
+	RelaysDead       uint64 // relays dropped (stream ended, silent, replaced, disconnected)
+	Relays           int    // relays live now
+
+	SessionsOpened uint64 // control sessions accepted
+	Sessions       int    // control sessions open now
+
+	Publishes   uint64 // items published
+	Reclaims    uint64 // items taken back online with their owner secret
+	Unpublishes uint64 // items withdrawn
+	ItemsPurged uint64 // offline items dropped after ItemTTL
+	Items       int    // items held now
+	ItemsOnline int    // items whose publisher is connected
+
+	Redirects    uint64 // GET /v1/items answered with a redirect to a relay
+	OrdersSent   uint64 // orders sent to publishers
+	OrdersFailed uint64 // order_failed received from publishers
+	Cancels      uint64 // cancels sent to publishers
+	Orders       int    // orders outstanding now
+
+	// NeedFailed counts need_failed messages sent to relays by status.
+	NeedFailed map[proto.Status]uint64
+	// Rejected counts refused control messages and connections by reason
+	// (the Reject constants).
+	Rejected map[string]uint64
+}
+
+// counters are the server's monotonic counters; gauges are computed in
+// Stats.
+type counters struct {
+	relaysRegistered atomic.Uint64
+	relaysDead       atomic.Uint64
+	sessionsOpened   atomic.Uint64
+	publishes        atomic.Uint64
+	reclaims         atomic.Uint64
+	unpublishes      atomic.Uint64
+	itemsPurged      atomic.Uint64
+	redirects        atomic.Uint64
+	ordersSent       atomic.Uint64
+	ordersFailed     atomic.Uint64
+	cancels          atomic.Uint64
+
+	mu         sync.Mutex // guards the fields below
+	needFailed map[proto.Status]uint64
+	rejected   map[string]uint64
+}
+
+func (c *counters) needFailedInc(st proto.Status) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.needFailed == nil {
+		c.needFailed = make(map[proto.Status]uint64)
+	}
+	c.needFailed[st]++
+}
+
+func (c *counters) reject(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rejected == nil {
+		c.rejected = make(map[string]uint64)
+	}
+	c.rejected[reason]++
+}
+
+// Stats returns a snapshot of the server's counters. It is safe to call
+// concurrently, also after Close.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	st := Stats{
+		RelaysRegistered: c.relaysRegistered.Load(),
+		RelaysDead:       c.relaysDead.Load(),
+		SessionsOpened:   c.sessionsOpened.Load(),
+		Publishes:        c.publishes.Load(),
+		Reclaims:         c.reclaims.Load(),
+		Unpublishes:      c.unpublishes.Load(),
+		ItemsPurged:      c.itemsPurged.Load(),
+		Redirects:        c.redirects.Load(),
+		OrdersSent:       c.ordersSent.Load(),
+		OrdersFailed:     c.ordersFailed.Load(),
+		Cancels:          c.cancels.Load(),
+	}
+	c.mu.Lock()
+	st.NeedFailed = maps.Clone(c.needFailed)
+	st.Rejected = maps.Clone(c.rejected)
+	c.mu.Unlock()
+	if st.NeedFailed == nil {
+		st.NeedFailed = map[proto.Status]uint64{}
+	}
+	if st.Rejected == nil {
+		st.Rejected = map[string]uint64{}
+	}
+
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.relays {
+		if s.relayAlive(r, now) {
+			st.Relays++
+		}
+	}
+	st.Sessions = len(s.sessions)
+	st.Items = len(s.items)
+	for _, it := range s.items {
+		if it.sess != nil {
+			st.ItemsOnline++
+		}
+	}
+	st.Orders = len(s.orders)
+	return st
+}
