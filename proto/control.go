@@ -209,7 +209,8 @@ func EncodeMessage(m Message) ([]byte, error) {
 
 // DecodeMessage decodes one control message of at most max bytes. It
 // returns a pointer to one of the message structs of this package. For a
-// message of unknown type it returns the type name and ErrUnknownType.
+// message of unknown type it returns a nil Message and an error wrapping
+// ErrUnknownType that names the type.
 func DecodeMessage(data []byte, max int) (Message, error) {
 	if len(data) > max {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(data), max)

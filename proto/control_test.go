@@ -274,3 +274,25 @@ func FuzzDecodeMessage(f *testing.F) {
 		checkMessageStable(t, data)
 	})
 }
+
+func TestInfoJSON(t *testing.T) {
+	info := Info{
+		Version:   Version,
+		PeerID:    "12D3KooW",
+		Addrs:     []string{"/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooW"},
+		TokenKey:  "AAEC",
+		PublicURL: "https://rv.example",
+	}
+	want := `{"version":1,"peer_id":"12D3KooW","addrs":["/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooW"],"token_key":"AAEC","public_url":"https://rv.example"}`
+	b, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Errorf("got %s, want %s", b, want)
+	}
+	var got Info
+	if err := json.Unmarshal(b, &got); err != nil || !reflect.DeepEqual(got, info) {
+		t.Errorf("got %+v, %v, want %+v, nil", got, err, info)
+	}
+}

@@ -78,10 +78,11 @@ func ParseToken(key ed25519.PublicKey, tok string, now time.Time) (Claims, error
 		return c, ErrTokenMalformed
 	}
 	b64, sig64, ok := strings.Cut(tok, ".")
-	if !ok {
+	if !ok || strings.ContainsAny(tok, "\r\n") {
 		return c, ErrTokenMalformed
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(sig64)
+	// Strict decoding gives every token exactly one text form.
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(sig64)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return c, ErrTokenMalformed
 	}

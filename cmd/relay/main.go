@@ -1,0 +1,126 @@
+// Command relay runs a meshup relay (upload server): it joins a rendezvous,
+// accepts parts pushed by publishers and streams them to consumers. It
+// keeps part data in bounded memory and never writes it to disk.
+//
+//	relay --rendezvous http://HOST:8080 --http :8081 --public-url http://MYHOST:8081
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/relay"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	rdv := fs.String("rendezvous", "", "rendezvous base URL, e.g. http://127.0.0.1:8080 (required)")
+	httpAddr := fs.String("http", ":8081", "HTTP listen address (push WebSocket and item downloads)")
+	publicURL := fs.String("public-url", "", "base URL publishers and consumers use to reach this relay (default: from --http, with 127.0.0.1 for an unspecified host)")
+	p2p := fs.String("p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen multiaddrs")
+	origins := fs.String("allow-origin", "", "comma-separated Origins allowed to push from a browser (the rendezvous's own is always allowed)")
+	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
+	var cfg relay.Config
+	fs.Int64Var(&cfg.Budget, "budget", relay.DefaultBudget, "bytes of memory for part data, all streams")
+	fs.IntVar(&cfg.Window, "window", relay.DefaultWindow, "bytes in flight per part stream")
+	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
+	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "parts open ahead per consumer request")
+	fs.IntVar(&cfg.MaxConns, "max-conns", relay.DefaultMaxConns, "push WebSocket connections")
+	fs.IntVar(&cfg.MaxStreamsPerConn, "max-streams-per-conn", relay.DefaultMaxStreamsPerConn, "open parts per push connection")
+	fs.DurationVar(&cfg.NeedTimeout, "need-timeout", relay.DefaultNeedTimeout, "wait for a publisher to begin a part")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for bytes of a begun part")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers and publishers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rdv == "" {
+		fs.Usage()
+		return errors.New("--rendezvous is required")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if *publicURL == "" {
+		*publicURL = defaultPublicURL(ln.Addr().(*net.TCPAddr))
+	}
+	node, err := mesh.New(mesh.Config{ListenAddrs: splitList(*p2p), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	cfg.Node, cfg.Rendezvous, cfg.PublicURL, cfg.Logger = node, *rdv, *publicURL, log
+	cfg.AllowedOrigins = splitList(*origins)
+	srv, err := relay.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	eff := srv.Config()
+	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
+	log.Info("relay limits", eff.LogAttrs()...)
+
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- srv.Run(ctx) }()
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func defaultPublicURL(a *net.TCPAddr) string {
+	host := a.IP.String()
+	if a.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, fmt.Sprint(a.Port))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
