@@ -96,6 +96,12 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, e *proto.Error) {
+	// An error may follow the item's headers (a full budget, an offline
+	// publisher): they describe the item, not the error, and a stale
+	// Content-Length would make the JSON body look cut short.
+	for _, k := range []string{"Content-Length", "Content-Range", "Content-Disposition", "ETag", "Last-Modified"} {
+		w.Header().Del(k)
+	}
 	code := e.Status.HTTPStatus()
 	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "5")

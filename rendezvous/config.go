@@ -22,7 +22,8 @@ const (
 	DefaultMaxTextMessage     = 16 << 10
 	DefaultMaxItemSize        = 1 << 40
 	DefaultMaxNeedsPerRelay   = 4096
-	DefaultSendQueue          = 256
+	DefaultSessionQueue       = 256
+	DefaultRelayQueue         = 4096
 	DefaultHeartbeatInterval  = time.Second
 	DefaultDeadAfter          = 3 * time.Second
 	DefaultReadTokenTTL       = 10 * time.Minute
@@ -80,9 +81,13 @@ type Config struct {
 	// MaxNeedsPerRelay limits the outstanding needs (orders) of one relay.
 	// Defaults to 4096.
 	MaxNeedsPerRelay int
-	// SendQueue is the number of messages queued for one session or relay
-	// before it is dropped as too slow. Defaults to 256.
-	SendQueue int
+	// SessionQueue is the number of messages queued for one control
+	// session before it is closed as too slow. Defaults to 256.
+	SessionQueue int
+	// RelayQueue is the number of messages queued for one relay before it
+	// is dropped as too slow. A relay multiplexes many consumers, so it
+	// gets a deeper queue. Defaults to 4096.
+	RelayQueue int
 
 	// HeartbeatInterval is the heartbeat interval told to relays. Defaults
 	// to 1s.
@@ -144,7 +149,8 @@ func (c *Config) Validate() error {
 		{"MaxTextMessage", int64(c.MaxTextMessage)},
 		{"MaxItemSize", c.MaxItemSize},
 		{"MaxNeedsPerRelay", int64(c.MaxNeedsPerRelay)},
-		{"SendQueue", int64(c.SendQueue)},
+		{"SessionQueue", int64(c.SessionQueue)},
+		{"RelayQueue", int64(c.RelayQueue)},
 		{"HeartbeatInterval", int64(c.HeartbeatInterval)},
 		{"DeadAfter", int64(c.DeadAfter)},
 		{"ReadTokenTTL", int64(c.ReadTokenTTL)},
@@ -187,7 +193,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxTextMessage, DefaultMaxTextMessage)
 	setDefault(&c.MaxItemSize, DefaultMaxItemSize)
 	setDefault(&c.MaxNeedsPerRelay, DefaultMaxNeedsPerRelay)
-	setDefault(&c.SendQueue, DefaultSendQueue)
+	setDefault(&c.SessionQueue, DefaultSessionQueue)
+	setDefault(&c.RelayQueue, DefaultRelayQueue)
 	setDefault(&c.HeartbeatInterval, DefaultHeartbeatInterval)
 	setDefault(&c.DeadAfter, DefaultDeadAfter)
 	setDefault(&c.ReadTokenTTL, DefaultReadTokenTTL)
@@ -225,7 +232,8 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Int("max_text_message", c.MaxTextMessage),
 		slog.Int64("max_item_size", c.MaxItemSize),
 		slog.Int("max_needs_per_relay", c.MaxNeedsPerRelay),
-		slog.Int("send_queue", c.SendQueue),
+		slog.Int("session_queue", c.SessionQueue),
+		slog.Int("relay_queue", c.RelayQueue),
 		slog.Duration("heartbeat_interval", c.HeartbeatInterval),
 		slog.Duration("dead_after", c.DeadAfter),
 		slog.Duration("read_token_ttl", c.ReadTokenTTL),

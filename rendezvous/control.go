@@ -203,7 +203,7 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string) {
 		id:         newSessionID(),
 		conn:       conn,
 		stats:      &s.stats,
-		send:       make(chan proto.Message, s.cfg.SendQueue),
+		send:       make(chan proto.Message, s.cfg.SessionQueue),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		items:      make(map[proto.ItemID]*item),

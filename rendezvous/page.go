@@ -94,14 +94,13 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 
 // humanSize formats n bytes with a binary unit: "512 B", "1.5 KiB".
 func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
+	if n < 1024 {
 		return fmt.Sprintf("%d B", n)
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
+	f, exp := float64(n)/1024, 0
+	for f >= 1023.95 && exp < 5 { // would print as 1024.0: use the next unit
+		f /= 1024
 		exp++
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[exp])
 }

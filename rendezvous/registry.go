@@ -49,14 +49,14 @@ type relayConn struct {
 	needs           map[uint64]*order // by need id; nil once the relay is removed
 }
 
-// fail drops the relay: it stops the writer and resets the stream, which
-// ends the reader. Safe to call many times from any goroutine, also while
-// holding Server.mu.
+// fail drops the relay: the writer resets the stream, which ends the
+// reader. It never blocks (a stream reset can wait for a congested
+// connection, so only the writer does it), and is safe to call many times
+// from any goroutine, also while holding Server.mu.
 func (r *relayConn) fail(why string) {
 	r.failOnce.Do(func() {
 		r.why = why
 		close(r.done)
-		r.st.Reset()
 	})
 }
 
@@ -85,8 +85,10 @@ func (r *relayConn) enqueue(m proto.Message) bool {
 	}
 }
 
-// writeLoop writes queued messages to the stream until the relay fails.
+// writeLoop writes queued messages to the stream until the relay fails,
+// then resets the stream.
 func (r *relayConn) writeLoop(timeout time.Duration) {
+	defer r.st.Reset()
 	for {
 		select {
 		case <-r.done:
@@ -129,7 +131,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		addrs:      reg.Addrs,
 		budget:     reg.Budget,
 		window:     reg.Window,
-		send:       make(chan proto.Message, s.cfg.SendQueue),
+		send:       make(chan proto.Message, s.cfg.RelayQueue),
 		done:       make(chan struct{}),
 		registered: now,
 		lastSeen:   now,

@@ -1,10 +1,14 @@
 package rendezvous_test
 
 import (
+	"net"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
@@ -214,4 +218,79 @@ func TestOfflineItemExpires(t *testing.T) {
 	if got := rv.Server.Stats().ItemsPurged; got != 1 {
 		t.Errorf("stats items purged: got %d, want 1", got)
 	}
+}
+
+// TestSlowPublisher checks that a publisher that stops reading is dropped
+// instead of stalling the scheduler, and that others are served meanwhile.
+func TestSlowPublisher(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.SessionQueue = 8
+	cfg.MaxNeedsPerRelay = 1 << 20
+	rv := rendezvoustest.Start(t, cfg)
+	relay := rendezvoustest.Register(t, rv, "http://relay.test")
+
+	// A publisher with a tiny receive buffer that never reads after
+	// publishing.
+	d := websocket.Dialer{
+		HandshakeTimeout: wait,
+		Subprotocols:     []string{proto.Subprotocol},
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				err = c.(*net.TCPConn).SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	}
+	conn, _, err := d.Dial(rv.ControlURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	slow := &rendezvoustest.Control{Conn: conn}
+	recvAs[proto.Welcome](t, slow.Recv)
+	slowItem := publishFile(t, slow, 1<<30)
+	fast := rendezvoustest.DialControl(t, rv)
+	fastItem := publishFile(t, fast, 1000)
+
+	stop := make(chan struct{})
+	flooded := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { flooded <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n++; n > 1<<20 {
+				return
+			}
+			if relay.Send(&proto.Need{Need: uint64(n), Item: slowItem.ID, Off: 0, Len: 1}) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		nf := recvAs[proto.NeedFailed](t, relay.Recv)
+		if nf.Status == proto.StatusOffline {
+			break
+		}
+	}
+	close(stop)
+	t.Logf("needs sent before the slow publisher was dropped: %d", <-flooded)
+	if got := rv.Server.Stats().Rejected[rendezvous.RejectQueueFull]; got == 0 {
+		t.Error("no queue_full rejection counted")
+	}
+
+	const fastNeed = 1 << 40
+	if err := relay.Send(&proto.Need{Need: fastNeed, Item: fastItem.ID, Off: 0, Len: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if o := recvAs[proto.Order](t, fast.Recv); o.Item != fastItem.ID {
+		t.Errorf("order for %s, want %s", o.Item, fastItem.ID)
+	}
+	eventually(t, "slow publisher's item to go offline", func() bool { return getStatus(t, rv).ItemsOnline == 1 })
 }

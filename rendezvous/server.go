@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,12 +21,6 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/proto"
-)
-
-// Sentinel errors.
-var (
-	// ErrClosed means the server has been closed.
-	ErrClosed = errors.New("rendezvous: server closed")
 )
 
 // Server is a rendezvous. Its methods are safe for concurrent use.

@@ -119,4 +119,3 @@ func (r *repeatReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
-

@@ -1,0 +1,212 @@
+// Command rendezvous runs meshup's controlling server: the HTTP API, the
+// control WebSocket for publishers, and the relay registry on a libp2p
+// node.
+//
+//	rendezvous --http :8080 --public-url https://share.example.org
+//
+// Every limit is a flag and is printed at start-up. SIGINT or SIGTERM
+// closes the server gracefully.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/rendezvous"
+)
+
+// Timeouts of the HTTP server. Request bodies are small (the API takes
+// none), so only headers and shutdown need bounds; WebSocket sessions set
+// their own deadlines.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	shutdownTimeout   = 5 * time.Second
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "rendezvous:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command-line flags.
+type options struct {
+	http      string
+	p2p       string
+	publicURL string
+	origins   []string
+	logLevel  slog.Level
+	metrics   bool
+	cfg       rendezvous.Config
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
+	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
+	fs.StringVar(&o.p2p, "p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen `multiaddrs`")
+	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` in share links (default http://127.0.0.1:PORT, or the --http host)")
+	fs.Func("allow-origin", "`origin` allowed to open the control WebSocket from a browser, e.g. https://app.example.org; repeatable or comma-separated; * allows any", func(s string) error {
+		for _, v := range strings.Split(s, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				o.origins = append(o.origins, v)
+			}
+		}
+		return nil
+	})
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn, error")
+	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
+
+	c := &o.cfg
+	fs.IntVar(&c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
+	fs.IntVar(&c.MaxSessions, "max-sessions", rendezvous.DefaultMaxSessions, "limit on concurrent control sessions")
+	fs.IntVar(&c.MaxItemsPerSession, "max-items-per-session", rendezvous.DefaultMaxItemsPerSession, "limit on items one session publishes")
+	fs.IntVar(&c.MaxItems, "max-items", rendezvous.DefaultMaxItems, "limit on items held, online and offline")
+	fs.IntVar(&c.MaxTextMessage, "max-text-message", rendezvous.DefaultMaxTextMessage, "limit on the text of a message item, in `bytes`")
+	fs.Int64Var(&c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
+	fs.IntVar(&c.MaxNeedsPerRelay, "max-needs-per-relay", rendezvous.DefaultMaxNeedsPerRelay, "limit on outstanding needs of one relay")
+	fs.IntVar(&c.SessionQueue, "session-queue", rendezvous.DefaultSessionQueue, "messages queued per control session before it is closed as too slow")
+	fs.IntVar(&c.RelayQueue, "relay-queue", rendezvous.DefaultRelayQueue, "messages queued per relay before it is dropped as too slow")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", rendezvous.DefaultHeartbeatInterval, "heartbeat interval told to relays")
+	fs.DurationVar(&c.DeadAfter, "dead-after", rendezvous.DefaultDeadAfter, "drop a relay silent this long")
+	fs.DurationVar(&c.ReadTokenTTL, "read-token-ttl", rendezvous.DefaultReadTokenTTL, "lifetime of read tokens")
+	fs.DurationVar(&c.PushTokenTTL, "push-token-ttl", rendezvous.DefaultPushTokenTTL, "lifetime of push tokens and orders")
+	fs.DurationVar(&c.ItemTTL, "item-ttl", rendezvous.DefaultItemTTL, "keep an offline item this long for its publisher to return")
+	fs.DurationVar(&c.PingInterval, "ping-interval", rendezvous.DefaultPingInterval, "WebSocket ping interval of control sessions")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", rendezvous.DefaultWriteTimeout, "bound on each write to a session or relay")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return o, nil
+}
+
+// run starts the server and blocks until ctx is done or a signal arrives.
+func run(ctx context.Context, args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", o.http)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.http, err)
+	}
+	defer ln.Close()
+	if o.publicURL == "" {
+		o.publicURL = defaultPublicURL(o.http, ln.Addr())
+	}
+
+	node, err := mesh.New(mesh.Config{ListenAddrs: splitList(o.p2p), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	cfg := o.cfg
+	cfg.PublicURL = o.publicURL
+	cfg.Node = node
+	cfg.AllowedOrigins = o.origins
+	cfg.Logger = log
+	srv, err := rendezvous.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	log.LogAttrs(ctx, slog.LevelInfo, "limits", srv.Limits()...)
+	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
+		"peer_id", node.ID(), "p2p", node.Addrs())
+
+	handler := srv.Handler()
+	if o.metrics {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(
+			newStatsCollector(srv),
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/", handler)
+		handler = mux
+	}
+	hs := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	// Close the rendezvous first: Shutdown does not wait for hijacked
+	// WebSocket connections, Close ends them.
+	srv.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	return nil
+}
+
+// defaultPublicURL derives the public URL from the --http flag and the
+// address actually bound: a wildcard or empty host becomes 127.0.0.1.
+func defaultPublicURL(flagAddr string, bound net.Addr) string {
+	host, _, err := net.SplitHostPort(flagAddr)
+	if err != nil {
+		host = ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	port := "80"
+	if tcp, ok := bound.(*net.TCPAddr); ok {
+		port = strconv.Itoa(tcp.Port)
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

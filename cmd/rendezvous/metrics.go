@@ -1,0 +1,88 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshup/meshup/rendezvous"
+)
+
+// statsCollector exports rendezvous.Server.Stats to Prometheus, reading a
+// fresh snapshot on every scrape.
+type statsCollector struct {
+	srv        *rendezvous.Server
+	metrics    []statMetric
+	needFailed *prometheus.Desc
+	rejected   *prometheus.Desc
+}
+
+type statMetric struct {
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+	value func(rendezvous.Stats) float64
+}
+
+func newStatsCollector(srv *rendezvous.Server) *statsCollector {
+	const ns = "meshup_rendezvous_"
+	counter := func(name, help string, f func(rendezvous.Stats) uint64) statMetric {
+		return statMetric{
+			desc:  prometheus.NewDesc(ns+name, help, nil, nil),
+			typ:   prometheus.CounterValue,
+			value: func(s rendezvous.Stats) float64 { return float64(f(s)) },
+		}
+	}
+	gauge := func(name, help string, f func(rendezvous.Stats) int) statMetric {
+		return statMetric{
+			desc:  prometheus.NewDesc(ns+name, help, nil, nil),
+			typ:   prometheus.GaugeValue,
+			value: func(s rendezvous.Stats) float64 { return float64(f(s)) },
+		}
+	}
+	return &statsCollector{
+		srv: srv,
+		metrics: []statMetric{
+			counter("relays_registered_total", "Relay registrations accepted.", func(s rendezvous.Stats) uint64 { return s.RelaysRegistered }),
+			counter("relays_dead_total", "Relays dropped.", func(s rendezvous.Stats) uint64 { return s.RelaysDead }),
+			gauge("relays", "Relays live.", func(s rendezvous.Stats) int { return s.Relays }),
+			counter("sessions_opened_total", "Control sessions accepted.", func(s rendezvous.Stats) uint64 { return s.SessionsOpened }),
+			gauge("sessions", "Control sessions open.", func(s rendezvous.Stats) int { return s.Sessions }),
+			counter("publishes_total", "Items published.", func(s rendezvous.Stats) uint64 { return s.Publishes }),
+			counter("reclaims_total", "Items taken back online by their owner.", func(s rendezvous.Stats) uint64 { return s.Reclaims }),
+			counter("unpublishes_total", "Items withdrawn.", func(s rendezvous.Stats) uint64 { return s.Unpublishes }),
+			counter("items_purged_total", "Offline items dropped after the item TTL.", func(s rendezvous.Stats) uint64 { return s.ItemsPurged }),
+			gauge("items", "Items held.", func(s rendezvous.Stats) int { return s.Items }),
+			gauge("items_online", "Items whose publisher is connected.", func(s rendezvous.Stats) int { return s.ItemsOnline }),
+			counter("redirects_total", "Item reads redirected to a relay.", func(s rendezvous.Stats) uint64 { return s.Redirects }),
+			counter("orders_sent_total", "Orders sent to publishers.", func(s rendezvous.Stats) uint64 { return s.OrdersSent }),
+			counter("orders_failed_total", "Orders publishers reported failed.", func(s rendezvous.Stats) uint64 { return s.OrdersFailed }),
+			counter("cancels_total", "Cancels sent to publishers.", func(s rendezvous.Stats) uint64 { return s.Cancels }),
+			gauge("orders", "Orders outstanding.", func(s rendezvous.Stats) int { return s.Orders }),
+		},
+		needFailed: prometheus.NewDesc(ns+"need_failed_total", "Needs refused or failed, by status.", []string{"status"}, nil),
+		rejected:   prometheus.NewDesc(ns+"rejected_total", "Control messages and connections refused, by reason.", []string{"reason"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.metrics {
+		ch <- m.desc
+	}
+	ch <- c.needFailed
+	ch <- c.rejected
+}
+
+// Collect implements prometheus.Collector.
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	for _, m := range c.metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(st))
+	}
+	for status, n := range st.NeedFailed {
+		ch <- prometheus.MustNewConstMetric(c.needFailed, prometheus.CounterValue, float64(n), strconv.Itoa(int(status)))
+	}
+	for reason, n := range st.Rejected {
+		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), reason)
+	}
+}

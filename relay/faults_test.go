@@ -1,0 +1,276 @@
+package relay_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
+)
+
+// TestSenderGone closes the publishing client while a consumer reads
+// slowly: the consumer's body must end short with an error, and what it
+// got must be a correct prefix; the rendezvous then reports the item
+// offline.
+func TestSenderGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig())
+	r := e.relays[0]
+	data := randomBytes(20<<20, 5)
+	c, it := e.publish(t, data, client.Config{})
+
+	d := startDownload(t, e.itemURL(it.ID, r), 2*partSize)
+	d.waitPaused(t)
+	c.Close()
+	d.resume()
+	code, got, err := d.wait(t)
+	if code != http.StatusOK {
+		t.Fatalf("status: got %d, want 200", code)
+	}
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("body: got error %v after %d bytes, want io.ErrUnexpectedEOF", err, len(got))
+	}
+	if len(got) >= len(data) {
+		t.Fatalf("body: got all %d bytes, want a short body", len(got))
+	}
+	checkPrefix(t, got, data)
+
+	eventually(t, "the item offline at the rendezvous", func() bool {
+		resp, body := do(t, http.MethodGet, e.rv.URL+"/v1/items/"+it.ID.String())
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return false
+		}
+		if got := apiError(t, resp, body); got != proto.StatusOffline {
+			t.Errorf("error status: got %v, want %v", got, proto.StatusOffline)
+		}
+		if resp.Header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
+		return true
+	})
+	var st struct {
+		Items       int `json:"items"`
+		ItemsOnline int `json:"items_online"`
+	}
+	rendezvoustest.GetJSON(t, e.rv.URL+"/v1/status", &st)
+	if st.Items != 1 || st.ItemsOnline != 0 {
+		t.Errorf("rendezvous items, online: got %d, %d, want 1, 0", st.Items, st.ItemsOnline)
+	}
+	eventually(t, "relay idle", func() bool {
+		s := r.Server.Stats()
+		return s.Reserved == 0 && s.OpenParts == 0 && s.Waiting == 0 && s.PushConns == 0
+	})
+}
+
+// TestReclaim takes an item back online after its publisher's control
+// connection dropped, with the owner secret, and serves it.
+func TestReclaim(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig())
+	r := e.relays[0]
+	data := randomBytes(3*partSize+77, 6)
+
+	ctl := rendezvoustest.DialControl(t, e.rv)
+	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "r.bin", MIME: "application/x-test", Size: int64(len(data))})
+	ctl.Close()
+	url := e.itemURL(pub.ID, r)
+	eventually(t, "the item offline", func() bool {
+		resp, _ := do(t, http.MethodGet, url)
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+
+	ctl = rendezvoustest.DialControl(t, e.rv)
+	// Wrong owner secrets are refused.
+	if err := ctl.Send(&proto.Publish{Ref: "bad", ID: pub.ID, Owner: "not-the-owner", Kind: proto.KindFile, Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ctl.Recv(wait)
+	if em, ok := m.(*proto.ErrorMsg); err != nil || !ok || em.Ref != "bad" || em.Status != proto.StatusForbidden {
+		t.Fatalf("reclaim with a wrong owner: got %T %+v, %v, want error %v", m, m, err, proto.StatusForbidden)
+	}
+	again := ctl.Publish(t, proto.Publish{ID: pub.ID, Owner: pub.Owner, Kind: proto.KindFile, Name: "r.bin", MIME: "application/x-test", Size: int64(len(data))})
+	if again.ID != pub.ID {
+		t.Fatalf("reclaimed id: got %v, want %v", again.ID, pub.ID)
+	}
+
+	d := startDownload(t, url, -1)
+	p := dialPush(t, r.PushURL(), nil)
+	stream := uint32(0)
+	for served := int64(0); served < int64(len(data)); {
+		o := recvOrder(t, ctl)
+		stream++
+		if end := p.pushPart(t, stream, o, data); end.Status != proto.StatusOK {
+			t.Fatalf("part %d+%d: PartEnd %v (%s), want OK", o.Off, o.Len, end.Status, end.Reason)
+		}
+		served += o.Len
+	}
+	code, got, err := d.wait(t)
+	if code != http.StatusOK || err != nil {
+		t.Fatalf("download: status %d, error %v, want 200 and no error", code, err)
+	}
+	if i := firstDiff(got, data); i >= 0 {
+		t.Fatalf("download of %d bytes differs from the item at byte %d", len(got), i)
+	}
+}
+
+// TestBudget gives a relay room for exactly one request: a second one is
+// refused with 429 and Retry-After while the first is in flight, and
+// served once it is over.
+func TestBudget(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.Prefetch = 2
+	cfg.Budget = int64(cfg.Window * cfg.Prefetch)
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	data := randomBytes(4*partSize, 7)
+	_, it := e.publish(t, data, client.Config{})
+	url := e.itemURL(it.ID, r)
+
+	first := start(t, http.MethodGet, url)
+	if first.StatusCode != http.StatusOK {
+		t.Fatalf("first request: status %d, want 200", first.StatusCode)
+	}
+	if got := r.Server.Stats().Reserved; got != cfg.Budget {
+		t.Fatalf("reserved during the first request: got %d, want %d", got, cfg.Budget)
+	}
+	for _, hdr := range [][]string{nil, {"Range", "bytes=0-9"}} {
+		resp, body := do(t, http.MethodGet, url, hdr...)
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("second request (headers %q): status %d, want 429", hdr, resp.StatusCode)
+		}
+		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra <= 0 {
+			t.Errorf("Retry-After: got %q, want a positive number of seconds", resp.Header.Get("Retry-After"))
+		}
+		if got := apiError(t, resp, body); got != proto.StatusOverLimit {
+			t.Errorf("error status: got %v, want %v", got, proto.StatusOverLimit)
+		}
+	}
+	if got := r.Server.Stats().Refusals["budget"]; got != 2 {
+		t.Errorf("budget refusals: got %d, want 2", got)
+	}
+
+	// The first request is still good: read a little, then give up.
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(first.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	checkPrefix(t, head, data)
+	first.Body.Close()
+	eventually(t, "the budget released", func() bool { return r.Server.Stats().Reserved == 0 })
+
+	resp, body := do(t, http.MethodGet, url, "Range", fmt.Sprintf("bytes=%d-%d", partSize/2, 5*partSize/2))
+	if resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("request after the first: status %d, want 206", resp.StatusCode)
+	}
+	if i := firstDiff(body, data[partSize/2:5*partSize/2+1]); i >= 0 {
+		t.Fatalf("request after the first: body differs at byte %d", i)
+	}
+}
+
+// TestSlowConsumer reads with a throttled reader and samples the relay's
+// counters throughout: memory held for the transfer never exceeds what its
+// windows allow, because the consumer's pace, not the publisher's, sets
+// the rate.
+func TestSlowConsumer(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	eff := r.Server.Config()
+	const frame = 64 << 10
+	data := randomBytes(8<<20+99, 8)
+	_, it := e.publish(t, data, client.Config{FrameSize: frame})
+
+	var (
+		stop                atomic.Bool
+		wg                  sync.WaitGroup
+		samples             int
+		maxHeld, maxReserve int64
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			st := r.Server.Stats()
+			samples++
+			maxHeld = max(maxHeld, st.BytesIn-st.BytesOut)
+			maxReserve = max(maxReserve, st.Reserved)
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+
+	resp := start(t, http.MethodGet, e.itemURL(it.ID, r))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	got, err := io.ReadAll(&throttled{r: resp.Body, n: 64 << 10, pause: 5 * time.Millisecond})
+	stop.Store(true)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("read after %d bytes: %v", len(got), err)
+	}
+	if i := firstDiff(got, data); i >= 0 {
+		t.Fatalf("%d bytes differ from the item at byte %d", len(got), i)
+	}
+
+	limit := int64(eff.Window)*int64(eff.Prefetch) + frame
+	if maxHeld > limit {
+		t.Errorf("bytes held by the relay (in - out): got up to %d, want at most Window*Prefetch + one frame = %d", maxHeld, limit)
+	}
+	if maxReserve > eff.Budget {
+		t.Errorf("reserved: got up to %d, want at most the budget %d", maxReserve, eff.Budget)
+	}
+	if maxHeld <= 0 || maxReserve <= 0 || samples < 10 {
+		t.Errorf("sampler saw %d samples, held up to %d, reserved up to %d: it did not watch the transfer", samples, maxHeld, maxReserve)
+	}
+	st := r.Server.Stats()
+	if st.BytesIn != int64(len(data)) || st.BytesOut != int64(len(data)) {
+		t.Errorf("bytes in, out: got %d, %d, want %d each (every byte pushed once)", st.BytesIn, st.BytesOut, len(data))
+	}
+}
+
+// throttled reads at most n bytes per Read and sleeps before each Read.
+type throttled struct {
+	r     io.Reader
+	n     int
+	pause time.Duration
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	time.Sleep(t.pause)
+	return t.r.Read(p[:min(len(p), t.n)])
+}
+
+// TestTwoRelays reads one item through two relays at once: each pulls
+// its own parts from the same publisher.
+func TestTwoRelays(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig(), testRelayConfig())
+	data := randomBytes(6*partSize+1, 9)
+	_, it := e.publish(t, data, client.Config{})
+	var ds []*download
+	for _, r := range e.relays {
+		ds = append(ds, startDownload(t, e.itemURL(it.ID, r), -1))
+	}
+	for i, d := range ds {
+		code, got, err := d.wait(t)
+		if code != http.StatusOK || err != nil {
+			t.Fatalf("relay %d: status %d, error %v, want 200 and no error", i, code, err)
+		}
+		if j := firstDiff(got, data); j >= 0 {
+			t.Fatalf("relay %d: %d bytes differ from the item at byte %d", i, len(got), j)
+		}
+		if st := e.relays[i].Server.Stats(); st.BytesOut != int64(len(data)) {
+			t.Errorf("relay %d bytes out: got %d, want %d", i, st.BytesOut, len(data))
+		}
+	}
+}
