@@ -7,7 +7,6 @@ package relay
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -192,23 +191,6 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	return nil
 }
-
-// goSafe starts fn unless the server is closing; it reports whether it did.
-func (s *Server) goSafe(fn func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		fn()
-	}()
-	return true
-}
-
-var errClosed = errors.New("relay: closed")
 
 func shortID(id string) string {
 	if len(id) > 8 {
