@@ -25,7 +25,7 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultFrameSize   = 256 << 10 // part bytes per PartData frame
+	DefaultFrameSize   = 1 << 20 // part bytes per PartData frame
 	DefaultDialTimeout = 10 * time.Second
 	DefaultIdleTimeout = 60 * time.Second
 )
@@ -185,7 +185,8 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 	if src.Kind == "" {
 		src.Kind = proto.KindFile
 	}
-	if src.MIME == "" {
+	if src.MIME == "" && src.Kind != proto.KindMessage {
+		// A message left untyped gets the rendezvous's text default.
 		src.MIME = "application/octet-stream"
 	}
 	if src.Kind == proto.KindMessage {

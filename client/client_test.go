@@ -341,7 +341,11 @@ func TestPublishMessage(t *testing.T) {
 			}
 		})
 	}
-	d, err := client.Open(ctx(t), nil, it.ShareURL, 0)
+	u, err := client.ItemURL(it.ShareURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := client.Open(ctx(t), nil, u, 0)
 	if err != nil {
 		t.Fatalf("Open share link: %v", err)
 	}
