@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -466,5 +467,167 @@ func TestProgress(t *testing.T) {
 	defer mu.Unlock()
 	if len(bad) > 0 || calls < 4 {
 		t.Errorf("progress: %d calls, bad reports %q", calls, bad)
+	}
+}
+
+// TestPublishRefused checks that the rendezvous's refusals reach the
+// caller of Publish as *proto.Error with the rendezvous's status.
+func TestPublishRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.newClient(t, client.Config{})
+	tests := []struct {
+		name string
+		src  client.Source
+		want proto.Status
+	}{
+		{"bad MIME type", client.Source{Name: "a", MIME: "not a type/", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
+		{"negative size", client.Source{Name: "a", Size: -1, Reader: bytes.NewReader(nil)}, proto.StatusMalformed},
+		{"control character in name", client.Source{Name: "a\nb", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
+		{"unknown kind", client.Source{Kind: "hologram", Name: "a", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
+		{"message too long", client.Source{Kind: proto.KindMessage, Text: strings.Repeat("x", rendezvous.DefaultMaxTextMessage+1)}, proto.StatusTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			it, err := c.Publish(ctx(t), tt.src)
+			var pe *proto.Error
+			if !errors.As(err, &pe) || pe.Status != tt.want {
+				t.Fatalf("Publish: got %v, %v, want a proto.Error with status %d (%v)", it, err, tt.want, tt.want)
+			}
+		})
+	}
+	t.Run("file without reader", func(t *testing.T) {
+		if it, err := c.Publish(ctx(t), client.Source{Name: "a", Size: 1}); err == nil {
+			t.Fatalf("Publish: got %v, nil, want an error", it)
+		}
+	})
+	if n := e.rv.Server.Stats().Items; n != 0 {
+		t.Errorf("rendezvous items: got %d, want 0", n)
+	}
+}
+
+// TestUnpublish withdraws an item: the rendezvous forgets it.
+func TestUnpublish(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.newClient(t, client.Config{})
+	it := publish(t, c, client.Source{Name: "u", Size: 3, Reader: bytes.NewReader([]byte{1, 2, 3})})
+	c.Unpublish(it.ID)
+	eventually(t, "the item gone", func() bool {
+		d, err := client.Open(ctx(t), nil, it.DownloadURL, 0)
+		if err == nil {
+			d.Body.Close()
+		}
+		var pe *proto.Error
+		return errors.As(err, &pe) && pe.Status == proto.StatusNotFound
+	})
+}
+
+// cutProxy forwards TCP connections to a backend and can cut them all.
+type cutProxy struct {
+	ln      net.Listener
+	backend string
+
+	mu    sync.Mutex // guards conns
+	conns []net.Conn
+}
+
+func newCutProxy(t *testing.T, backend string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, backend: backend}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, b)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(b, c); b.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, b); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes every connection through the proxy.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestReconnect cuts a publisher's control connection: the client must
+// reconnect by itself and take its item back online, and the item must
+// then be served again.
+func TestReconnect(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxy := newCutProxy(t, strings.TrimPrefix(e.rv.URL, "http://"))
+	states := make(chan bool, 16)
+	c, err := client.New(client.Config{
+		Rendezvous: "http://" + proxy.ln.Addr().String(),
+		Logger:     relaytest.Logger(t),
+		OnState:    func(online bool, _ error) { states <- online },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	data := randomBytes(2*partSize+9, 5)
+	it := publish(t, c, client.Source{Name: "re.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	url := e.via(t, it)
+
+	want := []bool{true, false, true}
+	for i, w := range want {
+		if i == 1 {
+			proxy.cut()
+		}
+		select {
+		case got := <-states:
+			if got != w {
+				t.Fatalf("state change %d: got online=%v, want %v", i, got, w)
+			}
+		case <-time.After(wait):
+			t.Fatalf("no state change %d (online=%v) within %v", i, w, wait)
+		}
+	}
+	eventually(t, "the item back online", func() bool {
+		st := e.rv.Server.Stats()
+		return st.ItemsOnline == 1 && st.Reclaims == 1
+	})
+	d, err := client.Open(ctx(t), nil, url, 0)
+	if err != nil {
+		t.Fatalf("Open after reconnect: %v", err)
+	}
+	got, err := io.ReadAll(d.Body)
+	d.Body.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download after reconnect: %d bytes, error %v, want the %d bytes of the item", len(got), err, len(data))
+	}
+	if st := e.rv.Server.Stats(); st.Items != 1 || st.Publishes != 1 {
+		t.Errorf("rendezvous items, publishes: got %d, %d, want 1, 1 (the item was reclaimed, not published anew)", st.Items, st.Publishes)
 	}
 }

@@ -358,3 +358,45 @@ func TestReadTokens(t *testing.T) {
 		})
 	}
 }
+
+// TestEmptyItem reads an item of zero bytes: there is nothing to ask the
+// publisher for, and every range is unsatisfiable.
+func TestEmptyItem(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig())
+	r := e.relays[0]
+	_, it := e.publish(t, nil, client.Config{})
+	url := e.itemURL(it.ID, r)
+	tests := []struct {
+		name      string
+		method    string
+		hdr       []string
+		wantCode  int
+		wantRange string
+	}{
+		{"GET", http.MethodGet, nil, http.StatusOK, ""},
+		{"HEAD", http.MethodHead, nil, http.StatusOK, ""},
+		{"range", http.MethodGet, []string{"Range", "bytes=0-"}, http.StatusRequestedRangeNotSatisfiable, "bytes */0"},
+		{"suffix", http.MethodGet, []string{"Range", "bytes=-10"}, http.StatusRequestedRangeNotSatisfiable, "bytes */0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := do(t, tt.method, url, tt.hdr...)
+			if resp.StatusCode != tt.wantCode {
+				t.Fatalf("status: got %d, want %d", resp.StatusCode, tt.wantCode)
+			}
+			if got := resp.Header.Get("Content-Length"); got != "0" {
+				t.Errorf("Content-Length: got %q, want 0", got)
+			}
+			if got := resp.Header.Get("Content-Range"); got != tt.wantRange {
+				t.Errorf("Content-Range: got %q, want %q", got, tt.wantRange)
+			}
+			if len(body) != 0 {
+				t.Errorf("body: got %d bytes, want none", len(body))
+			}
+		})
+	}
+	if s := r.Server.Stats(); s.Needs != 0 || s.Reserved != 0 {
+		t.Errorf("needs, reserved: got %d, %d, want 0, 0", s.Needs, s.Reserved)
+	}
+}

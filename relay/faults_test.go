@@ -274,3 +274,75 @@ func TestTwoRelays(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerGoesAway abandons requests mid-part: the relay must cancel
+// their parts and forget them, and the publisher's push connection must go
+// on serving later requests.
+func TestConsumerGoesAway(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig())
+	r := e.relays[0]
+	data := randomBytes(6*partSize+1, 10)
+	_, it := e.publish(t, data, client.Config{})
+	url := e.itemURL(it.ID, r)
+
+	for i := range int64(4) {
+		off := i * partSize
+		resp := start(t, http.MethodGet, url, "Range", fmt.Sprintf("bytes=%d-", off))
+		if resp.StatusCode != http.StatusPartialContent {
+			t.Fatalf("request %d: status %d, want 206", i, resp.StatusCode)
+		}
+		head := make([]byte, partSize/2)
+		if _, err := io.ReadFull(resp.Body, head); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if j := firstDiff(head, data[off:off+int64(len(head))]); j >= 0 {
+			t.Fatalf("request %d: byte %d differs", i, j)
+		}
+		resp.Body.Close()
+	}
+	eventually(t, "the relay to forget the abandoned parts", func() bool {
+		s := r.Server.Stats()
+		return s.Reserved == 0 && s.OpenParts == 0 && s.Waiting == 0
+	})
+
+	resp, body := do(t, http.MethodGet, url)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	if i := firstDiff(body, data); i >= 0 {
+		t.Fatalf("%d bytes differ from the item at byte %d", len(body), i)
+	}
+	if s := r.Server.Stats(); s.PushConns != 1 || s.OpenParts != 0 {
+		t.Errorf("push conns, open parts: got %d, %d, want 1, 0 (one connection from the publisher, nothing left open)", s.PushConns, s.OpenParts)
+	}
+}
+
+// TestRelayClose closes a relay in the middle of a transfer: the consumer's
+// body ends short with correct bytes, and the publisher's push connection
+// is closed with StatusUnavailable.
+func TestRelayClose(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig())
+	r := e.relays[0]
+	data := randomBytes(4*partSize, 12)
+	ctl := rendezvoustest.DialControl(t, e.rv)
+	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "c.bin", MIME: "application/x-test", Size: int64(len(data))})
+	d := startDownload(t, e.itemURL(pub.ID, r), -1)
+	o := recvOrder(t, ctl)
+	p := dialPush(t, o.PushURL, nil)
+	p.send(t, proto.PartBegin{Stream: 1, Item: o.Item, Off: uint64(o.Off), Len: uint64(o.Len), Token: o.Token}.AppendFrame(nil))
+	p.expectAck(t, 1, func(proto.Ack) bool { return true })
+	const n = 1000
+	p.send(t, append(proto.AppendPartDataHeader(nil, 1, n), data[:n]...))
+	p.expectAck(t, 1, func(a proto.Ack) bool { return a.Acked == n })
+
+	r.Close()
+	p.expectClose(t, proto.StatusUnavailable.CloseCode())
+	code, got, err := d.wait(t)
+	if code != http.StatusOK || err == nil || len(got) != n {
+		t.Fatalf("download: status %d, %d bytes, error %v, want 200, the %d bytes pushed and an error", code, len(got), err, n)
+	}
+	checkPrefix(t, got, data)
+	eventually(t, "the rendezvous to drop the relay", func() bool { return e.rv.Server.Stats().Relays == 0 })
+}

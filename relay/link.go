@@ -166,7 +166,11 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	}()
 
 	writeErr := make(chan error, 1)
-	go func() { writeErr <- s.linkWriter(ctx, l, hb) }()
+	go func() {
+		err := s.linkWriter(ctx, l, hb)
+		st.Reset() // stops the reader if the writer ended first (ctx done)
+		writeErr <- err
+	}()
 	readErr := s.linkReader(l)
 	st.Reset() // stops the writer if the reader ended first
 	if werr := <-writeErr; readErr == nil {

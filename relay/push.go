@@ -243,16 +243,25 @@ func (pc *pushConn) handleBegin(body []byte) error {
 		return nil
 	}
 	ps := pc.s.takeNeed(claims.Ref, b.Item, int64(b.Off), int64(b.Len))
-	if ps == nil || !ps.attach(pc, b.Stream) {
+	if ps != nil {
+		// Bind the stream before attaching: once attached, the consumer
+		// may cancel at once, and its endStream must find the stream to
+		// forget it, or it would stay open on this connection for good.
+		pc.mu.Lock()
+		pc.streams[b.Stream] = ps
+		pc.mu.Unlock()
+		pc.s.stats.openParts.Add(1)
+		if !ps.attach(pc, b.Stream) {
+			pc.removeStream(b.Stream)
+			ps = nil
+		}
+	}
+	if ps == nil {
 		pc.s.stats.refused("not_wanted")
 		pc.endStream(b.Stream, proto.StatusNotWanted, "nobody waits for this part")
 		return nil
 	}
-	pc.mu.Lock()
-	pc.streams[b.Stream] = ps
-	pc.mu.Unlock()
 	pc.s.stats.partsBegun.Add(1)
-	pc.s.stats.openParts.Add(1)
 	pc.queueAck(ps)
 	return nil
 }

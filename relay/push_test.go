@@ -185,14 +185,18 @@ func TestPushConnectionErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := dialPush(t, r.PushURL(), nil)
 			for i, m := range tt.msgs {
+				typ := websocket.BinaryMessage
 				if tt.text {
-					p.ws.SetWriteDeadline(time.Now().Add(wait))
-					if err := p.ws.WriteMessage(websocket.TextMessage, m); err != nil {
-						t.Fatal(err)
-					}
-					continue
+					typ = websocket.TextMessage
 				}
-				p.send(t, m)
+				p.ws.SetWriteDeadline(time.Now().Add(wait))
+				if err := p.ws.WriteMessage(typ, m); err != nil {
+					// The relay may close before it has read all of an
+					// oversized message; its close frame is still there
+					// to read.
+					t.Logf("write message %d: %v", i, err)
+					break
+				}
 				if i == 0 && tt.wantEnd {
 					if e := p.expectEnd(t, 1); e.Status != proto.StatusExpired {
 						t.Fatalf("PartEnd status: got %v, want %v", e.Status, proto.StatusExpired)
@@ -338,5 +342,67 @@ func TestFlowViolation(t *testing.T) {
 	}
 	if i := firstDiff(got, good); i >= 0 {
 		t.Fatalf("good item: %d bytes differ from the item at byte %d", len(got), i)
+	}
+}
+
+// TestPushLimits checks the per-relay limit on push connections and the
+// per-connection limit on open parts.
+func TestPushLimits(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.MaxConns = 1
+	cfg.MaxStreamsPerConn = 1
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	data := randomBytes(2*partSize, 11)
+	ctl := rendezvoustest.DialControl(t, e.rv)
+	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "l.bin", MIME: "application/x-test", Size: int64(len(data))})
+	d := startDownload(t, e.itemURL(pub.ID, r), -1)
+	o1, o2 := recvOrder(t, ctl), recvOrder(t, ctl)
+	if o1.Off != 0 || o2.Off != partSize {
+		t.Fatalf("orders: got offsets %d, %d, want 0, %d", o1.Off, o2.Off, partSize)
+	}
+
+	p := dialPush(t, r.PushURL(), nil)
+	_, resp, err := dialPushRaw(r.PushURL(), []string{proto.Subprotocol}, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second push connection: got %v, %v, want HTTP 429", resp, err)
+	}
+	resp.Body.Close()
+
+	begin := func(stream uint32, o *proto.Order) []byte {
+		return proto.PartBegin{Stream: stream, Item: o.Item, Off: uint64(o.Off), Len: uint64(o.Len), Token: o.Token}.AppendFrame(nil)
+	}
+	p.send(t, begin(1, o1))
+	limit := p.expectAck(t, 1, func(proto.Ack) bool { return true }).Limit
+	p.send(t, begin(2, o2)) // over the limit of one open part
+	if end := p.expectEnd(t, 2); end.Status != proto.StatusOverLimit {
+		t.Fatalf("second open part: got PartEnd %v, want %v", end.Status, proto.StatusOverLimit)
+	}
+
+	// The refusal cost nothing: the first part is pushed, then the second
+	// one, still wanted, on a fresh stream id.
+	var sent uint64
+	for {
+		k := limit - sent
+		p.send(t, append(proto.AppendPartDataHeader(nil, 1, int(k)), data[sent:sent+k]...))
+		sent += k
+		if sent == uint64(o1.Len) {
+			break
+		}
+		limit = p.expectAck(t, 1, func(a proto.Ack) bool { return a.Limit > sent }).Limit
+	}
+	if end := p.expectEnd(t, 1); end.Status != proto.StatusOK {
+		t.Fatalf("first part: got PartEnd %v (%s), want OK", end.Status, end.Reason)
+	}
+	if end := p.pushPart(t, 3, o2, data); end.Status != proto.StatusOK {
+		t.Fatalf("second part: got PartEnd %v (%s), want OK", end.Status, end.Reason)
+	}
+	code, got, err := d.wait(t)
+	if code != http.StatusOK || err != nil || firstDiff(got, data) >= 0 {
+		t.Fatalf("download: status %d, %d bytes, error %v, want 200 and the %d bytes of the item", code, len(got), err, len(data))
+	}
+	if n := r.Server.Stats().Refusals["max_conns"]; n != 1 {
+		t.Errorf("max_conns refusals: got %d, want 1", n)
 	}
 }
