@@ -28,6 +28,10 @@ type pusher struct {
 	once   sync.Once
 	err    error // set before done is closed
 
+	// begin is held from taking a stream id to queueing its PartBegin,
+	// so that ids reach the relay in increasing order, as it requires.
+	begin sync.Mutex
+
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*outStream
 	next    uint32
@@ -234,6 +238,7 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 		return err
 	}
 	s := &outStream{wake: make(chan struct{}, 1)}
+	p.begin.Lock()
 	p.mu.Lock()
 	p.next++
 	id := p.next
@@ -246,7 +251,9 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 	}()
 
 	begin := proto.PartBegin{Stream: id, Item: o.Item, Off: uint64(o.Off), Len: uint64(o.Len), Token: o.Token}
-	if err := p.enqueue(ctx, begin.AppendFrame(nil)); err != nil {
+	err = p.enqueue(ctx, begin.AppendFrame(nil))
+	p.begin.Unlock()
+	if err != nil {
 		return err
 	}
 	var sent, reported uint64

@@ -236,6 +236,12 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	return d.w.Write(p)
 }
 
+// Flush sends buffered bytes to the consumer.
+func (d *deadlineWriter) Flush() error {
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.rc.Flush()
+}
+
 // fetcher pulls the parts of a list of ranges in order, keeping up to
 // Prefetch parts open so the next part's bytes flow while the current one
 // drains.

@@ -171,6 +171,17 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 		attached := ps.pc != nil
 		ps.mu.Unlock()
 
+		// Nothing more to forward now: push out what the response
+		// buffers hold (headers, a small last chunk), so that bytes
+		// reach the consumer as they arrive, not when 4 KiB have piled
+		// up behind an acknowledgement that said they were delivered.
+		if f, ok := w.(interface{ Flush() error }); ok {
+			if err := f.Flush(); err != nil {
+				ps.cancel(proto.StatusCancelled, "consumer write failed")
+				return err
+			}
+		}
+
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
