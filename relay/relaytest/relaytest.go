@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/relay"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
 // Timeout bounds the wait for the relay to register.
@@ -122,30 +123,6 @@ func (s *Server) Close() {
 	})
 }
 
-// Logger returns a logger that writes to tb.Log at Debug level. Records
-// written after the cleanups registered after this call have run are
-// dropped, so goroutines that outlive a test cannot make it fail.
-func Logger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct {
-	tb   testing.TB
-	mu   sync.Mutex // guards the fields below
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
+// Logger returns a logger that writes to tb.Log at Debug level; see
+// rendezvoustest.Logger, which it is.
+func Logger(tb testing.TB) *slog.Logger { return rendezvoustest.Logger(tb) }
