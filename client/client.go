@@ -69,6 +69,10 @@ type Source struct {
 	// proto.KindMessage; a message carries Text instead of Reader.
 	Kind string
 	Text string
+	// Via pins the entry relay (a relay id) the item's parts are pushed
+	// to, to check one path through the mesh. Empty lets the rendezvous
+	// choose.
+	Via string
 }
 
 // Item is a published item.
@@ -198,7 +202,7 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 		if err := c.WaitOnline(ctx); err != nil {
 			return nil, err
 		}
-		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text})
+		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via})
 		if errors.Is(err, errOffline) {
 			continue // the connection dropped under us; try again once back
 		}
@@ -462,7 +466,7 @@ func (c *Client) reclaim() {
 	for _, it := range c.items {
 		ps = append(ps, proto.Publish{
 			Ref: "reclaim-" + it.ID.String(), ID: it.ID, Owner: it.owner,
-			Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.src.Size, Text: it.src.Text,
+			Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.src.Size, Text: it.src.Text, Via: it.src.Via,
 		})
 	}
 	c.mu.Unlock()

@@ -1,7 +1,13 @@
-// Package mesh is meshup's only door to go-libp2p (and, later, memberlist).
-// It runs one libp2p host per process, TCP and QUIC, and hands the rest of
-// meshup small interfaces of its own: peer ids as strings, addresses as
-// multiaddr strings, and Streams.
+// Package mesh is meshup's only door to go-libp2p (and memberlist). It runs
+// one libp2p host per process, TCP and QUIC, and hands the rest of meshup
+// small interfaces of its own: peer ids as strings, addresses as multiaddr
+// strings, Streams, and net.Conns for tunnels.
+//
+// A node can serve as a circuit relay v2 for other nodes (RelayService),
+// hold reservations on such relays when it sits behind a NAT (Reserve),
+// and upgrade relayed connections to direct ones by hole punching (DCUtR).
+// It keeps track of how it reaches each peer: Peers reports direct,
+// hole-punched or relayed, and how long the relayed phase lasted.
 package mesh
 
 import (
@@ -10,8 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -20,6 +27,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -37,9 +46,18 @@ type Config struct {
 	ListenAddrs []string
 	// Logger receives the node's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// RelayService, when set, makes the node a circuit relay v2 for the
+	// peers it allows. Publicly reachable nodes run it.
+	RelayService *RelayService
+	// HolePunching enables DCUtR: relayed connections are upgraded to
+	// direct ones when both NATs allow it.
+	HolePunching bool
+	// NATPortMap asks the home router for a port mapping with UPnP or
+	// NAT-PMP.
+	NATPortMap bool
 }
 
-// ConnKind says how a stream's connection reaches its peer.
+// ConnKind says how a connection reaches its peer.
 type ConnKind uint8
 
 const (
@@ -75,6 +93,8 @@ type Stream interface {
 	SetWriteDeadline(time.Time) error
 	// RemotePeer returns the peer id at the other end.
 	RemotePeer() string
+	// RemoteAddr returns the multiaddr of the connection's other end.
+	RemoteAddr() string
 	// Kind says how the connection under the stream reaches the peer.
 	Kind() ConnKind
 }
@@ -84,10 +104,16 @@ var ErrClosed = errors.New("mesh: node closed")
 
 // Node is a libp2p host. Its methods are safe for concurrent use.
 type Node struct {
-	host host.Host
-	log  *slog.Logger
+	host  host.Host
+	log   *slog.Logger
+	relay *relayv2.Relay // nil unless Config.RelayService
+	rstat relayTracer
+	hp    holePunchTracer
+
+	extra atomic.Pointer[[]ma.Multiaddr] // advertised on top of the listen addresses
 
 	mu           sync.Mutex // guards the fields below
+	peers        map[peer.ID]*peerState
 	onDisconnect []func(peer string)
 	closed       bool
 }
@@ -106,51 +132,90 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: generate identity: %w", err)
 	}
-	h, err := libp2p.New(
+	n := &Node{peers: make(map[peer.ID]*peerState)}
+	n.hp.n = n
+	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(listen...),
-	)
+		libp2p.AddrsFactory(n.addrsFactory),
+	}
+	if cfg.HolePunching {
+		opts = append(opts, libp2p.EnableHolePunching(holepunch.WithTracer(&n.hp)))
+	}
+	if cfg.NATPortMap {
+		opts = append(opts, libp2p.NATPortMap())
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: start libp2p host: %w", err)
 	}
-	n := &Node{host: h, log: cfg.Logger.With("node", h.ID().ShortString())}
+	n.host = h
+	n.log = cfg.Logger.With("node", h.ID().ShortString())
 	h.Network().Notify(&network.NotifyBundle{
-		DisconnectedF: func(_ network.Network, c network.Conn) {
-			p := c.RemotePeer()
-			if h.Network().Connectedness(p) == network.Connected {
-				return // another connection to the peer remains
-			}
-			n.mu.Lock()
-			fns := append([]func(string){}, n.onDisconnect...)
-			n.mu.Unlock()
-			for _, fn := range fns {
-				fn(p.String())
-			}
-		},
+		ConnectedF:    func(_ network.Network, c network.Conn) { n.connected(c) },
+		DisconnectedF: func(_ network.Network, c network.Conn) { n.disconnected(c) },
 	})
+	if cfg.RelayService != nil {
+		// Started by hand rather than with libp2p.EnableRelayService,
+		// which waits for AutoNAT to call the host public: a small mesh
+		// has too few peers for AutoNAT, and the operator knows.
+		n.relay, err = newRelayService(h, *cfg.RelayService, &n.rstat)
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
 // ID returns the node's peer id.
 func (n *Node) ID() string { return n.host.ID().String() }
 
-// Addrs returns the node's listen addresses as multiaddrs ending in
+// Addrs returns the node's advertised addresses as multiaddrs ending in
 // /p2p/<id>, so that each one alone is enough to dial the node.
 func (n *Node) Addrs() []string {
-	info := peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
-	mas, err := peer.AddrInfoToP2pAddrs(&info)
+	return p2pAddrs(n.host.ID(), n.host.Addrs())
+}
+
+// ListenAddrs returns the addresses the node listens on, wildcards
+// resolved to interface addresses, without /p2p/.
+func (n *Node) ListenAddrs() []string {
+	addrs, err := n.host.Network().InterfaceListenAddresses()
 	if err != nil {
 		return nil
 	}
-	out := make([]string, len(mas))
-	for i, a := range mas {
-		out[i] = a.String()
+	return multiaddrStrings(addrs)
+}
+
+// SetAdvertised sets the addresses the node advertises on top of its
+// listen addresses: public addresses learnt with STUN or declared by the
+// operator, and circuit addresses of its reservations. Peers learn them
+// through identify.
+func (n *Node) SetAdvertised(addrs []string) {
+	var mas []ma.Multiaddr
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			n.log.Warn("advertised address ignored", "addr", s, "err", err)
+			continue
+		}
+		mas = append(mas, a)
 	}
-	return out
+	old := n.extra.Swap(&mas)
+	if old == nil || !slices.EqualFunc(*old, mas, ma.Multiaddr.Equal) {
+		n.log.Debug("advertised addresses", "addrs", addrs)
+	}
+}
+
+func (n *Node) addrsFactory(addrs []ma.Multiaddr) []ma.Multiaddr {
+	if extra := n.extra.Load(); extra != nil {
+		addrs = append(slices.Clone(addrs), *extra...)
+	}
+	return ma.Unique(addrs)
 }
 
 // Connect connects to the peer named by addrs (multiaddrs with /p2p/<id>)
-// and returns its id.
+// and returns its id. Circuit addresses are allowed.
 func (n *Node) Connect(ctx context.Context, addrs []string) (string, error) {
 	var mas []ma.Multiaddr
 	for _, s := range addrs {
@@ -167,31 +232,45 @@ func (n *Node) Connect(ctx context.Context, addrs []string) (string, error) {
 	if len(infos) != 1 {
 		return "", fmt.Errorf("mesh: addresses name %d peers, want 1", len(infos))
 	}
+	ctx = network.WithAllowLimitedConn(ctx, "meshup")
 	if err := n.host.Connect(ctx, infos[0]); err != nil {
 		return "", fmt.Errorf("mesh: connect to %s: %w", infos[0].ID.ShortString(), err)
 	}
 	return infos[0].ID.String(), nil
 }
 
+// Connected reports whether the node has a connection to peerID.
+func (n *Node) Connected(peerID string) bool {
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		return false
+	}
+	c := n.host.Network().Connectedness(id)
+	return c == network.Connected || c == network.Limited
+}
+
 // Handle serves protocol proto: fn is called in its own goroutine for each
 // inbound stream and must close or reset the stream.
 func (n *Node) Handle(proto string, fn func(Stream)) {
 	n.host.SetStreamHandler(protocol.ID(proto), func(s network.Stream) {
-		fn(stream{s})
+		fn(stream{s, n})
 	})
 }
 
-// Open opens a stream to a connected (or dialable) peer.
+// Open opens a stream to a connected (or dialable) peer. Relayed
+// connections are used when no direct one exists; data circuits on meshup
+// relays have limits fit for data (see RelayService).
 func (n *Node) Open(ctx context.Context, peerID, proto string) (Stream, error) {
 	id, err := peer.Decode(peerID)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: peer id %q: %w", peerID, err)
 	}
+	ctx = network.WithAllowLimitedConn(ctx, "meshup")
 	s, err := n.host.NewStream(ctx, id, protocol.ID(proto))
 	if err != nil {
 		return nil, fmt.Errorf("mesh: open %s to %s: %w", proto, id.ShortString(), err)
 	}
-	return stream{s}, nil
+	return stream{s, n}, nil
 }
 
 // OnDisconnect registers fn to be called when the last connection to a
@@ -211,17 +290,37 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
+	if n.relay != nil {
+		n.relay.Close()
+	}
 	return n.host.Close()
 }
 
-type stream struct{ network.Stream }
+type stream struct {
+	network.Stream
+	n *Node
+}
 
 func (s stream) RemotePeer() string { return s.Conn().RemotePeer().String() }
 
-func (s stream) Kind() ConnKind {
-	c := s.Conn()
-	if c.Stat().Limited || strings.Contains(c.RemoteMultiaddr().String(), "/p2p-circuit") {
-		return Relayed
+func (s stream) RemoteAddr() string { return s.Conn().RemoteMultiaddr().String() }
+
+func (s stream) Kind() ConnKind { return s.n.connKind(s.Conn()) }
+
+// p2pAddrs returns addrs with /p2p/<id> appended.
+func p2pAddrs(id peer.ID, addrs []ma.Multiaddr) []string {
+	info := peer.AddrInfo{ID: id, Addrs: addrs}
+	mas, err := peer.AddrInfoToP2pAddrs(&info)
+	if err != nil {
+		return nil
 	}
-	return Direct
+	return multiaddrStrings(mas)
+}
+
+func multiaddrStrings(addrs []ma.Multiaddr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
 }

@@ -64,6 +64,9 @@ type Publish struct {
 	MIME  string `json:"mime"`
 	Size  int64  `json:"size"` // bytes
 	Text  string `json:"text,omitempty"`
+	// Via pins the entry relay (a relay peer id) that parts are pushed
+	// to, for diagnosis of one path. Empty lets the rendezvous choose.
+	Via string `json:"via,omitempty"`
 }
 
 // Published (rendezvous -> client) confirms a Publish.
@@ -119,20 +122,92 @@ type Register struct {
 	Addrs   []string `json:"addrs"`    // libp2p multiaddrs
 	Budget  int64    `json:"budget"`   // bytes of part memory
 	Window  int      `json:"window"`   // bytes per stream
+	// NAT is what the relay learnt of its NAT: one of the NAT* constants.
+	NAT string `json:"nat,omitempty"`
+	// Public says the relay's HTTPURL is reachable from the internet, so
+	// consumers and publishers may use it directly instead of the
+	// rendezvous tunnel.
+	Public bool `json:"public,omitempty"`
 }
+
+// NAT types a relay reports, as learnt with STUN.
+const (
+	NATUnknown   = "unknown"
+	NATPublic    = "public"    // no NAT: the relay's own address is public
+	NATCone      = "cone"      // endpoint-independent mapping
+	NATSymmetric = "symmetric" // the mapping depends on the destination
+)
 
 // Registered (rendezvous -> relay) accepts a Register.
 type Registered struct {
 	Relay       string `json:"relay"` // the relay's id as the rendezvous sees it
 	HeartbeatMS int    `json:"heartbeat_ms"`
+	// Observed is the relay's address as the rendezvous sees it on the
+	// register connection (a multiaddr), for diagnosis.
+	Observed string `json:"observed,omitempty"`
 }
 
 // Heartbeat (relay -> rendezvous) keeps the registration alive and reports
-// load.
+// load and, when it changed, the relay's view of the mesh.
 type Heartbeat struct {
 	Streams  int   `json:"streams"`  // part streams open
 	Reserved int64 `json:"reserved"` // bytes of the memory budget in use
 	Served   int64 `json:"served"`   // bytes sent to consumers since start
+	// Mesh, when set, replaces the relay's reported addresses, NAT type
+	// and peer connections.
+	Mesh *MeshStatus `json:"mesh,omitempty"`
+}
+
+// MeshStatus is a relay's view of its place in the mesh. Relays serve it in
+// their /v1/status and report it in heartbeats; the rendezvous lists it.
+type MeshStatus struct {
+	NAT       string         `json:"nat"` // one of the NAT* constants
+	Addrs     MeshAddrs      `json:"addrs"`
+	Peers     []MeshPeer     `json:"peers"`
+	HolePunch HolePunchStats `json:"holepunch"`
+}
+
+// MeshAddrs are a relay's libp2p addresses.
+type MeshAddrs struct {
+	Observed   []string `json:"observed"`   // as seen by STUN and by peers
+	Advertised []string `json:"advertised"` // what the relay tells peers to dial
+}
+
+// Kinds of connection to a mesh peer, best first.
+const (
+	PeerDirect      = "direct"
+	PeerHolePunched = "hole-punched"
+	PeerRelayed     = "relayed"
+)
+
+// MeshPeer is one connected mesh peer.
+type MeshPeer struct {
+	ID   string `json:"id"`
+	Kind string `json:"kind"` // one of the Peer* constants
+	// TimeToDirectMS is how long the relayed connection lasted before a
+	// direct one replaced it, in milliseconds; 0 if there was none.
+	TimeToDirectMS int64 `json:"time_to_direct_ms,omitempty"`
+}
+
+// HolePunchStats count DCUtR hole punches.
+type HolePunchStats struct {
+	Attempts  int64 `json:"attempts"`
+	Successes int64 `json:"successes"`
+	Failures  int64 `json:"failures"`
+}
+
+// Peers (rendezvous -> relay) is the directory of the other live relays;
+// it replaces the previous one. A relay connects only to the peers named
+// here, never to an address a client supplied.
+type Peers struct {
+	Peers []PeerInfo `json:"peers"`
+}
+
+// PeerInfo is one relay in a Peers directory.
+type PeerInfo struct {
+	ID    string   `json:"id"`
+	NAT   string   `json:"nat"`
+	Addrs []string `json:"addrs"` // multiaddrs, circuit addresses included
 }
 
 // Need (relay -> rendezvous) asks for a part of an item to be pushed to the
@@ -172,6 +247,7 @@ func (Heartbeat) MessageType() string   { return "heartbeat" }
 func (Need) MessageType() string        { return "need" }
 func (NeedFailed) MessageType() string  { return "need_failed" }
 func (NeedCancel) MessageType() string  { return "need_cancel" }
+func (Peers) MessageType() string       { return "peers" }
 
 var messageTypes = map[string]func() Message{
 	"hello":        func() Message { return new(Hello) },
@@ -189,6 +265,7 @@ var messageTypes = map[string]func() Message{
 	"need":         func() Message { return new(Need) },
 	"need_failed":  func() Message { return new(NeedFailed) },
 	"need_cancel":  func() Message { return new(NeedCancel) },
+	"peers":        func() Message { return new(Peers) },
 }
 
 // EncodeMessage returns the JSON form of m, with its "type" field first.

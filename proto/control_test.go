@@ -16,19 +16,25 @@ func sampleMessages() map[string]Message {
 	return map[string]Message{
 		"hello":        Hello{Client: "meshup-cli/1.0"},
 		"welcome":      Welcome{Session: "s1", MaxMessage: DefaultMaxMessage, PingSeconds: 20},
-		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9"},
+		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9", Via: "12D3KooWA"},
 		"published":    Published{Ref: "r1", ID: id, Owner: "own", ShareURL: "https://x/s/1", DownloadURL: "https://x/d/1"},
 		"unpublish":    Unpublish{ID: id},
 		"order":        Order{Order: 1<<64 - 1, Item: id, Off: 1 << 20, Len: 1 << 20, Relay: "12D3KooW", PushURL: "wss://r/v1/push", Token: "a.b"},
 		"cancel":       Cancel{Order: 7},
 		"order_failed": OrderFailed{Order: 7, Status: StatusSourceError, Reason: "EIO"},
 		"error":        ErrorMsg{Ref: "r2", Status: StatusNotFound, Reason: "no such item"},
-		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20},
-		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000},
-		"heartbeat":    Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33},
-		"need":         Need{Need: 4, Item: id, Off: 5, Len: 6},
-		"need_failed":  NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
-		"need_cancel":  NeedCancel{Need: 4},
+		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true},
+		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000, Observed: "/ip4/11.0.0.2/udp/4001/quic-v1"},
+		"heartbeat": Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33, Mesh: &MeshStatus{
+			NAT:       NATSymmetric,
+			Addrs:     MeshAddrs{Observed: []string{"/ip4/11.0.0.2/tcp/1"}, Advertised: []string{"/ip4/11.0.0.1/tcp/4001/p2p/12D3KooWR/p2p-circuit"}},
+			Peers:     []MeshPeer{{ID: "12D3KooWB", Kind: PeerHolePunched, TimeToDirectMS: 1500}},
+			HolePunch: HolePunchStats{Attempts: 2, Successes: 1, Failures: 1},
+		}},
+		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6},
+		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
+		"need_cancel": NeedCancel{Need: 4},
+		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}},
 	}
 }
 

@@ -35,6 +35,20 @@
 //	                                 <- PartEnd{stream, StatusOK}   (every byte delivered)
 //	relay      -> consumer    bytes as they arrive (cut-through)
 //
+// When the entry relay the publisher pushes to is not the exit relay the
+// consumer reads from, the push token names the exit relay (Claims.Fwd) and
+// the entry relay forwards the part over the mesh:
+//
+//	entry relay -> exit relay  libp2p stream /meshup/part/1:
+//	           PartBegin{stream=0, item, off, len, push token} ->
+//	           raw part bytes, then half-close              ->
+//	                                 <- PartEnd{stream=0, status}
+//
+// Relays behind NAT, which browsers and HTTP clients cannot reach, are
+// reached through the rendezvous: it carries HTTP/1.1 (the relay's whole
+// API, WebSocket upgrades included) over libp2p streams /meshup/http/1 on
+// the relay's register connection.
+//
 // Either side may end a part early with PartEnd and a non-OK status; the
 // other side forgets the stream. A connection-level error closes the
 // WebSocket with close code CloseCodeBase+status and a short reason.
@@ -59,4 +73,7 @@ const (
 	ProtoRegister = "/meshup/register/1"
 	// ProtoPart is the libp2p protocol for relay-to-relay part streams.
 	ProtoPart = "/meshup/part/1"
+	// ProtoHTTP is the libp2p protocol over which the rendezvous tunnels
+	// HTTP/1.1 to relays that are not directly reachable.
+	ProtoHTTP = "/meshup/http/1"
 )

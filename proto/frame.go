@@ -99,6 +99,10 @@ const (
 	MaxToken = 4096
 	// MaxReason is the longest reason in a PartEnd or close frame.
 	MaxReason = 120
+	// MaxPartBeginLen is the longest PartBegin body.
+	MaxPartBeginLen = partBeginFixedLen + MaxToken
+	// MaxPartEndLen is the longest PartEnd body.
+	MaxPartEndLen = partEndFixedLen + MaxReason
 )
 
 // Sentinel errors of the frame codec.

@@ -40,6 +40,10 @@ type Claims struct {
 	Len   int64     `json:"len"` // bytes covered from Off
 	Exp   int64     `json:"exp"` // expiry, Unix seconds
 	Ref   uint64    `json:"ref,omitempty"`
+	// Fwd, in a push token, names the exit relay that needed the part when
+	// it is not the audience: the audience forwards the part to Fwd over
+	// the mesh, and Fwd accepts it from the audience only.
+	Fwd string `json:"fwd,omitempty"`
 
 	// Item metadata, set in read tokens so that the relay can answer
 	// Range and conditional requests without asking the rendezvous.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -26,6 +27,8 @@ const (
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultPingInterval      = 15 * time.Second
+	DefaultNATProbeInterval  = 5 * time.Minute
+	DefaultPeerInterval      = 2 * time.Second
 )
 
 // Config configures a Server. Zero values mean the documented defaults.
@@ -87,6 +90,18 @@ type Config struct {
 	// Defaults to 15s.
 	PingInterval time.Duration
 
+	// PublicIP declares that this relay is reachable from the internet at
+	// this IP address, on its libp2p listen ports and at PublicURL. When
+	// empty the relay learns its NAT with STUN; behind a NAT it is
+	// reached through relay circuits and the rendezvous tunnel.
+	PublicIP string
+	// NATProbeInterval is the interval of STUN probes after the first one.
+	// Defaults to 5 minutes.
+	NATProbeInterval time.Duration
+	// PeerInterval is the interval at which the relay dials the peers of
+	// the directory it is not connected to. Defaults to 2s.
+	PeerInterval time.Duration
+
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.
@@ -107,6 +122,8 @@ func (c *Config) setDefaults() {
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&c.PingInterval, DefaultPingInterval)
+	setDefault(&c.NATProbeInterval, DefaultNATProbeInterval)
+	setDefault(&c.PeerInterval, DefaultPeerInterval)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -138,6 +155,11 @@ func (c *Config) Validate() error {
 	case c.TokenKey != nil && len(c.TokenKey) != ed25519.PublicKeySize:
 		return errors.New("relay: Config.TokenKey is not an Ed25519 public key")
 	}
+	if c.PublicIP != "" {
+		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
+			return fmt.Errorf("relay: PublicIP: %w", err)
+		}
+	}
 	u, err := url.Parse(c.PublicURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("relay: PublicURL %q is not an http(s) URL", c.PublicURL)
@@ -154,5 +176,7 @@ func (c *Config) LogAttrs() []any {
 		"need_timeout", c.NeedTimeout, "idle_timeout", c.IdleTimeout,
 		"write_timeout", c.WriteTimeout, "handshake_timeout", c.HandshakeTimeout,
 		"ping_interval", c.PingInterval, "allowed_origins", c.AllowedOrigins,
+		"public_ip", c.PublicIP, "nat_probe_interval", c.NATProbeInterval,
+		"peer_interval", c.PeerInterval,
 	}
 }

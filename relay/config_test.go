@@ -81,8 +81,11 @@ func TestStatus(t *testing.T) {
 	if !st.Registered || st.ID != r.ID() || st.HTTPURL != r.URL || st.Rendezvous != e.rv.URL || st.Budget != eff.Budget || st.Window != eff.Window {
 		t.Errorf("status: got %+v, want registered relay %s at %s with budget %d and window %d", st, r.ID(), r.URL, eff.Budget, eff.Window)
 	}
-	if len(st.Addrs) == 0 || !strings.Contains(st.Addrs[0], "/p2p/"+r.ID()) {
-		t.Errorf("addrs: got %v, want the node's multiaddrs", st.Addrs)
+	if len(st.Addrs.Advertised) == 0 || !strings.Contains(st.Addrs.Advertised[0], "/p2p/"+r.ID()) {
+		t.Errorf("advertised addrs: got %v, want the node's multiaddrs", st.Addrs.Advertised)
+	}
+	if len(st.Addrs.Observed) == 0 {
+		t.Errorf("observed addrs: got none, want the address the rendezvous sees")
 	}
 	resp, _ := do(t, http.MethodGet, r.URL+"/v1/status")
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {

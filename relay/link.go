@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -8,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshup/meshup/mesh"
@@ -87,6 +90,16 @@ func (s *Server) Run(ctx context.Context) error {
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 
+	// The rendezvous reaches the relay's HTTP API through libp2p streams
+	// when browsers cannot reach the relay directly.
+	tl, err := s.cfg.Node.Listen(proto.ProtoHTTP)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.HandshakeTimeout, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	go hs.Serve(tl)
+	defer hs.Close()
+
 	backoff := 250 * time.Millisecond
 	for {
 		start := time.Now()
@@ -138,6 +151,8 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		Addrs:   s.cfg.Node.Addrs(),
 		Budget:  s.cfg.Budget,
 		Window:  s.cfg.Window,
+		NAT:     s.natType(),
+		Public:  s.isPublic(),
 	})
 	if err != nil {
 		return fmt.Errorf("register with rendezvous: %w", err)
@@ -151,6 +166,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		return fmt.Errorf("register with rendezvous: got %s, want registered", m.MessageType())
 	}
 	st.SetDeadline(time.Time{})
+	s.setObserved(reg.Observed)
 	hb := time.Duration(reg.HeartbeatMS) * time.Millisecond
 	if hb <= 0 {
 		hb = time.Second
@@ -164,6 +180,15 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		close(l.done)
 		s.failNeeds(errNoRendezvous)
 	}()
+
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
+	loops.Go(func() { s.peerLoop(lctx) })
+	if !s.isPublic() {
+		loops.Go(func() { s.reserveLoop(lctx, info.Addrs) })
+	}
 
 	writeErr := make(chan error, 1)
 	go func() {
@@ -188,6 +213,8 @@ func (s *Server) linkReader(l *link) error {
 		switch m := m.(type) {
 		case *proto.NeedFailed:
 			s.needFailed(m)
+		case *proto.Peers:
+			s.setDirectory(m.Peers)
 		default:
 			s.log.Debug("ignoring rendezvous message", "type", m.MessageType())
 		}
@@ -197,7 +224,7 @@ func (s *Server) linkReader(l *link) error {
 func (s *Server) linkWriter(ctx context.Context, l *link, hb time.Duration) error {
 	tick := time.NewTicker(hb)
 	defer tick.Stop()
-	var buf []byte
+	var buf, lastMesh []byte
 	write := func(m proto.Message) error {
 		var err error
 		buf, err = proto.AppendMsgFrame(buf[:0], m)
@@ -216,7 +243,13 @@ func (s *Server) linkWriter(ctx context.Context, l *link, hb time.Duration) erro
 		case m = <-l.out:
 		case <-tick.C:
 			st := s.Stats()
-			m = proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut}
+			hbm := proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut}
+			// The mesh view travels only when it changed.
+			ms := s.meshStatus()
+			if b, err := json.Marshal(ms); err == nil && !bytes.Equal(b, lastMesh) {
+				hbm.Mesh, lastMesh = &ms, b
+			}
+			m = hbm
 		}
 		if err := write(m); err != nil {
 			return fmt.Errorf("write to rendezvous: %w", err)

@@ -242,6 +242,10 @@ func (pc *pushConn) handleBegin(body []byte) error {
 		pc.endStream(b.Stream, status, err.Error())
 		return nil
 	}
+	if claims.Fwd != "" && claims.Fwd != pc.s.id {
+		pc.beginForward(b, claims)
+		return nil
+	}
 	ps := pc.s.takeNeed(claims.Ref, b.Item, int64(b.Off), int64(b.Len))
 	if ps != nil {
 		// Bind the stream before attaching: once attached, the consumer
@@ -280,6 +284,14 @@ func (pc *pushConn) handleEnd(body []byte) error {
 		ps.fail(proto.Errorf(status, "publisher ended the part: %s", e.Reason))
 	}
 	return nil
+}
+
+// credit implements source: an acknowledgement is owed to the publisher.
+func (pc *pushConn) credit(ps *partStream) { pc.queueAck(ps) }
+
+// end implements source: the publisher is told the part ended.
+func (pc *pushConn) end(ps *partStream, status proto.Status, reason string) {
+	pc.endStream(ps.stream, status, reason)
 }
 
 // endStream forgets stream and tells the publisher it ended with status.

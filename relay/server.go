@@ -31,6 +31,7 @@ type Server struct {
 
 	key  atomic.Pointer[ed25519.PublicKey]
 	link atomic.Pointer[link] // the registered rendezvous link, or nil
+	mesh meshState
 
 	mu       sync.Mutex // guards the fields below
 	needs    map[uint64]*partStream
@@ -62,6 +63,11 @@ func New(cfg Config) (*Server, error) {
 		s.key.Store(&k)
 	}
 	s.stats.refusals = make(map[string]int64)
+	s.mesh.init()
+	if cfg.PublicIP != "" {
+		s.mesh.nat = proto.NATPublic
+	}
+	cfg.Node.Handle(proto.ProtoPart, s.handlePart)
 	return s, nil
 }
 
@@ -89,6 +95,17 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	return mux
+}
+
+// goStart adds a goroutine to the WaitGroup unless the relay is closing.
+func (s *Server) goStart() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // openPart asks the rendezvous for bytes [off, off+n) of item and returns

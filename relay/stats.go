@@ -7,6 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
 )
 
 // stats are the relay's counters.
@@ -22,9 +25,26 @@ type stats struct {
 	requests        atomic.Int64 // consumer requests served
 	unknownFrames   atomic.Int64
 	droppedAfterEnd atomic.Int64 // PartData frames for parts we ended
+	forwardsOut     atomic.Int64 // parts forwarded to exit relays
+	forwardsIn      atomic.Int64 // parts received from entry relays
+	forwardedBytes  atomic.Int64 // bytes of parts forwarded out in full
+	meshDirect      atomic.Int64 // mesh part streams by connection kind
+	meshPunched     atomic.Int64
+	meshRelayed     atomic.Int64
 
 	mu       sync.Mutex // guards refusals
 	refusals map[string]int64
+}
+
+func (s *stats) countKind(k mesh.ConnKind) {
+	switch k {
+	case mesh.Direct:
+		s.meshDirect.Add(1)
+	case mesh.HolePunched:
+		s.meshPunched.Add(1)
+	case mesh.Relayed:
+		s.meshRelayed.Add(1)
+	}
 }
 
 func (s *stats) refused(reason string) {
@@ -47,6 +67,11 @@ type Stats struct {
 	Waiting     int              `json:"waiting"`    // parts asked for, not yet begun
 	Reserved    int64            `json:"reserved"`   // bytes of the budget in use
 	Refusals    map[string]int64 `json:"refusals"`   // by reason
+	// Forwarding between relays.
+	ForwardsOut    int64            `json:"forwards_out"`    // parts sent on to exit relays
+	ForwardsIn     int64            `json:"forwards_in"`     // parts received from entry relays
+	ForwardedBytes int64            `json:"forwarded_bytes"` // bytes of parts sent on in full
+	MeshStreams    map[string]int64 `json:"mesh_streams"`    // part streams by connection kind
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -70,20 +95,31 @@ func (s *Server) Stats() Stats {
 		Waiting:     waiting,
 		Reserved:    s.budget.inUse(),
 		Refusals:    ref,
+
+		ForwardsOut:    s.stats.forwardsOut.Load(),
+		ForwardsIn:     s.stats.forwardsIn.Load(),
+		ForwardedBytes: s.stats.forwardedBytes.Load(),
+		MeshStreams: map[string]int64{
+			proto.PeerDirect:      s.stats.meshDirect.Load(),
+			proto.PeerHolePunched: s.stats.meshPunched.Load(),
+			proto.PeerRelayed:     s.stats.meshRelayed.Load(),
+		},
 	}
 }
 
-// Status is the JSON document served at GET /v1/status.
+// Status is the JSON document served at GET /v1/status. The embedded
+// MeshStatus adds nat, addrs, peers and holepunch.
 type Status struct {
-	ID         string    `json:"id"`
-	HTTPURL    string    `json:"http_url"`
-	Addrs      []string  `json:"addrs"`
-	Rendezvous string    `json:"rendezvous"`
-	Registered bool      `json:"registered"`
-	Budget     int64     `json:"budget"`
-	Window     int       `json:"window"`
-	Stats      Stats     `json:"stats"`
-	Time       time.Time `json:"time"`
+	ID         string `json:"id"`
+	HTTPURL    string `json:"http_url"`
+	Public     bool   `json:"public"` // reachable directly, not only through the rendezvous
+	Rendezvous string `json:"rendezvous"`
+	Registered bool   `json:"registered"`
+	Budget     int64  `json:"budget"`
+	Window     int    `json:"window"`
+	proto.MeshStatus
+	Stats Stats     `json:"stats"`
+	Time  time.Time `json:"time"`
 }
 
 // Status returns the relay's status.
@@ -91,11 +127,12 @@ func (s *Server) Status() Status {
 	return Status{
 		ID:         s.id,
 		HTTPURL:    s.cfg.PublicURL,
-		Addrs:      s.cfg.Node.Addrs(),
+		Public:     s.isPublic(),
 		Rendezvous: s.cfg.Rendezvous,
 		Registered: s.link.Load() != nil,
 		Budget:     s.cfg.Budget,
 		Window:     s.cfg.Window,
+		MeshStatus: s.meshStatus(),
 		Stats:      s.Stats(),
 		Time:       s.cfg.Now().UTC(),
 	}

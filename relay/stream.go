@@ -43,9 +43,9 @@ type partStream struct {
 	wake chan struct{} // cap 1; signalled on attach, data and failure
 
 	mu        sync.Mutex // guards the fields below
-	pc        *pushConn  // nil until a publisher begins the part
-	stream    uint32
-	chunks    [][]byte // received, undelivered bytes in order; pooled
+	src       source     // nil until a publisher begins the part
+	stream    uint32     // the part's stream id on a push connection
+	chunks    [][]byte   // received, undelivered bytes in order; pooled
 	received  int64
 	delivered int64
 	acked     int64 // delivered as last told to the publisher
@@ -60,14 +60,25 @@ func (ps *partStream) signal() {
 	}
 }
 
-// attach binds the stream to the publisher's push connection.
-func (ps *partStream) attach(pc *pushConn, stream uint32) bool {
+// source is where a part's bytes come from: a publisher's push connection,
+// or a mesh stream from the entry relay the publisher pushed to.
+type source interface {
+	// credit tells the source that the consumer took bytes, so that it
+	// may send more. It must not block.
+	credit(ps *partStream)
+	// end tells the source that the part ended with status.
+	end(ps *partStream, status proto.Status, reason string)
+}
+
+// attach binds the stream to its source; stream is the part's id on a push
+// connection.
+func (ps *partStream) attach(src source, stream uint32) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.finished {
 		return false
 	}
-	ps.pc, ps.stream = pc, stream
+	ps.src, ps.stream = src, stream
 	ps.signal()
 	return true
 }
@@ -91,13 +102,13 @@ func (ps *partStream) put(buf []byte) error {
 }
 
 // fail ends the stream with err unless it has already ended. It reports
-// whether it ended the stream, and returns the push connection and stream
-// id the stream was bound to.
-func (ps *partStream) fail(err error) (ended bool, pc *pushConn, stream uint32) {
+// whether it ended the stream, and returns the source the stream was bound
+// to.
+func (ps *partStream) fail(err error) (ended bool, src source) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.finished {
-		return false, nil, 0
+		return false, nil
 	}
 	ps.finished, ps.err = true, err
 	for _, c := range ps.chunks {
@@ -105,7 +116,7 @@ func (ps *partStream) fail(err error) (ended bool, pc *pushConn, stream uint32) 
 	}
 	ps.chunks = nil
 	ps.signal()
-	return true, ps.pc, ps.stream
+	return true, ps.src
 }
 
 // ackState returns the acknowledgement to send now and records it as sent.
@@ -147,14 +158,14 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 			if done {
 				ps.finished = true
 			}
-			pc, stream := ps.pc, ps.stream
+			src := ps.src
 			ps.mu.Unlock()
 			if done {
-				pc.endStream(stream, proto.StatusOK, "")
+				src.end(ps, proto.StatusOK, "")
 				return nil
 			}
 			if ackDue {
-				pc.queueAck(ps)
+				src.credit(ps)
 			}
 			continue
 		}
@@ -168,7 +179,7 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 			ps.mu.Unlock()
 			return nil
 		}
-		attached := ps.pc != nil
+		attached := ps.src != nil
 		ps.mu.Unlock()
 
 		// Nothing more to forward now: push out what the response
@@ -212,12 +223,12 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 // cancel ends the stream from the consumer's side: the publisher is told
 // to stop, or the rendezvous that the need is withdrawn.
 func (ps *partStream) cancel(status proto.Status, reason string) {
-	ended, pc, stream := ps.fail(proto.Errorf(status, "%s", reason))
+	ended, src := ps.fail(proto.Errorf(status, "%s", reason))
 	if !ended {
 		return
 	}
-	if pc != nil {
-		pc.endStream(stream, status, reason)
+	if src != nil {
+		src.end(ps, status, reason)
 		return
 	}
 	ps.s.forgetNeed(ps.need, true)
@@ -234,7 +245,7 @@ func (ps *partStream) waitBegun(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		ps.mu.Lock()
-		begun, err := ps.pc != nil || ps.n == 0, ps.err
+		begun, err := ps.src != nil || ps.n == 0, ps.err
 		ps.mu.Unlock()
 		if err != nil {
 			return err

@@ -26,6 +26,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // GET patterns match HEAD too
 	mux.HandleFunc("GET /v1/control", s.handleControl)
 	mux.HandleFunc("GET /i/{id}", s.handlePage)
+	mux.HandleFunc(tunnelPrefix+"{relay}/{rest...}", s.handleTunnel)
 	return mux
 }
 
@@ -124,7 +125,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusUnavailable, "no relay is live")
 		return
 	}
-	relayID, relayURL := rel.id, rel.httpURL
+	relayID, relayURL := rel.id, s.relayBase(rel)
 	s.mu.Unlock()
 
 	tok := proto.SignToken(s.key, proto.Claims{

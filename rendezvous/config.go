@@ -22,6 +22,7 @@ const (
 	DefaultMaxTextMessage     = 16 << 10
 	DefaultMaxItemSize        = 1 << 40
 	DefaultMaxNeedsPerRelay   = 4096
+	DefaultMaxTunnelConns     = 256
 	DefaultSessionQueue       = 256
 	DefaultRelayQueue         = 4096
 	DefaultHeartbeatInterval  = time.Second
@@ -81,6 +82,9 @@ type Config struct {
 	// MaxNeedsPerRelay limits the outstanding needs (orders) of one relay.
 	// Defaults to 4096.
 	MaxNeedsPerRelay int
+	// MaxTunnelConns limits the concurrent tunnelled HTTP connections to
+	// one relay behind NAT (each is a libp2p stream). Defaults to 256.
+	MaxTunnelConns int
 	// SessionQueue is the number of messages queued for one control
 	// session before it is closed as too slow. Defaults to 256.
 	SessionQueue int
@@ -149,6 +153,7 @@ func (c *Config) Validate() error {
 		{"MaxTextMessage", int64(c.MaxTextMessage)},
 		{"MaxItemSize", c.MaxItemSize},
 		{"MaxNeedsPerRelay", int64(c.MaxNeedsPerRelay)},
+		{"MaxTunnelConns", int64(c.MaxTunnelConns)},
 		{"SessionQueue", int64(c.SessionQueue)},
 		{"RelayQueue", int64(c.RelayQueue)},
 		{"HeartbeatInterval", int64(c.HeartbeatInterval)},
@@ -193,6 +198,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxTextMessage, DefaultMaxTextMessage)
 	setDefault(&c.MaxItemSize, DefaultMaxItemSize)
 	setDefault(&c.MaxNeedsPerRelay, DefaultMaxNeedsPerRelay)
+	setDefault(&c.MaxTunnelConns, DefaultMaxTunnelConns)
 	setDefault(&c.SessionQueue, DefaultSessionQueue)
 	setDefault(&c.RelayQueue, DefaultRelayQueue)
 	setDefault(&c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -232,6 +238,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Int("max_text_message", c.MaxTextMessage),
 		slog.Int64("max_item_size", c.MaxItemSize),
 		slog.Int("max_needs_per_relay", c.MaxNeedsPerRelay),
+		slog.Int("max_tunnel_conns", c.MaxTunnelConns),
 		slog.Int("session_queue", c.SessionQueue),
 		slog.Int("relay_queue", c.RelayQueue),
 		slog.Duration("heartbeat_interval", c.HeartbeatInterval),

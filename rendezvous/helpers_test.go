@@ -66,14 +66,20 @@ func apiError(t *testing.T, body []byte) (status proto.Status, msg string) {
 // status is the body of GET /v1/status as a client sees it.
 type status struct {
 	Relays []struct {
-		ID       string   `json:"id"`
-		Addrs    []string `json:"addrs"`
-		HTTPURL  string   `json:"http_url"`
-		Streams  int      `json:"streams"`
-		Reserved int64    `json:"reserved"`
-		Served   int64    `json:"served"`
-		LastSeen string   `json:"last_seen"`
-		Alive    bool     `json:"alive"`
+		ID    string `json:"id"`
+		Addrs struct {
+			Observed   []string `json:"observed"`
+			Advertised []string `json:"advertised"`
+		} `json:"addrs"`
+		NAT      string `json:"nat"`
+		Public   bool   `json:"public"`
+		Reach    string `json:"reach"`
+		HTTPURL  string `json:"http_url"`
+		Streams  int    `json:"streams"`
+		Reserved int64  `json:"reserved"`
+		Served   int64  `json:"served"`
+		LastSeen string `json:"last_seen"`
+		Alive    bool   `json:"alive"`
 	} `json:"relays"`
 	Sessions    int `json:"sessions"`
 	Items       int `json:"items"`

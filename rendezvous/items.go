@@ -27,6 +27,7 @@ type item struct {
 	mime      string
 	size      int64
 	text      string // whole item for KindMessage
+	via       string // entry relay pinned by the publisher, or ""
 	owner     [sha256.Size]byte
 	published time.Time
 
@@ -117,6 +118,9 @@ func (s *Server) checkPublish(p *proto.Publish) *proto.Error {
 			return proto.Errorf(proto.StatusMalformed, "name contains control characters")
 		}
 	}
+	if len(p.Via) > maxPeerIDLen {
+		return proto.Errorf(proto.StatusMalformed, "via of %d bytes is not a relay id", len(p.Via))
+	}
 	if len(p.MIME) > MaxMIMELen {
 		return proto.Errorf(proto.StatusMalformed, "mime type of %d bytes over the limit of %d", len(p.MIME), MaxMIMELen)
 	}
@@ -138,7 +142,7 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	now := s.cfg.Now()
 	it := &item{
 		id: proto.NewItemID(), kind: p.Kind, name: p.Name, mime: p.MIME,
-		size: p.Size, text: p.Text, owner: hash, published: now, sess: c,
+		size: p.Size, text: p.Text, via: p.Via, owner: hash, published: now, sess: c,
 	}
 	s.mu.Lock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
@@ -186,6 +190,9 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 		it.sess = c
 		it.offlineSince = time.Time{}
 		c.items[it.id] = it
+	}
+	if len(p.Via) <= maxPeerIDLen {
+		it.via = p.Via
 	}
 	s.mu.Unlock()
 	s.stats.reclaims.Add(1)

@@ -9,30 +9,36 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 )
 
-// Limits of a Register message.
+// Limits of a Register message and of a relay's reported mesh view.
 const (
 	maxRelayAddrs   = 64
 	maxRelayAddrLen = 1024
+	maxPeerIDLen    = 128
+	maxRelayPeers   = 1024
 )
 
 // relayConn is a registered relay: its register stream, one reader (the
 // stream handler) and one writer goroutine fed by send.
 type relayConn struct {
-	id      string // libp2p peer id, authenticated by libp2p
-	st      mesh.Stream
-	log     *slog.Logger
-	stats   *counters
-	httpURL string
-	pushURL string
-	addrs   []string
-	budget  int64
-	window  int
+	id       string // libp2p peer id, authenticated by libp2p
+	st       mesh.Stream
+	log      *slog.Logger
+	stats    *counters
+	httpURL  string
+	pushURL  string
+	addrs    []string
+	budget   int64
+	window   int
+	public   bool   // reachable directly: consumers and publishers use httpURL
+	nat      string // as the relay reported it
+	observed string // the relay's address on its register connection
 
 	send     chan proto.Message
 	done     chan struct{} // closed by fail
@@ -47,6 +53,7 @@ type relayConn struct {
 	served          int64
 	ordersSinceBeat int
 	needs           map[uint64]*order // by need id; nil once the relay is removed
+	mesh            *proto.MeshStatus // the relay's last reported view of the mesh
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -131,14 +138,17 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		addrs:      reg.Addrs,
 		budget:     reg.Budget,
 		window:     reg.Window,
+		public:     reg.Public,
+		nat:        natOrUnknown(reg.NAT),
+		observed:   st.RemoteAddr(),
 		send:       make(chan proto.Message, s.cfg.RelayQueue),
 		done:       make(chan struct{}),
 		registered: now,
 		lastSeen:   now,
 		needs:      make(map[uint64]*order),
 	}
-	r.pushURL = pushURL(r.httpURL)
-	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond)}
+	r.pushURL = s.relayPushURL(r)
+	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed}
 
 	s.mu.Lock()
 	if s.closed {
@@ -150,9 +160,10 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		old.fail("replaced by a new registration")
 	}
 	s.relays[peer] = r
+	s.publishDirectoryLocked()
 	s.mu.Unlock()
 	s.stats.relaysRegistered.Add(1)
-	log.Info("relay registered", "http_url", r.httpURL, "addrs", len(r.addrs), "conn", st.Kind(), "budget", r.budget, "window", r.window)
+	log.Info("relay registered", "http_url", r.httpURL, "public", r.public, "nat", r.nat, "observed", r.observed, "addrs", len(r.addrs), "conn", st.Kind(), "budget", r.budget, "window", r.window)
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -204,6 +215,24 @@ func (s *Server) readRegister(st mesh.Stream) (*proto.Register, error) {
 	return reg, nil
 }
 
+// relayPushURL returns the WebSocket push URL of relay r: its own when it
+// is reachable, else the rendezvous tunnel's.
+func (s *Server) relayPushURL(r *relayConn) string {
+	if r.public {
+		return pushURL(r.httpURL)
+	}
+	return pushURL(s.tunnelBase(r.id))
+}
+
+// relayItemsBase returns the base URL under which consumers reach relay
+// r's API.
+func (s *Server) relayBase(r *relayConn) string {
+	if r.public {
+		return r.httpURL
+	}
+	return s.tunnelBase(r.id)
+}
+
 // pushURL returns the WebSocket push URL of a relay with HTTP base URL
 // base.
 func pushURL(base string) string {
@@ -234,7 +263,7 @@ func (s *Server) readRelay(r *relayConn) error {
 	}
 }
 
-// heartbeat records a relay's load.
+// heartbeat records a relay's load and its view of the mesh.
 func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	now := s.cfg.Now()
 	s.mu.Lock()
@@ -244,6 +273,82 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	r.reserved = max(hb.Reserved, 0)
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
+	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
+		addrsChanged := !slices.Equal(ms.Addrs.Advertised, r.addrs) || ms.NAT != r.nat
+		r.mesh = ms
+		r.nat = natOrUnknown(ms.NAT)
+		r.addrs = ms.Addrs.Advertised
+		if addrsChanged {
+			s.publishDirectoryLocked()
+		}
+	} else if ms != nil {
+		s.stats.reject(RejectRegister)
+		r.log.Debug("mesh view ignored", "err", checkMesh(ms))
+	}
+}
+
+// checkMesh checks the bounds of a relay's reported mesh view.
+func checkMesh(ms *proto.MeshStatus) error {
+	if len(ms.Addrs.Advertised) > maxRelayAddrs || len(ms.Addrs.Observed) > maxRelayAddrs {
+		return fmt.Errorf("over %d addrs", maxRelayAddrs)
+	}
+	for _, a := range append(slices.Clone(ms.Addrs.Advertised), ms.Addrs.Observed...) {
+		if len(a) > maxRelayAddrLen {
+			return fmt.Errorf("addr of %d bytes, limit %d", len(a), maxRelayAddrLen)
+		}
+	}
+	if len(ms.Peers) > maxRelayPeers {
+		return fmt.Errorf("%d peers, limit %d", len(ms.Peers), maxRelayPeers)
+	}
+	for _, p := range ms.Peers {
+		if len(p.ID) > maxPeerIDLen || len(p.Kind) > 16 {
+			return errors.New("peer entry too long")
+		}
+	}
+	return nil
+}
+
+func natOrUnknown(nat string) string {
+	switch nat {
+	case proto.NATPublic, proto.NATCone, proto.NATSymmetric:
+		return nat
+	}
+	return proto.NATUnknown
+}
+
+// publishDirectoryLocked sends every registered relay the directory of the
+// others. Relays dial only peers named here.
+func (s *Server) publishDirectoryLocked() {
+	all := make([]proto.PeerInfo, 0, len(s.relays))
+	for _, r := range s.relays {
+		if r.isDone() {
+			continue
+		}
+		all = append(all, proto.PeerInfo{ID: r.id, NAT: r.nat, Addrs: slices.Clone(r.addrs)})
+	}
+	slices.SortFunc(all, func(a, b proto.PeerInfo) int { return strings.Compare(a.ID, b.ID) })
+	if len(all) > maxRelayPeers {
+		all = all[:maxRelayPeers]
+	}
+	for _, r := range s.relays {
+		peers := make([]proto.PeerInfo, 0, len(all))
+		for _, p := range all {
+			if p.ID != r.id {
+				peers = append(peers, p)
+			}
+		}
+		r.enqueue(&proto.Peers{Peers: peers})
+	}
+	s.stats.directories.Add(1)
+}
+
+// IsRelay reports whether peer is a registered relay. The rendezvous's
+// circuit relay service admits only those.
+func (s *Server) IsRelay(peer string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.relays[peer]
+	return r != nil && !r.isDone()
 }
 
 // removeRelay forgets a failed relay and cancels its orders at the
@@ -252,6 +357,7 @@ func (s *Server) removeRelay(r *relayConn) {
 	s.mu.Lock()
 	if s.relays[r.id] == r {
 		delete(s.relays, r.id)
+		s.publishDirectoryLocked()
 	}
 	for _, o := range r.needs {
 		if o.sess.enqueue(&proto.Cancel{Order: o.id}) {
@@ -316,18 +422,22 @@ func (s *Server) pickRelayLocked(now time.Time) *relayConn {
 	return r
 }
 
-// relayStatus is one relay in GET /v1/status.
+// relayStatus is one relay in GET /v1/status. The embedded MeshStatus is
+// the relay's own view (nat, addrs, peers, holepunch), as in the relay's
+// /v1/status.
 type relayStatus struct {
-	ID       string   `json:"id"`
-	Addrs    []string `json:"addrs"`
-	HTTPURL  string   `json:"http_url"`
-	Conn     string   `json:"conn"` // how the rendezvous reaches it: direct, hole-punched, relayed
-	Streams  int      `json:"streams"`
-	Reserved int64    `json:"reserved"`
-	Served   int64    `json:"served"`
-	Orders   int      `json:"orders"` // orders outstanding
-	LastSeen string   `json:"last_seen"`
-	Alive    bool     `json:"alive"`
+	ID      string `json:"id"`
+	HTTPURL string `json:"http_url"`
+	Public  bool   `json:"public"` // reached directly, else through the tunnel
+	Reach   string `json:"reach"`  // the base URL consumers are sent to
+	proto.MeshStatus
+	Conn     string `json:"conn"` // how the rendezvous reaches it: direct, hole-punched, relayed
+	Streams  int    `json:"streams"`
+	Reserved int64  `json:"reserved"`
+	Served   int64  `json:"served"`
+	Orders   int    `json:"orders"` // orders outstanding
+	LastSeen string `json:"last_seen"`
+	Alive    bool   `json:"alive"`
 }
 
 // relayStatuses lists the live relays.
@@ -336,18 +446,49 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 	defer s.mu.Unlock()
 	out := []relayStatus{}
 	for _, r := range s.liveRelaysLocked(now) {
+		ms := proto.MeshStatus{
+			NAT:   r.nat,
+			Addrs: proto.MeshAddrs{Observed: []string{r.observed}, Advertised: slices.Clone(r.addrs)},
+			Peers: []proto.MeshPeer{},
+		}
+		if r.mesh != nil {
+			ms = *r.mesh
+			if len(ms.Addrs.Observed) == 0 {
+				ms.Addrs.Observed = []string{r.observed}
+			}
+			if ms.Peers == nil {
+				ms.Peers = []proto.MeshPeer{}
+			}
+		}
 		out = append(out, relayStatus{
-			ID:       r.id,
-			Addrs:    append([]string{}, r.addrs...),
-			HTTPURL:  r.httpURL,
-			Conn:     r.st.Kind().String(),
-			Streams:  r.streams,
-			Reserved: r.reserved,
-			Served:   r.served,
-			Orders:   len(r.needs),
-			LastSeen: r.lastSeen.UTC().Format(time.RFC3339Nano),
-			Alive:    true,
+			ID:         r.id,
+			HTTPURL:    r.httpURL,
+			Public:     r.public,
+			Reach:      s.relayBase(r),
+			MeshStatus: ms,
+			Conn:       r.st.Kind().String(),
+			Streams:    r.streams,
+			Reserved:   r.reserved,
+			Served:     r.served,
+			Orders:     len(r.needs),
+			LastSeen:   r.lastSeen.UTC().Format(time.RFC3339Nano),
+			Alive:      true,
 		})
 	}
 	return out
 }
+
+// RelayGate admits registered relays to the circuit relay service of the
+// rendezvous's libp2p node, and nobody else. The node exists before the
+// Server, so the gate is created first, passed to the node as
+// mesh.RelayService.Allow, and bound to the server after New.
+type RelayGate struct{ srv atomic.Pointer[Server] }
+
+// Allow reports whether peer is a relay registered with the bound server.
+func (g *RelayGate) Allow(peer string) bool {
+	s := g.srv.Load()
+	return s != nil && s.IsRelay(peer)
+}
+
+// Bind makes g admit the relays of s.
+func (g *RelayGate) Bind(s *Server) { g.srv.Store(s) }

@@ -2,6 +2,7 @@ package rendezvous_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,8 +29,14 @@ func TestRegister(t *testing.T) {
 	if r.ID != relay.ID || r.HTTPURL != "https://relay.example.org:8443" || !r.Alive {
 		t.Errorf("status relay: got %+v, want id %s, http_url without trailing slash, alive", r, relay.ID)
 	}
-	if !slices.Equal(r.Addrs, relay.Node.Addrs()) {
-		t.Errorf("addrs: got %v, want %v", r.Addrs, relay.Node.Addrs())
+	if !slices.Equal(r.Addrs.Advertised, relay.Node.Addrs()) {
+		t.Errorf("advertised addrs: got %v, want %v", r.Addrs.Advertised, relay.Node.Addrs())
+	}
+	if len(r.Addrs.Observed) != 1 || !strings.HasPrefix(r.Addrs.Observed[0], "/ip4/127.0.0.1/tcp/") {
+		t.Errorf("observed addrs: got %v, want the relay's address on its register connection", r.Addrs.Observed)
+	}
+	if r.NAT != proto.NATPublic || !r.Public || r.Reach != r.HTTPURL {
+		t.Errorf("nat %q public %v reach %q: want public, reached at %s", r.NAT, r.Public, r.Reach, r.HTTPURL)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, r.LastSeen); err != nil {
 		t.Errorf("last_seen %q: %v", r.LastSeen, err)

@@ -7,9 +7,11 @@ import (
 )
 
 // The scheduler turns a relay's Need into an Order to the item's publisher.
-// In this version the relay that needs a part is also the one the part is
-// pushed to (entry relay = exit relay); spreading a range over several
-// entry relays comes later.
+// The relay that needs a part (the exit) is also the one the part is
+// pushed to (the entry), unless the publisher pinned an entry relay
+// (Publish.Via, `meshup send --via`): then the push token names the exit
+// in Claims.Fwd and the entry forwards the part over the mesh. Spreading a
+// range over several entry relays comes later.
 
 // order is an order sent to a publisher and not yet settled. It lives until
 // the relay cancels its need, the publisher reports failure, the session or
@@ -58,20 +60,28 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
 		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
 	}
+	entry, fwd := r, ""
+	if it.via != "" && it.via != r.id {
+		if entry = s.relays[it.via]; entry == nil || !s.relayAlive(entry, now) {
+			return proto.Errorf(proto.StatusUnavailable, "entry relay %.80s, pinned by the publisher, is not live", it.via)
+		}
+		fwd = r.id
+	}
 	s.lastOrder++
 	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.sess, created: now}
 	tok := proto.SignToken(s.key, proto.Claims{
 		Dir:   proto.DirPush,
-		Relay: r.id,
+		Relay: entry.id,
 		Item:  it.id,
 		Off:   n.Off,
 		Len:   n.Len,
 		Exp:   now.Add(s.cfg.PushTokenTTL).Unix(),
 		Ref:   n.Need,
+		Fwd:   fwd,
 	})
 	msg := &proto.Order{
 		Order: o.id, Item: it.id, Off: n.Off, Len: n.Len,
-		Relay: r.id, PushURL: r.pushURL, Token: tok,
+		Relay: entry.id, PushURL: entry.pushURL, Token: tok,
 	}
 	if !o.sess.enqueue(msg) {
 		return proto.Errorf(proto.StatusOffline, "publisher of %s is not keeping up", n.Item)
@@ -79,8 +89,11 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	s.orders[o.id] = o
 	r.needs[n.Need] = o
 	o.sess.orders[o.id] = o
-	r.ordersSinceBeat++
+	entry.ordersSinceBeat++
 	s.stats.ordersSent.Add(1)
+	if fwd != "" {
+		s.stats.forwarded.Add(1)
+	}
 	r.log.Debug("order sent", "order", o.id, "need", n.Need, "item", it.id, "off", n.Off, "len", n.Len)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
 	"sync"
 	"time"
 
@@ -25,12 +26,13 @@ import (
 
 // Server is a rendezvous. Its methods are safe for concurrent use.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	key   ed25519.PrivateKey
-	pub   ed25519.PublicKey
-	mux   *http.ServeMux
-	stats counters
+	cfg    Config
+	log    *slog.Logger
+	key    ed25519.PrivateKey
+	pub    ed25519.PublicKey
+	mux    *http.ServeMux
+	tunnel *httputil.ReverseProxy
+	stats  counters
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -74,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		relays:   make(map[string]*relayConn),
 		orders:   make(map[uint64]*order),
 	}
+	s.tunnel = s.newTunnel()
 	s.mux = s.routes()
 	cfg.Node.Handle(proto.ProtoRegister, s.handleRegister)
 	cfg.Node.OnDisconnect(s.peerDisconnected)

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -48,6 +49,14 @@ type Stats struct {
 	Cancels      uint64 // cancels sent to publishers
 	Orders       int    // orders outstanding now
 
+	Directories    uint64 // relay directories sent (one per relay change)
+	Tunnelled      uint64 // HTTP requests tunnelled to relays behind NAT
+	TunnelFailures uint64 // tunnelled requests that could not reach the relay
+	Forwarded      uint64 // orders whose entry relay is not the exit relay
+
+	// Circuit relay service of the rendezvous's libp2p node.
+	Circuit mesh.RelayStats
+
 	// NeedFailed counts need_failed messages sent to relays by status.
 	NeedFailed map[proto.Status]uint64
 	// Rejected counts refused control messages and connections by reason
@@ -69,6 +78,10 @@ type counters struct {
 	ordersSent       atomic.Uint64
 	ordersFailed     atomic.Uint64
 	cancels          atomic.Uint64
+	directories      atomic.Uint64
+	tunnelled        atomic.Uint64
+	tunnelFailures   atomic.Uint64
+	forwarded        atomic.Uint64
 
 	mu         sync.Mutex // guards the fields below
 	needFailed map[proto.Status]uint64
@@ -109,6 +122,11 @@ func (s *Server) Stats() Stats {
 		OrdersSent:       c.ordersSent.Load(),
 		OrdersFailed:     c.ordersFailed.Load(),
 		Cancels:          c.cancels.Load(),
+		Directories:      c.directories.Load(),
+		Tunnelled:        c.tunnelled.Load(),
+		TunnelFailures:   c.tunnelFailures.Load(),
+		Forwarded:        c.forwarded.Load(),
+		Circuit:          s.cfg.Node.RelayStats(),
 	}
 	c.mu.Lock()
 	st.NeedFailed = maps.Clone(c.needFailed)

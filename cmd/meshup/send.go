@@ -21,6 +21,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	name := fs.String("name", "", "item name (default: the file's base name)")
 	typ := fs.String("type", "", "MIME type (default: from the file extension)")
 	logLevel := fs.String("log", "warn", "log level: debug, info, warn, error")
+	via := fs.String("via", "", "pin the entry relay the file is pushed to, by its id (diagnosis of one path)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: meshup send [flags] FILE\n\nPublishes FILE and serves its parts to relays until interrupted.\nPrints the share link and the download URL on stdout, one per line.")
 		fs.PrintDefaults()
@@ -74,7 +75,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer c.Close()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	it, err := c.Publish(pctx, client.Source{Name: *name, MIME: *typ, Size: st.Size(), Reader: f})
+	it, err := c.Publish(pctx, client.Source{Name: *name, MIME: *typ, Size: st.Size(), Reader: f, Via: *via})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)

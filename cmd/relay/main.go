@@ -42,7 +42,11 @@ func run(ctx context.Context, args []string) error {
 	p2p := fs.String("p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen multiaddrs")
 	origins := fs.String("allow-origin", "", "comma-separated Origins allowed to push from a browser (the rendezvous's own is always allowed)")
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
+	portmap := fs.Bool("nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
 	var cfg relay.Config
+	fs.StringVar(&cfg.PublicIP, "public", "", "declare this relay reachable from the internet at this `IP` (its libp2p ports and --public-url); default: learn the NAT with STUN")
+	fs.DurationVar(&cfg.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
+	fs.DurationVar(&cfg.PeerInterval, "peer-interval", relay.DefaultPeerInterval, "interval of dials to mesh peers not yet connected")
 	fs.Int64Var(&cfg.Budget, "budget", relay.DefaultBudget, "bytes of memory for part data, all streams")
 	fs.IntVar(&cfg.Window, "window", relay.DefaultWindow, "bytes in flight per part stream")
 	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
@@ -71,9 +75,14 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer ln.Close()
 	if *publicURL == "" {
-		*publicURL = defaultPublicURL(ln.Addr().(*net.TCPAddr))
+		*publicURL = defaultPublicURL(ln.Addr().(*net.TCPAddr), cfg.PublicIP)
 	}
-	node, err := mesh.New(mesh.Config{ListenAddrs: splitList(*p2p), Logger: log})
+	node, err := mesh.New(mesh.Config{
+		ListenAddrs:  splitList(*p2p),
+		Logger:       log,
+		HolePunching: true,
+		NATPortMap:   *portmap,
+	})
 	if err != nil {
 		return err
 	}
@@ -107,9 +116,12 @@ func run(ctx context.Context, args []string) error {
 	return err
 }
 
-func defaultPublicURL(a *net.TCPAddr) string {
+func defaultPublicURL(a *net.TCPAddr, publicIP string) string {
 	host := a.IP.String()
-	if a.IP.IsUnspecified() {
+	switch {
+	case publicIP != "":
+		host = publicIP
+	case a.IP.IsUnspecified():
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, fmt.Sprint(a.Port))

@@ -59,6 +59,8 @@ type options struct {
 	origins   []string
 	logLevel  slog.Level
 	metrics   bool
+	portmap   bool
+	circuits  mesh.RelayService
 	cfg       rendezvous.Config
 }
 
@@ -79,6 +81,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn, error")
 	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 
+	fs.BoolVar(&o.portmap, "nat-portmap", false, "ask the router for a port mapping with UPnP or NAT-PMP")
+	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
+	fs.Int64Var(&o.circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
+	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
+	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
+
 	c := &o.cfg
 	fs.IntVar(&c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
 	fs.IntVar(&c.MaxSessions, "max-sessions", rendezvous.DefaultMaxSessions, "limit on concurrent control sessions")
@@ -87,6 +95,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&c.MaxTextMessage, "max-text-message", rendezvous.DefaultMaxTextMessage, "limit on the text of a message item, in `bytes`")
 	fs.Int64Var(&c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
 	fs.IntVar(&c.MaxNeedsPerRelay, "max-needs-per-relay", rendezvous.DefaultMaxNeedsPerRelay, "limit on outstanding needs of one relay")
+	fs.IntVar(&c.MaxTunnelConns, "max-tunnel-conns", rendezvous.DefaultMaxTunnelConns, "limit on concurrent tunnelled HTTP connections to one relay behind NAT")
 	fs.IntVar(&c.SessionQueue, "session-queue", rendezvous.DefaultSessionQueue, "messages queued per control session before it is closed as too slow")
 	fs.IntVar(&c.RelayQueue, "relay-queue", rendezvous.DefaultRelayQueue, "messages queued per relay before it is dropped as too slow")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", rendezvous.DefaultHeartbeatInterval, "heartbeat interval told to relays")
@@ -124,7 +133,18 @@ func run(ctx context.Context, args []string) error {
 		o.publicURL = defaultPublicURL(o.http, ln.Addr())
 	}
 
-	node, err := mesh.New(mesh.Config{ListenAddrs: splitList(o.p2p), Logger: log})
+	// The rendezvous is a public node: it relays circuits between the
+	// relays registered with it, and only those.
+	var gate rendezvous.RelayGate
+	circuits := o.circuits
+	circuits.Allow = gate.Allow
+	node, err := mesh.New(mesh.Config{
+		ListenAddrs:  splitList(o.p2p),
+		Logger:       log,
+		RelayService: &circuits,
+		HolePunching: true,
+		NATPortMap:   o.portmap,
+	})
 	if err != nil {
 		return err
 	}
@@ -140,8 +160,10 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Close()
+	gate.Bind(srv)
 
 	log.LogAttrs(ctx, slog.LevelInfo, "limits", srv.Limits()...)
+	log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits", circuits.LogAttrs()...)
 	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
 		"peer_id", node.ID(), "p2p", node.Addrs())
 

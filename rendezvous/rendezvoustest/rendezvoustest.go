@@ -56,8 +56,14 @@ func Start(tb testing.TB, cfg rendezvous.Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = Logger(tb)
 	}
+	var gate rendezvous.RelayGate
 	if cfg.Node == nil {
-		n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: cfg.Logger})
+		n, err := mesh.New(mesh.Config{
+			ListenAddrs:  []string{"/ip4/127.0.0.1/tcp/0"},
+			Logger:       cfg.Logger,
+			RelayService: &mesh.RelayService{Allow: gate.Allow},
+			HolePunching: true,
+		})
 		if err != nil {
 			hs.Close()
 			tb.Fatalf("rendezvoustest: start mesh node: %v", err)
@@ -73,6 +79,7 @@ func Start(tb testing.TB, cfg rendezvous.Config) *Server {
 		}
 		tb.Fatalf("rendezvoustest: start rendezvous: %v", err)
 	}
+	gate.Bind(srv)
 	s.Server = srv
 	hs.Config.Handler = srv.Handler()
 	hs.Start()
@@ -178,11 +185,15 @@ type Relay struct {
 	stopBeat chan struct{}
 	beatWG   sync.WaitGroup
 	once     sync.Once
+
+	mu    sync.Mutex   // guards peers
+	peers *proto.Peers // the last directory received
 }
 
 // Register starts a relay node, connects it to rv and registers with
-// httpURL as the relay's HTTP base URL. The stream is reset at tb's
-// cleanup.
+// httpURL as the relay's HTTP base URL, declaring the relay public (so
+// that consumers and publishers are sent to httpURL, not through the
+// tunnel). The stream is reset at tb's cleanup.
 func Register(tb testing.TB, rv *Server, httpURL string) *Relay {
 	tb.Helper()
 	r, err := Dial(tb, rv, NewNode(tb))
@@ -195,6 +206,8 @@ func Register(tb testing.TB, rv *Server, httpURL string) *Relay {
 		Addrs:   r.Node.Addrs(),
 		Budget:  64 << 20,
 		Window:  1 << 20,
+		NAT:     proto.NATPublic,
+		Public:  true,
 	}); err != nil {
 		tb.Fatalf("rendezvoustest: send register: %v", err)
 	}
@@ -239,7 +252,25 @@ func (r *Relay) Send(m proto.Message) error {
 // timeout. Not safe for concurrent use.
 func (r *Relay) Recv(timeout time.Duration) (proto.Message, error) {
 	r.st.SetReadDeadline(time.Now().Add(timeout))
-	return proto.ReadMsg(r.st, proto.DefaultMaxMessage)
+	for {
+		m, err := proto.ReadMsg(r.st, proto.DefaultMaxMessage)
+		if p, ok := m.(*proto.Peers); ok && err == nil {
+			// Directory updates come whenever relays come and go;
+			// tests that want them use Directory.
+			r.mu.Lock()
+			r.peers = p
+			r.mu.Unlock()
+			continue
+		}
+		return m, err
+	}
+}
+
+// Directory returns the last directory of peers Recv skipped, or nil.
+func (r *Relay) Directory() *proto.Peers {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peers
 }
 
 // KeepAlive sends hb every interval until StopHeartbeat or Close.

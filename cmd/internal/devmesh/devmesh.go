@@ -73,7 +73,13 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		return nil, fmt.Errorf("devmesh: listen: %w", err)
 	}
 	m.URL = "http://" + ln.Addr().String()
-	node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger})
+	var gate rendezvous.RelayGate
+	node, err := mesh.New(mesh.Config{
+		ListenAddrs:  loopbackP2P,
+		Logger:       cfg.Logger,
+		RelayService: &mesh.RelayService{Allow: gate.Allow},
+		HolePunching: true,
+	})
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -89,6 +95,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		ln.Close()
 		return nil, err
 	}
+	gate.Bind(m.Rendezvous)
 	m.serve(ln, m.Rendezvous.Handler())
 
 	for i := range cfg.Relays {
@@ -96,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("devmesh: listen: %w", err)
 		}
-		node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger})
+		node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger, HolePunching: true})
 		if err != nil {
 			ln.Close()
 			return nil, err

@@ -1,0 +1,268 @@
+package relay
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// The relay's place in the mesh: what it learnt of its NAT, the addresses
+// it advertises, its circuit reservations, and its connections to the other
+// relays the rendezvous names.
+
+// meshState is guarded by its own mutex; the relay's hot paths never take
+// it.
+type meshState struct {
+	mu        sync.Mutex // guards the fields below
+	nat       string     // one of the proto.NAT* constants
+	natAddrs  []string   // public addresses derived from STUN or --public
+	observed  []string   // this relay's address as the rendezvous and STUN see it
+	circuits  []string   // circuit addresses of current reservations
+	directory []proto.PeerInfo
+	retry     map[string]peerRetry // peers whose last dial failed
+	wake      chan struct{}        // cap 1; a new directory arrived
+}
+
+type peerRetry struct {
+	at      time.Time
+	backoff time.Duration
+}
+
+func (m *meshState) init() {
+	m.nat = proto.NATUnknown
+	m.retry = make(map[string]peerRetry)
+	m.wake = make(chan struct{}, 1)
+}
+
+// natType returns the relay's NAT type.
+func (s *Server) natType() string {
+	s.mesh.mu.Lock()
+	defer s.mesh.mu.Unlock()
+	return s.mesh.nat
+}
+
+// isPublic reports whether publishers and consumers can reach the relay's
+// HTTP API and libp2p addresses directly.
+func (s *Server) isPublic() bool {
+	return s.cfg.PublicIP != "" || s.natType() == proto.NATPublic
+}
+
+// setObserved records addresses of this relay as others see it.
+func (s *Server) setObserved(addrs ...string) {
+	s.mesh.mu.Lock()
+	defer s.mesh.mu.Unlock()
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(s.mesh.observed, a) {
+			s.mesh.observed = append(s.mesh.observed, a)
+		}
+	}
+	if len(s.mesh.observed) > 8 {
+		s.mesh.observed = s.mesh.observed[len(s.mesh.observed)-8:]
+	}
+}
+
+// setCircuits records the circuit addresses of the relay's reservations
+// and advertises them.
+func (s *Server) setCircuits(addrs []string) {
+	s.mesh.mu.Lock()
+	s.mesh.circuits = addrs
+	s.mesh.mu.Unlock()
+	s.advertise()
+}
+
+// advertise tells the node which addresses to advertise on top of its
+// listen addresses.
+func (s *Server) advertise() {
+	s.mesh.mu.Lock()
+	addrs := append(slices.Clone(s.mesh.natAddrs), s.mesh.circuits...)
+	s.mesh.mu.Unlock()
+	s.cfg.Node.SetAdvertised(addrs)
+}
+
+// setDirectory replaces the directory of peers and wakes the peering loop.
+func (s *Server) setDirectory(peers []proto.PeerInfo) {
+	s.mesh.mu.Lock()
+	s.mesh.directory = peers
+	s.mesh.mu.Unlock()
+	select {
+	case s.mesh.wake <- struct{}{}:
+	default:
+	}
+}
+
+// meshStatus returns the relay's view of the mesh.
+func (s *Server) meshStatus() proto.MeshStatus {
+	n := s.cfg.Node
+	s.mesh.mu.Lock()
+	ms := proto.MeshStatus{
+		NAT: s.mesh.nat,
+		Addrs: proto.MeshAddrs{
+			Observed:   slices.Clone(s.mesh.observed),
+			Advertised: n.Addrs(),
+		},
+		Peers: []proto.MeshPeer{},
+	}
+	known := make(map[string]bool, len(s.mesh.directory))
+	for _, p := range s.mesh.directory {
+		known[p.ID] = true
+	}
+	s.mesh.mu.Unlock()
+	if ms.Addrs.Observed == nil {
+		ms.Addrs.Observed = []string{}
+	}
+	for _, p := range n.Peers() {
+		if !known[p.ID] {
+			continue // the rendezvous, or a peer no longer in the directory
+		}
+		ms.Peers = append(ms.Peers, proto.MeshPeer{
+			ID:             p.ID,
+			Kind:           p.Kind.String(),
+			TimeToDirectMS: p.TimeToDirect.Milliseconds(),
+		})
+	}
+	hp := n.HolePunchStats()
+	ms.HolePunch = proto.HolePunchStats{Attempts: hp.Attempts, Successes: hp.Successes, Failures: hp.Failures}
+	return ms
+}
+
+// dialPlan decides whether this relay (self, behind selfNAT) dials peer p,
+// and at which addresses. Exactly one side of each pair dials, so that two
+// relays never race two connections (and two hole punches) at each other:
+//
+//   - a relay behind NAT dials a public one at its direct addresses;
+//   - a public relay leaves relays behind NAT to dial it;
+//   - between two public relays, or two relays behind NAT, the one with the
+//     smaller id dials; behind NAT it dials only the peer's circuit
+//     addresses, and the peer, receiving a relayed connection, starts the
+//     hole punch (DCUtR). Dialing the peer's public address first would
+//     not connect (its NAT drops unsolicited packets) and would leave a
+//     conntrack entry on our own NAT that breaks the punch that follows.
+func dialPlan(self, selfNAT string, p proto.PeerInfo) (addrs []string, dial bool) {
+	if p.ID == self {
+		return nil, false
+	}
+	selfPublic, peerPublic := selfNAT == proto.NATPublic, p.NAT == proto.NATPublic
+	var direct, circuit []string
+	for _, a := range p.Addrs {
+		if strings.Contains(a, "/p2p-circuit") {
+			circuit = append(circuit, a)
+		} else {
+			direct = append(direct, a)
+		}
+	}
+	switch {
+	case peerPublic && !selfPublic:
+		return direct, len(direct) > 0
+	case selfPublic && !peerPublic:
+		return nil, false
+	case self > p.ID:
+		return nil, false
+	case selfPublic: // both public
+		return direct, len(direct) > 0
+	default: // both behind NAT
+		return circuit, len(circuit) > 0
+	}
+}
+
+// peerLoop keeps connections to the directory's peers until ctx is done.
+func (s *Server) peerLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.PeerInterval)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dialing := make(map[string]bool)
+	var dmu sync.Mutex
+	for {
+		s.mesh.mu.Lock()
+		dir := slices.Clone(s.mesh.directory)
+		nat := s.mesh.nat
+		s.mesh.mu.Unlock()
+		if s.cfg.PublicIP != "" {
+			nat = proto.NATPublic
+		}
+		now := time.Now()
+		for _, p := range dir {
+			addrs, ok := dialPlan(s.id, nat, p)
+			if !ok || s.cfg.Node.Connected(p.ID) {
+				continue
+			}
+			s.mesh.mu.Lock()
+			r := s.mesh.retry[p.ID]
+			s.mesh.mu.Unlock()
+			dmu.Lock()
+			busy := dialing[p.ID]
+			if !busy && !now.Before(r.at) {
+				dialing[p.ID] = true
+			}
+			dmu.Unlock()
+			if busy || now.Before(r.at) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.dialPeer(ctx, p.ID, addrs)
+				dmu.Lock()
+				delete(dialing, p.ID)
+				dmu.Unlock()
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.mesh.wake:
+		}
+	}
+}
+
+// dialPeer connects to one peer, backing off after a failure.
+func (s *Server) dialPeer(ctx context.Context, id string, addrs []string) {
+	ctx, cancel := context.WithTimeout(ctx, 3*s.cfg.HandshakeTimeout)
+	defer cancel()
+	_, err := s.cfg.Node.Connect(ctx, addrs)
+	s.mesh.mu.Lock()
+	defer s.mesh.mu.Unlock()
+	if err == nil {
+		delete(s.mesh.retry, id)
+		s.log.Info("connected to mesh peer", "peer", shortID(id))
+		return
+	}
+	r := s.mesh.retry[id]
+	r.backoff = min(max(2*r.backoff, time.Second), time.Minute)
+	r.at = time.Now().Add(r.backoff/2 + rand.N(r.backoff/2+1))
+	s.mesh.retry[id] = r
+	s.log.Info("mesh peer unreachable", "peer", shortID(id), "err", err, "retry_in", r.backoff)
+}
+
+// reserveLoop holds a circuit reservation on the rendezvous (addrs) while
+// ctx lasts, so that peers reach this relay behind its NAT.
+func (s *Server) reserveLoop(ctx context.Context, addrs []string) {
+	defer s.setCircuits(nil)
+	backoff := time.Second
+	for {
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+		rsv, err := s.cfg.Node.Reserve(rctx, addrs)
+		cancel()
+		var wait time.Duration
+		if err != nil {
+			s.log.Warn("circuit reservation failed", "err", err, "retry_in", backoff)
+			wait, backoff = backoff, min(2*backoff, time.Minute)
+		} else {
+			backoff = time.Second
+			s.setCircuits(rsv.Addrs)
+			s.log.Debug("circuit reservation held", "relay", shortID(rsv.Relay), "expires", rsv.Expires)
+			wait = max(time.Until(rsv.Expires)*3/4, time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
