@@ -48,6 +48,12 @@ type Stats struct {
 	Cancels      uint64 // cancels sent to publishers
 	Orders       int    // orders outstanding now
 
+	STUNRequests uint64 // datagrams read on the STUN ports
+	STUNAnswered uint64 // STUN Binding requests answered
+	// STUNDropped counts STUN datagrams not answered, by reason (the
+	// STUNDrop constants).
+	STUNDropped map[string]uint64
+
 	// NeedFailed counts need_failed messages sent to relays by status.
 	NeedFailed map[proto.Status]uint64
 	// Rejected counts refused control messages and connections by reason
@@ -120,6 +126,9 @@ func (s *Server) Stats() Stats {
 	if st.Rejected == nil {
 		st.Rejected = map[string]uint64{}
 	}
+
+	stun := s.stunStats()
+	st.STUNRequests, st.STUNAnswered, st.STUNDropped = stun.Requests, stun.Answered, stun.Dropped
 
 	now := s.cfg.Now()
 	s.mu.Lock()
