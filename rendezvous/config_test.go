@@ -88,6 +88,9 @@ func TestLimits(t *testing.T) {
 		"push_token_ttl":        "2m0s",
 		"item_ttl":              "1h0m0s",
 		"ping_interval":         "15s",
+		"stun":                  "127.0.0.1:0",
+		"stun_alt":              "127.0.0.1:0",
+		"stun_max_packet":       "1500",
 	} {
 		if got[key] != want {
 			t.Errorf("limit %s: got %q, want %q", key, got[key], want)
