@@ -127,8 +127,8 @@ func (s *Server) Stats() Stats {
 		st.Rejected = map[string]uint64{}
 	}
 
-	stun := s.stunStats()
-	st.STUNRequests, st.STUNAnswered, st.STUNDropped = stun.Requests, stun.Answered, stun.Dropped
+	ss := s.stunStats()
+	st.STUNRequests, st.STUNAnswered, st.STUNDropped = ss.Requests, ss.Answered, ss.Dropped
 
 	now := s.cfg.Now()
 	s.mu.Lock()
