@@ -288,8 +288,9 @@ func TestInfoJSON(t *testing.T) {
 		Addrs:     []string{"/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooW"},
 		TokenKey:  "AAEC",
 		PublicURL: "https://rv.example",
+		STUN:      []string{"rv.example:3478", "rv.example:3479"},
 	}
-	want := `{"version":1,"peer_id":"12D3KooW","addrs":["/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooW"],"token_key":"AAEC","public_url":"https://rv.example"}`
+	want := `{"version":1,"peer_id":"12D3KooW","addrs":["/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooW"],"token_key":"AAEC","public_url":"https://rv.example","stun":["rv.example:3478","rv.example:3479"]}`
 	b, err := json.Marshal(info)
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ type Info struct {
 	Addrs     []string `json:"addrs"`     // libp2p multiaddrs ending in /p2p/<peer_id>
 	TokenKey  string   `json:"token_key"` // Ed25519 public key, base64url without padding
 	PublicURL string   `json:"public_url"`
+	STUN      []string `json:"stun"` // STUN "host:port", primary then alternate; empty when off
 }
 
 // Info returns what GET /v1/info reports.
@@ -51,6 +52,7 @@ func (s *Server) Info() Info {
 		Addrs:     addrs,
 		TokenKey:  base64.RawURLEncoding.EncodeToString(s.pub),
 		PublicURL: s.cfg.PublicURL,
+		STUN:      append([]string{}, s.stunAddrs...),
 	}
 }
 

@@ -113,6 +113,18 @@ type Config struct {
 	// WriteTimeout bounds each write to a session or relay. Defaults to 10s.
 	WriteTimeout time.Duration
 
+	// STUNAddr is the UDP listen address of the STUN server's primary
+	// port, e.g. ":3478" (the IANA port, cmd/rendezvous's default). Empty
+	// or "off" disables STUN, so that a library user or a test never binds
+	// a well-known port unasked.
+	STUNAddr string
+	// STUNAltAddr is the STUN server's alternate port: a client that asks
+	// both ports from one socket tells an endpoint-independent NAT mapping
+	// from a symmetric one. Defaults to the primary's host with the next
+	// port (":3479" for ":3478"), or an ephemeral port when the primary's
+	// port is 0. "off" serves the primary port only.
+	STUNAltAddr string
+
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.
@@ -175,6 +187,9 @@ func (c *Config) Validate() error {
 	if c.MaxTextMessage != 0 && c.MaxMessage != 0 && c.MaxTextMessage >= c.MaxMessage {
 		return fmt.Errorf("rendezvous: config: MaxTextMessage %d does not fit in MaxMessage %d", c.MaxTextMessage, c.MaxMessage)
 	}
+	if err := c.validateSTUN(); err != nil {
+		return err
+	}
 	hb, dead := c.HeartbeatInterval, c.DeadAfter
 	if hb == 0 {
 		hb = DefaultHeartbeatInterval
@@ -208,6 +223,14 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ItemTTL, DefaultItemTTL)
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	if c.STUNAddr == "" {
+		c.STUNAddr = STUNOff
+	}
+	if c.STUNAddr == STUNOff {
+		c.STUNAltAddr = STUNOff
+	} else if c.STUNAltAddr == "" {
+		c.STUNAltAddr, _ = stunAltDefault(c.STUNAddr) // checked by Validate
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -249,7 +272,37 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Duration("ping_interval", c.PingInterval),
 		slog.Duration("write_timeout", c.WriteTimeout),
 		slog.Duration("register_timeout", registerTimeout),
+		slog.String("stun", c.STUNAddr),
+		slog.String("stun_alt", c.STUNAltAddr),
+		slog.Any("stun_advertised", s.stunAddrs),
+		slog.Int("stun_max_packet", MaxSTUNPacket),
 	}
+}
+
+// validateSTUN checks STUNAddr and STUNAltAddr.
+func (c *Config) validateSTUN() error {
+	primary, alt := c.STUNAddr, c.STUNAltAddr
+	if primary == "" || primary == STUNOff {
+		if alt != "" && alt != STUNOff {
+			return fmt.Errorf("rendezvous: config: STUNAltAddr %q is set but STUN is off", alt)
+		}
+		return nil
+	}
+	if err := checkSTUNAddr(primary); err != nil {
+		return fmt.Errorf("rendezvous: config: STUNAddr %q: %w", primary, err)
+	}
+	switch alt {
+	case "":
+		if _, err := stunAltDefault(primary); err != nil {
+			return fmt.Errorf("rendezvous: config: STUNAltAddr default: %w", err)
+		}
+	case STUNOff:
+	default:
+		if err := checkSTUNAddr(alt); err != nil {
+			return fmt.Errorf("rendezvous: config: STUNAltAddr %q: %w", alt, err)
+		}
+	}
+	return nil
 }
 
 // checkBaseURL checks that s is an absolute URL with one of schemes, a host

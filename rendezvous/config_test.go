@@ -36,6 +36,16 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny max message", func(c *rendezvous.Config) { c.MaxMessage = 100 }, "MaxMessage"},
 		{"text over message", func(c *rendezvous.Config) { c.MaxMessage = 4096; c.MaxTextMessage = 4096 }, "MaxTextMessage"},
 		{"dead before heartbeat", func(c *rendezvous.Config) { c.DeadAfter = 500 * time.Millisecond }, "DeadAfter"},
+		{"stun off", func(c *rendezvous.Config) { c.STUNAddr = "off" }, ""},
+		{"stun ephemeral", func(c *rendezvous.Config) { c.STUNAddr = "127.0.0.1:0" }, ""},
+		{"stun alt off", func(c *rendezvous.Config) { c.STUNAddr = "127.0.0.1:0"; c.STUNAltAddr = "off" }, ""},
+		{"stun alt explicit", func(c *rendezvous.Config) { c.STUNAddr = "127.0.0.1:0"; c.STUNAltAddr = "127.0.0.1:0" }, ""},
+		{"stun no port", func(c *rendezvous.Config) { c.STUNAddr = "3478" }, "STUNAddr"},
+		{"stun port range", func(c *rendezvous.Config) { c.STUNAddr = ":65536" }, "STUNAddr"},
+		{"stun named port", func(c *rendezvous.Config) { c.STUNAddr = ":stun" }, "STUNAddr"},
+		{"stun no next port", func(c *rendezvous.Config) { c.STUNAddr = "127.0.0.1:65535" }, "STUNAltAddr"},
+		{"stun alt bad", func(c *rendezvous.Config) { c.STUNAddr = "127.0.0.1:0"; c.STUNAltAddr = "x" }, "STUNAltAddr"},
+		{"stun alt without stun", func(c *rendezvous.Config) { c.STUNAltAddr = ":3479" }, "STUN is off"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,6 +88,9 @@ func TestLimits(t *testing.T) {
 		"push_token_ttl":        "2m0s",
 		"item_ttl":              "1h0m0s",
 		"ping_interval":         "15s",
+		"stun":                  "127.0.0.1:0",
+		"stun_alt":              "127.0.0.1:0",
+		"stun_max_packet":       "1500",
 	} {
 		if got[key] != want {
 			t.Errorf("limit %s: got %q, want %q", key, got[key], want)

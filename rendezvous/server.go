@@ -5,9 +5,11 @@
 // signed, short-lived tokens. It holds metadata only: no item bytes pass
 // through it except the text of short messages.
 //
-// The Server does not own listeners: Handler serves the HTTP API and the
-// control WebSocket on whatever listener the caller runs, and New registers
-// the relay protocol on the caller's mesh.Node.
+// The Server does not own its HTTP listener: Handler serves the HTTP API
+// and the control WebSocket on whatever listener the caller runs, and New
+// registers the relay protocol on the caller's mesh.Node. The STUN ports
+// are the exception: New opens the UDP ports named in Config and hands them
+// to a STUNServer, which callers may also run on their own PacketConns.
 package rendezvous
 
 import (
@@ -34,6 +36,9 @@ type Server struct {
 	tunnel *httputil.ReverseProxy
 	stats  counters
 
+	stun      *STUNServer // nil when STUN is off
+	stunAddrs []string    // advertised "host:port" of the STUN ports
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // sweeper, session handlers, relay streams
@@ -49,8 +54,9 @@ type Server struct {
 	rr        uint64 // round-robin position among equally loaded relays
 }
 
-// New starts a Server: it registers the relay protocol proto.ProtoRegister
-// on cfg.Node and starts the background sweeper. Close stops it.
+// New starts a Server: it opens the STUN ports unless they are off,
+// registers the relay protocol proto.ProtoRegister on cfg.Node and starts
+// the background sweeper. Close stops it.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -62,6 +68,10 @@ func New(cfg Config) (*Server, error) {
 		if _, key, err = ed25519.GenerateKey(rand.Reader); err != nil {
 			return nil, fmt.Errorf("rendezvous: generate signing key: %w", err)
 		}
+	}
+	stunLns, err := listenSTUN(cfg.STUNAddr, cfg.STUNAltAddr, cfg.PublicURL)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -78,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.tunnel = s.newTunnel()
 	s.mux = s.routes()
+	s.startSTUN(stunLns)
 	cfg.Node.Handle(proto.ProtoRegister, s.handleRegister)
 	cfg.Node.OnDisconnect(s.peerDisconnected)
 	s.wg.Add(1)
@@ -92,9 +103,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // PublicKey returns the key that verifies the server's tokens.
 func (s *Server) PublicKey() ed25519.PublicKey { return s.pub }
 
-// Close closes every control session and relay stream and waits for the
-// server's goroutines to end. It is idempotent and always returns nil; the
-// mesh.Node is left open for its owner to close.
+// Close closes every control session, relay stream and STUN port and
+// waits for the server's goroutines to end. It is idempotent and always
+// returns nil; the mesh.Node is left open for its owner to close.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -109,6 +120,9 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.cancel()
+		if s.stun != nil {
+			s.stun.Close()
+		}
 		for _, c := range sessions {
 			c.fail(closeGoingAway, "server closing")
 		}

@@ -57,6 +57,12 @@ type Stats struct {
 	// Circuit relay service of the rendezvous's libp2p node.
 	Circuit mesh.RelayStats
 
+	STUNRequests uint64 // datagrams read on the STUN ports
+	STUNAnswered uint64 // STUN Binding requests answered
+	// STUNDropped counts STUN datagrams not answered, by reason (the
+	// STUNDrop constants).
+	STUNDropped map[string]uint64
+
 	// NeedFailed counts need_failed messages sent to relays by status.
 	NeedFailed map[proto.Status]uint64
 	// Rejected counts refused control messages and connections by reason
@@ -138,6 +144,9 @@ func (s *Server) Stats() Stats {
 	if st.Rejected == nil {
 		st.Rejected = map[string]uint64{}
 	}
+
+	ss := s.stunStats()
+	st.STUNRequests, st.STUNAnswered, st.STUNDropped = ss.Requests, ss.Answered, ss.Dropped
 
 	now := s.cfg.Now()
 	s.mu.Lock()

@@ -4,6 +4,10 @@
 //
 //	rendezvous --http :8080 --public-url https://share.example.org
 //
+// It also answers STUN Binding requests on UDP --stun (default :3478) and
+// --stun-alt (default: the next port), so that relays learn their public
+// address and NAT type.
+//
 // Every limit is a flag and is printed at start-up. SIGINT or SIGTERM
 // closes the server gracefully.
 package main
@@ -66,6 +70,7 @@ type options struct {
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
+	c := &o.cfg
 	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
 	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
 	fs.StringVar(&o.p2p, "p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen `multiaddrs`")
@@ -78,6 +83,8 @@ func parseFlags(args []string) (*options, error) {
 		}
 		return nil
 	})
+	fs.StringVar(&c.STUNAddr, "stun", fmt.Sprintf(":%d", rendezvous.DefaultSTUNPort), "UDP `address` of the STUN server; off disables STUN")
+	fs.StringVar(&c.STUNAltAddr, "stun-alt", "", "UDP `address` of the alternate STUN port, for NAT type detection (default: the --stun port + 1); off serves --stun only")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn, error")
 	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 
@@ -87,7 +94,6 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
 	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
 
-	c := &o.cfg
 	fs.IntVar(&c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
 	fs.IntVar(&c.MaxSessions, "max-sessions", rendezvous.DefaultMaxSessions, "limit on concurrent control sessions")
 	fs.IntVar(&c.MaxItemsPerSession, "max-items-per-session", rendezvous.DefaultMaxItemsPerSession, "limit on items one session publishes")
@@ -165,7 +171,7 @@ func run(ctx context.Context, args []string) error {
 	log.LogAttrs(ctx, slog.LevelInfo, "limits", srv.Limits()...)
 	log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits", circuits.LogAttrs()...)
 	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
-		"peer_id", node.ID(), "p2p", node.Addrs())
+		"peer_id", node.ID(), "p2p", node.Addrs(), "stun", srv.Info().STUN)
 
 	handler := srv.Handler()
 	if o.metrics {

@@ -15,6 +15,7 @@ type statsCollector struct {
 	metrics    []statMetric
 	needFailed *prometheus.Desc
 	rejected   *prometheus.Desc
+	stunDrop   *prometheus.Desc
 }
 
 type statMetric struct {
@@ -58,9 +59,12 @@ func newStatsCollector(srv *rendezvous.Server) *statsCollector {
 			counter("orders_failed_total", "Orders publishers reported failed.", func(s rendezvous.Stats) uint64 { return s.OrdersFailed }),
 			counter("cancels_total", "Cancels sent to publishers.", func(s rendezvous.Stats) uint64 { return s.Cancels }),
 			gauge("orders", "Orders outstanding.", func(s rendezvous.Stats) int { return s.Orders }),
+			counter("stun_requests_total", "Datagrams read on the STUN ports.", func(s rendezvous.Stats) uint64 { return s.STUNRequests }),
+			counter("stun_answered_total", "STUN Binding requests answered.", func(s rendezvous.Stats) uint64 { return s.STUNAnswered }),
 		},
 		needFailed: prometheus.NewDesc(ns+"need_failed_total", "Needs refused or failed, by status.", []string{"status"}, nil),
 		rejected:   prometheus.NewDesc(ns+"rejected_total", "Control messages and connections refused, by reason.", []string{"reason"}, nil),
+		stunDrop:   prometheus.NewDesc(ns+"stun_dropped_total", "STUN datagrams not answered, by reason.", []string{"reason"}, nil),
 	}
 }
 
@@ -71,6 +75,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- c.needFailed
 	ch <- c.rejected
+	ch <- c.stunDrop
 }
 
 // Collect implements prometheus.Collector.
@@ -84,5 +89,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range st.Rejected {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), reason)
+	}
+	for reason, n := range st.STUNDropped {
+		ch <- prometheus.MustNewConstMetric(c.stunDrop, prometheus.CounterValue, float64(n), reason)
 	}
 }

@@ -42,9 +42,10 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// Start starts a rendezvous with cfg. Empty PublicURL, Node and Logger are
-// filled in: the HTTP URL, a fresh loopback node (closed with the server)
-// and Logger(tb). The server is closed at tb's cleanup; Close closes it
+// Start starts a rendezvous with cfg. Empty PublicURL, Node, Logger and
+// STUNAddr are filled in: the HTTP URL, a fresh loopback node (closed with
+// the server), Logger(tb), and "127.0.0.1:0", so that STUN answers on two
+// ephemeral loopback ports listed in Info().STUN ("off" disables it). The server is closed at tb's cleanup; Close closes it
 // earlier.
 func Start(tb testing.TB, cfg rendezvous.Config) *Server {
 	tb.Helper()
@@ -57,6 +58,9 @@ func Start(tb testing.TB, cfg rendezvous.Config) *Server {
 		cfg.Logger = Logger(tb)
 	}
 	var gate rendezvous.RelayGate
+	if cfg.STUNAddr == "" {
+		cfg.STUNAddr = "127.0.0.1:0"
+	}
 	if cfg.Node == nil {
 		n, err := mesh.New(mesh.Config{
 			ListenAddrs:  []string{"/ip4/127.0.0.1/tcp/0"},

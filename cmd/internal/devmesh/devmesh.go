@@ -26,7 +26,9 @@ type Config struct {
 	// Relays is the number of relays. Defaults to 2.
 	Relays int
 	// Rendezvous and Relay are templates for the servers' configs; the
-	// fields devmesh owns (nodes, URLs) are overwritten.
+	// fields devmesh owns (nodes, URLs) are overwritten. An empty
+	// Rendezvous.STUNAddr means "127.0.0.1:0": STUN on two ephemeral
+	// loopback ports, so that a dev mesh never clashes with a busy 3478.
 	Rendezvous rendezvous.Config
 	Relay      relay.Config
 	// Logger receives every server's logs. Defaults to slog.Default().
@@ -87,6 +89,9 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	m.nodes = append(m.nodes, node)
 	rc := cfg.Rendezvous
 	rc.PublicURL, rc.Node = m.URL, node
+	if rc.STUNAddr == "" {
+		rc.STUNAddr = "127.0.0.1:0"
+	}
 	if rc.Logger == nil {
 		rc.Logger = cfg.Logger.With("role", "rendezvous")
 	}

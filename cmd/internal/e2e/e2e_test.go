@@ -45,7 +45,7 @@ func TestProcesses(t *testing.T) {
 	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
 	rp := start(t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", port),
 		"--p2p", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--public-url", rdv,
-		"--dead-after", "2s")
+		"--dead-after", "2s", "--stun", "127.0.0.1:0")
 	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(rdv) != nil })
 	relayArgs := func() []string {
 		return []string{"--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0",
