@@ -50,8 +50,15 @@ type env struct {
 	relays []*relaytest.Server
 }
 
-// newEnv starts a rendezvous and one relay per config.
+// newEnv starts a rendezvous and one relay per config. The rendezvous runs
+// STUN on loopback, where relays find themselves public.
 func newEnv(t *testing.T, relays ...relay.Config) *env {
+	t.Helper()
+	return newEnvRV(t, rendezvous.Config{}, relays...)
+}
+
+// newEnvRV is newEnv with the rendezvous configured by rc.
+func newEnvRV(t *testing.T, rc rendezvous.Config, relays ...relay.Config) *env {
 	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -59,7 +66,8 @@ func newEnv(t *testing.T, relays ...relay.Config) *env {
 	}
 	// DeadAfter is long so that a CPU-starved -race run does not drop a
 	// relay between heartbeats.
-	e := &env{key: key, rv: rendezvoustest.Start(t, rendezvous.Config{SigningKey: key, DeadAfter: time.Minute})}
+	rc.SigningKey, rc.DeadAfter = key, time.Minute
+	e := &env{key: key, rv: rendezvoustest.Start(t, rc)}
 	for _, cfg := range relays {
 		e.relays = append(e.relays, relaytest.Start(t, e.rv.URL, cfg))
 	}

@@ -130,6 +130,9 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	if s.cfg.TokenKey == nil {
 		s.key.Store(&key)
 	}
+	// Learn the NAT before registering: it decides whether consumers
+	// reach this relay directly or through the rendezvous.
+	s.probeNAT(ctx, info.STUN)
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	peer, err := s.cfg.Node.Connect(cctx, info.Addrs)
@@ -167,6 +170,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	}
 	st.SetDeadline(time.Time{})
 	s.setObserved(reg.Observed)
+	s.updateAddrs()
 	hb := time.Duration(reg.HeartbeatMS) * time.Millisecond
 	if hb <= 0 {
 		hb = time.Second
@@ -186,6 +190,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
 	loops.Go(func() { s.peerLoop(lctx) })
+	loops.Go(func() { s.natLoop(lctx, info.STUN) })
 	if !s.isPublic() {
 		loops.Go(func() { s.reserveLoop(lctx, info.Addrs) })
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay/relaytest"
+	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
@@ -23,7 +24,7 @@ import (
 // consumer reach the relays only through the rendezvous tunnel.
 func TestForwardOverCircuit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, testRelayConfig(), testRelayConfig())
+	e := newEnvRV(t, rendezvous.Config{STUNAddr: "off"}, testRelayConfig(), testRelayConfig())
 	a, b := e.relays[0], e.relays[1]
 
 	// The relays find each other through the directory and connect over

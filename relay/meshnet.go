@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -18,11 +19,13 @@ import (
 // meshState is guarded by its own mutex; the relay's hot paths never take
 // it.
 type meshState struct {
-	mu        sync.Mutex // guards the fields below
-	nat       string     // one of the proto.NAT* constants
-	natAddrs  []string   // public addresses derived from STUN or --public
-	observed  []string   // this relay's address as the rendezvous and STUN see it
-	circuits  []string   // circuit addresses of current reservations
+	mu        sync.Mutex     // guards the fields below
+	nat       string         // one of the proto.NAT* constants
+	report    mesh.NATReport // the last STUN probe
+	stun      string         // the STUN-mapped address, as a multiaddr
+	natAddrs  []string       // public addresses derived from STUN or --public
+	observed  []string       // this relay's address as the rendezvous sees it
+	circuits  []string       // circuit addresses of current reservations
 	directory []proto.PeerInfo
 	retry     map[string]peerRetry // peers whose last dial failed
 	wake      chan struct{}        // cap 1; a new directory arrived
@@ -99,10 +102,14 @@ func (s *Server) setDirectory(peers []proto.PeerInfo) {
 func (s *Server) meshStatus() proto.MeshStatus {
 	n := s.cfg.Node
 	s.mesh.mu.Lock()
+	observed := slices.Clone(s.mesh.observed)
+	if s.mesh.stun != "" {
+		observed = append(observed, s.mesh.stun)
+	}
 	ms := proto.MeshStatus{
 		NAT: s.mesh.nat,
 		Addrs: proto.MeshAddrs{
-			Observed:   slices.Clone(s.mesh.observed),
+			Observed:   observed,
 			Advertised: n.Addrs(),
 		},
 		Peers: []proto.MeshPeer{},

@@ -203,12 +203,15 @@ func (s *STUNServer) Serve(conn net.PacketConn) error {
 			s.drop(log, drop, from)
 			continue
 		}
+		// Counted before the write, so that a client holding the answer
+		// finds it counted.
+		s.stats.answered.Add(1)
 		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if _, err := conn.WriteTo(resp, from); err != nil {
+			s.stats.answered.Add(^uint64(0))
 			s.drop(log, dropWrite, from)
 			continue
 		}
-		s.stats.answered.Add(1)
 		log.Debug("stun binding answered", "peer", src.String())
 	}
 }
