@@ -492,3 +492,13 @@ func (g *RelayGate) Allow(peer string) bool {
 
 // Bind makes g admit the relays of s.
 func (g *RelayGate) Bind(s *Server) { g.srv.Store(s) }
+
+// MeshViews returns the mesh view of every live relay, by relay id: what
+// each reported of its NAT, addresses, peers and hole punches.
+func (s *Server) MeshViews() map[string]proto.MeshStatus {
+	out := make(map[string]proto.MeshStatus)
+	for _, r := range s.relayStatuses(s.cfg.Now()) {
+		out[r.ID] = r.MeshStatus
+	}
+	return out
+}

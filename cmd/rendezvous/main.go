@@ -178,6 +178,7 @@ func run(ctx context.Context, args []string) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(
 			newStatsCollector(srv),
+			newMeshCollector(srv),
 			collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		)
