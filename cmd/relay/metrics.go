@@ -1,0 +1,76 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/relay"
+)
+
+// statusCollector exports relay.Server.Status to Prometheus, reading a
+// fresh snapshot on every scrape.
+type statusCollector struct {
+	srv       *relay.Server
+	nat       *prometheus.Desc
+	peers     *prometheus.Desc
+	holePunch *prometheus.Desc
+	counters  []counter
+}
+
+type counter struct {
+	desc  *prometheus.Desc
+	value func(relay.Stats) int64
+}
+
+func newStatusCollector(srv *relay.Server) *statusCollector {
+	const ns = "meshup_relay_"
+	c := func(name, help string, f func(relay.Stats) int64) counter {
+		return counter{prometheus.NewDesc(ns+name, help, nil, nil), f}
+	}
+	return &statusCollector{
+		srv:       srv,
+		nat:       prometheus.NewDesc(ns+"nat", "1 for the NAT type the relay detected.", []string{"nat"}, nil),
+		peers:     prometheus.NewDesc(ns+"peers", "Mesh peers, by connection kind.", []string{"kind"}, nil),
+		holePunch: prometheus.NewDesc(ns+"holepunch_total", "Hole punches, by result.", []string{"result"}, nil),
+		counters: []counter{
+			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
+			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
+			c("requests_total", "Consumer requests served.", func(s relay.Stats) int64 { return s.Requests }),
+			c("parts_done_total", "Parts delivered in full.", func(s relay.Stats) int64 { return s.PartsDone }),
+			c("parts_failed_total", "Parts ended early.", func(s relay.Stats) int64 { return s.PartsFailed }),
+			c("forwards_out_total", "Parts forwarded to exit relays.", func(s relay.Stats) int64 { return s.ForwardsOut }),
+			c("forwards_in_total", "Parts received from entry relays.", func(s relay.Stats) int64 { return s.ForwardsIn }),
+		},
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.nat
+	ch <- c.peers
+	ch <- c.holePunch
+	for _, m := range c.counters {
+		ch <- m.desc
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Status()
+	for _, m := range c.counters {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(st.Stats)))
+	}
+	ch <- prometheus.MustNewConstMetric(c.nat, prometheus.GaugeValue, 1, st.NAT)
+	kinds := map[string]int{proto.PeerDirect: 0, proto.PeerHolePunched: 0, proto.PeerRelayed: 0}
+	for _, p := range st.Peers {
+		if _, ok := kinds[p.Kind]; ok {
+			kinds[p.Kind]++
+		}
+	}
+	for k, n := range kinds {
+		ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(n), k)
+	}
+	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Attempts), "attempt")
+	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Successes), "success")
+	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Failures), "failure")
+}
