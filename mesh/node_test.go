@@ -1,0 +1,185 @@
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshup/meshup/mesh"
+)
+
+const wait = 20 * time.Second
+
+func newNode(t *testing.T, cfg mesh.Config) *mesh.Node {
+	t.Helper()
+	if len(cfg.ListenAddrs) == 0 {
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	}
+	n, err := mesh.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// TestCircuit connects two nodes through a third one's circuit relay
+// service: the connection is reported relayed, carries a stream both ways,
+// and the relay meters it. A node the relay does not admit cannot reserve.
+func TestCircuit(t *testing.T) {
+	t.Parallel()
+	var admitted []string
+	r := newNode(t, mesh.Config{RelayService: &mesh.RelayService{Allow: func(p string) bool {
+		for _, a := range admitted {
+			if a == p {
+				return true
+			}
+		}
+		return false
+	}}})
+	a := newNode(t, mesh.Config{HolePunching: true})
+	b := newNode(t, mesh.Config{HolePunching: true})
+	stranger := newNode(t, mesh.Config{})
+	admitted = []string{a.ID(), b.ID()}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+
+	if _, err := stranger.Reserve(ctx, r.Addrs()); err == nil {
+		t.Error("a node the relay does not admit got a reservation")
+	}
+	rsv, err := a.Reserve(ctx, r.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsv.Relay != r.ID() || len(rsv.Addrs) == 0 || time.Until(rsv.Expires) < time.Minute {
+		t.Fatalf("reservation: got %+v, want circuit addresses on %s for an hour", rsv, r.ID())
+	}
+	for _, s := range rsv.Addrs {
+		if !strings.HasSuffix(s, "/p2p/"+r.ID()+"/p2p-circuit") {
+			t.Errorf("circuit address %q, want one ending in /p2p/%s/p2p-circuit", s, r.ID())
+		}
+	}
+
+	// b reaches a only through the circuit.
+	var circuit []string
+	for _, s := range rsv.Addrs {
+		circuit = append(circuit, s+"/p2p/"+a.ID())
+	}
+	echoed := make(chan []byte, 1)
+	a.Handle("/test/echo", func(st mesh.Stream) {
+		defer st.Close()
+		if st.Kind() != mesh.Relayed {
+			t.Errorf("a's side of the stream: kind %v, want relayed", st.Kind())
+		}
+		b, _ := io.ReadAll(st)
+		echoed <- b
+		st.Write(b)
+	})
+	if _, err := b.Connect(ctx, circuit); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Open(ctx, a.ID(), "/test/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Kind() != mesh.Relayed || !strings.Contains(st.RemoteAddr(), "/p2p-circuit") {
+		t.Errorf("stream over the circuit: kind %v, remote %s; want relayed", st.Kind(), st.RemoteAddr())
+	}
+	payload := bytes.Repeat([]byte("meshup"), 100000) // 600 KB: above the library's default 128 KiB circuit limit
+	go func() {
+		st.Write(payload)
+		st.CloseWrite()
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("echo over the circuit: %d bytes, %v; want the %d bytes back", len(got), err, len(payload))
+	}
+	if got := <-echoed; !bytes.Equal(got, payload) {
+		t.Errorf("a received %d bytes, want %d", len(got), len(payload))
+	}
+
+	peers := b.Peers()
+	var kind mesh.ConnKind = 255
+	for _, p := range peers {
+		if p.ID == a.ID() {
+			kind = p.Kind
+		}
+	}
+	if kind != mesh.Relayed {
+		t.Errorf("b's peers: %+v, want a relayed", peers)
+	}
+	rs := r.RelayStats()
+	if rs.Bytes < 2*int64(len(payload)) || rs.CircuitsTotal != 1 || rs.Reservations != 1 || rs.ReservationsDenied != 1 {
+		t.Errorf("relay stats: %+v, want >= %d bytes, 1 circuit, 1 reservation, 1 denied", rs, 2*len(payload))
+	}
+}
+
+// TestTunnel carries HTTP over libp2p streams, as the rendezvous does to
+// reach relays behind NAT.
+func TestTunnel(t *testing.T) {
+	t.Parallel()
+	server := newNode(t, mesh.Config{})
+	dialer := newNode(t, mesh.Config{})
+	ln, err := server.Listen("/test/http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make(chan struct{})
+	gone := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("hello " + r.RemoteAddr))
+	})
+	mux.HandleFunc("/forever", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-block:
+		}
+	})
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	t.Cleanup(func() { close(block); hs.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := dialer.Connect(ctx, server.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return dialer.DialConn(ctx, server.ID(), "/test/http")
+	}}
+	c := &http.Client{Transport: tr}
+	resp, err := c.Get("http://relay/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hello "+dialer.ID() {
+		t.Errorf("body: got %q, want hello and the dialer's peer id", body)
+	}
+
+	// A client that gives up frees the server's handler at once: the
+	// dialer's Close resets the stream.
+	rctx, rcancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(rctx, "GET", "http://relay/forever", nil)
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcancel()
+	resp.Body.Close()
+	select {
+	case <-gone:
+	case <-time.After(wait):
+		t.Error("the server's handler did not see the client go")
+	}
+}
