@@ -101,7 +101,8 @@ type STUNConfig struct {
 }
 
 // STUNStats is a snapshot of a STUNServer's counters. Requests counts
-// every datagram read; each one is then either Answered or Dropped.
+// every datagram read; each one is then either Answered or Dropped, and
+// counted so just after the answer is sent or the datagram dropped.
 type STUNStats struct {
 	Requests uint64            // datagrams read on the STUN ports
 	Answered uint64            // Binding success answers sent
@@ -203,15 +204,15 @@ func (s *STUNServer) Serve(conn net.PacketConn) error {
 			s.drop(log, drop, from)
 			continue
 		}
-		// Counted before the write, so that a client holding the answer
-		// finds it counted.
-		s.stats.answered.Add(1)
 		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if _, err := conn.WriteTo(resp, from); err != nil {
-			s.stats.answered.Add(^uint64(0))
 			s.drop(log, dropWrite, from)
 			continue
 		}
+		// Counted once sent: counters never go down (Prometheus would read
+		// a decrease as a reset), so a client may hold an answer a moment
+		// before it is counted.
+		s.stats.answered.Add(1)
 		log.Debug("stun binding answered", "peer", src.String())
 	}
 }

@@ -64,6 +64,20 @@ func binding(t *testing.T, c *net.UDPConn, server string) (netip.AddrPort, error
 	}
 }
 
+// settled polls f until it reports true, for at most wait. The STUN server
+// counts an answer just after sending it, so a client holding the answer
+// may look at the counters a moment too early.
+func settled(f func() bool) bool {
+	deadline := time.Now().Add(wait)
+	for !f() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
 func localAddrPort(c *net.UDPConn) netip.AddrPort {
 	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
@@ -99,13 +113,16 @@ func TestSTUNServer(t *testing.T) {
 	if _, err := binding(t, client, primary.String()); err != nil {
 		t.Fatalf("binding after junk: %v", err)
 	}
-	st := srv.Stats()
 	want := rendezvous.STUNStats{Requests: 6, Answered: 3, Dropped: map[string]uint64{
 		rendezvous.STUNDropNotSTUN:    1,
 		rendezvous.STUNDropNotBinding: 1,
 		rendezvous.STUNDropTooLarge:   1,
 	}}
-	if st.Requests != want.Requests || st.Answered != want.Answered || !maps.Equal(st.Dropped, want.Dropped) {
+	var st rendezvous.STUNStats
+	if !settled(func() bool {
+		st = srv.Stats()
+		return st.Requests == want.Requests && st.Answered == want.Answered && maps.Equal(st.Dropped, want.Dropped)
+	}) {
 		t.Errorf("stats: got %+v, want %+v", st, want)
 	}
 
@@ -147,7 +164,11 @@ func TestRendezvousSTUN(t *testing.T) {
 			t.Errorf("mapped address from %s: got %v, want %v", a, got, want)
 		}
 	}
-	if st := rv.Server.Stats(); st.STUNRequests != 2 || st.STUNAnswered != 2 || len(st.STUNDropped) != 0 {
+	var st rendezvous.Stats
+	if !settled(func() bool {
+		st = rv.Server.Stats()
+		return st.STUNRequests == 2 && st.STUNAnswered == 2 && len(st.STUNDropped) == 0
+	}) {
 		t.Errorf("stats: got requests %d answered %d dropped %v, want 2 2 map[]",
 			st.STUNRequests, st.STUNAnswered, st.STUNDropped)
 	}

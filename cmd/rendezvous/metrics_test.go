@@ -60,6 +60,14 @@ func TestSTUNMetrics(t *testing.T) {
 		t.Fatalf("read stun answer: %v", err)
 	}
 
+	// The server counts an answer just after sending it.
+	for deadline := time.Now().Add(5 * time.Second); rv.Server.Stats().STUNAnswered == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the answer was never counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newStatsCollector(rv.Server))
 	mfs, err := reg.Gather()
