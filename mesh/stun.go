@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v2"
 )
 
 // Defaults of ProbeConfig.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v2"
 )
 
 // FuzzParseBindingAnswer feeds arbitrary datagrams to the probe's answer

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v2"
 
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/rendezvous"

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v2"
 )
 
 // bindingRequest returns a Binding request with the given extra setters,

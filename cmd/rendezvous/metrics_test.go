@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshup/meshup/rendezvous"
