@@ -29,6 +29,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -106,7 +107,8 @@ var ErrClosed = errors.New("mesh: node closed")
 type Node struct {
 	host  host.Host
 	log   *slog.Logger
-	relay *relayv2.Relay // nil unless Config.RelayService
+	relay *relayv2.Relay     // nil unless Config.RelayService
+	hps   *holepunch.Service // nil unless Config.HolePunching
 	rstat relayTracer
 	hp    holePunchTracer
 
@@ -139,9 +141,6 @@ func New(cfg Config) (*Node, error) {
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.AddrsFactory(n.addrsFactory),
 	}
-	if cfg.HolePunching {
-		opts = append(opts, libp2p.EnableHolePunching(holepunch.WithTracer(&n.hp)))
-	}
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())
 	}
@@ -155,6 +154,23 @@ func New(cfg Config) (*Node, error) {
 		ConnectedF:    func(_ network.Network, c network.Conn) { n.connected(c) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.disconnected(c) },
 	})
+	if cfg.HolePunching {
+		// Started by hand rather than with libp2p.EnableHolePunching, to
+		// keep the service: the library punches once, when a relayed
+		// connection comes in, and a punch that came too early (before
+		// the other side knew its public address) is never retried.
+		// HolePunch retries.
+		ider, ok := h.(interface{ IDService() identify.IDService })
+		if !ok {
+			h.Close()
+			return nil, errors.New("mesh: libp2p host has no identify service")
+		}
+		n.hps, err = holepunch.NewService(h, ider.IDService(), n.holePunchAddrs, holepunch.WithTracer(&n.hp))
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("mesh: start hole punching: %w", err)
+		}
+	}
 	if cfg.RelayService != nil {
 		// Started by hand rather than with libp2p.EnableRelayService,
 		// which waits for AutoNAT to call the host public: a small mesh
@@ -290,6 +306,9 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
+	if n.hps != nil {
+		n.hps.Close()
+	}
 	if n.relay != nil {
 		n.relay.Close()
 	}

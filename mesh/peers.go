@@ -1,6 +1,9 @@
 package mesh
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // peerState is what the node remembers of a connected peer, from its first
@@ -120,6 +124,50 @@ func (n *Node) Peers() []PeerConn {
 	return out
 }
 
+// holePunchAddrs are the addresses offered to a peer for a hole punch: the
+// public, non-circuit addresses the node advertises. The hole punching
+// service waits until there is one.
+func (n *Node) holePunchAddrs() []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range n.host.Addrs() {
+		if !isRelayedAddr(a) && manet.IsPublicAddr(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ErrNoHolePunch means the node cannot hole punch now: hole punching is
+// off, or the node knows no public address of its own.
+var ErrNoHolePunch = errors.New("mesh: no hole punching without a public address")
+
+// HolePunch tries to replace the relayed connection to peerID with a
+// direct one (DCUtR), and blocks until the attempt ends or ctx does. The
+// node must be connected to the peer through a relay.
+func (n *Node) HolePunch(ctx context.Context, peerID string) error {
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		return fmt.Errorf("mesh: peer id %q: %w", peerID, err)
+	}
+	if n.hps == nil || len(n.holePunchAddrs()) == 0 {
+		return ErrNoHolePunch
+	}
+	done := make(chan error, 1)
+	// DirectConnect waits for the service to notice the public address
+	// (it polls, at most every 5 s); it cannot be cancelled, so it runs
+	// on its own and reports into a buffered channel.
+	go func() { done <- n.hps.DirectConnect(id) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("mesh: hole punch to %s: %w", id.ShortString(), err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // HolePunchStats returns the node's hole punch counters.
 func (n *Node) HolePunchStats() HolePunchStats {
 	return HolePunchStats{
@@ -156,6 +204,9 @@ func (t *holePunchTracer) Trace(evt *holepunch.Event) {
 		t.successes.Add(1)
 		t.n.markPunched(evt.Remote)
 		t.n.log.Info("hole punch succeeded", "peer", evt.Remote.ShortString(), "after", e.EllapsedTime)
+	case *holepunch.ProtocolErrorEvt:
+		t.failures.Add(1)
+		t.n.log.Info("hole punch refused", "peer", evt.Remote.ShortString(), "err", e.Error)
 	case *holepunch.DirectDialEvt:
 		if e.Success {
 			t.directDials.Add(1)

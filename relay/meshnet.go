@@ -28,6 +28,7 @@ type meshState struct {
 	circuits  []string       // circuit addresses of current reservations
 	directory []proto.PeerInfo
 	retry     map[string]peerRetry // peers whose last dial failed
+	punch     map[string]peerRetry // relayed peers: when to try a hole punch again
 	wake      chan struct{}        // cap 1; a new directory arrived
 }
 
@@ -39,6 +40,7 @@ type peerRetry struct {
 func (m *meshState) init() {
 	m.nat = proto.NATUnknown
 	m.retry = make(map[string]peerRetry)
+	m.punch = make(map[string]peerRetry)
 	m.wake = make(chan struct{}, 1)
 }
 
@@ -193,6 +195,7 @@ func (s *Server) peerLoop(ctx context.Context) {
 			nat = proto.NATPublic
 		}
 		now := time.Now()
+		s.retryHolePunches(ctx, dir, nat, &wg, now)
 		for _, p := range dir {
 			addrs, ok := dialPlan(s.id, nat, p)
 			if !ok || s.cfg.Node.Connected(p.ID) {
@@ -228,9 +231,66 @@ func (s *Server) peerLoop(ctx context.Context) {
 	}
 }
 
+// First and longest wait between hole punch retries to a peer that stays
+// relayed.
+const (
+	punchRetryFirst = 5 * time.Second
+	punchRetryMax   = 2 * time.Minute
+)
+
+// retryHolePunches starts a hole punch to each peer behind NAT that is
+// still reached only through a relay, when this relay is the side that
+// did not dial (the side go-libp2p punches from). go-libp2p punches once,
+// when the relayed connection comes in, and that attempt fails when the
+// peer did not yet know its public address (a relay that just started).
+// Symmetric NATs fail every time; the backoff keeps that cheap.
+func (s *Server) retryHolePunches(ctx context.Context, dir []proto.PeerInfo, nat string, wg *sync.WaitGroup, now time.Time) {
+	if nat == proto.NATPublic {
+		return
+	}
+	relayed := make(map[string]bool)
+	for _, p := range s.cfg.Node.Peers() {
+		relayed[p.ID] = p.Kind == mesh.Relayed
+	}
+	s.mesh.mu.Lock()
+	defer s.mesh.mu.Unlock()
+	for _, p := range dir {
+		_, dials := dialPlan(s.id, nat, p)
+		if dials || p.NAT == proto.NATPublic || !relayed[p.ID] {
+			delete(s.mesh.punch, p.ID)
+			continue
+		}
+		r, ok := s.mesh.punch[p.ID]
+		if !ok {
+			s.mesh.punch[p.ID] = peerRetry{at: now.Add(punchRetryFirst), backoff: punchRetryFirst}
+			continue
+		}
+		if now.Before(r.at) {
+			continue
+		}
+		r.backoff = min(2*r.backoff, punchRetryMax)
+		r.at = now.Add(24 * time.Hour) // until the attempt ends
+		s.mesh.punch[p.ID] = r
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err := s.cfg.Node.HolePunch(pctx, p.ID)
+			cancel()
+			s.mesh.mu.Lock()
+			if r, ok := s.mesh.punch[p.ID]; ok {
+				r.at = time.Now().Add(r.backoff)
+				s.mesh.punch[p.ID] = r
+			}
+			s.mesh.mu.Unlock()
+			s.log.Info("hole punch retried", "peer", shortID(p.ID), "err", err, "next_in", r.backoff)
+		}()
+	}
+}
+
 // dialPeer connects to one peer, backing off after a failure.
 func (s *Server) dialPeer(ctx context.Context, id string, addrs []string) {
-	ctx, cancel := context.WithTimeout(ctx, 3*s.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	_, err := s.cfg.Node.Connect(ctx, addrs)
 	s.mesh.mu.Lock()
