@@ -116,6 +116,12 @@ type ErrorMsg struct {
 }
 
 // Register (relay -> rendezvous) is the first message on a register stream.
+//
+// Record (optional, appended for the cluster) is the relay's directory
+// record signed with its libp2p key, in the mesh record encoding
+// (mesh.EncodeRecord; base64 in JSON). Its home is the rendezvous's peer
+// id. A rendezvous in a cluster gossips it to the other members; one that
+// is not ignores it.
 type Register struct {
 	Version int      `json:"version"`
 	HTTPURL string   `json:"http_url"` // base URL of the relay's HTTP API
@@ -128,6 +134,8 @@ type Register struct {
 	// consumers and publishers may use it directly instead of the
 	// rendezvous tunnel.
 	Public bool `json:"public,omitempty"`
+	// Record is the relay's signed directory record (see above).
+	Record []byte `json:"record,omitempty"`
 }
 
 // NAT types a relay reports, as learnt with STUN.
@@ -156,6 +164,9 @@ type Heartbeat struct {
 	// Mesh, when set, replaces the relay's reported addresses, NAT type
 	// and peer connections.
 	Mesh *MeshStatus `json:"mesh,omitempty"`
+	// Record (optional) is a freshly signed directory record, as in
+	// Register, sent before the previous one expires.
+	Record []byte `json:"record,omitempty"`
 }
 
 // MeshStatus is a relay's view of its place in the mesh. Relays serve it in

@@ -23,14 +23,14 @@ func sampleMessages() map[string]Message {
 		"cancel":       Cancel{Order: 7},
 		"order_failed": OrderFailed{Order: 7, Status: StatusSourceError, Reason: "EIO"},
 		"error":        ErrorMsg{Ref: "r2", Status: StatusNotFound, Reason: "no such item"},
-		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true},
+		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true, Record: []byte{0, 1, 'r', 0xff}},
 		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000, Observed: "/ip4/11.0.0.2/udp/4001/quic-v1"},
 		"heartbeat": Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33, Mesh: &MeshStatus{
 			NAT:       NATSymmetric,
 			Addrs:     MeshAddrs{Observed: []string{"/ip4/11.0.0.2/tcp/1"}, Advertised: []string{"/ip4/11.0.0.1/tcp/4001/p2p/12D3KooWR/p2p-circuit"}},
 			Peers:     []MeshPeer{{ID: "12D3KooWB", Kind: PeerHolePunched, TimeToDirectMS: 1500}},
 			HolePunch: HolePunchStats{Attempts: 2, Successes: 1, Failures: 1},
-		}},
+		}, Record: []byte{0xfb, 0xff}},
 		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6},
 		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
 		"need_cancel": NeedCancel{Need: 4},
@@ -98,6 +98,21 @@ func TestEncodeMessageGolden(t *testing.T) {
 			"register",
 			Register{Version: 1, HTTPURL: "http://r", Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Budget: 1048576, Window: 65536},
 			`{"type":"register","version":1,"http_url":"http://r","addrs":["/ip4/127.0.0.1/tcp/1"],"budget":1048576,"window":65536}`,
+		},
+		{
+			"register with record",
+			Register{Version: 1, HTTPURL: "http://r", Addrs: []string{}, Record: []byte{0, 1, 'R', 0xff}},
+			`{"type":"register","version":1,"http_url":"http://r","addrs":[],"budget":0,"window":0,"record":"AAFS/w=="}`,
+		},
+		{
+			"heartbeat without record",
+			Heartbeat{Streams: 1},
+			`{"type":"heartbeat","streams":1,"reserved":0,"served":0}`,
+		},
+		{
+			"heartbeat with record",
+			Heartbeat{Record: []byte{0xfb, 0xff}},
+			`{"type":"heartbeat","streams":0,"reserved":0,"served":0,"record":"+/8="}`,
 		},
 	}
 	for _, tt := range tests {
@@ -179,6 +194,7 @@ func TestDecodeMessageErrors(t *testing.T) {
 		{"fraction", `{"type":"need","off":1.5}`, DefaultMaxMessage, ErrBadMessage},
 		{"status out of range", `{"type":"error","status":65536}`, DefaultMaxMessage, ErrBadMessage},
 		{"addrs not a list", `{"type":"register","addrs":"x"}`, DefaultMaxMessage, ErrBadMessage},
+		{"record not base64", `{"type":"register","record":"!!"}`, DefaultMaxMessage, ErrBadMessage},
 		{"bad item id", `{"type":"need","item":"abc"}`, DefaultMaxMessage, ErrBadMessage},
 		{"item id as bytes", `{"type":"need","item":[1,2]}`, DefaultMaxMessage, ErrBadMessage},
 		{"unknown type", `{"type":"teleport"}`, DefaultMaxMessage, ErrUnknownType},

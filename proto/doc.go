@@ -61,6 +61,8 @@ package proto
 //
 //	1: control messages, push frames PartBegin/PartData/PartEnd/Ack,
 //	   register stream, Ed25519 tokens.
+//	   Appended since: optional signed relay record in register and
+//	   heartbeat (the cluster's relay directory).
 const Version = 1
 
 // Protocol identifiers.

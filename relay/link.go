@@ -29,6 +29,9 @@ type link struct {
 	out    chan proto.Message // bounded; a full queue drops the link
 	done   chan struct{}
 	origin string // the rendezvous web app's origin, allowed to push
+
+	home     string    // the rendezvous's peer id: home of our directory record
+	recordAt time.Time // when the last record was signed; writer only
 }
 
 var errLinkFull = errors.New("relay: rendezvous link queue full")
@@ -156,6 +159,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		Window:  s.cfg.Window,
 		NAT:     s.natType(),
 		Public:  s.isPublic(),
+		Record:  s.signRecord(peer),
 	})
 	if err != nil {
 		return fmt.Errorf("register with rendezvous: %w", err)
@@ -176,7 +180,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		hb = time.Second
 	}
 
-	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL)}
+	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), home: peer, recordAt: time.Now()}
 	s.link.Store(l)
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
 	defer func() {
@@ -248,7 +252,7 @@ func (s *Server) linkWriter(ctx context.Context, l *link, hb time.Duration) erro
 		case m = <-l.out:
 		case <-tick.C:
 			st := s.Stats()
-			hbm := proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut}
+			hbm := proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut, Record: s.recordDue(l, time.Now())}
 			// The mesh view travels only when it changed.
 			ms := s.meshStatus()
 			if b, err := json.Marshal(ms); err == nil && !bytes.Equal(b, lastMesh) {

@@ -66,6 +66,8 @@ type statusBody struct {
 	Sessions    int           `json:"sessions"`
 	Items       int           `json:"items"`
 	ItemsOnline int           `json:"items_online"`
+	// Cluster is present when the rendezvous is a cluster member.
+	Cluster *clusterStatus `json:"cluster,omitempty"`
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -79,6 +81,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Unlock()
+	s.addClusterStatus(&body)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, body)
 }

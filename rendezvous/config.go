@@ -56,6 +56,13 @@ type Config struct {
 	// SigningKey signs access tokens. When nil a key is generated in memory
 	// and lost at exit; it is never written to disk.
 	SigningKey ed25519.PrivateKey
+	// Cluster, when set, makes the rendezvous a member of a memberlist
+	// cluster: it gossips the signed records of its relays and lists the
+	// relays of the other members in GET /v1/status. Its Name must be
+	// Node's peer id, which relays sign as their home. The Server does not
+	// close it; close it after the Server, so that the withdrawals of the
+	// relays go out before the leave.
+	Cluster *mesh.Cluster
 	// AllowedOrigins lists the Origins ("https://app.example.com") whose
 	// pages may open the control WebSocket; "*" allows any. Requests without
 	// an Origin header (non-browser clients) and same-origin requests (the
@@ -142,6 +149,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Node == nil {
 		return errors.New("rendezvous: config: Node is required")
+	}
+	if c.Cluster != nil && c.Cluster.Name() != c.Node.ID() {
+		return fmt.Errorf("rendezvous: config: Cluster name %q is not the node's peer id %s, which relays name as their home", c.Cluster.Name(), c.Node.ID())
 	}
 	if c.SigningKey != nil && len(c.SigningKey) != ed25519.PrivateKeySize {
 		return fmt.Errorf("rendezvous: config: SigningKey has %d bytes, want %d", len(c.SigningKey), ed25519.PrivateKeySize)

@@ -164,6 +164,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 	s.mu.Unlock()
 	s.stats.relaysRegistered.Add(1)
 	log.Info("relay registered", "http_url", r.httpURL, "public", r.public, "nat", r.nat, "observed", r.observed, "addrs", len(r.addrs), "conn", st.Kind(), "budget", r.budget, "window", r.window)
+	s.publishRecord(r, reg.Record)
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -252,6 +253,7 @@ func (s *Server) readRelay(r *relayConn) error {
 		switch m := m.(type) {
 		case *proto.Heartbeat:
 			s.heartbeat(r, m)
+			s.publishRecord(r, m.Record)
 		case *proto.Need:
 			s.handleNeed(r, m)
 		case *proto.NeedCancel:
@@ -355,7 +357,8 @@ func (s *Server) IsRelay(peer string) bool {
 // publishers.
 func (s *Server) removeRelay(r *relayConn) {
 	s.mu.Lock()
-	if s.relays[r.id] == r {
+	current := s.relays[r.id] == r // not replaced by a new registration
+	if current {
 		delete(s.relays, r.id)
 		s.publishDirectoryLocked()
 	}
@@ -369,6 +372,9 @@ func (s *Server) removeRelay(r *relayConn) {
 	r.needs = nil
 	s.mu.Unlock()
 	s.stats.relaysDead.Add(1)
+	if current {
+		s.withdrawRecord(r.id)
+	}
 	r.log.Info("relay dropped", "reason", r.why)
 }
 
@@ -438,6 +444,12 @@ type relayStatus struct {
 	Orders   int    `json:"orders"` // orders outstanding
 	LastSeen string `json:"last_seen"`
 	Alive    bool   `json:"alive"`
+	// Local is false for a relay known only through the cluster's gossip;
+	// Home is the cluster member it is registered with (empty when the
+	// rendezvous is not in a cluster), Expires when its record lapses.
+	Local   bool   `json:"local"`
+	Home    string `json:"home,omitempty"`
+	Expires string `json:"expires,omitempty"`
 }
 
 // relayStatuses lists the live relays.
@@ -473,6 +485,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			Orders:     len(r.needs),
 			LastSeen:   r.lastSeen.UTC().Format(time.RFC3339Nano),
 			Alive:      true,
+			Local:      true,
 		})
 	}
 	return out

@@ -24,6 +24,7 @@ const (
 	RejectPublish        = "publish"         // publish refused
 	RejectUnpublish      = "unpublish"       // unpublish refused
 	RejectRegister       = "register"        // relay handshake refused
+	RejectRecord         = "record"          // relay's signed directory record refused (cluster)
 )
 
 // Stats is a snapshot of the server's counters. Counters only grow; gauges

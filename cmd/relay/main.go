@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/relay"
 )
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string) error {
 	origins := fs.String("allow-origin", "", "comma-separated Origins allowed to push from a browser (the rendezvous's own is always allowed)")
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
 	portmap := fs.Bool("nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
+	var clusterFlags clusterflag.Flags
+	clusterFlags.Register(fs)
 	var cfg relay.Config
 	fs.StringVar(&cfg.PublicIP, "public", "", "declare this relay reachable from the internet at this `IP` (its libp2p ports and --public-url); default: learn the NAT with STUN")
 	fs.DurationVar(&cfg.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
@@ -91,6 +94,22 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer node.Close()
+
+	// A public relay run by the operator joins the cluster for failure
+	// detection of itself and the rendezvous; it uses no directory.
+	ccfg, clusterOn, err := clusterFlags.Config(node, os.Getenv)
+	if err != nil {
+		return err
+	}
+	if clusterOn {
+		ccfg.Logger = log
+		cluster, err := mesh.NewCluster(ccfg)
+		if err != nil {
+			return err
+		}
+		defer cluster.Close()
+		log.LogAttrs(ctx, slog.LevelInfo, "cluster", cluster.Limits()...)
+	}
 
 	cfg.Node, cfg.Rendezvous, cfg.PublicURL, cfg.Logger = node, *rdv, *publicURL, log
 	cfg.AllowedOrigins = splitList(*origins)

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
@@ -65,6 +66,7 @@ type options struct {
 	metrics   bool
 	portmap   bool
 	circuits  mesh.RelayService
+	cluster   clusterflag.Flags
 	cfg       rendezvous.Config
 }
 
@@ -87,6 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&c.STUNAltAddr, "stun-alt", "", "UDP `address` of the alternate STUN port, for NAT type detection (default: the --stun port + 1); off serves --stun only")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn, error")
 	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
+	o.cluster.Register(fs)
 
 	fs.BoolVar(&o.portmap, "nat-portmap", false, "ask the router for a port mapping with UPnP or NAT-PMP")
 	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
@@ -156,7 +159,26 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer node.Close()
 
+	// The cluster is closed after the server (defers run last first), so
+	// that the withdrawals of its relays go out before the leave.
+	ccfg, clusterOn, err := o.cluster.Config(node, os.Getenv)
+	if err != nil {
+		return err
+	}
+	var cluster *mesh.Cluster
+	if clusterOn {
+		ccfg.Logger = log
+		if cluster, err = mesh.NewCluster(ccfg); err != nil {
+			return err
+		}
+		defer cluster.Close()
+		log.LogAttrs(ctx, slog.LevelInfo, "cluster", cluster.Limits()...)
+	} else {
+		log.Info("cluster off (no --gossip)")
+	}
+
 	cfg := o.cfg
+	cfg.Cluster = cluster
 	cfg.PublicURL = o.publicURL
 	cfg.Node = node
 	cfg.AllowedOrigins = o.origins
@@ -182,6 +204,9 @@ func run(ctx context.Context, args []string) error {
 			collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		)
+		if cluster != nil {
+			reg.MustRegister(newClusterCollector(cluster))
+		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", handler)
