@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/meshup/meshup/mesh/meshtest"
 )
 
 // waitTimeout bounds every wait for the cluster to converge.
@@ -25,32 +26,6 @@ var (
 	keyB = bytes.Repeat([]byte{0xb}, 32)
 )
 
-// testLogger writes to tb.Log until tb's cleanup begins.
-func testLogger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct {
-	tb   testing.TB
-	mu   sync.Mutex // guards the fields below
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
 // fastConfig returns a config for a loopback member with short timings.
 func fastConfig(tb testing.TB, name string, key []byte, join ...string) ClusterConfig {
 	return ClusterConfig{
@@ -58,7 +33,7 @@ func fastConfig(tb testing.TB, name string, key []byte, join ...string) ClusterC
 		BindAddr:         "127.0.0.1:0",
 		Key:              key,
 		Join:             join,
-		Logger:           testLogger(tb).With("member", name),
+		Logger:           meshtest.Logger(tb).With("member", name),
 		ProbeInterval:    200 * time.Millisecond,
 		ProbeTimeout:     100 * time.Millisecond,
 		GossipInterval:   20 * time.Millisecond,

@@ -178,6 +178,17 @@ type MeshStatus struct {
 	HolePunch HolePunchStats `json:"holepunch"`
 }
 
+// PeerKinds counts the peers by connection kind, every kind present.
+func (ms MeshStatus) PeerKinds() map[string]int {
+	kinds := map[string]int{PeerDirect: 0, PeerHolePunched: 0, PeerRelayed: 0}
+	for _, p := range ms.Peers {
+		if _, ok := kinds[p.Kind]; ok {
+			kinds[p.Kind]++
+		}
+	}
+	return kinds
+}
+
 // MeshAddrs are a relay's libp2p addresses.
 type MeshAddrs struct {
 	Observed   []string `json:"observed"`   // as seen by STUN and by peers

@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 )
 
@@ -61,13 +60,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(st.Stats)))
 	}
 	ch <- prometheus.MustNewConstMetric(c.nat, prometheus.GaugeValue, 1, st.NAT)
-	kinds := map[string]int{proto.PeerDirect: 0, proto.PeerHolePunched: 0, proto.PeerRelayed: 0}
-	for _, p := range st.Peers {
-		if _, ok := kinds[p.Kind]; ok {
-			kinds[p.Kind]++
-		}
-	}
-	for k, n := range kinds {
+	for k, n := range st.PeerKinds() {
 		ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(n), k)
 	}
 	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Attempts), "attempt")

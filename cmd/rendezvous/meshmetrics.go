@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
 )
 
@@ -70,13 +69,7 @@ func (c *meshCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for id, ms := range c.srv.MeshViews() {
 		ch <- prometheus.MustNewConstMetric(c.nat, prometheus.GaugeValue, 1, id, ms.NAT)
-		kinds := map[string]int{proto.PeerDirect: 0, proto.PeerHolePunched: 0, proto.PeerRelayed: 0}
-		for _, p := range ms.Peers {
-			if _, ok := kinds[p.Kind]; ok {
-				kinds[p.Kind]++
-			}
-		}
-		for k, n := range kinds {
+		for k, n := range ms.PeerKinds() {
 			ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(n), id, k)
 		}
 		hp := ms.HolePunch

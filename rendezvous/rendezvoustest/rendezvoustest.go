@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
 )
@@ -147,33 +148,9 @@ func NewNode(tb testing.TB) *mesh.Node {
 	return n
 }
 
-// Logger returns a logger that writes to tb.Log, at Debug level, until
-// tb's cleanup begins; later records are dropped, so goroutines that
-// outlive a test cannot make it fail.
-func Logger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct {
-	tb   testing.TB
-	mu   sync.Mutex // guards the fields below
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
+// Logger returns a logger that writes to tb.Log until tb's cleanup
+// begins (see meshtest.Logger).
+func Logger(tb testing.TB) *slog.Logger { return meshtest.Logger(tb) }
 
 // Relay is the relay side of a register stream, driven by hand.
 type Relay struct {
