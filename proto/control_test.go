@@ -319,3 +319,12 @@ func TestInfoJSON(t *testing.T) {
 		t.Errorf("got %+v, %v, want %+v, nil", got, err, info)
 	}
 }
+
+func TestPeerKinds(t *testing.T) {
+	ms := MeshStatus{Peers: []MeshPeer{{Kind: PeerRelayed}, {Kind: PeerHolePunched}, {Kind: PeerRelayed}, {Kind: "carrier-pigeon"}}}
+	got := ms.PeerKinds()
+	want := map[string]int{PeerDirect: 0, PeerHolePunched: 1, PeerRelayed: 2}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
