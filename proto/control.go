@@ -46,10 +46,20 @@ type Hello struct {
 }
 
 // Welcome (rendezvous -> client) is the first message of a control channel.
+// Relays lists the relays the client may be ordered to push to, so that it
+// can open push connections before the first order; an Order's PushURL
+// stays authoritative (it may name a tunnel the list does not).
 type Welcome struct {
-	Session     string `json:"session"`
-	MaxMessage  int    `json:"max_message"`  // bytes, the limit on control messages
-	PingSeconds int    `json:"ping_seconds"` // WebSocket ping interval
+	Session     string      `json:"session"`
+	MaxMessage  int         `json:"max_message"`  // bytes, the limit on control messages
+	PingSeconds int         `json:"ping_seconds"` // WebSocket ping interval
+	Relays      []RelayInfo `json:"relays,omitempty"`
+}
+
+// RelayInfo names a relay a client may push to.
+type RelayInfo struct {
+	ID      string `json:"id"`       // relay peer id, as in Order.Relay
+	PushURL string `json:"push_url"` // ws:// or wss:// URL of the relay's /v1/push
 }
 
 // Publish (client -> rendezvous) announces an item. Only metadata travels,

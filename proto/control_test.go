@@ -15,7 +15,7 @@ func sampleMessages() map[string]Message {
 	id := ItemID{15: 1}
 	return map[string]Message{
 		"hello":        Hello{Client: "meshup-cli/1.0"},
-		"welcome":      Welcome{Session: "s1", MaxMessage: DefaultMaxMessage, PingSeconds: 20},
+		"welcome":      Welcome{Session: "s1", MaxMessage: DefaultMaxMessage, PingSeconds: 20, Relays: []RelayInfo{{ID: "12D3KooW", PushURL: "wss://r/v1/push"}}},
 		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9", Via: "12D3KooWA"},
 		"published":    Published{Ref: "r1", ID: id, Owner: "own", ShareURL: "https://x/s/1", DownloadURL: "https://x/d/1"},
 		"unpublish":    Unpublish{ID: id},
@@ -93,6 +93,16 @@ func TestEncodeMessageGolden(t *testing.T) {
 			"error",
 			ErrorMsg{Ref: "r1", Status: StatusNotFound, Reason: "not found"},
 			`{"type":"error","ref":"r1","status":107,"reason":"not found"}`,
+		},
+		{
+			"welcome",
+			Welcome{Session: "s1", MaxMessage: 65536, PingSeconds: 15, Relays: []RelayInfo{{ID: "12D3KooW", PushURL: "ws://127.0.0.1:1/v1/push"}}},
+			`{"type":"welcome","session":"s1","max_message":65536,"ping_seconds":15,"relays":[{"id":"12D3KooW","push_url":"ws://127.0.0.1:1/v1/push"}]}`,
+		},
+		{
+			"welcome without relays",
+			Welcome{Session: "s1", MaxMessage: 65536, PingSeconds: 15},
+			`{"type":"welcome","session":"s1","max_message":65536,"ping_seconds":15}`,
 		},
 		{
 			"register",

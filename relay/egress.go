@@ -22,6 +22,12 @@ import (
 // bytes are needed.
 func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	s.stats.requests.Add(1)
+	// Items are read with a capability in the URL, never with cookies, so
+	// any page may read them. The web app's Service Worker follows the
+	// rendezvous's redirect here and must see statuses and Content-Range to
+	// resume a download.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.Header().Set("Access-Control-Expose-Headers", "Content-Range, Content-Disposition, ETag, Accept-Ranges")
 	id, err := proto.ParseItemID(r.PathValue("id"))
 	if err != nil {
 		writeError(w, proto.Errorf(proto.StatusNotFound, "bad item id"))
@@ -74,6 +80,9 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ranges = coalesce(ranges)
+	if len(ranges) > 0 {
+		s.stats.rangeRequests.Add(1)
+	}
 
 	switch len(ranges) {
 	case 0:

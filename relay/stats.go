@@ -23,6 +23,7 @@ type stats struct {
 	pushConns       atomic.Int64 // open push connections
 	openParts       atomic.Int64 // parts bound to push connections
 	requests        atomic.Int64 // consumer requests served
+	rangeRequests   atomic.Int64 // consumer requests with a satisfiable Range
 	unknownFrames   atomic.Int64
 	droppedAfterEnd atomic.Int64 // PartData frames for parts we ended
 	forwardsOut     atomic.Int64 // parts forwarded to exit relays
@@ -63,10 +64,11 @@ type Stats struct {
 	PartsFailed int64            `json:"parts_failed"`
 	PushConns   int64            `json:"push_conns"`
 	Requests    int64            `json:"requests"`
-	OpenParts   int64            `json:"open_parts"` // parts being pushed
-	Waiting     int              `json:"waiting"`    // parts asked for, not yet begun
-	Reserved    int64            `json:"reserved"`   // bytes of the budget in use
-	Refusals    map[string]int64 `json:"refusals"`   // by reason
+	Ranges      int64            `json:"range_requests"` // requests answered 206
+	OpenParts   int64            `json:"open_parts"`     // parts being pushed
+	Waiting     int              `json:"waiting"`        // parts asked for, not yet begun
+	Reserved    int64            `json:"reserved"`       // bytes of the budget in use
+	Refusals    map[string]int64 `json:"refusals"`       // by reason
 	// Forwarding between relays.
 	ForwardsOut    int64            `json:"forwards_out"`    // parts sent on to exit relays
 	ForwardsIn     int64            `json:"forwards_in"`     // parts received from entry relays
@@ -91,6 +93,7 @@ func (s *Server) Stats() Stats {
 		PartsFailed: s.stats.partsFailed.Load(),
 		PushConns:   s.stats.pushConns.Load(),
 		Requests:    s.stats.requests.Load(),
+		Ranges:      s.stats.rangeRequests.Load(),
 		OpenParts:   s.stats.openParts.Load(),
 		Waiting:     waiting,
 		Reserved:    s.budget.inUse(),

@@ -25,8 +25,12 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // GET patterns match HEAD too
 	mux.HandleFunc("GET /v1/control", s.handleControl)
+	mux.HandleFunc("GET /v1/items/{id}/meta", s.handleItemMeta)
 	mux.HandleFunc("GET /i/{id}", s.handlePage)
 	mux.HandleFunc(tunnelPrefix+"{relay}/{rest...}", s.handleTunnel)
+	mux.HandleFunc("GET /{$}", s.handleIndex)
+	mux.HandleFunc("GET /web/{path...}", s.handleWeb)
+	mux.HandleFunc("GET /sw.js", s.handleServiceWorker)
 	return mux
 }
 
@@ -152,6 +156,36 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// ItemMeta is the body of GET /v1/items/{id}/meta: what an item's page
+// shows, and whether its publisher is online. It carries no item bytes.
+type ItemMeta struct {
+	ID     proto.ItemID `json:"id"`
+	Kind   string       `json:"kind"`
+	Name   string       `json:"name"`
+	MIME   string       `json:"mime"`
+	Size   int64        `json:"size"` // bytes
+	Online bool         `json:"online"`
+}
+
+// handleItemMeta answers GET /v1/items/{id}/meta.
+func (s *Server) handleItemMeta(w http.ResponseWriter, r *http.Request) {
+	id, err := proto.ParseItemID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, 0, proto.StatusNotFound, "no such item")
+		return
+	}
+	v, ok := s.lookupItem(id)
+	if !ok {
+		writeError(w, 0, proto.StatusNotFound, "no such item")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, ItemMeta{
+		ID: id, Kind: v.kind, Name: v.name, MIME: v.mime, Size: v.size,
+		Online: v.online || v.kind == proto.KindMessage,
+	})
 }
 
 // serveMessage serves the text of a message item, with Range and

@@ -105,7 +105,7 @@ func TestItemPage(t *testing.T) {
 
 	c.Close()
 	eventually(t, "item to go offline", func() bool { return getStatus(t, rv).ItemsOnline == 0 })
-	if _, body := do(t, http.MethodGet, pub.ShareURL); !strings.Contains(string(body), "publisher offline") {
+	if _, body := do(t, http.MethodGet, pub.ShareURL); !strings.Contains(string(body), "sender offline") {
 		t.Errorf("page of an offline item does not say so:\n%s", body)
 	}
 

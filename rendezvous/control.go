@@ -228,6 +228,7 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string) {
 		Session:     c.id,
 		MaxMessage:  s.cfg.MaxMessage,
 		PingSeconds: int(math.Ceil(s.cfg.PingInterval.Seconds())),
+		Relays:      s.pushRelays(),
 	})
 	writerDone := make(chan struct{})
 	go func() {

@@ -2,54 +2,71 @@ package rendezvous
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"html/template"
+	"io/fs"
+	"mime"
 	"net/http"
+	"path"
+	"strings"
+	"time"
 
+	"github.com/meshup/meshup/client/web"
 	"github.com/meshup/meshup/proto"
 )
 
-// pageTmpl renders the share page of an item (GET /i/{id}) and its 404.
-var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>{{if .Found}}{{.Name}} · meshup{{else}}Not found · meshup{{end}}</title>
-<style>
-body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}
-h1{font-size:1.4rem;word-break:break-all}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}
-dt{color:#666}
-pre{white-space:pre-wrap;word-break:break-word;background:#f4f4f4;padding:1rem;border-radius:.4rem}
-a.dl{display:inline-block;margin-top:1rem;padding:.6rem 1.2rem;background:#2563eb;color:#fff;border-radius:.4rem;text-decoration:none}
-.off{color:#b45309}.on{color:#15803d}
-</style>
-</head>
-<body>
-{{if .Found -}}
-<h1>{{.Name}}</h1>
-<dl>
-<dt>Size</dt><dd>{{.Size}}</dd>
-<dt>Type</dt><dd>{{.MIME}}</dd>
-<dt>Status</dt><dd>{{if .Online}}<span class="on">online</span>{{else}}<span class="off">publisher offline</span>{{end}}</dd>
-</dl>
-{{if .IsMessage}}<pre>{{.Text}}</pre>{{end}}
-<a class="dl" href="{{.Download}}" download>Download</a>
-{{- else -}}
-<h1>Not found</h1>
-<p>There is no item here. It may have been withdrawn, or the link is wrong.</p>
-{{- end}}
-</body>
-</html>
-`))
+// The web app (client/web) is served from the binary: the sender at /, an
+// item's page at /i/{id}, the library and the app's modules under /web/,
+// and the download Service Worker at /sw.js so that its scope is the whole
+// origin.
 
-// pageData is what pageTmpl shows.
+// webFile is one embedded file, ready to serve.
+type webFile struct {
+	body  []byte
+	ctype string
+	etag  string
+}
+
+// loadWebFiles reads every embedded file of the web app, keyed by its
+// path under /web/.
+func loadWebFiles() (map[string]webFile, error) {
+	files := make(map[string]webFile)
+	err := fs.WalkDir(web.Files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := fs.ReadFile(web.Files, p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(body)
+		ctype := mime.TypeByExtension(path.Ext(p))
+		switch path.Ext(p) {
+		case ".js", ".mjs":
+			ctype = "text/javascript; charset=utf-8"
+		case "":
+			ctype = "text/plain; charset=utf-8"
+		}
+		files[p] = webFile{body: body, ctype: ctype, etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`}
+		return nil
+	})
+	return files, err
+}
+
+// pageTmpl renders app/item.html, the page of an item (GET /i/{id}).
+var pageTmpl = template.Must(template.ParseFS(web.Files, "app/item.html"))
+
+// pageData is what pageTmpl shows. The page's script reads the item's
+// metadata from data attributes; no script is inline.
 type pageData struct {
 	Found     bool
+	ID        string
+	Kind      string
 	Name      string
-	Size      string
+	Size      int64
+	HumanSize string
 	MIME      string
 	Online    bool
 	IsMessage bool
@@ -57,7 +74,7 @@ type pageData struct {
 	Download  string
 }
 
-// handlePage serves the share page of an item.
+// handlePage serves the page of an item.
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	var d pageData
 	code := http.StatusNotFound
@@ -66,8 +83,11 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusOK
 			d = pageData{
 				Found:     true,
+				ID:        id.String(),
+				Kind:      v.kind,
 				Name:      v.name,
-				Size:      humanSize(v.size),
+				Size:      v.size,
+				HumanSize: humanSize(v.size),
 				MIME:      v.mime,
 				Online:    v.online || v.kind == proto.KindMessage,
 				IsMessage: v.kind == proto.KindMessage,
@@ -82,14 +102,78 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	s.writePageHeaders(w)
+	w.WriteHeader(code)
+	w.Write(buf.Bytes())
+}
+
+// handleIndex serves the sender's page, app/index.html.
+func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
+	f, ok := s.web["app/index.html"]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	s.writePageHeaders(w)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+}
+
+// writePageHeaders sets the headers of an HTML page of the app. Scripts
+// come from this origin only and never inline. Relays are on other origins:
+// the page pushes to them (connect-src) and previews items they serve
+// (media-src, img-src), so the live relays' origins are listed; a relay
+// that registers later is usable by pages loaded after it.
+func (s *Server) writePageHeaders(w http.ResponseWriter) {
+	httpOrigins, wsOrigins := s.relayOrigins()
+	relays := strings.Join(httpOrigins, " ")
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	h.Set("Content-Security-Policy", strings.Join([]string{
+		"default-src 'none'",
+		"script-src 'self'",
+		"style-src 'self'",
+		"img-src 'self' data: blob: " + relays,
+		"media-src 'self' blob: " + relays,
+		"connect-src 'self' " + relays + " " + strings.Join(wsOrigins, " "),
+		"worker-src 'self'",
+		"frame-src 'self'", // downloads run in a hidden frame, through the Service Worker
+		"manifest-src 'self'",
+		"base-uri 'none'",
+		"form-action 'none'",
+		"frame-ancestors 'none'",
+	}, "; "))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+}
+
+// handleWeb serves the library and the app's files under /web/.
+func (s *Server) handleWeb(w http.ResponseWriter, r *http.Request) {
+	s.serveWebFile(w, r, r.PathValue("path"))
+}
+
+// handleServiceWorker serves sw.js at the root, so that its scope covers
+// the download URLs (/dl/...). Its policy lets it fetch items from any
+// relay: it outlives the page that installed it, and relays come and go.
+func (s *Server) handleServiceWorker(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; connect-src 'self' http: https:")
+	s.serveWebFile(w, r, "sw.js")
+}
+
+func (s *Server) serveWebFile(w http.ResponseWriter, r *http.Request, p string) {
+	f, ok := s.web[p]
+	if !ok || strings.HasSuffix(p, ".html") {
+		writeError(w, 0, proto.StatusNotFound, "no such file")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", f.ctype)
+	h.Set("X-Content-Type-Options", "nosniff")
+	// Revalidate every time: the files change with the binary, and an
+	// ETag answer costs one round trip.
+	h.Set("Cache-Control", "no-cache")
+	h.Set("ETag", f.etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
 }
 
 // humanSize formats n bytes with a binary unit: "512 B", "1.5 KiB".

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -243,6 +244,14 @@ func pushURL(base string) string {
 	return "ws://" + strings.TrimPrefix(base, "http://") + "/v1/push"
 }
 
+// pushScheme returns the WebSocket scheme matching HTTP scheme httpScheme.
+func pushScheme(httpScheme string) string {
+	if httpScheme == "https" {
+		return "wss"
+	}
+	return "ws"
+}
+
 // readRelay handles the relay's messages until its stream fails.
 func (s *Server) readRelay(r *relayConn) error {
 	for {
@@ -426,6 +435,35 @@ func (s *Server) pickRelayLocked(now time.Time) *relayConn {
 	r := best[s.rr%uint64(len(best))]
 	s.rr++
 	return r
+}
+
+// pushRelays lists the live relays a client may be ordered to push to, for
+// its Welcome.
+func (s *Server) pushRelays() []proto.RelayInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []proto.RelayInfo
+	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
+		out = append(out, proto.RelayInfo{ID: r.id, PushURL: r.pushURL})
+	}
+	return out
+}
+
+// relayOrigins returns the origins under which browsers reach the live
+// relays (a relay's own, or this server's for a tunnelled relay) and of
+// their push WebSockets, for the web app's Content-Security-Policy.
+func (s *Server) relayOrigins() (httpOrigins, wsOrigins []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
+		if u, err := url.Parse(s.relayBase(r)); err == nil && u.Host != "" {
+			httpOrigins = append(httpOrigins, u.Scheme+"://"+u.Host)
+			wsOrigins = append(wsOrigins, pushScheme(u.Scheme)+"://"+u.Host)
+		}
+	}
+	slices.Sort(httpOrigins)
+	slices.Sort(wsOrigins)
+	return slices.Compact(httpOrigins), slices.Compact(wsOrigins)
 }
 
 // relayStatus is one relay in GET /v1/status. The embedded MeshStatus is

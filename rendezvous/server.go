@@ -34,6 +34,7 @@ type Server struct {
 	pub    ed25519.PublicKey
 	mux    *http.ServeMux
 	tunnel *httputil.ReverseProxy
+	web    map[string]webFile // the web app's files by path (client/web)
 	stats  counters
 
 	stun      *STUNServer // nil when STUN is off
@@ -69,12 +70,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("rendezvous: generate signing key: %w", err)
 		}
 	}
+	files, err := loadWebFiles()
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous: load web app: %w", err)
+	}
 	stunLns, err := listenSTUN(cfg.STUNAddr, cfg.STUNAltAddr, cfg.PublicURL)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
+		web:      files,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		key:      key,

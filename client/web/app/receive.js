@@ -1,0 +1,298 @@
+// The page of an item (/i/{id}): preview, download that streams to disk and
+// survives the sender going away, copy of texts.
+//
+// Downloads go through the Service Worker (/sw.js): the page navigates a
+// hidden frame to /dl/{id}, the worker streams the item to disk, resuming
+// with Range when the sender comes back, and reports on the BroadcastChannel
+// "meshup-downloads". Without a worker, small items are fetched into memory
+// with the same resumption, and larger ones use the browser's plain
+// download (which cannot resume).
+
+import { copyText, formatBytes } from './common.js';
+
+const MAX_IN_MEMORY = 64 << 20; // bytes: the largest item downloaded without the worker
+const POLL_MS = 2000; // how often the sender's state is checked while it is away
+const KEEPALIVE_MS = 10_000;
+const MAX_TEXT_PREVIEW = 1 << 20; // bytes: text clips shown inline up to this size
+const SW_READY_MS = 3000;
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const el = $('item');
+const item = {
+  id: el.dataset.id ?? '',
+  kind: el.dataset.kind ?? '',
+  name: el.dataset.name ?? '',
+  size: Number(el.dataset.size),
+  mime: el.dataset.mime ?? '',
+  online: el.dataset.online === 'true',
+};
+const itemURL = `/v1/items/${item.id}`;
+const statusEl = $('status');
+const onlinePill = $('online');
+
+/**
+ * Shows a status line; state is running, waiting, done or failed.
+ * @param {string} state
+ * @param {string} text
+ */
+function setStatus(state, text) {
+  statusEl.dataset.state = state;
+  statusEl.textContent = text;
+  statusEl.hidden = !text;
+}
+
+/** @param {boolean} online */
+function setOnline(online) {
+  item.online = online;
+  if (item.kind === 'message') {
+    onlinePill.textContent = 'message';
+    return;
+  }
+  onlinePill.dataset.state = online ? 'online' : 'offline';
+  onlinePill.textContent = online ? 'sender online' : 'sender offline';
+}
+
+/**
+ * Asks the rendezvous whether the sender is online.
+ * @returns {Promise<boolean>}
+ */
+async function checkOnline() {
+  try {
+    const res = await fetch(`${itemURL}/meta`, { cache: 'no-store' });
+    if (res.ok) setOnline((await res.json()).online);
+  } catch {
+    // The rendezvous is unreachable: keep the last known state.
+  }
+  return item.online;
+}
+
+/** Polls until the sender is online. */
+async function waitOnline() {
+  while (!(await checkOnline())) await new Promise((r) => setTimeout(r, POLL_MS));
+}
+
+// --- preview ---
+
+function renderPreview() {
+  const box = $('preview');
+  const [major] = item.mime.split('/');
+  /** @type {HTMLMediaElement|HTMLImageElement|null} */
+  let media = null;
+  if (major === 'video' || major === 'audio') {
+    const m = document.createElement(major);
+    m.controls = true;
+    m.preload = 'metadata';
+    if (m instanceof HTMLVideoElement) m.playsInline = true;
+    m.dataset.testid = `preview-${major}`;
+    m.addEventListener('error', () => resumeMedia(m));
+    media = m;
+  } else if (major === 'image') {
+    const img = document.createElement('img');
+    img.alt = item.name;
+    img.dataset.testid = 'preview-image';
+    img.addEventListener('error', () => waitOnline().then(() => { img.src = `${itemURL}?retry=${Date.now()}`; }), { once: true });
+    media = img;
+  } else if (major === 'text' && item.size <= MAX_TEXT_PREVIEW) {
+    renderTextPreview(box);
+    return;
+  }
+  if (!media) return;
+  box.append(media);
+  box.hidden = false;
+  // Loading while the sender is away would fail: wait for it.
+  waitOnline().then(() => { media.src = itemURL; });
+}
+
+/**
+ * Picks up a player where it stopped after the sender went away.
+ * @param {HTMLMediaElement} m
+ */
+async function resumeMedia(m) {
+  const at = m.currentTime;
+  const wasPlaying = !m.paused;
+  setStatus('waiting', 'Waiting for the sender to come back…');
+  await new Promise((r) => setTimeout(r, POLL_MS));
+  await waitOnline();
+  setStatus('running', '');
+  m.src = `${itemURL}?resume=${Date.now()}`;
+  m.currentTime = at;
+  if (wasPlaying) m.play().catch(() => {});
+}
+
+/** @param {HTMLElement} box */
+async function renderTextPreview(box) {
+  await waitOnline();
+  const res = await fetch(itemURL, { cache: 'no-store' });
+  if (!res.ok) return;
+  const pre = document.createElement('pre');
+  pre.className = 'text';
+  pre.dataset.testid = 'item-text';
+  pre.textContent = await res.text();
+  const copy = document.createElement('button');
+  copy.type = 'button';
+  copy.textContent = 'Copy text';
+  copy.addEventListener('click', () => copyText(pre.textContent ?? '', copy));
+  box.append(pre, copy);
+  box.hidden = false;
+}
+
+// --- download ---
+
+const progressRow = $('progress-row');
+const bar = /** @type {HTMLProgressElement} */ ($('progress'));
+const progressText = $('progress-text');
+let started = 0; // performance.now() at the start of the download, 0 before
+
+/** @param {number} received */
+function showProgress(received) {
+  progressRow.hidden = false;
+  bar.max = Math.max(item.size, 1);
+  bar.value = received;
+  bar.dataset.received = String(received);
+  const secs = (performance.now() - started) / 1000;
+  const rate = secs > 0.5 ? ` · ${formatBytes(received / secs)}/s` : '';
+  progressText.textContent = `${formatBytes(received)} of ${formatBytes(item.size)}${rate}`;
+}
+
+/**
+ * Reflects a download state reported by the worker or the in-memory path.
+ * @param {{state: string, received: number, message?: string}} m
+ */
+function onDownload(m) {
+  showProgress(m.received);
+  bar.dataset.state = m.state;
+  switch (m.state) {
+    case 'running':
+      setStatus('running', 'Downloading…');
+      if (!item.online) setOnline(true);
+      break;
+    case 'waiting':
+      setStatus('waiting', 'Waiting for the sender to come back… The download continues by itself.');
+      checkOnline();
+      break;
+    case 'done':
+      setStatus('done', 'Download complete.');
+      break;
+    case 'failed':
+      setStatus('failed', `Download failed: ${m.message}`);
+      break;
+  }
+}
+
+/**
+ * Returns the Service Worker controlling this page, registering it first
+ * if needed, or null when there is none.
+ * @returns {Promise<ServiceWorker|null>}
+ */
+async function worker() {
+  if (!('serviceWorker' in navigator)) return null;
+  try {
+    await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+  } catch {
+    return null;
+  }
+  if (navigator.serviceWorker.controller) return navigator.serviceWorker.controller;
+  // A fresh worker claims this page when it activates.
+  await new Promise((resolve) => {
+    navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true });
+    setTimeout(resolve, SW_READY_MS);
+  });
+  return navigator.serviceWorker.controller;
+}
+
+/**
+ * Downloads through the worker.
+ * @param {ServiceWorker} sw
+ */
+function downloadWithWorker(sw) {
+  const key = crypto.randomUUID();
+  const channel = new BroadcastChannel('meshup-downloads');
+  const keepalive = setInterval(() => (navigator.serviceWorker.controller ?? sw).postMessage({ type: 'keepalive' }), KEEPALIVE_MS);
+  channel.addEventListener('message', (ev) => {
+    if (ev.data?.key !== key) return;
+    onDownload(ev.data);
+    if (ev.data.state === 'done' || ev.data.state === 'failed') {
+      clearInterval(keepalive);
+      channel.close();
+    }
+  });
+  const frame = document.createElement('iframe');
+  frame.hidden = true;
+  frame.src = `/dl/${item.id}?key=${key}`;
+  document.body.append(frame);
+}
+
+/**
+ * Downloads a small item into memory, resuming with Range when the sender
+ * goes away, then saves it.
+ */
+async function downloadInMemory() {
+  /** @type {Uint8Array[]} */
+  const chunks = [];
+  let received = 0;
+  while (received < item.size) {
+    let res = null;
+    try {
+      res = await fetch(itemURL, { headers: received ? { Range: `bytes=${received}-` } : {}, cache: 'no-store' });
+    } catch {
+      // unreachable: wait below
+    }
+    if (res?.status === 404) return onDownload({ state: 'failed', received, message: 'the item is gone' });
+    if (!res || !res.body || (res.status !== 200 && res.status !== 206)) {
+      onDownload({ state: 'waiting', received });
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      await waitOnline();
+      continue;
+    }
+    const reader = res.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        received += value.byteLength;
+        onDownload({ state: 'running', received });
+      }
+    } catch {
+      // cut short: resume from received
+    }
+  }
+  const url = URL.createObjectURL(new Blob(chunks, { type: item.mime }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = item.name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  onDownload({ state: 'done', received });
+}
+
+/** @param {MouseEvent} ev */
+async function onDownloadClick(ev) {
+  ev.preventDefault();
+  if (started) return; // one download per page
+  started = performance.now();
+  setStatus('running', 'Starting…');
+  const sw = await worker();
+  if (sw) return downloadWithWorker(sw);
+  if (item.size <= MAX_IN_MEMORY) return downloadInMemory();
+  // The browser's own download streams to disk but cannot resume.
+  setStatus('running', 'Downloading with the browser. If the sender goes away, start again once it is back.');
+  const a = document.createElement('a');
+  a.href = itemURL;
+  a.download = item.name;
+  a.click();
+}
+
+// --- start ---
+
+setOnline(item.online || item.kind === 'message');
+if (item.kind === 'message') {
+  const copy = /** @type {HTMLButtonElement} */ ($('copy-text'));
+  copy.addEventListener('click', () => copyText($('text').textContent ?? '', copy));
+} else {
+  $('download').addEventListener('click', onDownloadClick);
+  renderPreview();
+  if (!item.online) waitOnline();
+  // Install the worker early so that the first download need not wait.
+  worker();
+}
