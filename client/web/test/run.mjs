@@ -175,15 +175,15 @@ test('1: a 200 MiB file from page A downloads intact on page B', { skip: !only.h
 
 test('2: a video plays on page B and seeks to 75% with Range requests', { skip: !only.has('2') }, async () => {
   const video = join(work, 'testsrc.mp4');
-  // 90 s of 960x540 at 8 Mbit/s, H.264 with the index first, so that a
-  // player can seek before it has the whole file.
+  // 10 minutes of 640x360 at 2 Mbit/s (about 150 MB), H.264 with the index
+  // first, so that a player can seek before it has the whole file.
   await promisify(execFile)('ffmpeg', [
     '-hide_banner', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', 'testsrc2=size=960x540:rate=25',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25',
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', '90', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p',
-    '-b:v', '8M', '-minrate', '8M', '-maxrate', '8M', '-bufsize', '4M', '-g', '50',
-    '-c:a', 'aac', '-b:a', '128k', '-movflags', '+faststart', video,
+    '-t', '600', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p',
+    '-b:v', '2M', '-minrate', '2M', '-maxrate', '2M', '-bufsize', '1M', '-g', '50',
+    '-c:a', 'aac', '-b:a', '64k', '-movflags', '+faststart', video,
   ]);
   const size = (await stat(video)).size;
 
@@ -198,7 +198,7 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
   await v.waitFor();
   await b.page.waitForFunction(() => document.querySelector('video')?.readyState >= 1, null, { timeout: 30_000 });
   const duration = await v.evaluate((el) => el.duration);
-  assert.ok(duration > 80, `duration ${duration}`);
+  assert.ok(duration > 590, `duration ${duration}`);
   await v.evaluate((el) => { el.muted = true; return el.play(); });
   await b.page.waitForFunction(() => document.querySelector('video').currentTime > 1, null, { timeout: 30_000 });
 
@@ -219,7 +219,7 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
 
   assert.ok(position >= target && position < target + 10, `position ${position}, seek target ${target}`);
   assert.ok(moved.range_requests >= 1, `relays saw ${moved.range_requests} Range requests`);
-  assert.ok(moved.bytes_out < size / 2, `relays served ${moved.bytes_out} of ${size} bytes`);
+  assert.ok(moved.bytes_out < size * 0.4, `relays served ${moved.bytes_out} of ${size} bytes`);
   figure(`test 2: video ${size} bytes, ${duration.toFixed(1)} s; relays served ${moved.bytes_out} bytes (${(100 * moved.bytes_out / size).toFixed(1)}%), ` +
     `pushed ${moved.bytes_in}, ${moved.requests} requests of which ${moved.range_requests} with Range; ` +
     `seek to ${target.toFixed(2)} s, playing at ${position.toFixed(2)} s`);
