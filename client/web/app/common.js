@@ -58,7 +58,7 @@ export function renderQR(container, text) {
   qr.addData(text);
   qr.make();
   const n = qr.getModuleCount();
-  const quiet = 2;
+  const quiet = 4; // modules of white border, as the QR specification asks
   let d = '';
   for (let r = 0; r < n; r++) {
     for (let c = 0; c < n; c++) {

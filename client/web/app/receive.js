@@ -271,6 +271,9 @@ async function onDownloadClick(ev) {
   ev.preventDefault();
   if (started) return; // one download per page
   started = performance.now();
+  const button = /** @type {HTMLElement} */ (ev.currentTarget);
+  button.textContent = 'Downloading…';
+  button.setAttribute('aria-disabled', 'true');
   setStatus('running', 'Starting…');
   const sw = await worker();
   if (sw) return downloadWithWorker(sw);

@@ -11,6 +11,8 @@
 //    show no relay carried them.
 // 4. A closes its tab during B's download: B shows the waiting message; A
 //    is reopened and the file re-picked; B's download completes intact.
+// 5. A pauses an item: B's download waits; A resumes: it completes intact;
+//    A stops sharing: the item is gone.
 //
 // Every page fails its test on a console error or an uncaught exception.
 // Figures are printed as "figure: ..." lines.
@@ -36,7 +38,7 @@ if (!base) {
   console.error('usage: node run.mjs RENDEZVOUS_URL [--only 1,2] [--screenshots DIR]');
   process.exit(2);
 }
-const only = new Set((opts.only ?? '1,2,3,4').split(','));
+const only = new Set((opts.only ?? '1,2,3,4,5').split(','));
 const FILE_SIZE = 200 << 20;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
@@ -303,6 +305,46 @@ test('4: B\'s download waits while A\'s tab is closed and completes when A re-pi
   figure(`test 4: B showed "${shown.trim()}" with ${receivedWhenWaiting} of ${FILE_SIZE} bytes; after A re-picked the file the download completed, sha256 ${got} equal`);
   assertNoErrors('page A', a.errors);
   assertNoErrors('page A reopened', a2.errors);
+  assertNoErrors('page B', b.errors);
+  await a.ctx.close();
+  await b.ctx.close();
+});
+
+test('5: pause holds B\'s download, resume completes it, stop sharing withdraws the item', { skip: !only.has('5') }, async () => {
+  const small = await writeRandomFile(join(work, 'random-24MiB.bin'), 24 << 20);
+  const a = await open();
+  await a.page.goto(base);
+  const link = await publishFile(a.page, small.path);
+  const card = a.page.locator('#item-list [data-testid="item"]').nth(0);
+  await card.locator('[data-testid="pause-button"]').click();
+  await card.locator('[data-field="state"][data-state="paused"]').waitFor();
+
+  const b = await open();
+  await b.page.goto(link);
+  await b.page.waitForSelector('[data-testid="download-button"]');
+  const [dl] = await Promise.all([b.page.waitForEvent('download'), b.page.click('[data-testid="download-button"]')]);
+  const downloaded = dl.path();
+  await b.page.locator('[data-testid="status"][data-state="waiting"]').waitFor({ timeout: 60_000 });
+  const held = Number(await b.page.locator('[data-testid="progress"]').getAttribute('data-received'));
+  assert.equal(held, 0, 'bytes received while paused');
+
+  await card.locator('[data-testid="pause-button"]').click();
+  await card.locator('[data-field="state"][data-state="online"]').waitFor();
+  const got = await sha256File(await downloaded);
+  assert.equal(got, small.sha256, 'SHA-256 after resume');
+  await b.page.waitForSelector('[data-testid="status"][data-state="done"]');
+
+  await card.locator('[data-testid="remove-button"]').click();
+  await card.waitFor({ state: 'detached' });
+  const id = link.split('/').pop();
+  let status = 0;
+  for (let i = 0; i < 50 && status !== 404; i++) {
+    status = (await fetch(`${base}/v1/items/${id}/meta`)).status;
+    if (status !== 404) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(status, 404, 'the withdrawn item is gone');
+  figure(`test 5: paused item held B at 0 bytes ("waiting"), resume completed it (sha256 equal), stop sharing made it 404`);
+  assertNoErrors('page A', a.errors);
   assertNoErrors('page B', b.errors);
   await a.ctx.close();
   await b.ctx.close();

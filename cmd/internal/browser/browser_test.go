@@ -1,0 +1,82 @@
+// Package browser runs the web app's browser tests (client/web/test/run.mjs)
+// against a whole mesh started in this process: headless Debian Chromium,
+// driven by playwright-core from Node. scripts/test installs chromium,
+// ffmpeg and the npm packages and sets MESHUP_REQUIRE_BROWSER=1; without
+// that variable a missing tool skips the test and says what is missing,
+// with it the test fails.
+//
+//	go test -count=1 -v ./cmd/internal/browser
+//	MESHUP_BROWSER_ONLY=1,3 MESHUP_SCREENSHOTS=client/web/screenshots go test ...
+package browser
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meshup/meshup/cmd/internal/devmesh"
+)
+
+// chromium is where Debian's chromium package puts the browser.
+const chromium = "/usr/bin/chromium"
+
+func TestBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
+	}
+	missing := t.Skip
+	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
+		missing = t.Fatal
+	}
+	testDir, err := filepath.Abs("../../../client/web/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		missing("node is not installed")
+	}
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		missing("ffmpeg is not installed (apt-get install ffmpeg)")
+	}
+	for _, need := range []struct{ path, what string }{
+		{chromium, "chromium is not installed (apt-get install chromium)"},
+		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
+	} {
+		if _, err := os.Stat(need.path); err != nil {
+			missing(need.what)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	m, err := devmesh.Start(ctx, devmesh.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	args := []string{"run.mjs", m.URL}
+	if only := os.Getenv("MESHUP_BROWSER_ONLY"); only != "" {
+		args = append(args, "--only", only)
+	}
+	if dir := os.Getenv("MESHUP_SCREENSHOTS"); dir != "" {
+		abs, err := filepath.Abs(filepath.Join("../../..", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--screenshots", abs)
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = testDir
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("browser tests: %v", err)
+	}
+}
