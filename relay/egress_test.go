@@ -400,3 +400,45 @@ func TestEmptyItem(t *testing.T) {
 		t.Errorf("needs, reserved: got %d, %d, want 0, 0", s.Needs, s.Reserved)
 	}
 }
+
+// TestEgressCORS checks what a page's script (the web app's download
+// Service Worker, following the rendezvous's redirect) needs to read an
+// item and resume it: any origin may read, Content-Range is exposed, and
+// errors carry the header too. Requests with a Range are counted.
+func TestEgressCORS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testRelayConfig())
+	r := e.relays[0]
+	_, it := e.publish(t, randomBytes(3<<20, 2), client.Config{})
+	url := e.relayURL(t, it.ID, r)
+	before := r.Server.Stats().Ranges
+
+	tests := []struct {
+		name     string
+		url      string
+		hdr      []string
+		wantCode int
+	}{
+		{"full", url, []string{"Origin", "null"}, http.StatusOK},
+		{"range", url, []string{"Origin", "null", "Range", "bytes=1048576-"}, http.StatusPartialContent},
+		{"suffix", url, []string{"Range", "bytes=-10"}, http.StatusPartialContent},
+		{"no token", r.URL + "/v1/items/" + it.ID.String(), []string{"Origin", "null"}, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, _ := do(t, http.MethodGet, tt.url, tt.hdr...)
+			if resp.StatusCode != tt.wantCode {
+				t.Fatalf("status: got %d, want %d", resp.StatusCode, tt.wantCode)
+			}
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+				t.Errorf("Access-Control-Allow-Origin: got %q, want *", got)
+			}
+			if got := resp.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "Content-Range") {
+				t.Errorf("Access-Control-Expose-Headers: got %q, want Content-Range among them", got)
+			}
+		})
+	}
+	if got := r.Server.Stats().Ranges - before; got != 2 {
+		t.Errorf("range requests counted: got %d, want 2", got)
+	}
+}
