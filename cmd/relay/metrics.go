@@ -35,6 +35,7 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
 			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
 			c("requests_total", "Consumer requests served.", func(s relay.Stats) int64 { return s.Requests }),
+			c("range_requests_total", "Consumer requests answered 206, with a Range.", func(s relay.Stats) int64 { return s.Ranges }),
 			c("parts_done_total", "Parts delivered in full.", func(s relay.Stats) int64 { return s.PartsDone }),
 			c("parts_failed_total", "Parts ended early.", func(s relay.Stats) int64 { return s.PartsFailed }),
 			c("forwards_out_total", "Parts forwarded to exit relays.", func(s relay.Stats) int64 { return s.ForwardsOut }),
