@@ -53,7 +53,7 @@ type Welcome struct {
 	Session     string      `json:"session"`
 	MaxMessage  int         `json:"max_message"`  // bytes, the limit on control messages
 	PingSeconds int         `json:"ping_seconds"` // WebSocket ping interval
-	Relays      []RelayInfo `json:"relays,omitempty"`
+	Relays      []RelayInfo `json:"relays"`
 }
 
 // RelayInfo names a relay a client may push to.

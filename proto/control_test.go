@@ -102,7 +102,7 @@ func TestEncodeMessageGolden(t *testing.T) {
 		{
 			"welcome without relays",
 			Welcome{Session: "s1", MaxMessage: 65536, PingSeconds: 15},
-			`{"type":"welcome","session":"s1","max_message":65536,"ping_seconds":15}`,
+			`{"type":"welcome","session":"s1","max_message":65536,"ping_seconds":15,"relays":null}`,
 		},
 		{
 			"register",

@@ -442,7 +442,7 @@ func (s *Server) pickRelayLocked(now time.Time) *relayConn {
 func (s *Server) pushRelays() []proto.RelayInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []proto.RelayInfo
+	out := []proto.RelayInfo{} // "relays": [] rather than null
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
 		out = append(out, proto.RelayInfo{ID: r.id, PushURL: r.pushURL})
 	}

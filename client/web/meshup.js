@@ -793,7 +793,7 @@ const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
  * @param {string} s
  * @returns {Uint8Array}
  */
-export function decodeItemID(s) {
+function decodeItemID(s) {
   const out = new Uint8Array(16);
   let acc = 0, bits = 0, n = 0;
   for (const ch of s.toLowerCase()) {

@@ -45,7 +45,13 @@ self.addEventListener('fetch', (ev) => {
  * @returns {Promise<Response>}
  */
 async function download(id, key) {
-  const meta = await fetch(`/v1/items/${id}/meta`, { cache: 'no-store' });
+  let meta;
+  try {
+    meta = await fetch(`/v1/items/${id}/meta`, { cache: 'no-store' });
+  } catch (err) {
+    post({ key, id, state: 'failed', received: 0, size: 0, message: `cannot reach the server (${err.message})` });
+    return new Response('cannot reach the server\n', { status: 503, headers: { 'Content-Type': 'text/plain' } });
+  }
   if (!meta.ok) {
     post({ key, id, state: 'failed', received: 0, size: 0, message: 'no such item' });
     return new Response('no such item\n', { status: 404, headers: { 'Content-Type': 'text/plain' } });
