@@ -4,9 +4,9 @@
 //	node run.mjs http://127.0.0.1:PORT [--only 1,3] [--screenshots DIR]
 //
 // 1. A publishes a 200 MiB generated file; B downloads it; SHA-256 equal.
-// 2. A publishes an ffmpeg video; B plays it and seeks to 75%: playback
-//    resumes there, relays saw Range requests, far fewer bytes than the file
-//    moved.
+// 2. A publishes a 20-minute ffmpeg video; B plays it and seeks to 75%:
+//    playback resumes there, relays saw Range requests, far fewer bytes than
+//    the file moved (under 30%).
 // 3. Text pasted on A and a short message from A reach B; relay counters
 //    show no relay carried them.
 // 4. A closes its tab during B's download: B shows the waiting message; A
@@ -177,13 +177,16 @@ test('1: a 200 MiB file from page A downloads intact on page B', { skip: !only.h
 
 test('2: a video plays on page B and seeks to 75% with Range requests', { skip: !only.has('2') }, async () => {
   const video = join(work, 'testsrc.mp4');
-  // 10 minutes of 640x360 at 2 Mbit/s (about 150 MB), H.264 with the index
-  // first, so that a player can seek before it has the whole file.
+  // 20 minutes of 640x360 at 2 Mbit/s (about 310 MB), H.264 with the index
+  // first, so that a player can seek before it has the whole file. The
+  // player reads ahead and relays keep a window in flight per request, so
+  // a few tens of MB move whatever the length: the file is long enough for
+  // that to stay far below its size.
   await promisify(execFile)('ffmpeg', [
     '-hide_banner', '-loglevel', 'error', '-y',
     '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25',
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', '600', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p',
+    '-t', '1200', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p',
     '-b:v', '2M', '-minrate', '2M', '-maxrate', '2M', '-bufsize', '1M', '-g', '50',
     '-c:a', 'aac', '-b:a', '64k', '-movflags', '+faststart', video,
   ]);
@@ -200,7 +203,7 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
   await v.waitFor();
   await b.page.waitForFunction(() => document.querySelector('video')?.readyState >= 1, null, { timeout: 30_000 });
   const duration = await v.evaluate((el) => el.duration);
-  assert.ok(duration > 590, `duration ${duration}`);
+  assert.ok(duration > 1190, `duration ${duration}`);
   await v.evaluate((el) => { el.muted = true; return el.play(); });
   await b.page.waitForFunction(() => document.querySelector('video').currentTime > 1, null, { timeout: 30_000 });
 
@@ -219,12 +222,12 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
   await screenshot(b.page, 'receiver-video.png');
   const moved = diff(before, await relayCounters());
 
-  assert.ok(position >= target && position < target + 10, `position ${position}, seek target ${target}`);
-  assert.ok(moved.range_requests >= 1, `relays saw ${moved.range_requests} Range requests`);
-  assert.ok(moved.bytes_out < size * 0.4, `relays served ${moved.bytes_out} of ${size} bytes`);
   figure(`test 2: video ${size} bytes, ${duration.toFixed(1)} s; relays served ${moved.bytes_out} bytes (${(100 * moved.bytes_out / size).toFixed(1)}%), ` +
     `pushed ${moved.bytes_in}, ${moved.requests} requests of which ${moved.range_requests} with Range; ` +
     `seek to ${target.toFixed(2)} s, playing at ${position.toFixed(2)} s`);
+  assert.ok(position >= target && position < target + 10, `position ${position}, seek target ${target}`);
+  assert.ok(moved.range_requests >= 1, `relays saw ${moved.range_requests} Range requests`);
+  assert.ok(moved.bytes_out < size * 0.3, `relays served ${moved.bytes_out} of ${size} bytes`);
   assertNoErrors('page A', a.errors);
   assertNoErrors('page B', b.errors);
   await a.ctx.close();
