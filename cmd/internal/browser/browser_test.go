@@ -53,16 +53,38 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 
+	t.Run("direct", func(t *testing.T) {
+		runBrowserTests(t, node, testDir, devmesh.Config{}, os.Getenv("MESHUP_BROWSER_ONLY"))
+	})
+	// Without STUN the relays cannot tell they are reachable, so they
+	// are treated as behind NAT: the page pushes and the Service Worker
+	// downloads through the rendezvous tunnel (/v1/relays/ID/v1/...).
+	t.Run("tunnel", func(t *testing.T) {
+		cfg := devmesh.Config{}
+		cfg.Rendezvous.STUNAddr = "off"
+		m := runBrowserTests(t, node, testDir, cfg, "1")
+		if st := m.Rendezvous.Stats(); st.Tunnelled == 0 {
+			t.Errorf("tunnelled requests: got 0, want the pushes and downloads through the tunnel")
+		} else {
+			t.Logf("tunnelled requests: %d", st.Tunnelled)
+		}
+	})
+}
+
+// runBrowserTests starts a mesh with cfg and runs run.mjs against it; only
+// lists the tests to run ("" for all). It returns the mesh, closed.
+func runBrowserTests(t *testing.T, node, testDir string, cfg devmesh.Config, only string) *devmesh.Mesh {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := devmesh.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 
 	args := []string{"run.mjs", m.URL}
-	if only := os.Getenv("MESHUP_BROWSER_ONLY"); only != "" {
+	if only != "" {
 		args = append(args, "--only", only)
 	}
 	if dir := os.Getenv("MESHUP_SCREENSHOTS"); dir != "" {
@@ -79,4 +101,5 @@ func TestBrowser(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("browser tests: %v", err)
 	}
+	return m
 }
