@@ -145,7 +145,7 @@ type Register struct {
 	// rendezvous tunnel.
 	Public bool `json:"public,omitempty"`
 	// Record is the relay's signed directory record (see above).
-	Record []byte `json:"record,omitempty"`
+	Record []byte `json:"record,omitzero"` // omitzero: an empty record survives a round trip
 }
 
 // NAT types a relay reports, as learnt with STUN.
@@ -176,7 +176,7 @@ type Heartbeat struct {
 	Mesh *MeshStatus `json:"mesh,omitempty"`
 	// Record (optional) is a freshly signed directory record, as in
 	// Register, sent before the previous one expires.
-	Record []byte `json:"record,omitempty"`
+	Record []byte `json:"record,omitzero"` // omitzero: an empty record survives a round trip
 }
 
 // MeshStatus is a relay's view of its place in the mesh. Relays serve it in
