@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 	"github.com/meshup/meshup/relay/relaytest"
@@ -84,33 +84,10 @@ func (e *env) via(t *testing.T, it *client.Item) string {
 	return u
 }
 
-func randomBytes(n int, seed uint64) []byte {
-	b := make([]byte, n)
-	mrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}).Read(b)
-	return b
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
-}
-
+// eventually polls cond until it holds or the wait is over.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	meshtest.Eventually(t, wait, what, cond)
 }
 
 func ctx(t *testing.T) context.Context {
@@ -166,7 +143,7 @@ func TestItemURL(t *testing.T) {
 func TestDownloadFile(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	data := randomBytes(5*partSize+3, 1)
+	data := meshtest.RandomBytes(5*partSize+3, 1)
 	size := int64(len(data))
 	c := e.newClient(t, client.Config{})
 	it := publish(t, c, client.Source{Name: "five.bin", Size: size, Reader: bytes.NewReader(data)})
@@ -206,7 +183,7 @@ func TestDownloadFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if i := firstDiff(got, data); i >= 0 {
+			if i := meshtest.FirstDiff(got, data); i >= 0 {
 				t.Fatalf("file of %d bytes differs from the item at byte %d", len(got), i)
 			}
 			if lastDone != size || lastSize != size {
@@ -254,7 +231,7 @@ func TestDownloadFile(t *testing.T) {
 func TestOpenStat(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	data := randomBytes(3*partSize+11, 2)
+	data := meshtest.RandomBytes(3*partSize+11, 2)
 	c := e.newClient(t, client.Config{})
 	it := publish(t, c, client.Source{Name: "dir/clip.mp4", MIME: "video/mp4", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	url := e.via(t, it)
@@ -285,7 +262,7 @@ func TestOpenStat(t *testing.T) {
 			if d.Start != off || d.Size != int64(len(data)) {
 				t.Errorf("Open: got start %d size %d, want %d, %d", d.Start, d.Size, off, len(data))
 			}
-			if i := firstDiff(got, data[off:]); i >= 0 {
+			if i := meshtest.FirstDiff(got, data[off:]); i >= 0 {
 				t.Errorf("body of %d bytes differs from the item from %d at byte %d", len(got), off, i)
 			}
 		})
@@ -381,7 +358,7 @@ func (f failingSource) ReadAt(p []byte, off int64) (int, error) {
 func TestSourceError(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	data := randomBytes(4*partSize, 3)
+	data := meshtest.RandomBytes(4*partSize, 3)
 	tests := []struct {
 		name   string
 		failAt int64
@@ -410,7 +387,7 @@ func TestSourceError(t *testing.T) {
 				if int64(len(body)) > tt.failAt {
 					t.Errorf("body: got %d bytes, want at most the %d the source could read", len(body), tt.failAt)
 				}
-				if i := firstDiff(body, data[:len(body)]); i >= 0 {
+				if i := meshtest.FirstDiff(body, data[:len(body)]); i >= 0 {
 					t.Fatalf("body of %d bytes differs from the item at byte %d", len(body), i)
 				}
 			case http.StatusServiceUnavailable:
@@ -432,7 +409,7 @@ func TestSourceError(t *testing.T) {
 func TestProgress(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	data := randomBytes(3*partSize+5, 4)
+	data := meshtest.RandomBytes(3*partSize+5, 4)
 	var (
 		mu    sync.Mutex
 		calls int
@@ -596,7 +573,7 @@ func TestReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	data := randomBytes(2*partSize+9, 5)
+	data := meshtest.RandomBytes(2*partSize+9, 5)
 	it := publish(t, c, client.Source{Name: "re.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	url := e.via(t, it)
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -24,7 +25,7 @@ func TestEgress(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig())
 	r := e.relays[0]
-	data := randomBytes(20<<20+12345, 1)
+	data := meshtest.RandomBytes(20<<20+12345, 1)
 	size := int64(len(data))
 	_, it := e.publish(t, data, client.Config{})
 	url := e.itemURL(it.ID, r)
@@ -54,7 +55,7 @@ func TestEgress(t *testing.T) {
 		}
 		lastModified = resp.Header.Get("Last-Modified")
 		if got := sha256.Sum256(body); got != sum {
-			t.Fatalf("SHA-256 of %d bytes: got %x, want %x (first difference at byte %d)", len(body), got, sum, firstDiff(body, data))
+			t.Fatalf("SHA-256 of %d bytes: got %x, want %x (first difference at byte %d)", len(body), got, sum, meshtest.FirstDiff(body, data))
 		}
 	})
 	if etag == "" {
@@ -90,7 +91,7 @@ func TestEgress(t *testing.T) {
 				if n := tt.end - tt.start + 1; resp.ContentLength != n {
 					t.Errorf("Content-Length: got %d, want %d", resp.ContentLength, n)
 				}
-				if i := firstDiff(body, data[tt.start:tt.end+1]); i >= 0 {
+				if i := meshtest.FirstDiff(body, data[tt.start:tt.end+1]); i >= 0 {
 					t.Errorf("body of %d bytes differs from bytes %d-%d at offset %d", len(body), tt.start, tt.end, i)
 				}
 			})
@@ -199,7 +200,7 @@ func TestEgress(t *testing.T) {
 				if _, err := io.ReadFull(resp.Body, head); err != nil {
 					t.Fatalf("read the first %d bytes: %v", len(head), err)
 				}
-				if i := firstDiff(head, data[:len(head)]); i >= 0 {
+				if i := meshtest.FirstDiff(head, data[:len(head)]); i >= 0 {
 					t.Errorf("body differs from the item at byte %d", i)
 				}
 			})
@@ -285,7 +286,7 @@ func TestReadTokens(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig(), testRelayConfig())
 	a, b := e.relays[0], e.relays[1]
-	data := randomBytes(3*partSize+5, 2)
+	data := meshtest.RandomBytes(3*partSize+5, 2)
 	_, it := e.publish(t, data, client.Config{})
 
 	urlA := e.relayURL(t, it.ID, a)
@@ -409,7 +410,7 @@ func TestEgressCORS(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig())
 	r := e.relays[0]
-	_, it := e.publish(t, randomBytes(3<<20, 2), client.Config{})
+	_, it := e.publish(t, meshtest.RandomBytes(3<<20, 2), client.Config{})
 	url := e.relayURL(t, it.ID, r)
 	before := r.Server.Stats().Ranges
 

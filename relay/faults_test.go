@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
@@ -24,7 +25,7 @@ func TestSenderGone(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig())
 	r := e.relays[0]
-	data := randomBytes(20<<20, 5)
+	data := meshtest.RandomBytes(20<<20, 5)
 	c, it := e.publish(t, data, client.Config{})
 
 	d := startDownload(t, e.itemURL(it.ID, r), 2*partSize)
@@ -79,7 +80,7 @@ func TestReclaim(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig())
 	r := e.relays[0]
-	data := randomBytes(3*partSize+77, 6)
+	data := meshtest.RandomBytes(3*partSize+77, 6)
 
 	ctl := rendezvoustest.DialControl(t, e.rv)
 	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "r.bin", MIME: "application/x-test", Size: int64(len(data))})
@@ -124,7 +125,7 @@ func TestReclaim(t *testing.T) {
 	if code != http.StatusOK || err != nil {
 		t.Fatalf("download: status %d, error %v, want 200 and no error", code, err)
 	}
-	if i := firstDiff(got, data); i >= 0 {
+	if i := meshtest.FirstDiff(got, data); i >= 0 {
 		t.Fatalf("download of %d bytes differs from the item at byte %d", len(got), i)
 	}
 }
@@ -139,7 +140,7 @@ func TestBudget(t *testing.T) {
 	cfg.Budget = int64(cfg.Window * cfg.Prefetch)
 	e := newEnv(t, cfg)
 	r := e.relays[0]
-	data := randomBytes(4*partSize, 7)
+	data := meshtest.RandomBytes(4*partSize, 7)
 	_, it := e.publish(t, data, client.Config{})
 	url := e.itemURL(it.ID, r)
 
@@ -179,7 +180,7 @@ func TestBudget(t *testing.T) {
 	if resp.StatusCode != http.StatusPartialContent {
 		t.Fatalf("request after the first: status %d, want 206", resp.StatusCode)
 	}
-	if i := firstDiff(body, data[partSize/2:5*partSize/2+1]); i >= 0 {
+	if i := meshtest.FirstDiff(body, data[partSize/2:5*partSize/2+1]); i >= 0 {
 		t.Fatalf("request after the first: body differs at byte %d", i)
 	}
 }
@@ -195,7 +196,7 @@ func TestSlowConsumer(t *testing.T) {
 	r := e.relays[0]
 	eff := r.Server.Config()
 	const frame = 64 << 10
-	data := randomBytes(8<<20+99, 8)
+	data := meshtest.RandomBytes(8<<20+99, 8)
 	_, it := e.publish(t, data, client.Config{FrameSize: frame})
 
 	var (
@@ -226,7 +227,7 @@ func TestSlowConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read after %d bytes: %v", len(got), err)
 	}
-	if i := firstDiff(got, data); i >= 0 {
+	if i := meshtest.FirstDiff(got, data); i >= 0 {
 		t.Fatalf("%d bytes differ from the item at byte %d", len(got), i)
 	}
 
@@ -263,7 +264,7 @@ func (t *throttled) Read(p []byte) (int, error) {
 func TestTwoRelays(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig(), testRelayConfig())
-	data := randomBytes(6*partSize+1, 9)
+	data := meshtest.RandomBytes(6*partSize+1, 9)
 	_, it := e.publish(t, data, client.Config{})
 	var ds []*download
 	for _, r := range e.relays {
@@ -274,7 +275,7 @@ func TestTwoRelays(t *testing.T) {
 		if code != http.StatusOK || err != nil {
 			t.Fatalf("relay %d: status %d, error %v, want 200 and no error", i, code, err)
 		}
-		if j := firstDiff(got, data); j >= 0 {
+		if j := meshtest.FirstDiff(got, data); j >= 0 {
 			t.Fatalf("relay %d: %d bytes differ from the item at byte %d", i, len(got), j)
 		}
 		if st := e.relays[i].Server.Stats(); st.BytesOut != int64(len(data)) {
@@ -290,7 +291,7 @@ func TestConsumerGoesAway(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig())
 	r := e.relays[0]
-	data := randomBytes(6*partSize+1, 10)
+	data := meshtest.RandomBytes(6*partSize+1, 10)
 	_, it := e.publish(t, data, client.Config{})
 	url := e.itemURL(it.ID, r)
 
@@ -304,7 +305,7 @@ func TestConsumerGoesAway(t *testing.T) {
 		if _, err := io.ReadFull(resp.Body, head); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
-		if j := firstDiff(head, data[off:off+int64(len(head))]); j >= 0 {
+		if j := meshtest.FirstDiff(head, data[off:off+int64(len(head))]); j >= 0 {
 			t.Fatalf("request %d: byte %d differs", i, j)
 		}
 		resp.Body.Close()
@@ -318,7 +319,7 @@ func TestConsumerGoesAway(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d, want 200", resp.StatusCode)
 	}
-	if i := firstDiff(body, data); i >= 0 {
+	if i := meshtest.FirstDiff(body, data); i >= 0 {
 		t.Fatalf("%d bytes differ from the item at byte %d", len(body), i)
 	}
 	if s := r.Server.Stats(); s.PushConns != 1 || s.OpenParts != 0 {
@@ -333,7 +334,7 @@ func TestRelayClose(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testRelayConfig())
 	r := e.relays[0]
-	data := randomBytes(4*partSize, 12)
+	data := meshtest.RandomBytes(4*partSize, 12)
 	ctl := rendezvoustest.DialControl(t, e.rv)
 	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "c.bin", MIME: "application/x-test", Size: int64(len(data))})
 	const n = 1000 // less than the relay's response buffer

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 	"github.com/meshup/meshup/relay/relaytest"
@@ -196,48 +196,21 @@ func apiError(t *testing.T, resp *http.Response, body []byte) proto.Status {
 	return *e.Status
 }
 
-// randomBytes returns n pseudo-random bytes, the same for the same seed.
-func randomBytes(n int, seed uint64) []byte {
-	b := make([]byte, n)
-	r := mrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16)})
-	r.Read(b)
-	return b
-}
-
 // checkPrefix fails unless got is a prefix of want.
 func checkPrefix(t *testing.T, got, want []byte) {
 	t.Helper()
 	if len(got) > len(want) {
 		t.Fatalf("got %d bytes, more than the %d of the item", len(got), len(want))
 	}
-	if i := firstDiff(got, want[:len(got)]); i >= 0 {
+	if i := meshtest.FirstDiff(got, want[:len(got)]); i >= 0 {
 		t.Fatalf("byte %d: got %#02x, want %#02x (received bytes are not a prefix of the item)", i, got[i], want[i])
 	}
-}
-
-// firstDiff returns the first index where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }
 
 // eventually polls cond until it holds or the wait is over.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	meshtest.Eventually(t, wait, what, cond)
 }
 
 // gatedReader reads from r; once it has returned at least stopAt bytes it

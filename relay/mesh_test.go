@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay/relaytest"
 	"github.com/meshup/meshup/rendezvous"
@@ -50,7 +51,7 @@ func TestForwardOverCircuit(t *testing.T) {
 		}
 	}
 
-	data := randomBytes(5*partSize+123, 7)
+	data := meshtest.RandomBytes(5*partSize+123, 7)
 	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)

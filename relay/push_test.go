@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
@@ -283,14 +284,14 @@ func TestFlowViolation(t *testing.T) {
 
 	// A good transfer, paused after its first MiB until the bad one is
 	// over.
-	good := randomBytes(6*partSize+3, 3)
+	good := meshtest.RandomBytes(6*partSize+3, 3)
 	_, goodItem := e.publish(t, good, client.Config{})
 	gd := startDownload(t, e.itemURL(goodItem.ID, r), partSize)
 	gd.waitPaused(t)
 
 	// The bad publisher drives its control session and push connection by
 	// hand.
-	bad := randomBytes(3*partSize, 4)
+	bad := meshtest.RandomBytes(3*partSize, 4)
 	ctl := rendezvoustest.DialControl(t, e.rv)
 	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "bad.bin", MIME: "application/x-test", Size: int64(len(bad))})
 	bd := startDownload(t, e.itemURL(pub.ID, r), -1)
@@ -340,7 +341,7 @@ func TestFlowViolation(t *testing.T) {
 	if code != http.StatusOK || err != nil {
 		t.Fatalf("good item: status %d, error %v after %d bytes, want 200 and no error", code, err, len(got))
 	}
-	if i := firstDiff(got, good); i >= 0 {
+	if i := meshtest.FirstDiff(got, good); i >= 0 {
 		t.Fatalf("good item: %d bytes differ from the item at byte %d", len(got), i)
 	}
 }
@@ -354,7 +355,7 @@ func TestPushLimits(t *testing.T) {
 	cfg.MaxStreamsPerConn = 1
 	e := newEnv(t, cfg)
 	r := e.relays[0]
-	data := randomBytes(2*partSize, 11)
+	data := meshtest.RandomBytes(2*partSize, 11)
 	ctl := rendezvoustest.DialControl(t, e.rv)
 	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "l.bin", MIME: "application/x-test", Size: int64(len(data))})
 	d := startDownload(t, e.itemURL(pub.ID, r), -1)
@@ -399,7 +400,7 @@ func TestPushLimits(t *testing.T) {
 		t.Fatalf("second part: got PartEnd %v (%s), want OK", end.Status, end.Reason)
 	}
 	code, got, err := d.wait(t)
-	if code != http.StatusOK || err != nil || firstDiff(got, data) >= 0 {
+	if code != http.StatusOK || err != nil || meshtest.FirstDiff(got, data) >= 0 {
 		t.Fatalf("download: status %d, %d bytes, error %v, want 200 and the %d bytes of the item", code, len(got), err, len(data))
 	}
 	if n := r.Server.Stats().Refusals["max_conns"]; n != 1 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
@@ -96,13 +97,7 @@ func getStatus(t *testing.T, rv *rendezvoustest.Server) status {
 // eventually polls cond until it holds or the wait is over.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	meshtest.Eventually(t, wait, what, cond)
 }
 
 // tokenKey returns the token key from GET /v1/info.

@@ -3,10 +3,13 @@
 package meshtest
 
 import (
+	"encoding/binary"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Logger returns a logger that writes to tb.Log, at Debug level, until
@@ -35,4 +38,41 @@ func (w *tbWriter) Write(p []byte) (int, error) {
 		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// Eventually polls cond every few milliseconds until it holds, and fails
+// tb when it still does not after timeout. what names the awaited state.
+func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// RandomBytes returns n pseudo-random bytes, the same for the same seed.
+func RandomBytes(n int, seed uint64) []byte {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	b := make([]byte, n)
+	rand.NewChaCha8(key).Read(b)
+	return b
+}
+
+// FirstDiff returns the first index at which a and b differ (the length
+// of the shorter one if it is a prefix of the other), or -1 if they are
+// equal.
+func FirstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
 }
