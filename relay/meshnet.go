@@ -54,7 +54,7 @@ func (s *Server) natType() string {
 // isPublic reports whether publishers and consumers can reach the relay's
 // HTTP API and libp2p addresses directly.
 func (s *Server) isPublic() bool {
-	return s.cfg.PublicIP != "" || s.natType() == proto.NATPublic
+	return s.natType() == proto.NATPublic // Config.PublicIP makes it so from New on
 }
 
 // setObserved records addresses of this relay as others see it.
@@ -191,9 +191,6 @@ func (s *Server) peerLoop(ctx context.Context) {
 		dir := slices.Clone(s.mesh.directory)
 		nat := s.mesh.nat
 		s.mesh.mu.Unlock()
-		if s.cfg.PublicIP != "" {
-			nat = proto.NATPublic
-		}
 		now := time.Now()
 		s.retryHolePunches(ctx, dir, nat, &wg, now)
 		for _, p := range dir {

@@ -3,17 +3,16 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshup/meshup/cmd/internal/meshmetrics"
 	"github.com/meshup/meshup/relay"
 )
 
 // statusCollector exports relay.Server.Status to Prometheus, reading a
 // fresh snapshot on every scrape.
 type statusCollector struct {
-	srv       *relay.Server
-	nat       *prometheus.Desc
-	peers     *prometheus.Desc
-	holePunch *prometheus.Desc
-	counters  []counter
+	srv      *relay.Server
+	mesh     meshmetrics.Descs
+	counters []counter
 }
 
 type counter struct {
@@ -27,10 +26,8 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 		return counter{prometheus.NewDesc(ns+name, help, nil, nil), f}
 	}
 	return &statusCollector{
-		srv:       srv,
-		nat:       prometheus.NewDesc(ns+"nat", "1 for the NAT type the relay detected.", []string{"nat"}, nil),
-		peers:     prometheus.NewDesc(ns+"peers", "Mesh peers, by connection kind.", []string{"kind"}, nil),
-		holePunch: prometheus.NewDesc(ns+"holepunch_total", "Hole punches, by result.", []string{"result"}, nil),
+		srv:  srv,
+		mesh: meshmetrics.New(ns),
 		counters: []counter{
 			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
 			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
@@ -46,9 +43,7 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.nat
-	ch <- c.peers
-	ch <- c.holePunch
+	c.mesh.Describe(ch)
 	for _, m := range c.counters {
 		ch <- m.desc
 	}
@@ -60,11 +55,5 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.counters {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(st.Stats)))
 	}
-	ch <- prometheus.MustNewConstMetric(c.nat, prometheus.GaugeValue, 1, st.NAT)
-	for k, n := range st.PeerKinds() {
-		ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(n), k)
-	}
-	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Attempts), "attempt")
-	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Successes), "success")
-	ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(st.HolePunch.Failures), "failure")
+	c.mesh.Collect(ch, st.MeshStatus)
 }

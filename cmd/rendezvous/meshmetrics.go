@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshup/meshup/cmd/internal/meshmetrics"
 	"github.com/meshup/meshup/rendezvous"
 )
 
@@ -10,11 +11,9 @@ import (
 // connections by kind, hole punches) and the rendezvous's own part in it
 // (circuits relayed, tunnelled requests).
 type meshCollector struct {
-	srv       *rendezvous.Server
-	nat       *prometheus.Desc
-	peers     *prometheus.Desc
-	holePunch *prometheus.Desc
-	circuit   []statMetric
+	srv     *rendezvous.Server
+	relays  meshmetrics.Descs
+	circuit []statMetric
 }
 
 func newMeshCollector(srv *rendezvous.Server) *meshCollector {
@@ -32,10 +31,8 @@ func newMeshCollector(srv *rendezvous.Server) *meshCollector {
 		return m
 	}
 	return &meshCollector{
-		srv:       srv,
-		nat:       prometheus.NewDesc(ns+"relay_nat", "1 for each relay and the NAT type it reported.", []string{"relay", "nat"}, nil),
-		peers:     prometheus.NewDesc(ns+"relay_peers", "Mesh peers of each relay, by connection kind.", []string{"relay", "kind"}, nil),
-		holePunch: prometheus.NewDesc(ns+"relay_holepunch_total", "Hole punches reported by each relay, by result.", []string{"relay", "result"}, nil),
+		srv:    srv,
+		relays: meshmetrics.New(ns+"relay_", "relay"),
 		circuit: []statMetric{
 			counter("circuit_bytes_total", "Bytes relayed over circuits between relays.", func(s rendezvous.Stats) int64 { return s.Circuit.Bytes }),
 			gauge("circuits", "Relayed connections open.", func(s rendezvous.Stats) int64 { return s.Circuit.Circuits }),
@@ -53,9 +50,7 @@ func newMeshCollector(srv *rendezvous.Server) *meshCollector {
 
 // Describe implements prometheus.Collector.
 func (c *meshCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.nat
-	ch <- c.peers
-	ch <- c.holePunch
+	c.relays.Describe(ch)
 	for _, m := range c.circuit {
 		ch <- m.desc
 	}
@@ -68,13 +63,6 @@ func (c *meshCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(st))
 	}
 	for id, ms := range c.srv.MeshViews() {
-		ch <- prometheus.MustNewConstMetric(c.nat, prometheus.GaugeValue, 1, id, ms.NAT)
-		for k, n := range ms.PeerKinds() {
-			ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(n), id, k)
-		}
-		hp := ms.HolePunch
-		ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(hp.Attempts), id, "attempt")
-		ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(hp.Successes), id, "success")
-		ch <- prometheus.MustNewConstMetric(c.holePunch, prometheus.CounterValue, float64(hp.Failures), id, "failure")
+		c.relays.Collect(ch, ms, id)
 	}
 }
