@@ -77,6 +77,16 @@ type Publish struct {
 	// Via pins the entry relay (a relay peer id) that parts are pushed
 	// to, for diagnosis of one path. Empty lets the rendezvous choose.
 	Via string `json:"via,omitempty"`
+	// Enc names the end-to-end encryption of the item's bytes: E2EVersion,
+	// or empty for plaintext. For an encrypted item Size is the ciphertext
+	// size, Name is empty, MIME is application/octet-stream, and Meta holds
+	// the sealed name, type and modification time (see e2e.go).
+	Enc  string `json:"enc,omitempty"`
+	Meta string `json:"meta,omitempty"`
+	// Volunteers lets relays of class volunteer carry a plaintext item.
+	// Without it a plaintext item is carried by operator relays only;
+	// encrypted items go through any relay.
+	Volunteers bool `json:"volunteers,omitempty"`
 }
 
 // Published (rendezvous -> client) confirms a Publish.
