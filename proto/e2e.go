@@ -95,6 +95,15 @@ import (
 // /v1/items/{id}/meta, field "meta") without reading it; an encrypted item's
 // Publish.Name is empty and its MIME is application/octet-stream.
 //
+// Km depends on the item id, which the rendezvous assigns and the publisher
+// learns only from Published. So a publisher publishes an encrypted item in
+// two steps: a Publish with Enc and Size and no Meta; then, once Published
+// names the id, a Publish that takes the item back (ID and Owner set) and
+// carries Meta. On such a Publish the rendezvous replaces the stored Meta
+// of an encrypted item (and only that; the rest of an item's metadata is
+// fixed at publish). Until then /meta has no "meta" and readers show no
+// name.
+//
 // Limits. At most E2EMaxChunks chunks per item (256 TiB of plaintext): far
 // below the 2^88 nonces, and each key is used for one item only.
 //

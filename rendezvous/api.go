@@ -167,6 +167,13 @@ type ItemMeta struct {
 	MIME   string       `json:"mime"`
 	Size   int64        `json:"size"` // bytes
 	Online bool         `json:"online"`
+	// Encrypted tells whether the item's bytes are end-to-end encrypted;
+	// then Size is the ciphertext size, Name is empty, Enc names the
+	// format (proto.E2EVersion) and Meta holds the sealed name, type and
+	// modification time (see proto/e2e.go).
+	Encrypted bool   `json:"encrypted"`
+	Enc       string `json:"enc,omitempty"`
+	Meta      string `json:"meta,omitempty"`
 }
 
 // handleItemMeta answers GET /v1/items/{id}/meta.
@@ -184,7 +191,8 @@ func (s *Server) handleItemMeta(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, ItemMeta{
 		ID: id, Kind: v.kind, Name: v.name, MIME: v.mime, Size: v.size,
-		Online: v.online || v.kind == proto.KindMessage,
+		Online:    v.online || v.kind == proto.KindMessage,
+		Encrypted: v.enc != "", Enc: v.enc, Meta: v.meta,
 	})
 }
 

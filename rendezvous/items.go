@@ -33,6 +33,11 @@ type item struct {
 
 	sess         *session  // the publisher's session; nil while offline
 	offlineSince time.Time // when sess became nil
+
+	// End-to-end encryption (proto/e2e.go, proto.Publish).
+	enc        string // proto.E2EVersion for an encrypted item, or ""
+	meta       string // sealed name, type and modification time
+	volunteers bool   // volunteer relays may carry this plaintext item
 }
 
 // itemView is a copy of an item's metadata taken under Server.mu.
@@ -43,6 +48,8 @@ type itemView struct {
 	mime      string
 	size      int64
 	text      string
+	enc       string
+	meta      string
 	published time.Time
 	online    bool
 }
@@ -50,7 +57,7 @@ type itemView struct {
 func (it *item) view() itemView {
 	return itemView{
 		id: it.id, kind: it.kind, name: it.name, mime: it.mime, size: it.size,
-		text: it.text, published: it.published, online: it.sess != nil,
+		text: it.text, enc: it.enc, meta: it.meta, published: it.published, online: it.sess != nil,
 	}
 }
 
@@ -110,6 +117,9 @@ func (s *Server) checkPublish(p *proto.Publish) *proto.Error {
 	default:
 		return proto.Errorf(proto.StatusMalformed, "unknown kind %.40q", p.Kind)
 	}
+	if perr := checkEncryption(p); perr != nil {
+		return perr
+	}
 	if len(p.Name) > MaxNameLen {
 		return proto.Errorf(proto.StatusMalformed, "name of %d bytes over the limit of %d", len(p.Name), MaxNameLen)
 	}
@@ -130,6 +140,38 @@ func (s *Server) checkPublish(p *proto.Publish) *proto.Error {
 	return nil
 }
 
+// checkEncryption validates the end-to-end encryption fields of p (see
+// proto/e2e.go): an encrypted item is a file or clip whose size is a
+// valid ciphertext size, with no name and an opaque MIME type; its name
+// and type travel sealed in Meta.
+func checkEncryption(p *proto.Publish) *proto.Error {
+	if p.Enc == "" {
+		if p.Meta != "" {
+			return proto.Errorf(proto.StatusMalformed, "meta is only allowed on encrypted items")
+		}
+		return nil
+	}
+	if p.Enc != proto.E2EVersion {
+		return proto.Errorf(proto.StatusMalformed, "unknown encryption %.40q (want %q)", p.Enc, proto.E2EVersion)
+	}
+	if p.Kind == proto.KindMessage {
+		return proto.Errorf(proto.StatusMalformed, "a message cannot be encrypted; publish it as a file")
+	}
+	if len(p.Meta) > proto.E2EMaxMeta {
+		return proto.Errorf(proto.StatusTooLarge, "meta of %d bytes over the limit of %d", len(p.Meta), proto.E2EMaxMeta)
+	}
+	if _, err := proto.E2EPlainSize(p.Size); err != nil {
+		return proto.Errorf(proto.StatusMalformed, "size %d is not an %s ciphertext size", p.Size, proto.E2EVersion)
+	}
+	if p.Name != "" {
+		return proto.Errorf(proto.StatusMalformed, "an encrypted item has no name in clear (it goes in meta)")
+	}
+	if p.MIME != defaultMIME {
+		return proto.Errorf(proto.StatusMalformed, "an encrypted item has MIME type %s", defaultMIME)
+	}
+	return nil
+}
+
 // publish handles a Publish from session c and returns the reply.
 func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	if !p.ID.IsZero() || p.Owner != "" {
@@ -142,7 +184,8 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	now := s.cfg.Now()
 	it := &item{
 		id: proto.NewItemID(), kind: p.Kind, name: p.Name, mime: p.MIME,
-		size: p.Size, text: p.Text, via: p.Via, owner: hash, published: now, sess: c,
+		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta, volunteers: p.Volunteers,
+		owner: hash, published: now, sess: c,
 	}
 	s.mu.Lock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
@@ -162,7 +205,8 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 }
 
 // reclaim takes an item back online for session c when p carries its id
-// and owner secret. The item keeps its metadata; p's metadata is ignored.
+// and owner secret. The item keeps its metadata; p's metadata is ignored,
+// except the sealed Meta of an encrypted item, which replaces the stored one.
 func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	if p.ID.IsZero() || p.Owner == "" {
 		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusMalformed, "reclaiming an item needs both id and owner"))
@@ -193,6 +237,11 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	}
 	if len(p.Via) <= maxPeerIDLen {
 		it.via = p.Via
+	}
+	if it.enc != "" && p.Meta != "" && len(p.Meta) <= proto.E2EMaxMeta {
+		// Sealed metadata needs the item id, which the publisher learns
+		// from Published: it sends Meta when it takes the item back.
+		it.meta = p.Meta
 	}
 	s.mu.Unlock()
 	s.stats.reclaims.Add(1)
