@@ -73,16 +73,38 @@ type Source struct {
 	// to, to check one path through the mesh. Empty lets the rendezvous
 	// choose.
 	Via string
+	// Plain publishes the bytes as they are. By default a file or clip is
+	// end-to-end encrypted (proto/e2e.go): relays and the rendezvous see
+	// its ciphertext and size only, and the share link carries the key in
+	// its fragment. Messages are always plain.
+	Plain bool
+	// Volunteers lets relays of class volunteer carry a plaintext item
+	// (proto.Publish.Volunteers). Encrypted items go through any relay.
+	Volunteers bool
+	// Modified is the modification time sealed into an encrypted item's
+	// metadata. Zero means the Reader's Stat().ModTime() when it has one
+	// (an *os.File does).
+	Modified time.Time
 }
 
 // Item is a published item.
 type Item struct {
-	ID          proto.ItemID
+	ID proto.ItemID
+	// ShareURL and DownloadURL are the links to give out; for an
+	// encrypted item both carry the key in their fragment (#k=...), which
+	// HTTP clients never send (curl gets the ciphertext; meshup get and
+	// the web app decrypt).
 	ShareURL    string
 	DownloadURL string
+	// Encrypted tells whether the item is end-to-end encrypted; Key is
+	// then its key.
+	Encrypted bool
+	Key       proto.E2EKey
 
 	src   Source
 	owner string
+	size  int64 // published size: the ciphertext size when encrypted
+	enc   *encrypted
 	acked int64 // guarded by Client.mu
 }
 
@@ -198,22 +220,38 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 	} else if src.Reader == nil {
 		return nil, errors.New("client: Source.Reader is required")
 	}
+	if src.Kind == proto.KindMessage || src.Plain {
+		return c.publishPlain(ctx, src)
+	}
+	return c.publishEncrypted(ctx, src)
+}
+
+// publishPlain publishes src as it is.
+func (c *Client) publishPlain(ctx context.Context, src Source) (*Item, error) {
+	p := proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers}
+	pub, err := c.publishRetry(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	it := &Item{ID: pub.ID, ShareURL: pub.ShareURL, DownloadURL: pub.DownloadURL, src: src, owner: pub.Owner, size: p.Size}
+	c.mu.Lock()
+	c.items[it.ID] = it
+	c.mu.Unlock()
+	return it, nil
+}
+
+// publishRetry sends p until the rendezvous answers it, riding out
+// reconnects.
+func (c *Client) publishRetry(ctx context.Context, p proto.Publish) (*proto.Published, error) {
 	for {
 		if err := c.WaitOnline(ctx); err != nil {
 			return nil, err
 		}
-		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via})
+		pub, err := c.request(ctx, p)
 		if errors.Is(err, errOffline) {
 			continue // the connection dropped under us; try again once back
 		}
-		if err != nil {
-			return nil, err
-		}
-		it := &Item{ID: pub.ID, ShareURL: pub.ShareURL, DownloadURL: pub.DownloadURL, src: src, owner: pub.Owner}
-		c.mu.Lock()
-		c.items[it.ID] = it
-		c.mu.Unlock()
-		return it, nil
+		return pub, err
 	}
 }
 
@@ -464,10 +502,7 @@ func (c *Client) reclaim() {
 	c.mu.Lock()
 	var ps []proto.Publish
 	for _, it := range c.items {
-		ps = append(ps, proto.Publish{
-			Ref: "reclaim-" + it.ID.String(), ID: it.ID, Owner: it.owner,
-			Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.src.Size, Text: it.src.Text, Via: it.src.Via,
-		})
+		ps = append(ps, it.publishMsg("reclaim-"+it.ID.String()))
 	}
 	c.mu.Unlock()
 	for _, p := range ps {
@@ -486,7 +521,12 @@ func (c *Client) startOrder(o *proto.Order) {
 		c.send(proto.OrderFailed{Order: o.Order, Status: proto.StatusNotFound, Reason: "item not published by this client"})
 		return
 	}
-	if o.Off < 0 || o.Len < 0 || o.Off+o.Len > it.src.Size {
+	if err := it.checkSource(); err != nil {
+		c.log.Warn("refusing order", "item", o.Item, "err", err)
+		c.send(proto.OrderFailed{Order: o.Order, Status: proto.StatusSourceError, Reason: proto.TruncateReason(err.Error())})
+		return
+	}
+	if o.Off < 0 || o.Len < 0 || o.Off+o.Len > it.size {
 		c.send(proto.OrderFailed{Order: o.Order, Status: proto.StatusMalformed, Reason: "order outside the item"})
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -123,11 +124,79 @@ type FileOptions struct {
 	// OnStart, if set, is called once the response is open, before any
 	// byte is written.
 	OnStart func(d *Download)
+	// OnRetry, if set, is called when a chunk of an encrypted item failed
+	// its integrity check (or the body ended early) and the rest is
+	// fetched through another relay; err names the chunk and both relays.
+	OnRetry func(err error)
+	// Logger receives the download's warnings. Defaults to discarding.
+	Logger *slog.Logger
 }
 
 // DownloadFile downloads an item to the file at path. If the file already
 // holds a prefix of the item, only the rest is requested (a Range request).
+//
+// An end-to-end encrypted item is decrypted with the key in itemURL's
+// fragment (#k=...): the file only ever receives authenticated plaintext;
+// a resumed download continues at the chunk boundary before the file's
+// end; a chunk that fails its integrity check is fetched again through
+// another relay when there is one. Without the key it fails with ErrNoKey,
+// with a wrong one with ErrWrongKey or an integrity error naming chunk 0,
+// and writes nothing. The returned count is of plaintext bytes written.
 func DownloadFile(ctx context.Context, itemURL, file string, opt FileOptions) (written int64, err error) {
+	l, err := parseLink(itemURL)
+	if err != nil {
+		return 0, err
+	}
+	info, err := inspect(ctx, opt.HTTPClient, l)
+	if err != nil {
+		return 0, err
+	}
+	if info.Encrypted {
+		return downloadEncrypted(ctx, info, file, opt)
+	}
+	return downloadPlain(ctx, l.url, file, opt)
+}
+
+// DownloadTo writes a whole item to w: decrypted, as DownloadFile does,
+// when it is encrypted. It returns the bytes written.
+func DownloadTo(ctx context.Context, itemURL string, w io.Writer, opt FileOptions) (int64, error) {
+	l, err := parseLink(itemURL)
+	if err != nil {
+		return 0, err
+	}
+	info, err := inspect(ctx, opt.HTTPClient, l)
+	if err != nil {
+		return 0, err
+	}
+	pw := &progressWriter{w: w, size: info.Size, fn: opt.OnProgress}
+	if info.Encrypted {
+		log := opt.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		return decryptTo(ctx, opt.HTTPClient, info, 0, pw, opt.OnStart, opt.OnRetry, log)
+	}
+	d, err := Open(ctx, opt.HTTPClient, l.url, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Body.Close()
+	pw.size = d.Size
+	if opt.OnStart != nil {
+		opt.OnStart(d)
+	}
+	n, err := io.CopyBuffer(pw, d.Body, make([]byte, 256<<10))
+	if err != nil {
+		return n, fmt.Errorf("client: download cut short at byte %d of %d: %w", n, d.Size, err)
+	}
+	if n != d.Size {
+		return n, fmt.Errorf("client: download ended at byte %d of %d", n, d.Size)
+	}
+	return n, nil
+}
+
+// downloadPlain is DownloadFile for a plaintext item.
+func downloadPlain(ctx context.Context, itemURL, file string, opt FileOptions) (written int64, err error) {
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("client: %w", err)

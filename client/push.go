@@ -277,7 +277,10 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 		}
 		if sent < min(limit, n) {
 			k := min(uint64(c.cfg.FrameSize), min(limit, n)-sent)
-			f, err := readFrame(it.src.Reader, id, o.Off+int64(sent), int(k))
+			if it.enc != nil {
+				k = it.enc.alignFrame(o.Off+int64(sent), k)
+			}
+			f, err := it.readFrame(id, o.Off+int64(sent), int(k))
 			if err != nil {
 				p.enqueue(ctx, proto.PartEnd{Stream: id, Status: proto.StatusSourceError, Reason: err.Error()}.AppendFrame(nil))
 				return &proto.Error{Status: proto.StatusSourceError, Msg: err.Error()}
@@ -308,18 +311,35 @@ func (p *pusher) abort(id uint32, err error) error {
 	return err
 }
 
-// readFrame reads n bytes at off into a pooled PartData frame.
-func readFrame(r io.ReaderAt, stream uint32, off int64, n int) ([]byte, error) {
+// readFrame reads n bytes of the item as published (sealed when it is
+// encrypted) at off into a pooled PartData frame.
+func (it *Item) readFrame(stream uint32, off int64, n int) ([]byte, error) {
 	bp := framePool.Get().(*[]byte)
 	f := proto.AppendPartDataHeader((*bp)[:0], stream, n)
 	hdr := len(f)
 	f = slices.Grow(f, n)[:hdr+n]
-	got, err := r.ReadAt(f[hdr:], off)
-	if got == n {
-		return f, nil // io.ReaderAt may report io.EOF with the last bytes
+	var err error
+	if it.enc != nil {
+		err = it.enc.readAt(f[hdr:], off)
+	} else {
+		err = readFull(it.src.Reader, f[hdr:], off)
+	}
+	if err != nil {
+		b := f[:0]
+		framePool.Put(&b)
+		return nil, err
+	}
+	return f, nil
+}
+
+// readFull reads len(p) bytes at off.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	got, err := r.ReadAt(p, off)
+	if got == len(p) {
+		return nil // io.ReaderAt may report io.EOF with the last bytes
 	}
 	if err == nil || errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read source at %d: source shorter than published", off)
+		return fmt.Errorf("read source at %d: source shorter than published", off)
 	}
-	return nil, fmt.Errorf("read source at %d: %w", off, err)
+	return fmt.Errorf("read source at %d: %w", off, err)
 }
