@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,15 +14,16 @@ import (
 	"golang.org/x/term"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/proto"
 )
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output file (default: the item's name in the current directory)")
+	out := fs.String("o", "", "output file, or - for stdout (default: the item's name in the current directory)")
 	via := fs.String("via", "", "pin the exit relay by its id (diagnosis)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshup get [flags] URL\n\nDownloads an item. URL is a share link (.../i/ID) or a download URL\n(.../v1/items/ID). A partial output file is resumed with a Range request.")
+		fmt.Fprintln(stderr, "usage: meshup get [flags] URL\n\nDownloads an item. URL is a share link (.../i/ID) or a download URL\n(.../v1/items/ID). A partial output file is resumed with a Range request.\nAn encrypted item is decrypted with the key in the URL's fragment\n(quote it: 'https://.../i/ID#k=...'); only authenticated bytes are written.")
 		fs.PrintDefaults()
 	}
 	// Accept flags after the URL too: meshup get URL -o FILE.
@@ -44,14 +46,29 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	onRetry := func(err error) { fmt.Fprintf(stderr, "\r%v\n", err) }
+	if *out == "-" {
+		_, err := client.DownloadTo(ctx, u, stdout, client.FileOptions{OnRetry: onRetry})
+		return err
+	}
 	file := *out
 	if file == "" {
-		d, err := client.Stat(ctx, nil, u)
-		if err != nil {
+		var name string
+		info, err := client.Inspect(ctx, nil, u)
+		switch {
+		case err == nil:
+			name = info.Name
+		case errors.Is(err, client.ErrNoKey) || errors.Is(err, client.ErrWrongKey) || errors.Is(err, proto.ErrE2EKey):
 			return err
+		default: // no item description (a relay's URL): ask the item's headers
+			d, err := client.Stat(ctx, nil, u)
+			if err != nil {
+				return err
+			}
+			d.Body.Close()
+			name = d.Name
 		}
-		d.Body.Close()
-		file = filepath.Base(d.Name)
+		file = filepath.Base(name)
 		if file == "" || file == "." || file == "/" || strings.HasPrefix(file, ".") {
 			file = "download"
 		}
@@ -65,6 +82,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var lastDraw time.Time
 	var startAt int64 = -1
 	opt := client.FileOptions{
+		OnRetry: onRetry,
 		OnStart: func(d *client.Download) {
 			startAt = d.Start
 			if d.Start > 0 {

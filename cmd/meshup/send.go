@@ -22,8 +22,10 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	typ := fs.String("type", "", "MIME type (default: from the file extension)")
 	logLevel := fs.String("log", "warn", "log level: debug, info, warn, error")
 	via := fs.String("via", "", "pin the entry relay the file is pushed to, by its id (diagnosis of one path)")
+	plain := fs.Bool("plain", false, "publish the file unencrypted (default: end-to-end encrypted, key in the link's #k= fragment)")
+	volunteers := fs.Bool("volunteers", false, "with --plain, let volunteer relays carry the plaintext (default: operator relays only)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshup send [flags] FILE\n\nPublishes FILE and serves its parts to relays until interrupted.\nPrints the share link and the download URL on stdout, one per line.")
+		fmt.Fprintln(stderr, "usage: meshup send [flags] FILE\n\nPublishes FILE and serves its parts to relays until interrupted.\nPrints the share link and the download URL on stdout, one per line.\nBy default the file is end-to-end encrypted: both links carry the key\nafter '#k=', which HTTP clients never send; relays see only ciphertext.\n'meshup get LINK' decrypts; curl on the download URL gets ciphertext.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -75,7 +77,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer c.Close()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	it, err := c.Publish(pctx, client.Source{Name: *name, MIME: *typ, Size: st.Size(), Reader: f, Via: *via})
+	it, err := c.Publish(pctx, client.Source{Name: *name, MIME: *typ, Size: st.Size(), Reader: f, Via: *via, Plain: *plain, Volunteers: *volunteers})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
@@ -85,7 +87,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if f, ok := stdout.(*os.File); ok {
 		f.Sync()
 	}
-	fmt.Fprintf(stderr, "serving %s (%s); press Ctrl-C to stop\n", *name, client.FormatBytes(st.Size()))
+	mode := "end-to-end encrypted; fetch with: meshup get '" + it.ShareURL + "'"
+	if !it.Encrypted {
+		mode = "not encrypted"
+	}
+	fmt.Fprintf(stderr, "serving %s (%s, %s); press Ctrl-C to stop\n", *name, client.FormatBytes(st.Size()), mode)
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

@@ -189,11 +189,13 @@ func liveRelays(base string) map[string]string {
 	return out
 }
 
-// sender runs `meshup send` and returns the process and its two URLs.
-func sender(t *testing.T, rdv, file string) (p *proc, share, download string) {
+// sender runs `meshup send [flags] FILE` and returns the process and its
+// two URLs.
+func sender(t *testing.T, rdv, file string, flags ...string) (p *proc, share, download string) {
 	t.Helper()
 	pr, pw := io.Pipe()
-	p = start(t, "meshup", pw, "send", "--rendezvous", rdv, file)
+	args := append([]string{"send", "--rendezvous", rdv}, flags...)
+	p = start(t, "meshup", pw, append(args, file)...)
 	lines := make(chan string, 2)
 	go func() {
 		sc := bufio.NewScanner(pr)
