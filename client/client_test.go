@@ -146,7 +146,7 @@ func TestDownloadFile(t *testing.T) {
 	data := meshtest.RandomBytes(5*partSize+3, 1)
 	size := int64(len(data))
 	c := e.newClient(t, client.Config{})
-	it := publish(t, c, client.Source{Plain: true, Name: "five.bin", Size: size, Reader: bytes.NewReader(data)})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "five.bin", Size: size, Reader: bytes.NewReader(data)})
 	url := e.via(t, it)
 	dir := t.TempDir()
 
@@ -233,7 +233,7 @@ func TestOpenStat(t *testing.T) {
 	e := newEnv(t)
 	data := meshtest.RandomBytes(3*partSize+11, 2)
 	c := e.newClient(t, client.Config{})
-	it := publish(t, c, client.Source{Plain: true, Name: "dir/clip.mp4", MIME: "video/mp4", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "dir/clip.mp4", MIME: "video/mp4", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	url := e.via(t, it)
 
 	st, err := client.Stat(ctx(t), nil, url)
@@ -369,7 +369,7 @@ func TestSourceError(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := e.newClient(t, client.Config{FrameSize: 64 << 10})
-			it := publish(t, c, client.Source{Plain: true, Name: "bad.bin", Size: int64(len(data)), Reader: failingSource{data, tt.failAt}})
+			it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "bad.bin", Size: int64(len(data)), Reader: failingSource{data, tt.failAt}})
 			failed := e.rv.Server.Stats().OrdersFailed
 
 			req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, e.via(t, it), nil)
@@ -425,7 +425,7 @@ func TestProgress(t *testing.T) {
 		}
 		last = p.Acked
 	}})
-	it := publish(t, c, client.Source{Plain: true, Name: "p.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "p.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	d, err := client.Open(ctx(t), nil, e.via(t, it), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -458,10 +458,10 @@ func TestPublishRefused(t *testing.T) {
 		src  client.Source
 		want proto.Status
 	}{
-		{"bad MIME type", client.Source{Plain: true, Name: "a", MIME: "not a type/", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
-		{"negative size", client.Source{Plain: true, Name: "a", Size: -1, Reader: bytes.NewReader(nil)}, proto.StatusMalformed},
-		{"control character in name", client.Source{Plain: true, Name: "a\nb", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
-		{"unknown kind", client.Source{Plain: true, Kind: "hologram", Name: "a", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
+		{"bad MIME type", client.Source{Plain: true, Volunteers: true, Name: "a", MIME: "not a type/", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
+		{"negative size", client.Source{Plain: true, Volunteers: true, Name: "a", Size: -1, Reader: bytes.NewReader(nil)}, proto.StatusMalformed},
+		{"control character in name", client.Source{Plain: true, Volunteers: true, Name: "a\nb", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
+		{"unknown kind", client.Source{Plain: true, Volunteers: true, Kind: "hologram", Name: "a", Size: 1, Reader: bytes.NewReader([]byte{1})}, proto.StatusMalformed},
 		{"message too long", client.Source{Kind: proto.KindMessage, Text: strings.Repeat("x", rendezvous.DefaultMaxTextMessage+1)}, proto.StatusTooLarge},
 	}
 	for _, tt := range tests {
@@ -474,7 +474,7 @@ func TestPublishRefused(t *testing.T) {
 		})
 	}
 	t.Run("file without reader", func(t *testing.T) {
-		if it, err := c.Publish(ctx(t), client.Source{Plain: true, Name: "a", Size: 1}); err == nil {
+		if it, err := c.Publish(ctx(t), client.Source{Plain: true, Volunteers: true, Name: "a", Size: 1}); err == nil {
 			t.Fatalf("Publish: got %v, nil, want an error", it)
 		}
 	})
@@ -488,7 +488,7 @@ func TestUnpublish(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.newClient(t, client.Config{})
-	it := publish(t, c, client.Source{Plain: true, Name: "u", Size: 3, Reader: bytes.NewReader([]byte{1, 2, 3})})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "u", Size: 3, Reader: bytes.NewReader([]byte{1, 2, 3})})
 	c.Unpublish(it.ID)
 	eventually(t, "the item gone", func() bool {
 		d, err := client.Open(ctx(t), nil, it.DownloadURL, 0)
@@ -574,7 +574,7 @@ func TestReconnect(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	data := meshtest.RandomBytes(2*partSize+9, 5)
-	it := publish(t, c, client.Source{Plain: true, Name: "re.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "re.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	url := e.via(t, it)
 
 	want := []bool{true, false, true}

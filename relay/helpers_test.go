@@ -89,7 +89,7 @@ func (e *env) publish(t *testing.T, data []byte, cfg client.Config) (*client.Cli
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Name: "data.bin", MIME: "application/x-test", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", MIME: "application/x-test", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}

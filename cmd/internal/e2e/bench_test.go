@@ -67,7 +67,7 @@ func BenchmarkRelayHop(b *testing.B) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Name: "bench.bin", Size: benchSize, Reader: src})
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "bench.bin", Size: benchSize, Reader: src})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func BenchmarkCLIHop(b *testing.B) {
 	for _, enc := range []bool{false, true} {
 		args := []string{"send", "--rendezvous", rdv}
 		if !enc {
-			args = append(args, "--plain")
+			args = append(args, "--plain", "--volunteers")
 		}
 		links[enc] = senderB(b, filepath.Join(dir, "meshup"), append(args, src)...)
 	}

@@ -67,7 +67,7 @@ func TestProcesses(t *testing.T) {
 	}
 
 	file, sum := randomFile(t, size)
-	sp, share, download := sender(t, rdv, file, "--plain")
+	sp, share, download := sender(t, rdv, file, "--plain", "--volunteers")
 	if !strings.HasSuffix(share, "/i/"+filepath.Base(download)) || !strings.HasPrefix(download, rdv+"/v1/items/") {
 		t.Fatalf("sender printed %q and %q", share, download)
 	}
@@ -230,7 +230,7 @@ func TestProcesses(t *testing.T) {
 	})
 
 	t.Run("relay dies", func(t *testing.T) {
-		_, _, download := sender(t, rdv, file, "--plain")
+		_, _, download := sender(t, rdv, file, "--plain", "--volunteers")
 		relayA.kill()
 		waitFor(t, "rendezvous to drop relay A", 15*time.Second, func() bool {
 			_, ok := liveRelays(rdv)[idA]

@@ -104,7 +104,7 @@ func TestSenderReconnects(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Name: "x.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "x.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
 	if err != nil {
 		t.Fatal(err)
 	}
