@@ -62,7 +62,8 @@ package proto
 //	1: control messages, push frames PartBegin/PartData/PartEnd/Ack,
 //	   register stream, Ed25519 tokens.
 //	   Appended since: optional signed relay record in register and
-//	   heartbeat (the cluster's relay directory).
+//	   heartbeat (the cluster's relay directory); Publish enc, meta and
+//	   volunteers, and the end-to-end encryption format e2e1 (e2e.go).
 const Version = 1
 
 // Protocol identifiers.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -175,6 +176,39 @@ func FuzzE2EReader(f *testing.F) {
 			if b != byte((base+int64(j))%251) {
 				t.Fatalf("reader handed out byte %d that was never sealed there", j)
 			}
+		}
+	})
+}
+
+// FuzzE2EMeta opens arbitrary sealed metadata: no panic, and only
+// ErrE2EMeta on failure.
+func FuzzE2EMeta(f *testing.F) {
+	e := NewE2EItem(vecKey(), vecItem())
+	var nonce [12]byte
+	s, _ := e.sealMeta(E2EMeta{Name: "a.txt", Type: "text/plain", Modified: 1}, nonce)
+	f.Add(s)
+	f.Add("")
+	f.Add("AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := e.OpenMeta(s); err != nil && !errors.Is(err, ErrE2EMeta) {
+			t.Fatalf("OpenMeta: %v, want ErrE2EMeta", err)
+		}
+	})
+}
+
+// FuzzE2EFragment parses arbitrary link fragments: no panic, a key only
+// from exactly one canonical k parameter, ErrE2EKey otherwise.
+func FuzzE2EFragment(f *testing.F) {
+	f.Add("#" + vecKey().Fragment())
+	f.Add("k=&k=")
+	f.Add("x=1&k=AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, found, err := ParseE2EFragment(s)
+		if err != nil && !errors.Is(err, ErrE2EKey) {
+			t.Fatalf("ParseE2EFragment: %v", err)
+		}
+		if found && err == nil && !strings.Contains(s, k.Fragment()) {
+			t.Fatalf("key %s not in %q", k, s)
 		}
 	})
 }
