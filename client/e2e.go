@@ -151,14 +151,14 @@ func (e *encrypted) alignFrame(off int64, k uint64) uint64 {
 // each chunk dst covers from the source and seals it, in place when the
 // whole chunk fits in dst.
 func (e *encrypted) readAt(dst []byte, off int64) error {
+	if off < 0 || off+int64(len(dst)) > e.cipherSize {
+		return fmt.Errorf("read ciphertext [%d, %d): outside the item's %d bytes", off, off+int64(len(dst)), e.cipherSize)
+	}
 	for len(dst) > 0 {
 		i := off / proto.E2ESealedChunkSize
 		in := off - i*proto.E2ESealedChunkSize
 		pOff := i * proto.E2EChunkSize
 		pLen := min(int64(proto.E2EChunkSize), e.plainSize-pOff)
-		if i >= e.chunks || pLen < 0 {
-			return fmt.Errorf("read ciphertext at %d: past the end of the item", off)
-		}
 		sealedLen := pLen + proto.E2ETagSize
 		last := i == e.chunks-1
 		if in == 0 && int64(len(dst)) >= sealedLen {
