@@ -54,7 +54,9 @@ func ItemURL(raw, via string) (string, error) {
 var errComplete = errors.New("client: already complete")
 
 // Open requests an item's bytes from off on, following the rendezvous's
-// redirect to an exit relay.
+// redirect to an exit relay. For an end-to-end encrypted item these are
+// ciphertext bytes, as any HTTP client gets them; DownloadFile and
+// DownloadTo decrypt, Inspect tells the plaintext name, type and size.
 func Open(ctx context.Context, hc *http.Client, itemURL string, off int64) (*Download, error) {
 	return open(ctx, hc, http.MethodGet, itemURL, off)
 }
