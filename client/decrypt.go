@@ -33,6 +33,10 @@ var (
 	ErrWrongKey = errors.New("client: the key in the link does not open this item")
 )
 
+// errNoDescription means GET /v1/items/{id}/meta failed: the link may
+// point at a relay rather than a rendezvous, or the item is unknown.
+var errNoDescription = errors.New("client: item description")
+
 // ItemInfo describes an item as a consumer sees it, decrypted.
 type ItemInfo struct {
 	ID     proto.ItemID
@@ -121,7 +125,7 @@ func inspect(ctx context.Context, hc *http.Client, l link) (*ItemInfo, error) {
 	}
 	var m itemMeta
 	if err := getJSON(ctx, hc, l.base+"/v1/items/"+l.id.String()+"/meta", &m); err != nil {
-		return nil, fmt.Errorf("client: item description: %w", err)
+		return nil, fmt.Errorf("%w: %w", errNoDescription, err)
 	}
 	info := &ItemInfo{ID: l.id, Online: m.Online, Size: m.Size, CipherSize: m.Size, Name: m.Name, MIME: m.MIME, link: l}
 	if !m.Encrypted {

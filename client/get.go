@@ -150,6 +150,11 @@ func DownloadFile(ctx context.Context, itemURL, file string, opt FileOptions) (w
 		return 0, err
 	}
 	info, err := inspect(ctx, opt.HTTPClient, l)
+	if errors.Is(err, errNoDescription) && !l.has {
+		// No description (a relay's URL, say) and no key: fetch the
+		// bytes as they are, as before encryption existed.
+		return downloadPlain(ctx, l.url, file, opt)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -167,6 +172,9 @@ func DownloadTo(ctx context.Context, itemURL string, w io.Writer, opt FileOption
 		return 0, err
 	}
 	info, err := inspect(ctx, opt.HTTPClient, l)
+	if errors.Is(err, errNoDescription) && !l.has {
+		info, err = &ItemInfo{}, nil // fetch the bytes as they are
+	}
 	if err != nil {
 		return 0, err
 	}
