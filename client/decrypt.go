@@ -214,42 +214,46 @@ func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64,
 		if err != nil {
 			return written, err
 		}
-		if d.Size != info.CipherSize {
+		var fault error // the relay's, to be retried elsewhere
+		failed := uint64(chunk)
+		switch {
+		case d.Size != info.CipherSize:
 			d.Body.Close()
-			return written, fmt.Errorf("client: relay %s serves %d bytes, the rendezvous says %d", relay, d.Size, info.CipherSize)
-		}
-		if d.Start%proto.E2ESealedChunkSize != 0 || d.Start > off {
+			fault = fmt.Errorf("client: relay %s serves %d bytes, the rendezvous says %d", orUnknown(relay), d.Size, info.CipherSize)
+		case d.Start%proto.E2ESealedChunkSize != 0 || d.Start > off:
 			d.Body.Close()
-			return written, fmt.Errorf("client: relay %s answered from byte %d, not at a chunk boundary", relay, d.Start)
-		}
-		chunk = d.Start / proto.E2ESealedChunkSize // 0 when the relay ignored the Range
-		if !started && onStart != nil {
-			onStart(&Download{Start: from, Size: info.Size, Name: info.Name, MIME: info.MIME})
-		}
-		started = true
-		r, err := info.item.NewReader(d.Body, info.CipherSize, uint64(chunk), info.CipherSize)
-		if err != nil {
-			d.Body.Close()
-			return written, fmt.Errorf("client: %w", err)
-		}
-		sw := &skipWriter{w: w, skip: from - chunk*proto.E2EChunkSize}
-		_, err = r.WriteTo(sw)
-		d.Body.Close()
-		written += sw.n
-		from += sw.n
-		if err == nil {
-			return written, nil
-		}
-		var ce *proto.E2EChunkError
-		if !errors.As(err, &ce) {
-			if sw.err != nil {
-				return written, fmt.Errorf("client: write: %w", sw.err)
+			fault = fmt.Errorf("client: relay %s answered from byte %d, not at a chunk boundary", orUnknown(relay), d.Start)
+		default:
+			chunk = d.Start / proto.E2ESealedChunkSize // 0 when the relay ignored the Range
+			if !started && onStart != nil {
+				onStart(&Download{Start: from, Size: info.Size, Name: info.Name, MIME: info.MIME})
 			}
-			return written, fmt.Errorf("client: download cut short at byte %d of %d: %w", from, info.Size, err)
-		}
-		err = fmt.Errorf("client: integrity error from relay %s: %w", orUnknown(relay), err)
-		if ce.Chunk == 0 && errors.Is(ce, proto.ErrE2EIntegrity) {
-			err = fmt.Errorf("%w (a wrong key in the link, or a relay altered it)", err)
+			started = true
+			r, err := info.item.NewReader(d.Body, info.CipherSize, uint64(chunk), info.CipherSize)
+			if err != nil {
+				d.Body.Close()
+				return written, fmt.Errorf("client: %w", err)
+			}
+			sw := &skipWriter{w: w, skip: from - chunk*proto.E2EChunkSize}
+			_, err = r.WriteTo(sw)
+			d.Body.Close()
+			written += sw.n
+			from += sw.n
+			if err == nil {
+				return written, nil
+			}
+			var ce *proto.E2EChunkError
+			if !errors.As(err, &ce) {
+				if sw.err != nil {
+					return written, fmt.Errorf("client: write: %w", sw.err)
+				}
+				return written, fmt.Errorf("client: download cut short at byte %d of %d: %w", from, info.Size, err)
+			}
+			failed = ce.Chunk
+			fault = fmt.Errorf("client: integrity error from relay %s: %w", orUnknown(relay), err)
+			if ce.Chunk == 0 && errors.Is(ce, proto.ErrE2EIntegrity) {
+				fault = fmt.Errorf("%w (a wrong key in the link, or a relay altered it)", fault)
+			}
 		}
 		// Even a relay the user pinned is left: its bytes are wrong.
 		tried[relay] = true
@@ -258,12 +262,12 @@ func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64,
 		}
 		next := otherRelay(ctx, hc, l.base, tried)
 		if next == "" {
-			return written, err
+			return written, fault
 		}
 		if onRetry != nil {
-			onRetry(fmt.Errorf("%w; retrying from chunk %d through relay %s", err, ce.Chunk, next))
+			onRetry(fmt.Errorf("%w; retrying from chunk %d through relay %s", fault, failed, next))
 		}
-		log.Warn("integrity error; retrying through another relay", "err", err, "chunk", ce.Chunk, "relay", next)
+		log.Warn("relay fault; retrying through another relay", "err", fault, "chunk", failed, "relay", next)
 		via = next
 	}
 }
