@@ -68,6 +68,8 @@ func Start(tb testing.TB, cfg rendezvous.Config) *Server {
 			Logger:       cfg.Logger,
 			RelayService: &mesh.RelayService{Allow: gate.Allow},
 			HolePunching: true,
+			// Tests run on loopback.
+			AllowPrivateAddrs: true,
 		})
 		if err != nil {
 			hs.Close()
@@ -140,7 +142,7 @@ func GetJSON(tb testing.TB, url string, v any) {
 // NewNode starts a mesh node on 127.0.0.1, closed at tb's cleanup.
 func NewNode(tb testing.TB) *mesh.Node {
 	tb.Helper()
-	n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: Logger(tb)})
+	n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: Logger(tb), AllowPrivateAddrs: true})
 	if err != nil {
 		tb.Fatalf("rendezvoustest: start mesh node: %v", err)
 	}

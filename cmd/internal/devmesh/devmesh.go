@@ -81,6 +81,8 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		Logger:       cfg.Logger,
 		RelayService: &mesh.RelayService{Allow: gate.Allow},
 		HolePunching: true,
+		// A dev mesh lives on loopback.
+		AllowPrivateAddrs: true,
 	})
 	if err != nil {
 		ln.Close()
@@ -108,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("devmesh: listen: %w", err)
 		}
-		node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger, HolePunching: true})
+		node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger, HolePunching: true, AllowPrivateAddrs: true})
 		if err != nil {
 			ln.Close()
 			return nil, err
