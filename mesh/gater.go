@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"errors"
 	"net/netip"
 	"sync/atomic"
 
@@ -80,3 +81,52 @@ func (n *Node) DialsRefused() int64 { return n.gate.refused.Load() }
 // AllowPrivateAddrs reports whether the node dials private addresses
 // (Config.AllowPrivateAddrs).
 func (n *Node) AllowPrivateAddrs() bool { return n.gate.allowPrivate }
+
+// Errors of CheckPeerAddr.
+var (
+	// ErrAddrMalformed means an address is not a multiaddr.
+	ErrAddrMalformed = errors.New("mesh: address malformed")
+	// ErrAddrForeign means an address does not end in the peer's own id.
+	ErrAddrForeign = errors.New("mesh: address names another peer")
+	// ErrAddrPrivate means an address is not public (IsPublicMultiaddr).
+	ErrAddrPrivate = errors.New("mesh: address not public")
+)
+
+// CheckPeerAddr checks an address that peer says it is reachable at: a
+// multiaddr whose last /p2p component is peer itself, public unless
+// allowPrivate. It returns the address in canonical form.
+func CheckPeerAddr(s, peerID string, allowPrivate bool) (string, error) {
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return "", ErrAddrMalformed
+	}
+	last := ""
+	ma.ForEach(a, func(c ma.Component) bool {
+		if c.Protocol().Code == ma.P_P2P {
+			last = c.Value()
+		}
+		return true
+	})
+	if last != peerID {
+		return "", ErrAddrForeign
+	}
+	if !allowPrivate && !isPublicMultiaddr(a) {
+		return "", ErrAddrPrivate
+	}
+	return a.String(), nil
+}
+
+// AddrIP returns the IP address a multiaddr starts with, or "".
+func AddrIP(s string) string {
+	a, err := ma.NewMultiaddr(s)
+	if err != nil || len(a) == 0 {
+		return ""
+	}
+	switch a[0].Protocol().Code {
+	case ma.P_IP4, ma.P_IP6:
+		if ip, ok := netip.AddrFromSlice(a[0].RawValue()); ok {
+			return ip.Unmap().String()
+		}
+	}
+	return ""
+}

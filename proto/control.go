@@ -275,7 +275,7 @@ const (
 	MaxPeerEntry = 6*(MaxPeerIDLen+16+MaxPeerAddrs*MaxPeerAddrLen) + 64 + 4*MaxPeerAddrs
 	// MaxDirectoryMessage bounds one encoded Peers message: the rendezvous
 	// packs entries into messages up to this size (one entry always fits).
-	MaxDirectoryMessage = 2 * MaxPeerEntry
+	MaxDirectoryMessage = 2*MaxPeerEntry + 256
 	// RelayReadLimit is the limit on one message a relay reads from the
 	// rendezvous: the largest directory message, and at least
 	// DefaultMaxMessage.

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshup/meshup/proto"
 )
 
@@ -26,8 +28,10 @@ type item struct {
 	name      string
 	mime      string
 	size      int64
-	text      string // whole item for KindMessage
-	via       string // entry relay pinned by the publisher, or ""
+	text      string        // whole item for KindMessage
+	via       string        // entry relay pinned by the publisher, or ""
+	anyRelay  bool          // volunteers may carry it: encrypted (Publish.Enc) or Publish.Volunteers
+	needRate  *rate.Limiter // needs for the item, all relays; made on the first need
 	owner     [sha256.Size]byte
 	published time.Time
 
@@ -143,6 +147,7 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	it := &item{
 		id: proto.NewItemID(), kind: p.Kind, name: p.Name, mime: p.MIME,
 		size: p.Size, text: p.Text, via: p.Via, owner: hash, published: now, sess: c,
+		anyRelay: p.Enc != "" || p.Volunteers,
 	}
 	s.mu.Lock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
@@ -193,6 +198,7 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	}
 	if len(p.Via) <= maxPeerIDLen {
 		it.via = p.Via
+		it.anyRelay = p.Enc != "" || p.Volunteers
 	}
 	s.mu.Unlock()
 	s.stats.reclaims.Add(1)

@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshup/meshup/proto"
 )
 
@@ -12,6 +14,12 @@ import (
 // (Publish.Via, `meshup send --via`): then the push token names the exit
 // in Claims.Fwd and the entry forwards the part over the mesh. Spreading a
 // range over several entry relays comes later.
+//
+// A need is honoured only when it carries a read token this rendezvous
+// issued for that relay, that item and a range covering the need (the
+// consumer request that caused it), within NeedRate per relay and
+// ItemNeedRate per item; a plaintext item is ordered only onto operator
+// relays unless its publisher allowed volunteers.
 
 // order is an order sent to a publisher and not yet settled. It lives until
 // the relay cancels its need, the publisher reports failure, the session or
@@ -20,7 +28,8 @@ import (
 type order struct {
 	id      uint64
 	item    proto.ItemID
-	relay   *relayConn
+	relay   *relayConn // the relay that needed the part (the exit)
+	entry   *relayConn // the relay the part is pushed to
 	need    uint64
 	sess    *session
 	created time.Time
@@ -49,6 +58,10 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	if len(r.needs) >= s.cfg.MaxNeedsPerRelay {
 		return proto.Errorf(proto.StatusOverLimit, "relay has %d needs outstanding, the limit", len(r.needs))
 	}
+	if !r.needRate.AllowN(now, 1) {
+		s.stats.reject(RejectNeedRate)
+		return proto.Errorf(proto.StatusOverLimit, "relay is over %g needs per second", s.cfg.NeedRate)
+	}
 	it := s.items[n.Item]
 	switch {
 	case it == nil:
@@ -60,12 +73,27 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
 		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
 	}
+	if e := s.checkNeedToken(r, n, now); e != nil {
+		s.stats.reject(RejectNeedToken)
+		return e
+	}
+	if it.needRate == nil {
+		it.needRate = rate.NewLimiter(rate.Limit(s.cfg.ItemNeedRate), s.cfg.ItemNeedBurst)
+	}
+	if !it.needRate.AllowN(now, 1) {
+		s.stats.reject(RejectNeedRate)
+		return proto.Errorf(proto.StatusOverLimit, "item is over %g needs per second", s.cfg.ItemNeedRate)
+	}
 	entry, fwd := r, ""
 	if it.via != "" && it.via != r.id {
 		if entry = s.relays[it.via]; entry == nil || !s.relayAlive(entry, now) {
 			return proto.Errorf(proto.StatusUnavailable, "entry relay %.80s, pinned by the publisher, is not live", it.via)
 		}
 		fwd = r.id
+	}
+	if !it.anyRelay && (r.class != ClassOperator || entry.class != ClassOperator) {
+		s.stats.reject(RejectPlaintext)
+		return proto.Errorf(proto.StatusForbidden, "a plaintext item goes through operator relays only, and a volunteer relay asked")
 	}
 	s.lastOrder++
 	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.sess, created: now}
@@ -81,7 +109,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	})
 	msg := &proto.Order{
 		Order: o.id, Item: it.id, Off: n.Off, Len: n.Len,
-		Relay: entry.id, PushURL: entry.pushURL, Token: tok,
+		Relay: entry.id, PushURL: s.relayPushURL(entry), Token: tok,
 	}
 	if !o.sess.enqueue(msg) {
 		return proto.Errorf(proto.StatusOffline, "publisher of %s is not keeping up", n.Item)
@@ -89,6 +117,8 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	s.orders[o.id] = o
 	r.needs[n.Need] = o
 	o.sess.orders[o.id] = o
+	o.entry = entry
+	entry.entryOrders++
 	entry.ordersSinceBeat++
 	s.stats.ordersSent.Add(1)
 	if fwd != "" {
@@ -140,9 +170,30 @@ func (s *Server) needFailedLocked(r *relayConn, need uint64, st proto.Status, re
 
 // forgetOrderLocked drops o from every index.
 func (s *Server) forgetOrderLocked(o *order) {
+	if _, ok := s.orders[o.id]; ok && o.entry != nil {
+		o.entry.entryOrders--
+	}
 	delete(s.orders, o.id)
 	if o.relay.needs[o.need] == o {
 		delete(o.relay.needs, o.need)
 	}
 	delete(o.sess.orders, o.id)
+}
+
+// checkNeedToken checks that need n of relay r carries a read token this
+// rendezvous issued for r and n's item, covering n's bytes. A consumer
+// request may outlive its token (a long video): tokens are accepted up to
+// NeedTokenGrace after they expired.
+func (s *Server) checkNeedToken(r *relayConn, n *proto.Need, now time.Time) *proto.Error {
+	if n.Token == "" {
+		return proto.Errorf(proto.StatusUnauthorized, "need carries no read token")
+	}
+	c, err := proto.ParseToken(s.pub, n.Token, now.Add(-s.cfg.NeedTokenGrace))
+	if err == nil {
+		err = c.Check(r.id, proto.DirRead, n.Item, n.Off, n.Len)
+	}
+	if err != nil {
+		return proto.Errorf(proto.TokenStatus(err), "need's read token: %v", err)
+	}
+	return nil
 }
