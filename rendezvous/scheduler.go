@@ -154,7 +154,9 @@ func (s *Server) orderFailed(c *session, of *proto.OrderFailed) {
 		return
 	}
 	st := of.Status
-	if st == proto.StatusOK {
+	if st == proto.StatusOK || !st.Known() {
+		// The status is the publisher's choice: an unknown one is a source
+		// error, so that counters by status stay bounded.
 		st = proto.StatusSourceError
 	}
 	s.stats.ordersFailed.Add(1)

@@ -84,8 +84,18 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(st))
 	}
+	// Labels stay bounded: a status this version does not know (a peer
+	// may send any number) counts as "other".
+	byLabel := make(map[string]uint64)
 	for status, n := range st.NeedFailed {
-		ch <- prometheus.MustNewConstMetric(c.needFailed, prometheus.CounterValue, float64(n), strconv.Itoa(int(status)))
+		label := "other"
+		if status.Known() {
+			label = strconv.Itoa(int(status))
+		}
+		byLabel[label] += n
+	}
+	for label, n := range byLabel {
+		ch <- prometheus.MustNewConstMetric(c.needFailed, prometheus.CounterValue, float64(n), label)
 	}
 	for reason, n := range st.Rejected {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), reason)
