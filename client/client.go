@@ -73,6 +73,9 @@ type Source struct {
 	// to, to check one path through the mesh. Empty lets the rendezvous
 	// choose.
 	Via string
+	// Volunteers lets relays of class volunteer carry a plaintext item
+	// (proto.Publish.Volunteers); without it only operator relays do.
+	Volunteers bool
 }
 
 // Item is a published item.
@@ -202,7 +205,7 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 		if err := c.WaitOnline(ctx); err != nil {
 			return nil, err
 		}
-		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via})
+		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers})
 		if errors.Is(err, errOffline) {
 			continue // the connection dropped under us; try again once back
 		}
@@ -466,7 +469,7 @@ func (c *Client) reclaim() {
 	for _, it := range c.items {
 		ps = append(ps, proto.Publish{
 			Ref: "reclaim-" + it.ID.String(), ID: it.ID, Owner: it.owner,
-			Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.src.Size, Text: it.src.Text, Via: it.src.Via,
+			Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.src.Size, Text: it.src.Text, Via: it.src.Via, Volunteers: it.src.Volunteers,
 		})
 	}
 	c.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	neturl "net/url"
 	"slices"
 	"strings"
 	"syscall"
@@ -167,7 +168,14 @@ func (s *Server) challenge(ctx context.Context, peer, url string) error {
 	}
 	resp, err := s.verifier.Do(req)
 	if err != nil {
-		return err
+		if errors.Is(err, errPrivateTarget) {
+			return fmt.Errorf("challenge not sent: %w", errPrivateTarget)
+		}
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL, nonce included, is known
+		}
+		return fmt.Errorf("challenge: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
