@@ -75,3 +75,34 @@ func TestGaterRefusesPrivateDial(t *testing.T) {
 		t.Fatalf("Connect with AllowPrivateAddrs: %v", err)
 	}
 }
+
+func TestCheckPeerAddr(t *testing.T) {
+	t.Parallel()
+	const id = "12D3KooWGzBEa7d2KqzEGQkEN3YcHKx2Ld3CkG5k1yr3sS6gZzKd"
+	const other = "12D3KooWB4FhKkqWSdDqd6Hn6vKzTFv4MXGqSBnsrSRuWm8kqqhB"
+	tests := []struct {
+		addr    string
+		private bool
+		want    error
+	}{
+		{"/ip4/11.0.0.1/tcp/4001/p2p/" + id, false, nil},
+		{"/ip4/11.0.0.1/tcp/4001/p2p/" + other + "/p2p-circuit/p2p/" + id, false, nil},
+		{"/ip4/11.0.0.1/tcp/4001/p2p/" + id + "/p2p-circuit/p2p/" + other, false, mesh.ErrAddrForeign},
+		{"/ip4/11.0.0.1/tcp/4001/p2p/" + other, false, mesh.ErrAddrForeign},
+		{"/ip4/11.0.0.1/tcp/4001", false, mesh.ErrAddrForeign},
+		{"/ip4/192.168.1.1/tcp/22/p2p/" + id, false, mesh.ErrAddrPrivate},
+		{"/ip4/192.168.1.1/tcp/22/p2p/" + id, true, nil},
+		{"/ip4/127.0.0.1/tcp/1/p2p/" + id, true, nil},
+		{"garbage", true, mesh.ErrAddrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			if _, err := mesh.CheckPeerAddr(tt.addr, id, tt.private); !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if got := mesh.AddrIP("/ip4/11.0.0.1/tcp/4001"); got != "11.0.0.1" {
+		t.Errorf("AddrIP: got %q, want 11.0.0.1", got)
+	}
+}

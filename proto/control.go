@@ -264,7 +264,7 @@ type Peers struct {
 // stream with a limit of RelayReadLimit, which is derived from them.
 const (
 	// MaxPeerAddrs is the most addresses of one directory entry.
-	MaxPeerAddrs = 8
+	MaxPeerAddrs = 16
 	// MaxPeerAddrLen is the longest address of a directory entry, in bytes.
 	MaxPeerAddrLen = 256
 	// MaxPeerIDLen is the longest peer id, in bytes.
