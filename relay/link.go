@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,6 +141,9 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	defer cancel()
 	peer, err := s.cfg.Node.Connect(cctx, info.Addrs)
 	if err != nil {
+		if !s.cfg.Node.AllowPrivateAddrs() && !slices.ContainsFunc(info.Addrs, mesh.IsPublicMultiaddr) {
+			return fmt.Errorf("register with rendezvous: none of its addresses %v is public (relay --allow-private-addrs dials private ones): %w", info.Addrs, err)
+		}
 		return fmt.Errorf("register with rendezvous: %w", err)
 	}
 	if peer != info.PeerID {
