@@ -170,8 +170,9 @@ type Config struct {
 	// OperatorRelays lists relay peer ids admitted as class operator
 	// without a token.
 	OperatorRelays []string
-	// TrustAllRelays makes every admitted relay class operator. For
-	// `meshup dev` and tests, where every relay is the operator's.
+	// TrustAllRelays makes every admitted relay class operator and
+	// believes its URL without a challenge. For tests and a lab of the
+	// operator's own relays.
 	TrustAllRelays bool
 	// MaxRelays limits registered relays. Defaults to 1000.
 	MaxRelays int

@@ -47,6 +47,10 @@ type relayConn struct {
 	label    string // the name in its admission token, if any
 	needRate *rate.Limiter
 
+	// Used by the stream's reader only (checkNeedToken):
+	needToken  string       // the last read token whose signature verified
+	needClaims proto.Claims // its claims
+
 	send     chan proto.Message
 	done     chan struct{} // closed by fail
 	failOnce sync.Once

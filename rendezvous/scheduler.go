@@ -39,16 +39,19 @@ type order struct {
 // a NeedFailed to r.
 func (s *Server) handleNeed(r *relayConn, n *proto.Need) {
 	now := s.cfg.Now()
+	tokErr := s.checkNeedToken(r, n, now) // outside the lock: a signature check
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.orderLocked(r, n, now); e != nil {
+	if e := s.orderLocked(r, n, now, tokErr); e != nil {
 		r.log.Debug("need failed", "need", n.Need, "item", n.Item, "status", e.Status, "reason", e.Msg)
 		s.needFailedLocked(r, n.Need, e.Status, e.Msg)
 	}
 }
 
 // orderLocked creates and sends the order for n, or says why not.
-func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.Error {
+// tokErr is the result of checkNeedToken, reported after the checks of
+// the need itself.
+func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr *proto.Error) *proto.Error {
 	if r.needs == nil {
 		return proto.Errorf(proto.StatusUnavailable, "relay is gone")
 	}
@@ -73,9 +76,9 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
 		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
 	}
-	if e := s.checkNeedToken(r, n, now); e != nil {
+	if tokErr != nil {
 		s.stats.reject(RejectNeedToken)
-		return e
+		return tokErr
 	}
 	if it.needRate == nil {
 		it.needRate = rate.NewLimiter(rate.Limit(s.cfg.ItemNeedRate), s.cfg.ItemNeedBurst)
@@ -186,11 +189,20 @@ func (s *Server) forgetOrderLocked(o *order) {
 // rendezvous issued for r and n's item, covering n's bytes. A consumer
 // request may outlive its token (a long video): tokens are accepted up to
 // NeedTokenGrace after they expired.
+//
+// The parts of one consumer request carry the same token, so the relay's
+// reader keeps the last token whose signature verified (needToken).
 func (s *Server) checkNeedToken(r *relayConn, n *proto.Need, now time.Time) *proto.Error {
 	if n.Token == "" {
 		return proto.Errorf(proto.StatusUnauthorized, "need carries no read token")
 	}
-	c, err := proto.ParseToken(s.pub, n.Token, now.Add(-s.cfg.NeedTokenGrace))
+	var c proto.Claims
+	var err error
+	if n.Token == r.needToken && now.Unix() < r.needClaims.Exp+int64(s.cfg.NeedTokenGrace/time.Second) {
+		c = r.needClaims
+	} else if c, err = proto.ParseToken(s.pub, n.Token, now.Add(-s.cfg.NeedTokenGrace)); err == nil {
+		r.needToken, r.needClaims = n.Token, c
+	}
 	if err == nil {
 		err = c.Check(r.id, proto.DirRead, n.Item, n.Off, n.Len)
 	}
