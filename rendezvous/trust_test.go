@@ -541,3 +541,33 @@ func TestStatusHidesVolunteers(t *testing.T) {
 		t.Errorf("status with a wrong token: %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestChallengeFetchSafety: the challenge fetch follows no redirect (a
+// URL that redirects to an honest relay stays unverified) and reads no
+// more than proto.MaxChallengeResponse bytes.
+func TestChallengeFetchSafety(t *testing.T) {
+	t.Parallel()
+	rv := rendezvoustest.Start(t, rendezvous.Config{DeadAfter: time.Minute, AllowPrivateAddrs: true, StatusToken: opToken}, rendezvoustest.Strict())
+	honest := relaytest.Start(t, rv.URL, relay.Config{})
+	redirect := httptest.NewServer(http.RedirectHandler(honest.URL+proto.ChallengePath, http.StatusFound))
+	t.Cleanup(redirect.Close)
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte(" "), 1<<20))
+	}))
+	t.Cleanup(huge.Close)
+	redirected := relaytest.Start(t, rv.URL, relay.Config{PublicURL: redirect.URL})
+	flooder := relaytest.Start(t, rv.URL, relay.Config{PublicURL: huge.URL})
+	for _, c := range []struct {
+		r    *relaytest.Server
+		want string
+	}{{redirected, "302"}, {flooder, "over 4096 bytes"}} {
+		eventually(t, "challenge of "+c.want, func() bool {
+			_, _, _, v, verr, _, _ := statusOf(t, rv, opToken, c.r.ID())
+			return !v && strings.Contains(verr, c.want)
+		})
+	}
+	eventually(t, "the honest relay verified", func() bool {
+		_, _, _, v, _, _, _ := statusOf(t, rv, opToken, honest.ID())
+		return v
+	})
+}
