@@ -58,7 +58,6 @@ func newStatsCollector(srv *rendezvous.Server) *statsCollector {
 			counter("orders_sent_total", "Orders sent to publishers.", func(s rendezvous.Stats) uint64 { return s.OrdersSent }),
 			counter("orders_failed_total", "Orders publishers reported failed.", func(s rendezvous.Stats) uint64 { return s.OrdersFailed }),
 			counter("cancels_total", "Cancels sent to publishers.", func(s rendezvous.Stats) uint64 { return s.Cancels }),
-			counter("directories_total", "Directory deltas sent to relays.", func(s rendezvous.Stats) uint64 { return s.Directories }),
 			counter("urls_verified_total", "Relay URLs that passed a challenge.", func(s rendezvous.Stats) uint64 { return s.URLsVerified }),
 			gauge("orders", "Orders outstanding.", func(s rendezvous.Stats) int { return s.Orders }),
 			counter("stun_requests_total", "Datagrams read on the STUN ports.", func(s rendezvous.Stats) uint64 { return s.STUNRequests }),
