@@ -571,3 +571,39 @@ func TestChallengeFetchSafety(t *testing.T) {
 		return v
 	})
 }
+
+// TestLoadBoundedByOrders: a relay that reports no load while the
+// rendezvous has orders outstanding on it is not believed: consumers go
+// to the relay that is really idle.
+func TestLoadBoundedByOrders(t *testing.T) {
+	t.Parallel()
+	rv := rendezvoustest.Start(t, testConfig())
+	liar := rendezvoustest.Register(t, rv, "http://liar.test")
+	rendezvoustest.Register(t, rv, "http://idle.test")
+	c := rendezvoustest.DialControl(t, rv)
+	pub := publishFile(t, c, 1<<20)
+	tok := rv.ReadToken(t, pub.ID, liar.ID)
+	for i := range 5 {
+		if err := liar.Send(&proto.Need{Need: uint64(i + 1), Item: pub.ID, Off: int64(i) * 1000, Len: 1000, Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+		recvAs[proto.Order](t, c.Recv) // the publisher never pushes
+	}
+	// The liar reports an idle relay; the need after it shows the
+	// heartbeat was taken (one reader, in order).
+	if err := liar.Send(&proto.Heartbeat{Streams: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := liar.Send(&proto.Need{Need: 99, Item: pub.ID, Len: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if nf := recvAs[proto.NeedFailed](t, liar.Recv); nf.Need != 99 {
+		t.Fatalf("got need_failed for %d, want 99", nf.Need)
+	}
+	for range 4 {
+		resp, _ := do(t, http.MethodGet, itemURL(rv, pub.ID, ""))
+		if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, "http://idle.test/") {
+			t.Errorf("consumer sent to %q, want the idle relay", loc)
+		}
+	}
+}
