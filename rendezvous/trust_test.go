@@ -260,6 +260,7 @@ func TestOversizedDirectory(t *testing.T) {
 	if total <= proto.DefaultMaxMessage {
 		t.Fatalf("hostile addresses: %d bytes, want more than a relay's old read limit %d", total, proto.DefaultMaxMessage)
 	}
+	t.Logf("hostile registrations: %d bytes of addresses", total)
 	registered := rv.Server.Stats().RelaysRegistered
 	rv.Server.FlushDirectories()
 	eventually(t, "the observer to learn every relay", func() bool {
@@ -269,6 +270,7 @@ func TestOversizedDirectory(t *testing.T) {
 		d := observer.Directory()
 		return d != nil && len(d.Peers) == 3
 	})
+	t.Logf("directory messages to the observer: %d", observer.DirectoryMessages())
 	for _, p := range observer.Directory().Peers {
 		if len(p.Addrs) > proto.MaxPeerAddrs {
 			t.Errorf("entry %s: %d addrs, want at most %d", p.ID, len(p.Addrs), proto.MaxPeerAddrs)
