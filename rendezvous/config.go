@@ -398,6 +398,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Bool("allow_private_addrs", c.AllowPrivateAddrs),
 		slog.Duration("verify_interval", c.VerifyInterval),
 		slog.Duration("verify_timeout", c.VerifyTimeout),
+		slog.Int("verify_max_response", proto.MaxChallengeResponse),
 		slog.Bool("status_token", c.StatusToken != ""),
 		slog.Float64("need_rate", c.NeedRate),
 		slog.Int("need_burst", c.NeedBurst),
