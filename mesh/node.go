@@ -56,6 +56,12 @@ type Config struct {
 	// NATPortMap asks the home router for a port mapping with UPnP or
 	// NAT-PMP.
 	NATPortMap bool
+	// AllowPrivateAddrs lets the node dial addresses that are not public
+	// (loopback, private, link-local, CGNAT, ULA; see IsPublicIP). By
+	// default a connection gater refuses every dial to such an address,
+	// whoever supplied it; a LAN, a lab on private ranges and tests on
+	// loopback set it.
+	AllowPrivateAddrs bool
 }
 
 // ConnKind says how a connection reaches its peer.
@@ -111,6 +117,7 @@ type Node struct {
 	hps   *holepunch.Service // nil unless Config.HolePunching
 	rstat relayTracer
 	hp    holePunchTracer
+	gate  *gater
 
 	extra atomic.Pointer[[]ma.Multiaddr] // advertised on top of the listen addresses
 
@@ -134,10 +141,11 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: generate identity: %w", err)
 	}
-	n := &Node{peers: make(map[peer.ID]*peerState)}
+	n := &Node{peers: make(map[peer.ID]*peerState), gate: &gater{allowPrivate: cfg.AllowPrivateAddrs}}
 	n.hp.n = n
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
+		libp2p.ConnectionGater(n.gate),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.AddrsFactory(n.addrsFactory),
 	}

@@ -15,11 +15,15 @@ import (
 
 const wait = 20 * time.Second
 
-func newNode(t *testing.T, cfg mesh.Config) *mesh.Node {
+// newNode starts a node on loopback. It dials private addresses (the
+// tests run on loopback) unless cfg is for a gater test, which passes
+// strict.
+func newNode(t *testing.T, cfg mesh.Config, strict ...bool) *mesh.Node {
 	t.Helper()
 	if len(cfg.ListenAddrs) == 0 {
 		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	}
+	cfg.AllowPrivateAddrs = len(strict) == 0 || !strict[0]
 	n, err := mesh.New(cfg)
 	if err != nil {
 		t.Fatal(err)

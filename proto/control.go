@@ -156,6 +156,11 @@ type Register struct {
 	Public bool `json:"public,omitempty"`
 	// Record is the relay's signed directory record (see above).
 	Record []byte `json:"record,omitzero"` // omitzero: an empty record survives a round trip
+	// Admission (optional) is an admission token the operator issued
+	// (see admission.go). A relay that presents a valid one is of class
+	// operator; without one it is a volunteer, or refused when the
+	// rendezvous admits operator relays only.
+	Admission string `json:"admission,omitempty"`
 }
 
 // NAT types a relay reports, as learnt with STUN.
@@ -238,12 +243,44 @@ type HolePunchStats struct {
 	Failures  int64 `json:"failures"`
 }
 
-// Peers (rendezvous -> relay) is the directory of the other live relays;
-// it replaces the previous one. A relay connects only to the peers named
-// here, never to an address a client supplied.
+// Peers (rendezvous -> relay) is the directory of the other live relays.
+// A relay connects only to the peers named here, never to an address a
+// client supplied.
+//
+// Without Delta, Peers replaces the relay's directory. With Delta (the
+// rendezvous sends only deltas since version 1 of the delta fields), Peers
+// are entries added or changed (an entry replaces the one with its id)
+// and Removed the ids of relays that left; a relay's directory starts
+// empty on each register stream. A directory larger than one message
+// travels as several deltas. The rendezvous keeps each message within
+// MaxDirectoryMessage and each entry within the MaxPeer* bounds.
 type Peers struct {
-	Peers []PeerInfo `json:"peers"`
+	Peers   []PeerInfo `json:"peers"`
+	Delta   bool       `json:"delta,omitempty"`
+	Removed []string   `json:"removed,omitempty"`
 }
+
+// Bounds of a directory (Peers) message. A relay reads its register
+// stream with a limit of RelayReadLimit, which is derived from them.
+const (
+	// MaxPeerAddrs is the most addresses of one directory entry.
+	MaxPeerAddrs = 16
+	// MaxPeerAddrLen is the longest address of a directory entry, in bytes.
+	MaxPeerAddrLen = 256
+	// MaxPeerIDLen is the longest peer id, in bytes.
+	MaxPeerIDLen = 128
+	// MaxPeerEntry bounds the JSON encoding of one PeerInfo that follows
+	// the bounds above, each byte escaped at worst as \u00XX (6 bytes),
+	// plus punctuation.
+	MaxPeerEntry = 6*(MaxPeerIDLen+16+MaxPeerAddrs*MaxPeerAddrLen) + 64 + 4*MaxPeerAddrs
+	// MaxDirectoryMessage bounds one encoded Peers message: the rendezvous
+	// packs entries into messages up to this size (one entry always fits).
+	MaxDirectoryMessage = 2*MaxPeerEntry + 256
+	// RelayReadLimit is the limit on one message a relay reads from the
+	// rendezvous: the largest directory message, and at least
+	// DefaultMaxMessage.
+	RelayReadLimit = max(DefaultMaxMessage, MaxDirectoryMessage)
+)
 
 // PeerInfo is one relay in a Peers directory.
 type PeerInfo struct {
@@ -255,11 +292,17 @@ type PeerInfo struct {
 // Need (relay -> rendezvous) asks for a part of an item to be pushed to the
 // relay. The rendezvous answers with an Order to the publisher whose token
 // carries Ref = Need, or with NeedFailed.
+//
+// Token is the read token of the consumer request that caused the need:
+// the rendezvous orders only parts that a read token it issued covers, for
+// the relay it names, so a relay cannot make a publisher push what no
+// consumer asked for.
 type Need struct {
-	Need uint64 `json:"need"`
-	Item ItemID `json:"item"`
-	Off  int64  `json:"off"`
-	Len  int64  `json:"len"`
+	Need  uint64 `json:"need"`
+	Item  ItemID `json:"item"`
+	Off   int64  `json:"off"`
+	Len   int64  `json:"len"`
+	Token string `json:"token,omitempty"`
 }
 
 // NeedFailed (rendezvous -> relay) says a Need cannot be met.

@@ -23,7 +23,7 @@ func sampleMessages() map[string]Message {
 		"cancel":       Cancel{Order: 7},
 		"order_failed": OrderFailed{Order: 7, Status: StatusSourceError, Reason: "EIO"},
 		"error":        ErrorMsg{Ref: "r2", Status: StatusNotFound, Reason: "no such item"},
-		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true, Record: []byte{0, 1, 'r', 0xff}},
+		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true, Record: []byte{0, 1, 'r', 0xff}, Admission: "adm.sig"},
 		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000, Observed: "/ip4/11.0.0.2/udp/4001/quic-v1"},
 		"heartbeat": Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33, Mesh: &MeshStatus{
 			NAT:       NATSymmetric,
@@ -31,10 +31,10 @@ func sampleMessages() map[string]Message {
 			Peers:     []MeshPeer{{ID: "12D3KooWB", Kind: PeerHolePunched, TimeToDirectMS: 1500}},
 			HolePunch: HolePunchStats{Attempts: 2, Successes: 1, Failures: 1},
 		}, Record: []byte{0xfb, 0xff}},
-		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6},
+		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6, Token: "a.b"},
 		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
 		"need_cancel": NeedCancel{Need: 4},
-		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}},
+		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}, Delta: true, Removed: []string{"12D3KooWC"}},
 	}
 }
 
@@ -113,6 +113,26 @@ func TestEncodeMessageGolden(t *testing.T) {
 			"register with record",
 			Register{Version: 1, HTTPURL: "http://r", Addrs: []string{}, Record: []byte{0, 1, 'R', 0xff}},
 			`{"type":"register","version":1,"http_url":"http://r","addrs":[],"budget":0,"window":0,"record":"AAFS/w=="}`,
+		},
+		{
+			"need with token",
+			Need{Need: 3, Item: ItemID{0: 0x08}, Len: 1024, Token: "a.b"},
+			`{"type":"need","need":3,"item":"baaaaaaaaaaaaaaaaaaaaaaaaa","off":0,"len":1024,"token":"a.b"}`,
+		},
+		{
+			"peers delta",
+			Peers{Peers: []PeerInfo{{ID: "A", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/tcp/1"}}}, Delta: true, Removed: []string{"B"}},
+			`{"type":"peers","peers":[{"id":"A","nat":"cone","addrs":["/ip4/11.0.0.3/tcp/1"]}],"delta":true,"removed":["B"]}`,
+		},
+		{
+			"peers full",
+			Peers{Peers: []PeerInfo{}},
+			`{"type":"peers","peers":[]}`,
+		},
+		{
+			"register with admission",
+			Register{Version: 1, HTTPURL: "http://r", Addrs: []string{}, Admission: "a.b"},
+			`{"type":"register","version":1,"http_url":"http://r","addrs":[],"budget":0,"window":0,"admission":"a.b"}`,
 		},
 		{
 			"heartbeat without record",

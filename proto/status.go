@@ -71,6 +71,14 @@ func (s Status) String() string {
 }
 
 // IsMalformed reports whether s blames the peer for breaking the protocol.
+// Known reports whether s is one of the statuses of this version. A peer
+// may send any number; callers that count by status (metrics labels) map
+// the unknown ones to one bucket.
+func (s Status) Known() bool {
+	_, ok := statusText[s]
+	return ok
+}
+
 func (s Status) IsMalformed() bool { return s >= 200 && s < 300 }
 
 // HTTPStatus maps s to the HTTP status code a client should see.

@@ -45,6 +45,10 @@ type Config struct {
 	// TokenKey is the rendezvous's token public key. If nil, Run learns it
 	// from the rendezvous's /v1/info.
 	TokenKey ed25519.PublicKey
+	// AdmissionToken is the operator's admission token for this relay
+	// (rendezvous --issue-relay-token), presented when registering: with
+	// it the relay is of class operator. Empty registers as a volunteer.
+	AdmissionToken string
 	// AllowedOrigins lists the Origins (as "https://host:port") allowed to
 	// open push WebSockets from a browser. Requests without Origin (not a
 	// browser) and from the rendezvous's own origin are always allowed.
@@ -178,5 +182,7 @@ func (c *Config) LogAttrs() []any {
 		"ping_interval", c.PingInterval, "allowed_origins", c.AllowedOrigins,
 		"public_ip", c.PublicIP, "nat_probe_interval", c.NATProbeInterval,
 		"peer_interval", c.PeerInterval,
+		"admission_token", c.AdmissionToken != "",
+		"rendezvous_read_limit", proto.RelayReadLimit,
 	}
 }

@@ -195,6 +195,7 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 	// Ask for the first part before the headers go out, so that an
 	// offline publisher can still be reported with a proper status.
 	f := newFetcher(s, r.Context(), id(r), ranges)
+	f.token = readToken(r) // needs carry it (issue 8)
 	defer f.close()
 	if err := f.start(); err != nil {
 		writeError(w, asProtoError(err))
@@ -258,6 +259,7 @@ type fetcher struct {
 	s      *Server
 	ctx    context.Context
 	item   proto.ItemID
+	token  string // the consumer's read token, carried by each need
 	parts  []span // every part of every range, in order
 	bounds []int  // bounds[i] is the index in parts of range i's first part
 	open   []*partStream
@@ -298,7 +300,7 @@ func (f *fetcher) start() error {
 func (f *fetcher) fill() error {
 	for len(f.open) < f.s.cfg.Prefetch && f.next < len(f.parts) {
 		p := f.parts[f.next]
-		ps, err := f.s.openPart(f.item, p.off, p.n)
+		ps, err := f.s.openPart(f.item, p.off, p.n, f.token)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,6 +141,9 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	defer cancel()
 	peer, err := s.cfg.Node.Connect(cctx, info.Addrs)
 	if err != nil {
+		if !s.cfg.Node.AllowPrivateAddrs() && !slices.ContainsFunc(info.Addrs, mesh.IsPublicMultiaddr) {
+			return fmt.Errorf("register with rendezvous: none of its addresses %v is public (relay --allow-private-addrs dials private ones): %w", info.Addrs, err)
+		}
 		return fmt.Errorf("register with rendezvous: %w", err)
 	}
 	if peer != info.PeerID {
@@ -152,21 +156,25 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	defer st.Reset()
 	st.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	err = proto.WriteMsg(st, proto.Register{
-		Version: proto.Version,
-		HTTPURL: s.cfg.PublicURL,
-		Addrs:   s.cfg.Node.Addrs(),
-		Budget:  s.cfg.Budget,
-		Window:  s.cfg.Window,
-		NAT:     s.natType(),
-		Public:  s.isPublic(),
-		Record:  s.signRecord(peer),
+		Version:   proto.Version,
+		HTTPURL:   s.cfg.PublicURL,
+		Addrs:     s.cfg.Node.Addrs(),
+		Budget:    s.cfg.Budget,
+		Window:    s.cfg.Window,
+		NAT:       s.natType(),
+		Public:    s.isPublic(),
+		Record:    s.signRecord(peer),
+		Admission: s.cfg.AdmissionToken,
 	})
 	if err != nil {
 		return fmt.Errorf("register with rendezvous: %w", err)
 	}
-	m, err := proto.ReadMsg(st, proto.DefaultMaxMessage)
+	m, err := proto.ReadMsg(st, proto.RelayReadLimit)
 	if err != nil {
 		return fmt.Errorf("register with rendezvous: %w", err)
+	}
+	if e, ok := m.(*proto.ErrorMsg); ok {
+		return fmt.Errorf("register with rendezvous: refused: %w", proto.Errorf(e.Status, "%s", e.Reason))
 	}
 	reg, ok := m.(*proto.Registered)
 	if !ok {
@@ -181,6 +189,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	}
 
 	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), home: peer, recordAt: time.Now()}
+	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
 	defer func() {
@@ -215,7 +224,9 @@ func (s *Server) joinOnce(ctx context.Context) error {
 
 func (s *Server) linkReader(l *link) error {
 	for {
-		m, err := proto.ReadMsg(l.st, proto.DefaultMaxMessage)
+		// The limit is derived from the largest directory message the
+		// rendezvous sends (proto.RelayReadLimit).
+		m, err := proto.ReadMsg(l.st, proto.RelayReadLimit)
 		if err != nil {
 			return fmt.Errorf("read from rendezvous: %w", err)
 		}
@@ -223,7 +234,7 @@ func (s *Server) linkReader(l *link) error {
 		case *proto.NeedFailed:
 			s.needFailed(m)
 		case *proto.Peers:
-			s.setDirectory(m.Peers)
+			s.applyDirectory(m)
 		default:
 			s.log.Debug("ignoring rendezvous message", "type", m.MessageType())
 		}
@@ -272,4 +283,14 @@ func originOf(raw string) string {
 		return ""
 	}
 	return u.Scheme + "://" + u.Host
+}
+
+// readToken returns the read token of a consumer request: the t query
+// parameter, or an Authorization bearer token.
+func readToken(r *http.Request) string {
+	if tok := r.URL.Query().Get("t"); tok != "" {
+		return tok
+	}
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return tok
 }

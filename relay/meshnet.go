@@ -89,11 +89,55 @@ func (s *Server) advertise() {
 	s.cfg.Node.SetAdvertised(addrs)
 }
 
+// maxDirectory bounds the relay's directory of peers.
+const maxDirectory = 4096
+
 // setDirectory replaces the directory of peers and wakes the peering loop.
 func (s *Server) setDirectory(peers []proto.PeerInfo) {
 	s.mesh.mu.Lock()
 	s.mesh.directory = peers
 	s.mesh.mu.Unlock()
+	s.wakePeering()
+}
+
+// applyDirectory applies a Peers message: a whole directory, or a delta
+// (entries added or changed, ids removed). Entries naming this relay are
+// skipped, and the directory is bounded by maxDirectory.
+func (s *Server) applyDirectory(m *proto.Peers) {
+	s.mesh.mu.Lock()
+	byID := make(map[string]int, len(s.mesh.directory))
+	dir := s.mesh.directory
+	if !m.Delta {
+		dir = nil
+	}
+	dir = slices.Clone(dir)
+	for i, p := range dir {
+		byID[p.ID] = i
+	}
+	for _, p := range m.Peers {
+		if p.ID == s.id {
+			continue
+		}
+		if i, ok := byID[p.ID]; ok {
+			dir[i] = p
+		} else if len(dir) < maxDirectory {
+			byID[p.ID] = len(dir)
+			dir = append(dir, p)
+		}
+	}
+	if len(m.Removed) > 0 {
+		gone := make(map[string]bool, len(m.Removed))
+		for _, id := range m.Removed {
+			gone[id] = true
+		}
+		dir = slices.DeleteFunc(dir, func(p proto.PeerInfo) bool { return gone[p.ID] })
+	}
+	s.mesh.directory = dir
+	s.mesh.mu.Unlock()
+	s.wakePeering()
+}
+
+func (s *Server) wakePeering() {
 	select {
 	case s.mesh.wake <- struct{}{}:
 	default:

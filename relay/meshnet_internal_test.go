@@ -45,3 +45,35 @@ func TestDialPlan(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyDirectory: deltas add, change and remove entries; a full
+// directory replaces; entries naming the relay itself are skipped.
+func TestApplyDirectory(t *testing.T) {
+	s := &Server{id: "SELF"}
+	s.mesh.init()
+	ids := func() []string {
+		var out []string
+		for _, p := range s.mesh.directory {
+			out = append(out, p.ID+"="+p.NAT)
+		}
+		slices.Sort(out)
+		return out
+	}
+	steps := []struct {
+		name string
+		m    proto.Peers
+		want []string
+	}{
+		{"first delta", proto.Peers{Delta: true, Peers: []proto.PeerInfo{{ID: "A", NAT: "cone"}, {ID: "B", NAT: "public"}, {ID: "SELF", NAT: "public"}}}, []string{"A=cone", "B=public"}},
+		{"change and remove", proto.Peers{Delta: true, Peers: []proto.PeerInfo{{ID: "A", NAT: "symmetric"}}, Removed: []string{"B"}}, []string{"A=symmetric"}},
+		{"add", proto.Peers{Delta: true, Peers: []proto.PeerInfo{{ID: "C", NAT: "cone"}}}, []string{"A=symmetric", "C=cone"}},
+		{"full replaces", proto.Peers{Peers: []proto.PeerInfo{{ID: "D", NAT: "public"}}}, []string{"D=public"}},
+		{"remove unknown", proto.Peers{Delta: true, Removed: []string{"Z"}}, []string{"D=public"}},
+	}
+	for _, st := range steps {
+		s.applyDirectory(&st.m)
+		if got := ids(); !slices.Equal(got, st.want) {
+			t.Errorf("%s: got %v, want %v", st.name, got, st.want)
+		}
+	}
+}

@@ -9,7 +9,7 @@ import (
 )
 
 func TestSignRecordAndRefresh(t *testing.T) {
-	node, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	node, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, AllowPrivateAddrs: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,11 +89,13 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/push         push WebSocket, subprotocol meshup.v1
 //	GET  /v1/items/{id}   item bytes with Range (HEAD too); needs a read token
 //	GET  /v1/status       JSON status
+//	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	return mux
 }
 
@@ -109,8 +111,10 @@ func (s *Server) goStart() bool {
 }
 
 // openPart asks the rendezvous for bytes [off, off+n) of item and returns
-// the stream they will arrive on.
-func (s *Server) openPart(item proto.ItemID, off, n int64) (*partStream, error) {
+// the stream they will arrive on. tok is the read token of the consumer
+// request that needs the bytes: the rendezvous orders only what a read
+// token covers.
+func (s *Server) openPart(item proto.ItemID, off, n int64, tok string) (*partStream, error) {
 	l := s.link.Load()
 	if l == nil {
 		return nil, errNoRendezvous
@@ -129,7 +133,7 @@ func (s *Server) openPart(item proto.ItemID, off, n int64) (*partStream, error) 
 	ps.need = s.nextNeed
 	s.needs[ps.need] = ps
 	s.mu.Unlock()
-	if err := l.send(proto.Need{Need: ps.need, Item: item, Off: off, Len: n}); err != nil {
+	if err := l.send(proto.Need{Need: ps.need, Item: item, Off: off, Len: n, Token: tok}); err != nil {
 		s.forgetNeed(ps.need, false)
 		return nil, errNoRendezvous
 	}

@@ -74,6 +74,9 @@ type Stats struct {
 	ForwardsIn     int64            `json:"forwards_in"`     // parts received from entry relays
 	ForwardedBytes int64            `json:"forwarded_bytes"` // bytes of parts sent on in full
 	MeshStreams    map[string]int64 `json:"mesh_streams"`    // part streams by connection kind
+	// DialsRefused counts dials to non-public addresses the connection
+	// gater refused (mesh.Config.AllowPrivateAddrs off).
+	DialsRefused int64 `json:"dials_refused"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -107,6 +110,7 @@ func (s *Server) Stats() Stats {
 			proto.PeerHolePunched: s.stats.meshPunched.Load(),
 			proto.PeerRelayed:     s.stats.meshRelayed.Load(),
 		},
+		DialsRefused: s.cfg.Node.DialsRefused(),
 	}
 }
 

@@ -74,7 +74,16 @@ type statusBody struct {
 	Cluster *clusterStatus `json:"cluster,omitempty"`
 }
 
+// handleStatus answers GET /v1/status. The public view shows no
+// volunteer addresses (redactStatus); the full view needs the StatusToken
+// as a bearer token. A wrong token is refused, so that an operator notices.
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	full := s.statusAuthorized(r)
+	if !full && r.Header.Get("Authorization") != "" {
+		s.stats.reject(RejectStatusToken)
+		writeError(w, 0, proto.StatusUnauthorized, "status token not valid")
+		return
+	}
 	body := statusBody{Relays: s.relayStatuses(s.cfg.Now())}
 	s.mu.Lock()
 	body.Sessions = len(s.sessions)
@@ -86,6 +95,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	s.addClusterStatus(&body)
+	if !full {
+		redactStatus(body.Relays)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, body)
 }
@@ -108,6 +120,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := it.view()
+	operatorOnly := !it.anyRelay()
 	if v.kind == proto.KindMessage {
 		s.mu.Unlock()
 		serveMessage(w, r, v)
@@ -129,8 +142,19 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 			writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q is not live", via))
 			return
 		}
-	} else if rel = s.pickRelayLocked(now); rel == nil {
+		if operatorOnly && rel.class != ClassOperator {
+			s.mu.Unlock()
+			s.stats.reject(RejectPlaintext)
+			writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q is a volunteer relay; a plaintext item goes through operator relays only", via))
+			return
+		}
+	} else if rel = s.pickRelayLocked(now, operatorOnly); rel == nil {
 		s.mu.Unlock()
+		if operatorOnly && s.pickRelayLocked(now, false) != nil {
+			s.stats.reject(RejectPlaintext)
+			writeError(w, 0, proto.StatusUnavailable, "no operator relay for a plaintext item")
+			return
+		}
 		writeError(w, 0, proto.StatusUnavailable, "no relay is live")
 		return
 	}

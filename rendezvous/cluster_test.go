@@ -45,9 +45,13 @@ type statusMember struct {
 func getClusterStatus(t *testing.T, rv *rendezvoustest.Server) statusWithCluster {
 	t.Helper()
 	var st statusWithCluster
-	rendezvoustest.GetJSON(t, rv.URL+"/v1/status", &st)
+	rendezvoustest.GetJSONAuth(t, rv.URL+"/v1/status", clusterStatusToken, &st)
 	return st
 }
+
+// clusterStatusToken shows the full status of the rendezvous of
+// clusterPair, addresses of gossiped relays included.
+const clusterStatusToken = "operator-eyes-only"
 
 // clusterPair starts two rendezvous sharing a cluster key, the second
 // joined to the first, and waits until each sees both.
@@ -57,8 +61,8 @@ func clusterPair(t *testing.T) (rv1, rv2 *rendezvoustest.Server, c1, c2 *mesh.Cl
 	n1, n2 := rendezvoustest.NewNode(t), rendezvoustest.NewNode(t)
 	c1 = rendezvoustest.StartCluster(t, n1, key)
 	c2 = rendezvoustest.StartCluster(t, n2, key, c1.Addr())
-	rv1 = rendezvoustest.Start(t, rendezvous.Config{Node: n1, Cluster: c1})
-	rv2 = rendezvoustest.Start(t, rendezvous.Config{Node: n2, Cluster: c2})
+	rv1 = rendezvoustest.Start(t, rendezvous.Config{Node: n1, Cluster: c1, StatusToken: clusterStatusToken})
+	rv2 = rendezvoustest.Start(t, rendezvous.Config{Node: n2, Cluster: c2, StatusToken: clusterStatusToken})
 	eventually(t, "both members see each other", func() bool {
 		return c1.Stats().Members == 2 && c2.Stats().Members == 2
 	})

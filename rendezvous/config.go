@@ -32,6 +32,35 @@ const (
 	DefaultItemTTL            = time.Hour
 	DefaultPingInterval       = 15 * time.Second
 	DefaultWriteTimeout       = 10 * time.Second
+	DefaultMaxRelays          = 1000
+	DefaultMaxRelaysPerIP     = 8
+	DefaultVerifyInterval     = 5 * time.Minute
+	DefaultVerifyTimeout      = 5 * time.Second
+	DefaultNeedRate           = 100 // needs per second, per relay
+	DefaultNeedBurst          = 200
+	DefaultItemNeedRate       = 50 // needs per second, per item
+	DefaultItemNeedBurst      = 100
+	DefaultNeedTokenGrace     = time.Hour
+	DefaultDirectoryInterval  = time.Second
+)
+
+// Admission modes (Config.Admission).
+const (
+	// AdmissionOpen admits any relay: with a valid credential as class
+	// operator, else as class volunteer.
+	AdmissionOpen = "open"
+	// AdmissionOperator admits operator relays only.
+	AdmissionOperator = "operator"
+)
+
+// Relay trust classes.
+const (
+	// ClassOperator is a relay the operator admitted (admission token,
+	// OperatorRelays, or TrustAllRelays): it may carry plaintext items.
+	ClassOperator = "operator"
+	// ClassVolunteer is a relay anyone runs: it carries end-to-end
+	// encrypted items, and plaintext ones only when the publisher allows.
+	ClassVolunteer = "volunteer"
 )
 
 // Fixed limits of the item metadata a publisher may send.
@@ -132,6 +161,54 @@ type Config struct {
 	// port is 0. "off" serves the primary port only.
 	STUNAltAddr string
 
+	// Admission says who may register as a relay: AdmissionOpen (the
+	// default) or AdmissionOperator.
+	Admission string
+	// AdmissionKey verifies the admission tokens relays present
+	// (proto.SignAdmission); nil accepts none.
+	AdmissionKey ed25519.PublicKey
+	// OperatorRelays lists relay peer ids admitted as class operator
+	// without a token.
+	OperatorRelays []string
+	// TrustAllRelays makes every admitted relay class operator and
+	// believes its URL without a challenge. For tests and a lab of the
+	// operator's own relays.
+	TrustAllRelays bool
+	// MaxRelays limits registered relays. Defaults to 1000.
+	MaxRelays int
+	// MaxRelaysPerIP limits registered relays per source IP address.
+	// Defaults to 8.
+	MaxRelaysPerIP int
+	// AllowPrivateAddrs accepts private, loopback, link-local, CGNAT and
+	// ULA addresses in relay directories and http_url challenges. Off, only
+	// public addresses are (mesh.IsPublicIP). For a LAN, a lab on private
+	// ranges, and tests on loopback.
+	AllowPrivateAddrs bool
+	// VerifyInterval is how often a public relay's http_url is proved
+	// again with a challenge. Defaults to 5m.
+	VerifyInterval time.Duration
+	// VerifyTimeout bounds one challenge fetch. Defaults to 5s.
+	VerifyTimeout time.Duration
+	// StatusToken, when set, is the bearer token (Authorization: Bearer)
+	// that shows the full GET /v1/status, volunteers' addresses included.
+	// Without it the public view is all there is.
+	StatusToken string
+	// NeedRate and NeedBurst limit the needs of one relay (token bucket,
+	// per second). Default to 100 and 200.
+	NeedRate  float64
+	NeedBurst int
+	// ItemNeedRate and ItemNeedBurst limit the needs for one item, all
+	// relays together. Default to 50 and 100.
+	ItemNeedRate  float64
+	ItemNeedBurst int
+	// NeedTokenGrace is how long after its read token expired a consumer
+	// request may still cause needs (a long video outlives its token).
+	// Defaults to 1h.
+	NeedTokenGrace time.Duration
+	// DirectoryInterval is the least time between two directory deltas to
+	// one relay: changes within it are coalesced. Defaults to 1s.
+	DirectoryInterval time.Duration
+
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.
@@ -155,6 +232,17 @@ func (c *Config) Validate() error {
 	}
 	if c.SigningKey != nil && len(c.SigningKey) != ed25519.PrivateKeySize {
 		return fmt.Errorf("rendezvous: config: SigningKey has %d bytes, want %d", len(c.SigningKey), ed25519.PrivateKeySize)
+	}
+	switch c.Admission {
+	case "", AdmissionOpen, AdmissionOperator:
+	default:
+		return fmt.Errorf("rendezvous: config: Admission %q is not %q or %q", c.Admission, AdmissionOpen, AdmissionOperator)
+	}
+	if c.AdmissionKey != nil && len(c.AdmissionKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("rendezvous: config: AdmissionKey has %d bytes, want %d", len(c.AdmissionKey), ed25519.PublicKeySize)
+	}
+	if c.NeedRate < 0 || c.ItemNeedRate < 0 {
+		return errors.New("rendezvous: config: NeedRate or ItemNeedRate is negative")
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
@@ -185,6 +273,14 @@ func (c *Config) Validate() error {
 		{"ItemTTL", int64(c.ItemTTL)},
 		{"PingInterval", int64(c.PingInterval)},
 		{"WriteTimeout", int64(c.WriteTimeout)},
+		{"MaxRelays", int64(c.MaxRelays)},
+		{"MaxRelaysPerIP", int64(c.MaxRelaysPerIP)},
+		{"VerifyInterval", int64(c.VerifyInterval)},
+		{"VerifyTimeout", int64(c.VerifyTimeout)},
+		{"NeedBurst", int64(c.NeedBurst)},
+		{"ItemNeedBurst", int64(c.ItemNeedBurst)},
+		{"NeedTokenGrace", int64(c.NeedTokenGrace)},
+		{"DirectoryInterval", int64(c.DirectoryInterval)},
 	}
 	for _, f := range ints {
 		if f.v < 0 {
@@ -233,6 +329,17 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ItemTTL, DefaultItemTTL)
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&c.Admission, AdmissionOpen)
+	setDefault(&c.MaxRelays, DefaultMaxRelays)
+	setDefault(&c.MaxRelaysPerIP, DefaultMaxRelaysPerIP)
+	setDefault(&c.VerifyInterval, DefaultVerifyInterval)
+	setDefault(&c.VerifyTimeout, DefaultVerifyTimeout)
+	setDefault(&c.NeedRate, DefaultNeedRate)
+	setDefault(&c.NeedBurst, DefaultNeedBurst)
+	setDefault(&c.ItemNeedRate, DefaultItemNeedRate)
+	setDefault(&c.ItemNeedBurst, DefaultItemNeedBurst)
+	setDefault(&c.NeedTokenGrace, DefaultNeedTokenGrace)
+	setDefault(&c.DirectoryInterval, DefaultDirectoryInterval)
 	if c.STUNAddr == "" {
 		c.STUNAddr = STUNOff
 	}
@@ -282,6 +389,25 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Duration("ping_interval", c.PingInterval),
 		slog.Duration("write_timeout", c.WriteTimeout),
 		slog.Duration("register_timeout", registerTimeout),
+		slog.String("admission", c.Admission),
+		slog.Bool("admission_key", c.AdmissionKey != nil),
+		slog.Int("operator_relays", len(c.OperatorRelays)),
+		slog.Bool("trust_all_relays", c.TrustAllRelays),
+		slog.Int("max_relays", c.MaxRelays),
+		slog.Int("max_relays_per_ip", c.MaxRelaysPerIP),
+		slog.Bool("allow_private_addrs", c.AllowPrivateAddrs),
+		slog.Duration("verify_interval", c.VerifyInterval),
+		slog.Duration("verify_timeout", c.VerifyTimeout),
+		slog.Int("verify_max_response", proto.MaxChallengeResponse),
+		slog.Bool("status_token", c.StatusToken != ""),
+		slog.Float64("need_rate", c.NeedRate),
+		slog.Int("need_burst", c.NeedBurst),
+		slog.Float64("item_need_rate", c.ItemNeedRate),
+		slog.Int("item_need_burst", c.ItemNeedBurst),
+		slog.Duration("need_token_grace", c.NeedTokenGrace),
+		slog.Duration("directory_interval", c.DirectoryInterval),
+		slog.Int("directory_max_message", proto.MaxDirectoryMessage),
+		slog.Int("directory_max_addrs", proto.MaxPeerAddrs),
 		slog.String("stun", c.STUNAddr),
 		slog.String("stun_alt", c.STUNAltAddr),
 		slog.Any("stun_advertised", s.stunAddrs),

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshup/meshup/proto"
 )
 
@@ -26,8 +28,9 @@ type item struct {
 	name      string
 	mime      string
 	size      int64
-	text      string // whole item for KindMessage
-	via       string // entry relay pinned by the publisher, or ""
+	text      string        // whole item for KindMessage
+	via       string        // entry relay pinned by the publisher, or ""
+	needRate  *rate.Limiter // needs for the item, all relays; made on the first need
 	owner     [sha256.Size]byte
 	published time.Time
 
@@ -39,6 +42,10 @@ type item struct {
 	meta       string // sealed name, type and modification time
 	volunteers bool   // volunteer relays may carry this plaintext item
 }
+
+// anyRelay reports whether relays of class volunteer may carry the item:
+// it is encrypted end to end, or its publisher allowed them.
+func (it *item) anyRelay() bool { return it.enc != "" || it.volunteers }
 
 // itemView is a copy of an item's metadata taken under Server.mu.
 type itemView struct {
@@ -238,6 +245,9 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	if len(p.Via) <= maxPeerIDLen {
 		it.via = p.Via
 	}
+	// The item's encryption was fixed when it was published; a reclaim
+	// may change only whether volunteers may carry it in plaintext.
+	it.volunteers = p.Volunteers
 	if it.enc != "" && p.Meta != "" && len(p.Meta) <= proto.E2EMaxMeta {
 		// Sealed metadata needs the item id, which the publisher learns
 		// from Published: it sends Meta when it takes the item back.

@@ -37,7 +37,7 @@ func TestDirectory(t *testing.T) {
 	}
 
 	// b reports a circuit address and a NAT in its mesh view.
-	circuit := rv.Node.Addrs()[0] + "/p2p-circuit"
+	circuit := rv.Node.Addrs()[0] + "/p2p-circuit/p2p/" + b.ID
 	if err := b.Send(&proto.Heartbeat{Mesh: &proto.MeshStatus{NAT: proto.NATCone, Addrs: proto.MeshAddrs{Advertised: []string{circuit}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestPinnedEntry(t *testing.T) {
 	pub := c.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "a.bin", Size: 1000, Via: entry.ID})
 	key := tokenKey(t, rv)
 
-	if err := exit.Send(&proto.Need{Need: 3, Item: pub.ID, Off: 0, Len: 1000}); err != nil {
+	if err := exit.Send(&proto.Need{Need: 3, Item: pub.ID, Off: 0, Len: 1000, Token: rv.ReadToken(t, pub.ID, exit.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o := recvAs[proto.Order](t, c.Recv)
@@ -81,7 +81,7 @@ func TestPinnedEntry(t *testing.T) {
 	}
 
 	// The entry relay itself needing a part gets it without forwarding.
-	if err := entry.Send(&proto.Need{Need: 4, Item: pub.ID, Off: 0, Len: 10}); err != nil {
+	if err := entry.Send(&proto.Need{Need: 4, Item: pub.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, pub.ID, entry.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o = recvAs[proto.Order](t, c.Recv)
@@ -92,7 +92,7 @@ func TestPinnedEntry(t *testing.T) {
 	// A pinned entry that is gone fails the need; it never falls back.
 	entry.Close()
 	eventually(t, "entry to leave", func() bool { return len(getStatus(t, rv).Relays) == 1 })
-	if err := exit.Send(&proto.Need{Need: 5, Item: pub.ID, Off: 0, Len: 10}); err != nil {
+	if err := exit.Send(&proto.Need{Need: 5, Item: pub.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, pub.ID, exit.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	if nf := recvAs[proto.NeedFailed](t, exit.Recv); nf.Need != 5 || nf.Status != proto.StatusUnavailable {
@@ -154,7 +154,7 @@ func TestTunnel(t *testing.T) {
 	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, base+"/v1/items/"+pub.ID.String()+"?t=") {
 		t.Errorf("redirect to %q, want into the tunnel %s", loc, base)
 	}
-	if err := relay.Send(&proto.Need{Need: 1, Item: pub.ID, Len: 10}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 1, Item: pub.ID, Len: 10, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o := recvAs[proto.Order](t, c.Recv)

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 )
@@ -33,13 +35,21 @@ type relayConn struct {
 	log      *slog.Logger
 	stats    *counters
 	httpURL  string
-	pushURL  string
-	addrs    []string
+	addrs    []string // as the relay reported them (status only)
+	dirAddrs []string // what the directory carries: own, public, bounded (directoryAddrs)
 	budget   int64
 	window   int
 	public   bool   // reachable directly: consumers and publishers use httpURL
 	nat      string // as the relay reported it
 	observed string // the relay's address on its register connection
+	ip       string // the IP of observed, for MaxRelaysPerIP
+	class    string // ClassOperator or ClassVolunteer
+	label    string // the name in its admission token, if any
+	needRate *rate.Limiter
+
+	// Used by the stream's reader only (checkNeedToken):
+	needToken  string       // the last read token whose signature verified
+	needClaims proto.Claims // its claims
 
 	send     chan proto.Message
 	done     chan struct{} // closed by fail
@@ -55,6 +65,11 @@ type relayConn struct {
 	ordersSinceBeat int
 	needs           map[uint64]*order // by need id; nil once the relay is removed
 	mesh            *proto.MeshStatus // the relay's last reported view of the mesh
+	entryOrders     int               // outstanding orders that push to this relay
+	verified        bool              // its http_url answered the last challenge
+	verifiedAt      time.Time         // when the last challenge ended
+	verifyErr       string            // why the last challenge failed
+	sentDir         map[string]string // the directory as sent to it: id -> fingerprint
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -124,9 +139,12 @@ func (s *Server) handleRegister(st mesh.Stream) {
 	log := s.log.With("relay", peer)
 	reg, err := s.readRegister(st)
 	if err != nil {
-		s.stats.reject(RejectRegister)
-		log.Warn("relay registration refused", "err", err)
-		st.Reset()
+		s.refuseRelay(st, RejectRegister, proto.StatusMalformed, err)
+		return
+	}
+	class, label, err := s.admitRelay(peer, reg)
+	if err != nil {
+		s.refuseRelay(st, RejectAdmission, proto.StatusForbidden, err)
 		return
 	}
 	now := s.cfg.Now()
@@ -137,19 +155,23 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		stats:      &s.stats,
 		httpURL:    strings.TrimRight(reg.HTTPURL, "/"),
 		addrs:      reg.Addrs,
+		dirAddrs:   s.directoryAddrs(peer, reg.Addrs),
 		budget:     reg.Budget,
 		window:     reg.Window,
 		public:     reg.Public,
 		nat:        natOrUnknown(reg.NAT),
 		observed:   st.RemoteAddr(),
+		ip:         mesh.AddrIP(st.RemoteAddr()),
+		class:      class,
+		label:      label,
+		needRate:   rate.NewLimiter(rate.Limit(s.cfg.NeedRate), s.cfg.NeedBurst),
 		send:       make(chan proto.Message, s.cfg.RelayQueue),
 		done:       make(chan struct{}),
 		registered: now,
 		lastSeen:   now,
 		needs:      make(map[uint64]*order),
+		sentDir:    make(map[string]string),
 	}
-	r.pushURL = s.relayPushURL(r)
-	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed}
 
 	s.mu.Lock()
 	if s.closed {
@@ -157,15 +179,25 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		st.Reset()
 		return
 	}
+	if reason, err := s.relayCapsLocked(peer, r.ip); err != nil {
+		s.mu.Unlock()
+		s.refuseRelay(st, reason, proto.StatusOverLimit, err)
+		return
+	}
+	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed}
 	if old := s.relays[peer]; old != nil {
 		old.fail("replaced by a new registration")
 	}
 	s.relays[peer] = r
-	s.publishDirectoryLocked()
+	s.sendDirectoryLocked(r, s.directoryLocked())
+	s.markDirectoryLocked()
 	s.mu.Unlock()
 	s.stats.relaysRegistered.Add(1)
-	log.Info("relay registered", "http_url", r.httpURL, "public", r.public, "nat", r.nat, "observed", r.observed, "addrs", len(r.addrs), "conn", st.Kind(), "budget", r.budget, "window", r.window)
+	log.Info("relay registered", "class", r.class, "label", r.label, "http_url", r.httpURL, "public", r.public, "nat", r.nat, "observed", r.observed, "addrs", len(r.addrs), "dir_addrs", len(r.dirAddrs), "conn", st.Kind(), "budget", r.budget, "window", r.window)
 	s.publishRecord(r, reg.Record)
+	if r.public && s.goStart() {
+		go s.verifyLoop(r)
+	}
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -217,19 +249,18 @@ func (s *Server) readRegister(st mesh.Stream) (*proto.Register, error) {
 	return reg, nil
 }
 
-// relayPushURL returns the WebSocket push URL of relay r: its own when it
-// is reachable, else the rendezvous tunnel's.
+// relayPushURL returns the WebSocket push URL of relay r: its own when
+// it may be reached directly (directLocked), else the rendezvous
+// tunnel's. The caller holds s.mu.
 func (s *Server) relayPushURL(r *relayConn) string {
-	if r.public {
-		return pushURL(r.httpURL)
-	}
-	return pushURL(s.tunnelBase(r.id))
+	return pushURL(s.relayBase(r))
 }
 
-// relayItemsBase returns the base URL under which consumers reach relay
-// r's API.
+// relayBase returns the base URL under which consumers reach relay r's
+// API: its own when it may be reached directly (directLocked), else the
+// tunnel's. The caller holds s.mu.
 func (s *Server) relayBase(r *relayConn) string {
-	if r.public {
+	if s.directLocked(r) {
 		return r.httpURL
 	}
 	return s.tunnelBase(r.id)
@@ -259,6 +290,7 @@ func (s *Server) readRelay(r *relayConn) error {
 		if err != nil {
 			return err
 		}
+
 		switch m := m.(type) {
 		case *proto.Heartbeat:
 			s.heartbeat(r, m)
@@ -281,16 +313,18 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	defer s.mu.Unlock()
 	r.lastSeen = now
 	r.streams = max(hb.Streams, 0)
-	r.reserved = max(hb.Reserved, 0)
+	r.reserved = min(max(hb.Reserved, 0), max(r.budget, 0))
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
 	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
-		addrsChanged := !slices.Equal(ms.Addrs.Advertised, r.addrs) || ms.NAT != r.nat
+		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
+		changed := !slices.Equal(dirAddrs, r.dirAddrs) || natOrUnknown(ms.NAT) != r.nat
 		r.mesh = ms
 		r.nat = natOrUnknown(ms.NAT)
 		r.addrs = ms.Addrs.Advertised
-		if addrsChanged {
-			s.publishDirectoryLocked()
+		r.dirAddrs = dirAddrs
+		if changed {
+			s.markDirectoryLocked()
 		}
 	} else if ms != nil {
 		s.stats.reject(RejectRegister)
@@ -327,32 +361,6 @@ func natOrUnknown(nat string) string {
 	return proto.NATUnknown
 }
 
-// publishDirectoryLocked sends every registered relay the directory of the
-// others. Relays dial only peers named here.
-func (s *Server) publishDirectoryLocked() {
-	all := make([]proto.PeerInfo, 0, len(s.relays))
-	for _, r := range s.relays {
-		if r.isDone() {
-			continue
-		}
-		all = append(all, proto.PeerInfo{ID: r.id, NAT: r.nat, Addrs: slices.Clone(r.addrs)})
-	}
-	slices.SortFunc(all, func(a, b proto.PeerInfo) int { return strings.Compare(a.ID, b.ID) })
-	if len(all) > maxRelayPeers {
-		all = all[:maxRelayPeers]
-	}
-	for _, r := range s.relays {
-		peers := make([]proto.PeerInfo, 0, len(all))
-		for _, p := range all {
-			if p.ID != r.id {
-				peers = append(peers, p)
-			}
-		}
-		r.enqueue(&proto.Peers{Peers: peers})
-	}
-	s.stats.directories.Add(1)
-}
-
 // IsRelay reports whether peer is a registered relay. The rendezvous's
 // circuit relay service admits only those.
 func (s *Server) IsRelay(peer string) bool {
@@ -369,11 +377,14 @@ func (s *Server) removeRelay(r *relayConn) {
 	current := s.relays[r.id] == r // not replaced by a new registration
 	if current {
 		delete(s.relays, r.id)
-		s.publishDirectoryLocked()
+		s.markDirectoryLocked()
 	}
 	for _, o := range r.needs {
 		if o.sess.enqueue(&proto.Cancel{Order: o.id}) {
 			s.stats.cancels.Add(1)
+		}
+		if _, ok := s.orders[o.id]; ok && o.entry != nil {
+			o.entry.entryOrders--
 		}
 		delete(s.orders, o.id)
 		delete(o.sess.orders, o.id)
@@ -414,14 +425,17 @@ func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 	return out
 }
 
-// pickRelayLocked returns the least loaded live relay, breaking ties round
-// robin, or nil when none is live. A relay's load is its open part streams
-// at the last heartbeat plus the orders given to it since.
-func (s *Server) pickRelayLocked(now time.Time) *relayConn {
+// pickRelayLocked returns the least loaded live relay (of class operator
+// when operatorOnly), breaking ties round robin, or nil when none is live.
+// A relay's load is relayLoadLocked.
+func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool) *relayConn {
 	var best []*relayConn
 	bestLoad := 0
 	for _, r := range s.liveRelaysLocked(now) {
-		load := r.streams + r.ordersSinceBeat
+		if operatorOnly && r.class != ClassOperator {
+			continue
+		}
+		load := relayLoadLocked(r)
 		switch {
 		case best == nil || load < bestLoad:
 			best, bestLoad = []*relayConn{r}, load
@@ -444,7 +458,7 @@ func (s *Server) pushRelays() []proto.RelayInfo {
 	defer s.mu.Unlock()
 	out := []proto.RelayInfo{} // "relays": [] rather than null
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
-		out = append(out, proto.RelayInfo{ID: r.id, PushURL: r.pushURL})
+		out = append(out, proto.RelayInfo{ID: r.id, PushURL: s.relayPushURL(r)})
 	}
 	return out
 }
@@ -472,8 +486,14 @@ func (s *Server) relayOrigins() (httpOrigins, wsOrigins []string) {
 type relayStatus struct {
 	ID      string `json:"id"`
 	HTTPURL string `json:"http_url"`
-	Public  bool   `json:"public"` // reached directly, else through the tunnel
+	Public  bool   `json:"public"` // claims to be reachable directly
 	Reach   string `json:"reach"`  // the base URL consumers are sent to
+	// Class is the relay's trust class: operator or volunteer.
+	Class string `json:"class,omitempty"`
+	// Verified says its http_url answered the last challenge (only
+	// relays that claim public are challenged); VerifyError says why not.
+	Verified    bool   `json:"verified"`
+	VerifyError string `json:"verify_error,omitempty"`
 	proto.MeshStatus
 	Conn     string `json:"conn"` // how the rendezvous reaches it: direct, hole-punched, relayed
 	Streams  int    `json:"streams"`
@@ -511,19 +531,22 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			}
 		}
 		out = append(out, relayStatus{
-			ID:         r.id,
-			HTTPURL:    r.httpURL,
-			Public:     r.public,
-			Reach:      s.relayBase(r),
-			MeshStatus: ms,
-			Conn:       r.st.Kind().String(),
-			Streams:    r.streams,
-			Reserved:   r.reserved,
-			Served:     r.served,
-			Orders:     len(r.needs),
-			LastSeen:   r.lastSeen.UTC().Format(time.RFC3339Nano),
-			Alive:      true,
-			Local:      true,
+			ID:          r.id,
+			HTTPURL:     r.httpURL,
+			Public:      r.public,
+			Reach:       s.relayBase(r),
+			Class:       r.class,
+			Verified:    r.verified,
+			VerifyError: r.verifyErr,
+			MeshStatus:  ms,
+			Conn:        r.st.Kind().String(),
+			Streams:     r.streams,
+			Reserved:    r.reserved,
+			Served:      r.served,
+			Orders:      len(r.needs),
+			LastSeen:    r.lastSeen.UTC().Format(time.RFC3339Nano),
+			Alive:       true,
+			Local:       true,
 		})
 	}
 	return out

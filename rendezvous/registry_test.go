@@ -78,8 +78,14 @@ func TestRegisterRefused(t *testing.T) {
 			if err := r.Send(tt.msg); err != nil {
 				t.Fatal(err)
 			}
+			// The refusal says why, then the stream ends.
 			if m, err := r.Recv(wait); err == nil {
-				t.Errorf("got %T %+v, want the stream reset", m, m)
+				if e, ok := m.(*proto.ErrorMsg); !ok || e.Status != proto.StatusMalformed || e.Reason == "" {
+					t.Errorf("got %T %+v, want an error message with status malformed and a reason", m, m)
+				}
+				if m, err := r.Recv(wait); err == nil {
+					t.Errorf("got %T %+v after the refusal, want the stream closed", m, m)
+				}
 			}
 		})
 	}
@@ -129,7 +135,7 @@ func TestRelayStreamEnds(t *testing.T) {
 	relay := rendezvoustest.Register(t, rv, "http://relay.test")
 	c := rendezvoustest.DialControl(t, rv)
 	pub := publishFile(t, c, 1000)
-	if err := relay.Send(&proto.Need{Need: 1, Item: pub.ID, Off: 0, Len: 10}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 1, Item: pub.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o := recvAs[proto.Order](t, c.Recv)

@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshup/meshup/proto"
 )
 
@@ -12,6 +14,12 @@ import (
 // (Publish.Via, `meshup send --via`): then the push token names the exit
 // in Claims.Fwd and the entry forwards the part over the mesh. Spreading a
 // range over several entry relays comes later.
+//
+// A need is honoured only when it carries a read token this rendezvous
+// issued for that relay, that item and a range covering the need (the
+// consumer request that caused it), within NeedRate per relay and
+// ItemNeedRate per item; a plaintext item is ordered only onto operator
+// relays unless its publisher allowed volunteers.
 
 // order is an order sent to a publisher and not yet settled. It lives until
 // the relay cancels its need, the publisher reports failure, the session or
@@ -20,7 +28,8 @@ import (
 type order struct {
 	id      uint64
 	item    proto.ItemID
-	relay   *relayConn
+	relay   *relayConn // the relay that needed the part (the exit)
+	entry   *relayConn // the relay the part is pushed to
 	need    uint64
 	sess    *session
 	created time.Time
@@ -30,16 +39,19 @@ type order struct {
 // a NeedFailed to r.
 func (s *Server) handleNeed(r *relayConn, n *proto.Need) {
 	now := s.cfg.Now()
+	tokErr := s.checkNeedToken(r, n, now) // outside the lock: a signature check
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.orderLocked(r, n, now); e != nil {
+	if e := s.orderLocked(r, n, now, tokErr); e != nil {
 		r.log.Debug("need failed", "need", n.Need, "item", n.Item, "status", e.Status, "reason", e.Msg)
 		s.needFailedLocked(r, n.Need, e.Status, e.Msg)
 	}
 }
 
 // orderLocked creates and sends the order for n, or says why not.
-func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.Error {
+// tokErr is the result of checkNeedToken, reported after the checks of
+// the need itself.
+func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr *proto.Error) *proto.Error {
 	if r.needs == nil {
 		return proto.Errorf(proto.StatusUnavailable, "relay is gone")
 	}
@@ -48,6 +60,10 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	}
 	if len(r.needs) >= s.cfg.MaxNeedsPerRelay {
 		return proto.Errorf(proto.StatusOverLimit, "relay has %d needs outstanding, the limit", len(r.needs))
+	}
+	if !r.needRate.AllowN(now, 1) {
+		s.stats.reject(RejectNeedRate)
+		return proto.Errorf(proto.StatusOverLimit, "relay is over %g needs per second", s.cfg.NeedRate)
 	}
 	it := s.items[n.Item]
 	switch {
@@ -60,12 +76,27 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
 		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
 	}
+	if tokErr != nil {
+		s.stats.reject(RejectNeedToken)
+		return tokErr
+	}
+	if it.needRate == nil {
+		it.needRate = rate.NewLimiter(rate.Limit(s.cfg.ItemNeedRate), s.cfg.ItemNeedBurst)
+	}
+	if !it.needRate.AllowN(now, 1) {
+		s.stats.reject(RejectNeedRate)
+		return proto.Errorf(proto.StatusOverLimit, "item is over %g needs per second", s.cfg.ItemNeedRate)
+	}
 	entry, fwd := r, ""
 	if it.via != "" && it.via != r.id {
 		if entry = s.relays[it.via]; entry == nil || !s.relayAlive(entry, now) {
 			return proto.Errorf(proto.StatusUnavailable, "entry relay %.80s, pinned by the publisher, is not live", it.via)
 		}
 		fwd = r.id
+	}
+	if !it.anyRelay() && (r.class != ClassOperator || entry.class != ClassOperator) {
+		s.stats.reject(RejectPlaintext)
+		return proto.Errorf(proto.StatusForbidden, "a plaintext item goes through operator relays only, and a volunteer relay asked")
 	}
 	s.lastOrder++
 	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.sess, created: now}
@@ -81,7 +112,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	})
 	msg := &proto.Order{
 		Order: o.id, Item: it.id, Off: n.Off, Len: n.Len,
-		Relay: entry.id, PushURL: entry.pushURL, Token: tok,
+		Relay: entry.id, PushURL: s.relayPushURL(entry), Token: tok,
 	}
 	if !o.sess.enqueue(msg) {
 		return proto.Errorf(proto.StatusOffline, "publisher of %s is not keeping up", n.Item)
@@ -89,6 +120,8 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 	s.orders[o.id] = o
 	r.needs[n.Need] = o
 	o.sess.orders[o.id] = o
+	o.entry = entry
+	entry.entryOrders++
 	entry.ordersSinceBeat++
 	s.stats.ordersSent.Add(1)
 	if fwd != "" {
@@ -124,7 +157,9 @@ func (s *Server) orderFailed(c *session, of *proto.OrderFailed) {
 		return
 	}
 	st := of.Status
-	if st == proto.StatusOK {
+	if st == proto.StatusOK || !st.Known() {
+		// The status is the publisher's choice: an unknown one is a source
+		// error, so that counters by status stay bounded.
 		st = proto.StatusSourceError
 	}
 	s.stats.ordersFailed.Add(1)
@@ -140,9 +175,39 @@ func (s *Server) needFailedLocked(r *relayConn, need uint64, st proto.Status, re
 
 // forgetOrderLocked drops o from every index.
 func (s *Server) forgetOrderLocked(o *order) {
+	if _, ok := s.orders[o.id]; ok && o.entry != nil {
+		o.entry.entryOrders--
+	}
 	delete(s.orders, o.id)
 	if o.relay.needs[o.need] == o {
 		delete(o.relay.needs, o.need)
 	}
 	delete(o.sess.orders, o.id)
+}
+
+// checkNeedToken checks that need n of relay r carries a read token this
+// rendezvous issued for r and n's item, covering n's bytes. A consumer
+// request may outlive its token (a long video): tokens are accepted up to
+// NeedTokenGrace after they expired.
+//
+// The parts of one consumer request carry the same token, so the relay's
+// reader keeps the last token whose signature verified (needToken).
+func (s *Server) checkNeedToken(r *relayConn, n *proto.Need, now time.Time) *proto.Error {
+	if n.Token == "" {
+		return proto.Errorf(proto.StatusUnauthorized, "need carries no read token")
+	}
+	var c proto.Claims
+	var err error
+	if n.Token == r.needToken && now.Unix() < r.needClaims.Exp+int64(s.cfg.NeedTokenGrace/time.Second) {
+		c = r.needClaims
+	} else if c, err = proto.ParseToken(s.pub, n.Token, now.Add(-s.cfg.NeedTokenGrace)); err == nil {
+		r.needToken, r.needClaims = n.Token, c
+	}
+	if err == nil {
+		err = c.Check(r.id, proto.DirRead, n.Item, n.Off, n.Len)
+	}
+	if err != nil {
+		return proto.Errorf(proto.TokenStatus(err), "need's read token: %v", err)
+	}
+	return nil
 }

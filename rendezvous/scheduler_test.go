@@ -20,7 +20,7 @@ func TestNeedOrder(t *testing.T) {
 	pub := publishFile(t, c, 1000)
 	key := tokenKey(t, rv)
 
-	if err := relay.Send(&proto.Need{Need: 7, Item: pub.ID, Off: 100, Len: 900}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 7, Item: pub.ID, Off: 100, Len: 900, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o := recvAs[proto.Order](t, c.Recv)
@@ -48,7 +48,7 @@ func TestNeedOrder(t *testing.T) {
 	}
 
 	// A second need gets a distinct order.
-	if err := relay.Send(&proto.Need{Need: 8, Item: pub.ID, Off: 0, Len: 100}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 8, Item: pub.ID, Off: 0, Len: 100, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	if o2 := recvAs[proto.Order](t, c.Recv); o2.Order == o.Order {
@@ -72,7 +72,7 @@ func TestNeedFailed(t *testing.T) {
 	eventually(t, "item to go offline", func() bool { return getStatus(t, rv).ItemsOnline == 2 })
 
 	// Keep one need outstanding to test duplicates.
-	if err := relay.Send(&proto.Need{Need: 99, Item: file.ID, Off: 0, Len: 1}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 99, Item: file.ID, Off: 0, Len: 1, Token: rv.ReadToken(t, file.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	recvAs[proto.Order](t, c.Recv)
@@ -116,7 +116,7 @@ func TestNeedCancel(t *testing.T) {
 	relay := rendezvoustest.Register(t, rv, "http://relay.test")
 	c := rendezvoustest.DialControl(t, rv)
 	pub := publishFile(t, c, 1000)
-	if err := relay.Send(&proto.Need{Need: 3, Item: pub.ID, Off: 0, Len: 1000}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 3, Item: pub.ID, Off: 0, Len: 1000, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o := recvAs[proto.Order](t, c.Recv)
@@ -133,7 +133,7 @@ func TestNeedCancel(t *testing.T) {
 	if err := c.Send(&proto.OrderFailed{Order: o.Order, Status: proto.StatusSourceError}); err != nil {
 		t.Fatal(err)
 	}
-	if err := relay.Send(&proto.Need{Need: 3, Item: pub.ID, Off: 0, Len: 10}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 3, Item: pub.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	if o2 := recvAs[proto.Order](t, c.Recv); o2.Len != 10 {
@@ -148,7 +148,7 @@ func TestOrderFailed(t *testing.T) {
 	c := rendezvoustest.DialControl(t, rv)
 	other := rendezvoustest.DialControl(t, rv)
 	pub := publishFile(t, c, 1000)
-	if err := relay.Send(&proto.Need{Need: 5, Item: pub.ID, Off: 0, Len: 10}); err != nil {
+	if err := relay.Send(&proto.Need{Need: 5, Item: pub.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	o := recvAs[proto.Order](t, c.Recv)
@@ -176,7 +176,7 @@ func TestPublisherGone(t *testing.T) {
 	c := rendezvoustest.DialControl(t, rv)
 	pub := publishFile(t, c, 1000)
 	for need := uint64(1); need <= 2; need++ {
-		if err := relay.Send(&proto.Need{Need: need, Item: pub.ID, Off: 0, Len: 10}); err != nil {
+		if err := relay.Send(&proto.Need{Need: need, Item: pub.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, pub.ID, relay.ID)}); err != nil {
 			t.Fatal(err)
 		}
 		recvAs[proto.Order](t, c.Recv)
@@ -227,6 +227,8 @@ func TestSlowPublisher(t *testing.T) {
 	cfg := testConfig()
 	cfg.SessionQueue = 8
 	cfg.MaxNeedsPerRelay = 1 << 20
+	cfg.NeedRate, cfg.NeedBurst = 1e9, 1<<30 // the flood is the point
+	cfg.ItemNeedRate, cfg.ItemNeedBurst = 1e9, 1<<30
 	rv := rendezvoustest.Start(t, cfg)
 	relay := rendezvoustest.Register(t, rv, "http://relay.test")
 
@@ -254,6 +256,7 @@ func TestSlowPublisher(t *testing.T) {
 	fast := rendezvoustest.DialControl(t, rv)
 	fastItem := publishFile(t, fast, 1000)
 
+	slowTok := rv.ReadToken(t, slowItem.ID, relay.ID)
 	stop := make(chan struct{})
 	flooded := make(chan int, 1)
 	go func() {
@@ -268,7 +271,7 @@ func TestSlowPublisher(t *testing.T) {
 			if n++; n > 1<<20 {
 				return
 			}
-			if relay.Send(&proto.Need{Need: uint64(n), Item: slowItem.ID, Off: 0, Len: 1}) != nil {
+			if relay.Send(&proto.Need{Need: uint64(n), Item: slowItem.ID, Off: 0, Len: 1, Token: slowTok}) != nil {
 				return
 			}
 		}
@@ -286,7 +289,7 @@ func TestSlowPublisher(t *testing.T) {
 	}
 
 	const fastNeed = 1 << 40
-	if err := relay.Send(&proto.Need{Need: fastNeed, Item: fastItem.ID, Off: 0, Len: 10}); err != nil {
+	if err := relay.Send(&proto.Need{Need: fastNeed, Item: fastItem.ID, Off: 0, Len: 10, Token: rv.ReadToken(t, fastItem.ID, relay.ID)}); err != nil {
 		t.Fatal(err)
 	}
 	if o := recvAs[proto.Order](t, fast.Recv); o.Item != fastItem.ID {

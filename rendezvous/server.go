@@ -28,14 +28,15 @@ import (
 
 // Server is a rendezvous. Its methods are safe for concurrent use.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	key    ed25519.PrivateKey
-	pub    ed25519.PublicKey
-	mux    *http.ServeMux
-	tunnel *httputil.ReverseProxy
-	web    map[string]webFile // the web app's files by path (client/web)
-	stats  counters
+	cfg      Config
+	log      *slog.Logger
+	key      ed25519.PrivateKey
+	pub      ed25519.PublicKey
+	mux      *http.ServeMux
+	tunnel   *httputil.ReverseProxy
+	web      map[string]webFile // the web app's files by path (client/web)
+	stats    counters
+	verifier *http.Client // fetches relay URL challenges
 
 	stun      *STUNServer // nil when STUN is off
 	stunAddrs []string    // advertised "host:port" of the STUN ports
@@ -53,6 +54,7 @@ type Server struct {
 	orders    map[uint64]*order
 	lastOrder uint64
 	rr        uint64 // round-robin position among equally loaded relays
+	dirDirty  bool   // the directory changed since the last flush
 }
 
 // New starts a Server: it opens the STUN ports unless they are off,
@@ -93,12 +95,14 @@ func New(cfg Config) (*Server, error) {
 		orders:   make(map[uint64]*order),
 	}
 	s.tunnel = s.newTunnel()
+	s.verifier = s.newVerifier()
 	s.mux = s.routes()
 	s.startSTUN(stunLns)
 	cfg.Node.Handle(proto.ProtoRegister, s.handleRegister)
 	cfg.Node.OnDisconnect(s.peerDisconnected)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.sweepLoop()
+	go s.directoryLoop()
 	return s, nil
 }
 

@@ -25,6 +25,17 @@ const (
 	RejectUnpublish      = "unpublish"       // unpublish refused
 	RejectRegister       = "register"        // relay handshake refused
 	RejectRecord         = "record"          // relay's signed directory record refused (cluster)
+	RejectAdmission      = "admission"       // relay not admitted (no or bad credential)
+	RejectRelayCap       = "relay_cap"       // MaxRelays reached
+	RejectRelayIPCap     = "relay_ip_cap"    // MaxRelaysPerIP reached
+	RejectAddrPrivate    = "addr_private"    // relay address not public, left out of the directory
+	RejectAddrForeign    = "addr_foreign"    // relay address naming another peer, left out
+	RejectAddrBounds     = "addr_bounds"     // relay address malformed, too long or too many
+	RejectChallenge      = "challenge"       // relay's http_url failed its challenge
+	RejectNeedToken      = "need_token"      // need without a read token covering it
+	RejectNeedRate       = "need_rate"       // need over the relay's or the item's rate
+	RejectPlaintext      = "plaintext"       // plaintext item refused to a volunteer relay
+	RejectStatusToken    = "status_token"    // GET /v1/status with a wrong bearer token
 )
 
 // Stats is a snapshot of the server's counters. Counters only grow; gauges
@@ -54,6 +65,7 @@ type Stats struct {
 	Tunnelled      uint64 // HTTP requests tunnelled to relays behind NAT
 	TunnelFailures uint64 // tunnelled requests that could not reach the relay
 	Forwarded      uint64 // orders whose entry relay is not the exit relay
+	URLsVerified   uint64 // relay http_urls that passed a challenge (after not having passed)
 
 	// Circuit relay service of the rendezvous's libp2p node.
 	Circuit mesh.RelayStats
@@ -89,6 +101,7 @@ type counters struct {
 	tunnelled        atomic.Uint64
 	tunnelFailures   atomic.Uint64
 	forwarded        atomic.Uint64
+	verified         atomic.Uint64
 
 	mu         sync.Mutex // guards the fields below
 	needFailed map[proto.Status]uint64
@@ -133,6 +146,7 @@ func (s *Server) Stats() Stats {
 		Tunnelled:        c.tunnelled.Load(),
 		TunnelFailures:   c.tunnelFailures.Load(),
 		Forwarded:        c.forwarded.Load(),
+		URLsVerified:     c.verified.Load(),
 		Circuit:          s.cfg.Node.RelayStats(),
 	}
 	c.mu.Lock()

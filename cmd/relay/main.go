@@ -21,9 +21,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
+	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/relay"
 )
@@ -48,9 +48,12 @@ func run(ctx context.Context, args []string) error {
 	origins := fs.String("allow-origin", "", "comma-separated Origins allowed to push from a browser (the rendezvous's own is always allowed)")
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
 	portmap := fs.Bool("nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
+	allowPrivate := fs.Bool("allow-private-addrs", false, "dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab); off, the connection gater refuses them")
+	debugAddr := fs.String("debug-addr", debugsrv.DefaultAddr, "listen `address` of /metrics and /debug/pprof; off disables")
 	var clusterFlags clusterflag.Flags
 	clusterFlags.Register(fs)
 	var cfg relay.Config
+	fs.StringVar(&cfg.AdmissionToken, "admission-token", "", "the operator's admission `token` for this relay (class operator); default $"+envAdmissionToken)
 	fs.StringVar(&cfg.PublicIP, "public", "", "declare this relay reachable from the internet at this `IP` (its libp2p ports and --public-url); default: learn the NAT with STUN")
 	fs.DurationVar(&cfg.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
 	fs.DurationVar(&cfg.PeerInterval, "peer-interval", relay.DefaultPeerInterval, "interval of dials to mesh peers not yet connected")
@@ -69,6 +72,9 @@ func run(ctx context.Context, args []string) error {
 	if *rdv == "" {
 		fs.Usage()
 		return errors.New("--rendezvous is required")
+	}
+	if cfg.AdmissionToken == "" {
+		cfg.AdmissionToken = strings.TrimSpace(os.Getenv(envAdmissionToken))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -89,6 +95,8 @@ func run(ctx context.Context, args []string) error {
 		Logger:       log,
 		HolePunching: true,
 		NATPortMap:   *portmap,
+		// No dial to an address a stranger supplied, unless allowed.
+		AllowPrivateAddrs: *allowPrivate,
 	})
 	if err != nil {
 		return err
@@ -120,14 +128,18 @@ func run(ctx context.Context, args []string) error {
 	defer srv.Close()
 	eff := srv.Config()
 	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
-	log.Info("relay limits", eff.LogAttrs()...)
+	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate)...)
 
+	// Metrics and pprof are on the debug listener (loopback by default),
+	// never on the public port.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newStatusCollector(srv), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/", srv.Handler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	daddr, err := debugsrv.Start(ctx, *debugAddr, reg, log)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	log.Info("debug listener (metrics, pprof)", "addr", daddr)
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	go func() { errc <- srv.Run(ctx) }()
@@ -143,6 +155,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	return err
 }
+
+// envAdmissionToken holds the relay's admission token, which is better
+// kept out of ps than passed as a flag.
+const envAdmissionToken = "MESHUP_ADMISSION_TOKEN"
 
 func defaultPublicURL(a *net.TCPAddr, publicIP string) string {
 	host := a.IP.String()

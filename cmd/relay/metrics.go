@@ -37,6 +37,7 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("parts_failed_total", "Parts ended early.", func(s relay.Stats) int64 { return s.PartsFailed }),
 			c("forwards_out_total", "Parts forwarded to exit relays.", func(s relay.Stats) int64 { return s.ForwardsOut }),
 			c("forwards_in_total", "Parts received from entry relays.", func(s relay.Stats) int64 { return s.ForwardsIn }),
+			c("dials_refused_total", "Dials to non-public addresses refused by the connection gater.", func(s relay.Stats) int64 { return s.DialsRefused }),
 		},
 	}
 }

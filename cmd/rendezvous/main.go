@@ -29,9 +29,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
+	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
@@ -64,6 +64,7 @@ type options struct {
 	origins   []string
 	logLevel  slog.Level
 	metrics   bool
+	trust     trustOptions
 	portmap   bool
 	circuits  mesh.RelayService
 	cluster   clusterflag.Flags
@@ -88,7 +89,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&c.STUNAddr, "stun", fmt.Sprintf(":%d", rendezvous.DefaultSTUNPort), "UDP `address` of the STUN server; off disables STUN")
 	fs.StringVar(&c.STUNAltAddr, "stun-alt", "", "UDP `address` of the alternate STUN port, for NAT type detection (default: the --stun port + 1); off serves --stun only")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn, error")
-	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
+	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics on --debug-addr")
+	o.trust.register(fs, c)
 	o.cluster.Register(fs)
 
 	fs.BoolVar(&o.portmap, "nat-portmap", false, "ask the router for a port mapping with UPnP or NAT-PMP")
@@ -129,6 +131,12 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if done, err := o.trust.tool(os.Stdout, os.Getenv, time.Now()); done {
+		return err
+	}
+	if err := o.trust.apply(&o.cfg, os.Getenv); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -153,6 +161,9 @@ func run(ctx context.Context, args []string) error {
 		RelayService: &circuits,
 		HolePunching: true,
 		NATPortMap:   o.portmap,
+		// The same rule as the directory's: no dial to a private
+		// address unless the operator allows it.
+		AllowPrivateAddrs: o.cfg.AllowPrivateAddrs,
 	})
 	if err != nil {
 		return err
@@ -197,6 +208,8 @@ func run(ctx context.Context, args []string) error {
 
 	handler := srv.Handler()
 	if o.metrics {
+		// Metrics and pprof are on the debug listener (loopback by
+		// default), never on the public port.
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(
 			newStatsCollector(srv),
@@ -207,10 +220,11 @@ func run(ctx context.Context, args []string) error {
 		if cluster != nil {
 			reg.MustRegister(newClusterCollector(cluster))
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.Handle("/", handler)
-		handler = mux
+		addr, err := debugsrv.Start(ctx, o.trust.debugAddr, reg, log)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		log.Info("debug listener (metrics, pprof)", "addr", addr)
 	}
 	hs := &http.Server{
 		Handler:           handler,

@@ -58,6 +58,7 @@ func newStatsCollector(srv *rendezvous.Server) *statsCollector {
 			counter("orders_sent_total", "Orders sent to publishers.", func(s rendezvous.Stats) uint64 { return s.OrdersSent }),
 			counter("orders_failed_total", "Orders publishers reported failed.", func(s rendezvous.Stats) uint64 { return s.OrdersFailed }),
 			counter("cancels_total", "Cancels sent to publishers.", func(s rendezvous.Stats) uint64 { return s.Cancels }),
+			counter("urls_verified_total", "Relay URLs that passed a challenge.", func(s rendezvous.Stats) uint64 { return s.URLsVerified }),
 			gauge("orders", "Orders outstanding.", func(s rendezvous.Stats) int { return s.Orders }),
 			counter("stun_requests_total", "Datagrams read on the STUN ports.", func(s rendezvous.Stats) uint64 { return s.STUNRequests }),
 			counter("stun_answered_total", "STUN Binding requests answered.", func(s rendezvous.Stats) uint64 { return s.STUNAnswered }),
@@ -84,8 +85,18 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(st))
 	}
+	// Labels stay bounded: a status this version does not know (a peer
+	// may send any number) counts as "other".
+	byLabel := make(map[string]uint64)
 	for status, n := range st.NeedFailed {
-		ch <- prometheus.MustNewConstMetric(c.needFailed, prometheus.CounterValue, float64(n), strconv.Itoa(int(status)))
+		label := "other"
+		if status.Known() {
+			label = strconv.Itoa(int(status))
+		}
+		byLabel[label] += n
+	}
+	for label, n := range byLabel {
+		ch <- prometheus.MustNewConstMetric(c.needFailed, prometheus.CounterValue, float64(n), label)
 	}
 	for reason, n := range st.Rejected {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), reason)

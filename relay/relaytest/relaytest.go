@@ -59,7 +59,7 @@ func Start(tb testing.TB, rendezvousURL string, cfg relay.Config) *Server {
 	}
 	var ownNode *mesh.Node // closed with the relay when Start made it
 	if cfg.Node == nil {
-		n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: cfg.Logger, HolePunching: true})
+		n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: cfg.Logger, HolePunching: true, AllowPrivateAddrs: true})
 		if err != nil {
 			hs.Close()
 			tb.Fatalf("relaytest: start mesh node: %v", err)

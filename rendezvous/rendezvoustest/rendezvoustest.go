@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,13 +45,36 @@ type Server struct {
 	closeOnce sync.Once
 }
 
+// Option changes what Start fills in.
+type Option func(*options)
+
+type options struct{ strict bool }
+
+// Strict leaves the Config's AllowPrivateAddrs and admission fields as
+// they are, for tests of the address rule and of admission.
+func Strict() Option { return func(o *options) { o.strict = true } }
+
 // Start starts a rendezvous with cfg. Empty PublicURL, Node, Logger and
 // STUNAddr are filled in: the HTTP URL, a fresh loopback node (closed with
 // the server), Logger(tb), and "127.0.0.1:0", so that STUN answers on two
-// ephemeral loopback ports listed in Info().STUN ("off" disables it). The server is closed at tb's cleanup; Close closes it
-// earlier.
-func Start(tb testing.TB, cfg rendezvous.Config) *Server {
+// ephemeral loopback ports listed in Info().STUN ("off" disables it).
+// Unless Strict is given, AllowPrivateAddrs is set (tests run on
+// loopback), and TrustAllRelays too when the Config names no admission
+// credential (Admission, AdmissionKey, OperatorRelays), so that tests not
+// about trust get operator relays. The server is closed at tb's cleanup;
+// Close closes it earlier.
+func Start(tb testing.TB, cfg rendezvous.Config, opts ...Option) *Server {
 	tb.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !o.strict {
+		cfg.AllowPrivateAddrs = true
+		if cfg.Admission == "" && cfg.AdmissionKey == nil && len(cfg.OperatorRelays) == 0 {
+			cfg.TrustAllRelays = true
+		}
+	}
 	hs := httptest.NewUnstartedServer(nil)
 	s := &Server{URL: "http://" + hs.Listener.Addr().String(), HTTP: hs}
 	if cfg.PublicURL == "" {
@@ -68,6 +93,8 @@ func Start(tb testing.TB, cfg rendezvous.Config) *Server {
 			Logger:       cfg.Logger,
 			RelayService: &mesh.RelayService{Allow: gate.Allow},
 			HolePunching: true,
+			// Tests run on loopback.
+			AllowPrivateAddrs: true,
 		})
 		if err != nil {
 			hs.Close()
@@ -117,10 +144,42 @@ func (s *Server) ControlURL() string {
 	return "ws" + strings.TrimPrefix(s.URL, "http") + "/v1/control"
 }
 
+// ReadToken returns a read token for item through relay, as a consumer
+// gets it: from the redirect of GET /v1/items/{item}?via=relay.
+func (s *Server) ReadToken(tb testing.TB, item proto.ItemID, relay string) string {
+	tb.Helper()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(s.URL + "/v1/items/" + item.String() + "?via=" + relay)
+	if err != nil {
+		tb.Fatalf("rendezvoustest: read token: %v", err)
+	}
+	defer resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusTemporaryRedirect || err != nil || loc.Query().Get("t") == "" {
+		body, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("rendezvoustest: read token: got %s %q, want a redirect with a token: %s", resp.Status, resp.Header.Get("Location"), body)
+	}
+	return loc.Query().Get("t")
+}
+
 // GetJSON fetches url, expects 200 and decodes the JSON body into v.
 func GetJSON(tb testing.TB, url string, v any) {
 	tb.Helper()
-	resp, err := http.Get(url)
+	GetJSONAuth(tb, url, "", v)
+}
+
+// GetJSONAuth is GetJSON with token as an Authorization bearer token,
+// unless it is empty (the full GET /v1/status needs the StatusToken).
+func GetJSONAuth(tb testing.TB, url, token string, v any) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", url, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatalf("GET %s: %v", url, err)
 	}
@@ -140,7 +199,7 @@ func GetJSON(tb testing.TB, url string, v any) {
 // NewNode starts a mesh node on 127.0.0.1, closed at tb's cleanup.
 func NewNode(tb testing.TB) *mesh.Node {
 	tb.Helper()
-	n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: Logger(tb)})
+	n, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: Logger(tb), AllowPrivateAddrs: true})
 	if err != nil {
 		tb.Fatalf("rendezvoustest: start mesh node: %v", err)
 	}
@@ -167,8 +226,10 @@ type Relay struct {
 	beatWG   sync.WaitGroup
 	once     sync.Once
 
-	mu    sync.Mutex   // guards peers
-	peers *proto.Peers // the last directory received
+	mu       sync.Mutex                // guards the fields below
+	peers    map[string]proto.PeerInfo // the directory, deltas applied
+	dirMsgs  int                       // Peers messages received
+	gotPeers bool
 }
 
 // Register starts a relay node, connects it to rv and registers with
@@ -239,7 +300,17 @@ func (r *Relay) Recv(timeout time.Duration) (proto.Message, error) {
 			// Directory updates come whenever relays come and go;
 			// tests that want them use Directory.
 			r.mu.Lock()
-			r.peers = p
+			if !p.Delta || r.peers == nil {
+				r.peers = make(map[string]proto.PeerInfo)
+			}
+			for _, e := range p.Peers {
+				r.peers[e.ID] = e
+			}
+			for _, id := range p.Removed {
+				delete(r.peers, id)
+			}
+			r.dirMsgs++
+			r.gotPeers = true
 			r.mu.Unlock()
 			continue
 		}
@@ -247,11 +318,27 @@ func (r *Relay) Recv(timeout time.Duration) (proto.Message, error) {
 	}
 }
 
-// Directory returns the last directory of peers Recv skipped, or nil.
+// Directory returns the directory of peers as the Peers messages Recv
+// skipped built it (deltas applied, sorted by id), or nil if none came.
 func (r *Relay) Directory() *proto.Peers {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.peers
+	if !r.gotPeers {
+		return nil
+	}
+	out := &proto.Peers{Peers: []proto.PeerInfo{}}
+	for _, p := range r.peers {
+		out.Peers = append(out.Peers, p)
+	}
+	slices.SortFunc(out.Peers, func(a, b proto.PeerInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// DirectoryMessages returns how many Peers messages Recv skipped.
+func (r *Relay) DirectoryMessages() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dirMsgs
 }
 
 // KeepAlive sends hb every interval until StopHeartbeat or Close.

@@ -5,6 +5,8 @@ package devmesh
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 	"github.com/meshup/meshup/rendezvous"
 )
@@ -81,6 +84,8 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		Logger:       cfg.Logger,
 		RelayService: &mesh.RelayService{Allow: gate.Allow},
 		HolePunching: true,
+		// A dev mesh lives on loopback.
+		AllowPrivateAddrs: true,
 	})
 	if err != nil {
 		ln.Close()
@@ -89,6 +94,17 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	m.nodes = append(m.nodes, node)
 	rc := cfg.Rendezvous
 	rc.PublicURL, rc.Node = m.URL, node
+	// Every relay of a dev mesh is the operator's: each presents an
+	// admission token signed with a key that lives only in this process
+	// (the production path, with class operator), and loopback addresses
+	// are allowed.
+	_, admission, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("devmesh: admission key: %w", err)
+	}
+	rc.AdmissionKey = admission.Public().(ed25519.PublicKey)
+	rc.AllowPrivateAddrs = true
 	if rc.STUNAddr == "" {
 		rc.STUNAddr = "127.0.0.1:0"
 	}
@@ -108,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("devmesh: listen: %w", err)
 		}
-		node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger, HolePunching: true})
+		node, err := mesh.New(mesh.Config{ListenAddrs: loopbackP2P, Logger: cfg.Logger, HolePunching: true, AllowPrivateAddrs: true})
 		if err != nil {
 			ln.Close()
 			return nil, err
@@ -116,6 +132,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		m.nodes = append(m.nodes, node)
 		c := cfg.Relay
 		c.Node, c.Rendezvous, c.PublicURL = node, m.URL, "http://"+ln.Addr().String()
+		c.AdmissionToken = proto.SignAdmission(admission, proto.AdmissionClaims{Relay: node.ID(), Name: fmt.Sprintf("dev-%d", i)})
 		if c.Logger == nil {
 			c.Logger = cfg.Logger.With("role", "relay", "n", i)
 		}

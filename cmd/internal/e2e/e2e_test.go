@@ -45,10 +45,12 @@ func TestProcesses(t *testing.T) {
 	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
 	rp := start(t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", port),
 		"--p2p", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--public-url", rdv,
-		"--dead-after", "2s", "--stun", "127.0.0.1:0")
+		"--dead-after", "2s", "--stun", "127.0.0.1:0",
+		// Loopback, and the relays are the test's own (issue 8).
+		"--allow-private-addrs", "--trust-all-relays")
 	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(rdv) != nil })
 	relayArgs := func() []string {
-		return []string{"--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0",
+		return []string{"--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs",
 			"--budget", strconv.Itoa(budget), "--window", strconv.Itoa(window), "--prefetch", strconv.Itoa(prefetch)}
 	}
 	relayA := start(t, "relay", nil, relayArgs()...)

@@ -36,7 +36,15 @@ func (d Descs) Describe(ch chan<- *prometheus.Desc) {
 // Collect sends the metrics of ms to ch, labelled with labelValues.
 func (d Descs) Collect(ch chan<- prometheus.Metric, ms proto.MeshStatus, labelValues ...string) {
 	with := func(v string) []string { return append(append([]string{}, labelValues...), v) }
-	ch <- prometheus.MustNewConstMetric(d.nat, prometheus.GaugeValue, 1, with(ms.NAT)...)
+	// The NAT type is what a relay reported: a value this version does not
+	// know becomes "other", so that labels stay bounded.
+	nat := ms.NAT
+	switch nat {
+	case proto.NATUnknown, proto.NATPublic, proto.NATCone, proto.NATSymmetric:
+	default:
+		nat = "other"
+	}
+	ch <- prometheus.MustNewConstMetric(d.nat, prometheus.GaugeValue, 1, with(nat)...)
 	for k, n := range ms.PeerKinds() {
 		ch <- prometheus.MustNewConstMetric(d.peers, prometheus.GaugeValue, float64(n), with(k)...)
 	}
