@@ -56,7 +56,8 @@ func statusOf(t *testing.T, rv *rendezvoustest.Server, token, id string) (http_u
 	return "", "", "", false, "", proto.MeshAddrs{}, false
 }
 
-// publishData publishes data with a real client that serves its parts.
+// publishData publishes data in plaintext (the trust rules are about
+// plaintext items) with a real client that serves its parts.
 func publishData(t *testing.T, rv *rendezvoustest.Server, data []byte, volunteers bool) *client.Item {
 	t.Helper()
 	c, err := client.New(client.Config{Rendezvous: rv.URL, Logger: rendezvoustest.Logger(t)})
@@ -66,7 +67,7 @@ func publishData(t *testing.T, rv *rendezvoustest.Server, data []byte, volunteer
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Name: "data.bin", MIME: "application/octet-stream", Size: int64(len(data)), Reader: bytes.NewReader(data), Volunteers: volunteers})
+	it, err := c.Publish(ctx, client.Source{Name: "data.bin", MIME: "application/octet-stream", Size: int64(len(data)), Reader: bytes.NewReader(data), Plain: true, Volunteers: volunteers})
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
