@@ -167,6 +167,12 @@ type ItemMeta struct {
 	MIME   string       `json:"mime"`
 	Size   int64        `json:"size"` // bytes
 	Online bool         `json:"online"`
+	// Encrypted tells whether the item is encrypted end to end; Enc names
+	// the format (proto.E2EVersion) and Meta is the sealed name, type and
+	// modification time. Size is then the ciphertext's.
+	Encrypted bool   `json:"encrypted"`
+	Enc       string `json:"enc,omitempty"`
+	Meta      string `json:"meta,omitempty"`
 }
 
 // handleItemMeta answers GET /v1/items/{id}/meta.
@@ -184,7 +190,8 @@ func (s *Server) handleItemMeta(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, ItemMeta{
 		ID: id, Kind: v.kind, Name: v.name, MIME: v.mime, Size: v.size,
-		Online: v.online || v.kind == proto.KindMessage,
+		Online:    v.online || v.kind == proto.KindMessage,
+		Encrypted: v.enc != "", Enc: v.enc, Meta: v.meta,
 	})
 }
 

@@ -28,6 +28,8 @@ type item struct {
 	size      int64
 	text      string // whole item for KindMessage
 	via       string // entry relay pinned by the publisher, or ""
+	enc       string // proto.E2EVersion, or "" for plaintext
+	meta      string // sealed metadata of an encrypted item (proto.Publish.Meta)
 	owner     [sha256.Size]byte
 	published time.Time
 
@@ -43,6 +45,8 @@ type itemView struct {
 	mime      string
 	size      int64
 	text      string
+	enc       string
+	meta      string
 	published time.Time
 	online    bool
 }
@@ -50,7 +54,7 @@ type itemView struct {
 func (it *item) view() itemView {
 	return itemView{
 		id: it.id, kind: it.kind, name: it.name, mime: it.mime, size: it.size,
-		text: it.text, published: it.published, online: it.sess != nil,
+		text: it.text, enc: it.enc, meta: it.meta, published: it.published, online: it.sess != nil,
 	}
 }
 
@@ -118,6 +122,16 @@ func (s *Server) checkPublish(p *proto.Publish) *proto.Error {
 			return proto.Errorf(proto.StatusMalformed, "name contains control characters")
 		}
 	}
+	switch {
+	case p.Enc != "" && p.Enc != proto.E2EVersion:
+		return proto.Errorf(proto.StatusMalformed, "unknown encryption %.40q", p.Enc)
+	case p.Enc != "" && p.Kind == proto.KindMessage:
+		return proto.Errorf(proto.StatusMalformed, "message items are not encrypted")
+	case p.Enc == "" && p.Meta != "":
+		return proto.Errorf(proto.StatusMalformed, "sealed metadata without encryption")
+	case len(p.Meta) > proto.E2EMaxMeta:
+		return proto.Errorf(proto.StatusTooLarge, "sealed metadata of %d bytes over the limit of %d", len(p.Meta), proto.E2EMaxMeta)
+	}
 	if len(p.Via) > maxPeerIDLen {
 		return proto.Errorf(proto.StatusMalformed, "via of %d bytes is not a relay id", len(p.Via))
 	}
@@ -142,7 +156,8 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	now := s.cfg.Now()
 	it := &item{
 		id: proto.NewItemID(), kind: p.Kind, name: p.Name, mime: p.MIME,
-		size: p.Size, text: p.Text, via: p.Via, owner: hash, published: now, sess: c,
+		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta,
+		owner: hash, published: now, sess: c,
 	}
 	s.mu.Lock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
@@ -162,7 +177,10 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 }
 
 // reclaim takes an item back online for session c when p carries its id
-// and owner secret. The item keeps its metadata; p's metadata is ignored.
+// and owner secret. The item keeps its metadata; p's metadata is ignored,
+// except the sealed metadata of an encrypted item: it is sealed under a key
+// bound to the item id, so a publisher sends it once the id is known, and
+// seals it again when it takes the item back.
 func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	if p.ID.IsZero() || p.Owner == "" {
 		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusMalformed, "reclaiming an item needs both id and owner"))
@@ -193,6 +211,9 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	}
 	if len(p.Via) <= maxPeerIDLen {
 		it.via = p.Via
+	}
+	if it.enc != "" && p.Meta != "" && len(p.Meta) <= proto.E2EMaxMeta {
+		it.meta = p.Meta
 	}
 	s.mu.Unlock()
 	s.stats.reclaims.Add(1)
