@@ -43,18 +43,24 @@ const enc = new TextEncoder();
 
 /**
  * An integrity or key error. chunk is the index of the chunk that did not
- * open, or -1 for metadata, a key or a size.
+ * open, or -1 for metadata, a key or a size. kind is 'open' for a chunk
+ * that does not open (altered, reordered, another item's, wrong key),
+ * 'extra' for bytes after the last chunk, 'short' for ciphertext that ends
+ * inside a chunk (an interrupted transfer: resume from the chunk), and
+ * 'other' for the rest.
  */
 export class E2EError extends Error {
   /**
    * @param {string} message
    * @param {number} [chunk]
+   * @param {'open'|'extra'|'short'|'other'} [kind]
    */
-  constructor(message, chunk = -1) {
+  constructor(message, chunk = -1, kind = 'other') {
     super(message);
     this.name = 'E2EError';
     /** @type {number} */
     this.chunk = chunk;
+    this.kind = kind;
   }
 }
 
@@ -271,7 +277,7 @@ export async function openChunk(kp, i, last, sealed) {
   try {
     return new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: chunkNonce(i, last) }, kp, sealed));
   } catch {
-    throw new E2EError(`chunk ${i} does not open: the bytes were altered, reordered, cut short or come from another item, or the key is wrong`, i);
+    throw new E2EError(`chunk ${i} does not open: the bytes were altered, reordered, cut short or come from another item, or the key is wrong`, i, 'open');
   }
 }
 
@@ -409,7 +415,7 @@ export function decryptStream(kp, cipherSize, first = 0) {
   return new TransformStream({
     async transform(data, c) {
       if (failed) return;
-      if (i >= n && data.length > 0) throw new E2EError(`bytes after the last chunk ${n - 1}`, n - 1);
+      if (i >= n && data.length > 0) throw new E2EError(`bytes after the last chunk ${n - 1}`, n - 1, 'extra');
       buf.push(data);
       have += data.length;
       while (i < n && have >= want()) {
@@ -427,12 +433,12 @@ export function decryptStream(kp, cipherSize, first = 0) {
       }
       if (i >= n && have > 0) {
         while (pending.length) await emitOne(c);
-        throw new E2EError(`bytes after the last chunk ${n - 1}`, n - 1);
+        throw new E2EError(`bytes after the last chunk ${n - 1}`, n - 1, 'extra');
       }
     },
     async flush(c) {
       while (pending.length) await emitOne(c);
-      if (have > 0) throw new E2EError(`chunk ${i} is cut short: ${have} of ${want()} bytes`, i);
+      if (have > 0) throw new E2EError(`chunk ${i} is cut short: ${have} of ${want()} bytes`, i, 'short');
     },
   });
 }
