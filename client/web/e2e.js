@@ -43,17 +43,19 @@ const enc = new TextEncoder();
 
 /**
  * An integrity or key error. chunk is the index of the chunk that did not
- * open, or -1 for metadata, a key or a size. kind is 'open' for a chunk
- * that does not open (altered, reordered, another item's, wrong key),
- * 'extra' for bytes after the last chunk, 'short' for ciphertext that ends
- * inside a chunk (an interrupted transfer: resume from the chunk), and
- * 'other' for the rest.
+ * open, or -1 for metadata, a key or a size. kind is 'integrity' for a
+ * chunk that does not authenticate (altered, reordered, another item's,
+ * wrong key), 'truncated' for ciphertext that ends inside or before a chunk
+ * the size promised (an interrupted transfer: resume from that chunk),
+ * 'trailing' for bytes after the last chunk (chunk is then the count of
+ * chunks), and 'other' for the rest. The kinds are those of the golden
+ * vectors (proto/testdata/e2e1-vectors.json).
  */
 export class E2EError extends Error {
   /**
    * @param {string} message
    * @param {number} [chunk]
-   * @param {'open'|'extra'|'short'|'other'} [kind]
+   * @param {'integrity'|'truncated'|'trailing'|'other'} [kind]
    */
   constructor(message, chunk = -1, kind = 'other') {
     super(message);
@@ -109,15 +111,18 @@ export function formatFragment(key) {
  * @returns {Uint8Array|null}
  */
 export function parseFragment(hash) {
-  const v = new URLSearchParams(hash.replace(/^#/, '')).get(FRAGMENT_KEY);
-  if (v === null || v === '') return null;
+  const vs = new URLSearchParams(hash.replace(/^#/, '')).getAll(FRAGMENT_KEY);
+  if (vs.length === 0) return null;
+  if (vs.length > 1) throw new E2EError('the link has more than one key');
+  const v = vs[0];
   let key;
   try {
     key = b64urlDecode(v);
   } catch {
     throw new E2EError('the key in the link is not valid base64url');
   }
-  if (key.length !== KEY_SIZE || v.length !== 43) throw new E2EError(`the key in the link has ${key.length} bytes, want ${KEY_SIZE}`);
+  // Exactly 43 characters of canonical base64url: one key has one spelling.
+  if (key.length !== KEY_SIZE || b64urlEncode(key) !== v) throw new E2EError(`the key in the link is not ${KEY_SIZE} bytes of base64url`);
   return key;
 }
 
@@ -277,7 +282,7 @@ export async function openChunk(kp, i, last, sealed) {
   try {
     return new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: chunkNonce(i, last) }, kp, sealed));
   } catch {
-    throw new E2EError(`chunk ${i} does not open: the bytes were altered, reordered, cut short or come from another item, or the key is wrong`, i, 'open');
+    throw new E2EError(`chunk ${i} does not open: the bytes were altered, reordered, cut short or come from another item, or the key is wrong`, i, 'integrity');
   }
 }
 
@@ -379,8 +384,8 @@ export class Sealer {
 /**
  * A TransformStream from ciphertext to plaintext. The ciphertext must
  * start at the boundary of chunk first (default 0) of an item whose
- * ciphertext is cipherSize bytes; it may stop early at any chunk boundary
- * (a range). Each chunk is emitted whole as soon as it opens, in order;
+ * ciphertext is cipherSize bytes, and go on through chunk last (default
+ * the item's last: a range may stop earlier). Each chunk is emitted whole as soon as it opens, in order;
  * up to 8 chunks are opened concurrently. The first chunk that does not
  * open, or a stream that ends inside a chunk, errors the stream with an
  * E2EError naming the chunk; no byte of that chunk or a later one is
@@ -388,9 +393,10 @@ export class Sealer {
  * @param {CryptoKey} kp payload key
  * @param {number} cipherSize S, the item's ciphertext size
  * @param {number} [first] index of the first chunk
+ * @param {number} [last] index of the last chunk wanted
  * @returns {TransformStream<Uint8Array, Uint8Array>}
  */
-export function decryptStream(kp, cipherSize, first = 0) {
+export function decryptStream(kp, cipherSize, first = 0, last = chunkCount(cipherSize) - 1) {
   const n = chunkCount(cipherSize);
   let i = first;
   /** @type {Uint8Array[]} */
@@ -415,7 +421,7 @@ export function decryptStream(kp, cipherSize, first = 0) {
   return new TransformStream({
     async transform(data, c) {
       if (failed) return;
-      if (i >= n && data.length > 0) throw new E2EError(`bytes after the last chunk ${n - 1}`, n - 1, 'extra');
+      if (i >= n && data.length > 0) throw new E2EError(`bytes after the last chunk ${n - 1}`, n, 'trailing');
       buf.push(data);
       have += data.length;
       while (i < n && have >= want()) {
@@ -433,12 +439,12 @@ export function decryptStream(kp, cipherSize, first = 0) {
       }
       if (i >= n && have > 0) {
         while (pending.length) await emitOne(c);
-        throw new E2EError(`bytes after the last chunk ${n - 1}`, n - 1, 'extra');
+        throw new E2EError(`bytes after the last chunk ${n - 1}`, n, 'trailing');
       }
     },
     async flush(c) {
       while (pending.length) await emitOne(c);
-      if (have > 0) throw new E2EError(`chunk ${i} is cut short: ${have} of ${want()} bytes`, i, 'short');
+      if (have > 0 || i <= last) throw new E2EError(`chunk ${i} is cut short: ${have} of ${want()} bytes`, i, 'truncated');
     },
   });
 }

@@ -261,7 +261,7 @@ class PlainReader {
       } catch (err) {
         this.reader = null;
         if (this.abort.signal.aborted) throw err;
-        if (err instanceof e2e.E2EError && err.kind !== 'short') {
+        if (err instanceof e2e.E2EError && err.kind !== 'truncated') {
           if (this.retried) throw new HTTPError(502, `integrity error: ${err.message}`);
           this.retried = true;
           this.via = await otherRelay(this.servedFrom);
@@ -300,10 +300,11 @@ class PlainReader {
    */
   async open() {
     const { it } = this;
-    let start = this.pos, end = this.end, first = 0;
+    let start = this.pos, end = this.end, first = 0, last = 0;
     if (it.encrypted) {
       const cr = e2e.cipherRange(this.pos, this.end - 1, it.cipherSize);
       first = cr.first;
+      last = Math.floor((this.end - 1) / e2e.CHUNK_SIZE);
       start = cr.start;
       end = cr.end;
       this.base = first * e2e.CHUNK_SIZE;
@@ -332,7 +333,7 @@ class PlainReader {
       throw new HTTPError(502, `unexpected answer ${res.status} at byte ${start}`);
     }
     this.servedFrom = res.url;
-    const body = it.kp ? res.body.pipeThrough(e2e.decryptStream(it.kp, it.cipherSize, first)) : res.body;
+    const body = it.kp ? res.body.pipeThrough(e2e.decryptStream(it.kp, it.cipherSize, first, last)) : res.body;
     this.reader = body.getReader();
     return '';
   }
