@@ -192,6 +192,7 @@ function onDownload(m) {
       break;
     case 'integrity':
       setStatus('integrity', `Integrity error in chunk ${m.chunk}: ${m.message}`);
+      statusEl.dataset.integrityChunk = String(m.chunk);
       break;
     case 'failed':
       setStatus('failed', `Download failed: ${m.message}`);
