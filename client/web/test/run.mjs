@@ -495,6 +495,7 @@ test('8: a wrong, damaged or missing key: a clear message and nothing downloaded
   b.page.on('download', () => downloads++);
   const shown = [];
   for (const c of cases) {
+    await b.page.goto('about:blank'); // links differing in the fragment only would not reload
     await b.page.goto(c.url);
     const status = b.page.locator('[data-testid="status"][data-state="failed"]');
     await status.waitFor();
