@@ -92,6 +92,8 @@ before(async () => {
 });
 
 after(async () => {
+  harnessInput?.close(); // stdin would keep node running
+  process.stdin.destroy();
   await browser?.close();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -100,13 +102,16 @@ after(async () => {
 
 /** @type {AsyncIterator<string>|null} */
 let harnessLines = null;
+/** @type {import('node:readline').Interface|null} */
+let harnessInput = null;
 
 /**
  * Asks the Go test harness for something and returns its one-line answer.
  * @param {string} request
  */
 async function ask(request) {
-  harnessLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  harnessInput ??= createInterface({ input: process.stdin });
+  harnessLines ??= harnessInput[Symbol.asyncIterator]();
   console.log(`harness: ${request}`);
   const { value, done } = await harnessLines.next();
   if (done) throw new Error(`harness gave no answer to ${request}`);
