@@ -314,8 +314,10 @@ export async function openAll(kp, sealed) {
 
 /**
  * Reads ciphertext bytes [off, off+len) of a plaintext Blob, sealing the
- * chunks that cover them. A Sealer keeps the last chunk it sealed, so that
- * consecutive ranges cut inside a chunk seal it once.
+ * chunks that cover them. The plaintext of a range is read with one
+ * Blob.slice() (reading chunk by chunk costs a round trip each in
+ * browsers), its chunks are sealed concurrently, and the last chunk sealed
+ * is kept, so that consecutive ranges cut inside a chunk seal it once.
  */
 export class Sealer {
   /**
@@ -332,23 +334,7 @@ export class Sealer {
   }
 
   /**
-   * Sealed chunk i, read from the Blob.
-   * @param {number} i
-   * @returns {Promise<Uint8Array>}
-   */
-  chunk(i) {
-    if (this.cached?.i === i) return this.cached.data;
-    const at = i * CHUNK_SIZE;
-    const data = this.blob.slice(at, Math.min(this.blob.size, at + CHUNK_SIZE)).arrayBuffer()
-      .then((plain) => sealChunk(this.kp, i, i === this.chunks - 1, plain));
-    this.cached = { i, data };
-    data.catch(() => {});
-    return data;
-  }
-
-  /**
-   * Ciphertext bytes [off, off+len). The chunks are read and sealed
-   * concurrently.
+   * Ciphertext bytes [off, off+len).
    * @param {number} off
    * @param {number} len
    * @returns {Promise<Uint8Array>}
@@ -357,27 +343,33 @@ export class Sealer {
     if (off < 0 || len < 0 || off + len > this.size) throw new E2EError(`range [${off}, ${off + len}) outside the ciphertext of ${this.size} bytes`);
     const out = new Uint8Array(len);
     if (len === 0) return out;
-    const first = Math.floor(off / SEALED_CHUNK_SIZE);
+    let first = Math.floor(off / SEALED_CHUNK_SIZE);
     const last = Math.floor((off + len - 1) / SEALED_CHUNK_SIZE);
+    /** @type {Promise<void>[]} */
     const jobs = [];
-    for (let i = first; i <= last; i++) {
-      const p = i === last ? this.chunk(i) : this._uncached(i);
-      jobs.push(p.then((c) => {
-        const cs = i * SEALED_CHUNK_SIZE;
-        const from = Math.max(off, cs), to = Math.min(off + len, cs + c.length);
-        out.set(c.subarray(from - cs, to - cs), from - off);
-      }));
+    /** @param {number} i @param {Promise<Uint8Array>} p */
+    const place = (i, p) => jobs.push(p.then((c) => {
+      const cs = i * SEALED_CHUNK_SIZE;
+      const from = Math.max(off, cs), to = Math.min(off + len, cs + c.length);
+      out.set(c.subarray(from - cs, to - cs), from - off);
+    }));
+    const cached = this.cached;
+    if (cached && cached.i === first) {
+      place(first, cached.data);
+      first++;
+    }
+    if (first <= last) {
+      const plain = this.blob.slice(first * CHUNK_SIZE, Math.min(this.blob.size, (last + 1) * CHUNK_SIZE)).arrayBuffer();
+      for (let i = first; i <= last; i++) {
+        const at = (i - first) * CHUNK_SIZE;
+        const sealed = plain.then((b) => sealChunk(this.kp, i, i === this.chunks - 1, new Uint8Array(b, at, Math.min(CHUNK_SIZE, b.byteLength - at))));
+        sealed.catch(() => {});
+        if (i === last) this.cached = { i, data: sealed };
+        place(i, sealed);
+      }
     }
     await Promise.all(jobs);
     return out;
-  }
-
-  /** @param {number} i */
-  _uncached(i) {
-    if (this.cached?.i === i) return this.cached.data;
-    const at = i * CHUNK_SIZE;
-    return this.blob.slice(at, Math.min(this.blob.size, at + CHUNK_SIZE)).arrayBuffer()
-      .then((plain) => sealChunk(this.kp, i, i === this.chunks - 1, plain));
   }
 }
 
@@ -399,8 +391,7 @@ export class Sealer {
 export function decryptStream(kp, cipherSize, first = 0, last = chunkCount(cipherSize) - 1) {
   const n = chunkCount(cipherSize);
   let i = first;
-  /** @type {Uint8Array[]} */
-  let buf = [];
+  let buf = new Uint8Array(0); // the chunk being filled
   let have = 0;
   /** @type {Promise<Uint8Array>[]} */
   const pending = [];
@@ -418,35 +409,38 @@ export function decryptStream(kp, cipherSize, first = 0, last = chunkCount(ciphe
       throw err;
     }
   };
+  // The readable side holds a few opened chunks, so that opening runs
+  // ahead of a consumer that reads chunk by chunk.
   return new TransformStream({
     async transform(data, c) {
       if (failed) return;
-      if (i >= n && data.length > 0) throw new E2EError(`bytes after the last chunk ${n - 1}`, n, 'trailing');
-      buf.push(data);
-      have += data.length;
-      while (i < n && have >= want()) {
+      let at = 0;
+      while (at < data.length) {
+        if (i >= n) {
+          while (pending.length) await emitOne(c);
+          throw new E2EError(`bytes after the last chunk ${n - 1}`, n, 'trailing');
+        }
         const w = want();
-        const all = buf.length === 1 ? buf[0] : concat(buf);
-        const sealed = all.slice(0, w);
-        const rest = all.subarray(w);
-        buf = rest.length ? [rest] : [];
-        have = rest.length;
-        const p = openChunk(kp, i, i === n - 1, sealed);
+        if (buf.length !== w) buf = new Uint8Array(w);
+        const k = Math.min(w - have, data.length - at);
+        buf.set(data.subarray(at, at + k), have);
+        have += k;
+        at += k;
+        if (have < w) break;
+        const p = openChunk(kp, i, i === n - 1, buf);
         p.catch(() => {});
         pending.push(p);
+        buf = new Uint8Array(0);
+        have = 0;
         i++;
         if (pending.length >= DECRYPT_DEPTH) await emitOne(c);
-      }
-      if (i >= n && have > 0) {
-        while (pending.length) await emitOne(c);
-        throw new E2EError(`bytes after the last chunk ${n - 1}`, n, 'trailing');
       }
     },
     async flush(c) {
       while (pending.length) await emitOne(c);
       if (have > 0 || i <= last) throw new E2EError(`chunk ${i} is cut short: ${have} of ${want()} bytes`, i, 'truncated');
     },
-  });
+  }, { highWaterMark: 2 }, { highWaterMark: DECRYPT_DEPTH });
 }
 
 // --- metadata ---
