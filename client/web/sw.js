@@ -42,6 +42,10 @@ const PROGRESS_EVERY_MS = 100;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
 const ASK_KEY_MS = 2000;
+// Chunks a preview asks the relays for at once: a player reads ahead only
+// as far as it needs, and a request bounded to 8 MiB keeps the relays
+// from bringing in more than that beyond what the player took.
+const PREVIEW_WINDOW_CHUNKS = 128;
 
 const channel = new BroadcastChannel(CHANNEL);
 /** @type {Map<string, Uint8Array>} item keys K by item id, from the pages */
@@ -239,6 +243,7 @@ class PlainReader {
     this.retried = false; // an integrity error was retried through another relay
     this.failures = 0;
     this.servedFrom = '';
+    this.windowEnd = 0; // plaintext end of the range the current response asked for
   }
 
   /** @returns {Promise<Uint8Array|null>} the next bytes, or null at the end */
@@ -270,6 +275,10 @@ class PlainReader {
         }
         if (!this.wait && ++this.failures > 2) throw err;
         this.report('waiting', `the transfer stopped (${err.message})`);
+        continue;
+      }
+      if (r.done && this.pos >= this.windowEnd) {
+        this.reader = null; // a bounded window is done: ask for the next one
         continue;
       }
       if (r.done) {
@@ -305,11 +314,15 @@ class PlainReader {
       const cr = e2e.cipherRange(this.pos, this.end - 1, it.cipherSize);
       first = cr.first;
       last = Math.floor((this.end - 1) / e2e.CHUNK_SIZE);
+      if (!this.wait) last = Math.min(last, first + PREVIEW_WINDOW_CHUNKS - 1);
       start = cr.start;
-      end = cr.end;
+      end = Math.min(cr.end, (last + 1) * e2e.SEALED_CHUNK_SIZE);
       this.base = first * e2e.CHUNK_SIZE;
+      this.windowEnd = Math.min(this.end, (last + 1) * e2e.CHUNK_SIZE);
     } else {
+      if (!this.wait) end = Math.min(end, start + PREVIEW_WINDOW_CHUNKS * e2e.CHUNK_SIZE);
       this.base = this.pos;
+      this.windowEnd = end;
     }
     const whole = start === 0 && end === it.cipherSize;
     const headers = whole ? {} : { Range: `bytes=${start}-${end - 1}` };
