@@ -321,6 +321,7 @@ async function onDownloadClick(ev) {
 function refuse(text) {
   setStatus('failed', text);
   statusEl.dataset.reason = 'key';
+  onlinePill.hidden = true;
   $('download').remove();
   $('preview').remove();
 }
