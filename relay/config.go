@@ -106,6 +106,13 @@ type Config struct {
 	// the directory it is not connected to. Defaults to 2s.
 	PeerInterval time.Duration
 
+	// Tap, if set, is called with every PartData payload a publisher
+	// pushes, before the relay queues it: the item, the offset of the
+	// part it belongs to (payloads of a part come in order), and the
+	// bytes, which Tap must not keep. A test hook (it lets tests check
+	// that only ciphertext reaches relays); nil in production.
+	Tap func(item proto.ItemID, partOff int64, b []byte)
+
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.

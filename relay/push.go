@@ -199,6 +199,9 @@ func (pc *pushConn) readData(r io.Reader, n int) error {
 		pc.s.pool.put(buf)
 		return nil
 	}
+	if tap := pc.s.cfg.Tap; tap != nil {
+		tap(ps.item, ps.off, buf)
+	}
 	if err := ps.put(buf); err != nil {
 		ps.fail(err)
 		return err // a publisher that ignores credit is not to be trusted further

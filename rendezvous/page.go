@@ -72,6 +72,7 @@ type pageData struct {
 	IsMessage bool
 	Text      string
 	Download  string
+	Enc       string // proto.E2EVersion for an encrypted item: the page decrypts its metadata
 }
 
 // handlePage serves the page of an item.
@@ -93,6 +94,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 				IsMessage: v.kind == proto.KindMessage,
 				Text:      v.text,
 				Download:  "/v1/items/" + id.String(),
+				Enc:       v.enc,
 			}
 		}
 	}
@@ -156,7 +158,8 @@ func (s *Server) handleWeb(w http.ResponseWriter, r *http.Request) {
 // the download URLs (/dl/...). Its policy lets it fetch items from any
 // relay: it outlives the page that installed it, and relays come and go.
 func (s *Server) handleServiceWorker(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; connect-src 'self' http: https:")
+	// script-src: the worker is a module and imports /web/e2e.js.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self' http: https:")
 	s.serveWebFile(w, r, "sw.js")
 }
 

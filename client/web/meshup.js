@@ -8,13 +8,20 @@
 //	const c = new Client();                 // rendezvous = this page's origin
 //	c.addEventListener('progress', (e) => console.log(e.detail));
 //	const item = await c.publish(file);     // metadata only; bytes stay here
-//	console.log(item.shareURL);
+//	console.log(item.shareURL);             // .../i/ID#k=KEY: the key never reaches a server
+//
+// Files, blobs and clips are encrypted end to end by default (format e2e1,
+// see e2e.js and proto/e2e.go): the rendezvous learns the ciphertext size
+// only, relays carry ciphertext, and the key travels in the share link's
+// fragment. publish(file, {encrypt: false}) publishes plaintext, for
+// applications whose backend reads items directly. Short messages travel
+// whole through the rendezvous, in plaintext.
 //
 // Protocol flow (see proto/ in the Go module for the wire formats):
 //
 //	control WebSocket /v1/control, subprotocol meshup.v1, JSON messages
 //	  <- welcome {session, max_message, ping_seconds, relays[{id, push_url}]}
-//	  -> publish {ref, kind, name, mime, size[, text][, id, owner]}
+//	  -> publish {ref, kind, name, mime, size[, text][, id, owner][, enc, meta][, volunteers]}
 //	  <- published {ref, id, owner, share_url, download_url} | error {ref, ...}
 //	  <- order {order, item, off, len, relay, push_url, token}
 //	  <- cancel {order}
@@ -27,6 +34,8 @@
 //	  -> PartData  0x02 {stream u32, data}
 //	  <- PartEnd   0x03 {stream u32, status u16, reason}    0 = every byte accepted
 //	  -> PartEnd   0x03 to abort a part
+
+import * as e2e from './e2e.js';
 
 /** WebSocket subprotocol of both the control and the push channel. */
 export const SUBPROTOCOL = 'meshup.v1';
@@ -53,6 +62,9 @@ export const DEFAULT_FRAME_SIZE = 1 << 20;
 
 /** Default limit on the text of a message item (rendezvous.DefaultMaxTextMessage). */
 export const DEFAULT_MAX_TEXT = 16 << 10;
+
+/** Frames read (and sealed) ahead of the relay's credit per part. */
+const READ_AHEAD = 4;
 
 const FRAME_PART_BEGIN = 0x01;
 const FRAME_PART_DATA = 0x02;
@@ -96,6 +108,10 @@ export class MeshupError extends Error {
  * @property {string} [kind] Kind.FILE (default) or Kind.CLIP
  * @property {string} [id] with owner: take back an item published earlier (same share link)
  * @property {string} [owner] the owner secret of that item
+ * @property {boolean} [encrypt] encrypt end to end (default true); false publishes plaintext
+ * @property {Uint8Array|string} [key] the item key K (bytes or base64url), to take back an
+ *   encrypted item with the key it was published under; defaults to a fresh key
+ * @property {boolean} [volunteers] let volunteer relays carry a plaintext item
  */
 
 /**
@@ -123,6 +139,33 @@ export class Item {
     this.blob = src.blob;
     /** @type {Map<number, PartPush>} parts being pushed, by order id */
     this.parts = new Map();
+    /** @type {string} e2e.VERSION when encrypted end to end, else '' */
+    this.enc = '';
+    /** @type {Uint8Array|null} the item key K of an encrypted item */
+    this.key = null;
+    /** @type {string} K in base64url, as in the share link's fragment */
+    this.keyText = '';
+    /** @type {number} size of the plaintext; size is the ciphertext's */
+    this.plainSize = src.size;
+    /** @type {number} modification time, seconds since 1970 */
+    this.modified = 0;
+    /** @type {string} sealed metadata, as published */
+    this.meta = '';
+    this.volunteers = false;
+    /** @type {e2e.Sealer|null} */
+    this.sealer = null;
+  }
+
+  /**
+   * Reads bytes [off, off+len) of what is published: the plaintext, or
+   * the ciphertext sealed from it.
+   * @param {number} off
+   * @param {number} len
+   * @returns {Promise<ArrayBuffer|Uint8Array>}
+   */
+  read(off, len) {
+    if (this.sealer) return this.sealer.range(off, len);
+    return /** @type {Blob} */ (this.blob).slice(off, off + len).arrayBuffer();
   }
 }
 
@@ -231,6 +274,16 @@ export class Client extends EventTarget {
     const name = opts.name ?? (/** @type {File} */ (blob).name || 'blob');
     const kind = opts.kind ?? Kind.FILE;
     const it = new Item({ kind, name, type: opts.type ?? blob.type, size: blob.size, blob, text: '' });
+    it.modified = Math.floor((/** @type {File} */ (blob).lastModified ?? Date.now()) / 1000);
+    it.volunteers = !!opts.volunteers;
+    if (opts.encrypt ?? true) {
+      const key = typeof opts.key === 'string' ? e2e.b64urlDecode(opts.key) : opts.key ?? e2e.newKey();
+      if (key.length !== e2e.KEY_SIZE) return Promise.reject(new MeshupError(Status.MALFORMED, `key of ${key.length} bytes, want ${e2e.KEY_SIZE}`));
+      it.enc = e2e.VERSION;
+      it.key = key;
+      it.keyText = e2e.b64urlEncode(key);
+      it.size = e2e.sealedSize(blob.size);
+    }
     return this._publish(it, opts.id, opts.owner);
   }
 
@@ -314,17 +367,49 @@ export class Client extends EventTarget {
    * @returns {Promise<Item>}
    */
   async _publish(it, id, owner) {
-    const msg = { type: 'publish', kind: it.kind, name: it.name, mime: it.type, size: it.size };
-    if (it.kind === Kind.MESSAGE) msg.text = it.text;
-    if (id && owner) Object.assign(msg, { id, owner });
-    const pub = await this._request(msg);
+    if (it.enc && id && owner) await this._seal(it, id);
+    let pub = await this._request(this._publishMsg(it, id, owner));
+    if (it.enc && !it.meta) {
+      // The keys are bound to the item id, which the rendezvous chooses:
+      // the metadata is sealed once it is known and sent with a reclaim.
+      await this._seal(it, pub.id);
+      pub = await this._request(this._publishMsg(it, pub.id, pub.owner));
+    }
     it.id = pub.id;
     it.owner = pub.owner;
-    it.shareURL = pub.share_url;
+    it.shareURL = pub.share_url + (it.enc ? `#${e2e.FRAGMENT_KEY}=${it.keyText}` : '');
     it.downloadURL = pub.download_url;
     this.items.set(it.id, it);
     this._setItemState(it, 'online');
     return it;
+  }
+
+  /**
+   * Derives the keys of an encrypted item and seals its metadata.
+   * @param {Item} it
+   * @param {string} id
+   */
+  async _seal(it, id) {
+    const keys = await e2e.deriveKeys(/** @type {Uint8Array} */ (it.key), id);
+    it.sealer = new e2e.Sealer(keys.payload, /** @type {Blob} */ (it.blob));
+    it.meta = await e2e.sealMeta(keys.metadata, { name: it.name, type: it.type, modified: it.modified });
+  }
+
+  /**
+   * The publish message of an item; with id and owner it takes the item
+   * back. An encrypted item shows the rendezvous no name and no type.
+   * @param {Item} it
+   * @param {string} [id]
+   * @param {string} [owner]
+   */
+  _publishMsg(it, id, owner) {
+    /** @type {Record<string, any>} */
+    const msg = { type: 'publish', kind: it.kind, name: it.name, mime: it.type, size: it.size };
+    if (it.enc) Object.assign(msg, { name: '', mime: 'application/octet-stream', enc: it.enc, meta: it.meta || undefined });
+    else if (it.volunteers) msg.volunteers = true;
+    if (it.kind === Kind.MESSAGE) msg.text = it.text;
+    if (id && owner) Object.assign(msg, { id, owner });
+    return msg;
   }
 
   /**
@@ -361,12 +446,7 @@ export class Client extends EventTarget {
     // Take items back online with their owner secret; an item cancelled
     // while offline must be reclaimed before it can be unpublished.
     for (const it of [...this.items.values(), ...this._dropped.values()]) {
-      const msg = {
-        type: 'publish', ref: `reclaim-${it.id}`, id: it.id, owner: it.owner,
-        kind: it.kind, name: it.name, mime: it.type, size: it.size,
-      };
-      if (it.kind === Kind.MESSAGE) msg.text = it.text;
-      this._send(msg);
+      this._send({ ...this._publishMsg(it, it.id, it.owner), ref: `reclaim-${it.id}` });
       if (this._dropped.has(it.id)) this._send({ type: 'unpublish', id: it.id });
     }
     this._dropped.clear();
@@ -609,7 +689,7 @@ class PushConn {
   /**
    * Sends a PartData frame.
    * @param {number} stream
-   * @param {ArrayBuffer} data
+   * @param {ArrayBuffer|Uint8Array} data
    */
   data(stream, data) {
     const f = frame(FRAME_PART_DATA, DATA_PREFIX_LEN + data.byteLength);
@@ -692,20 +772,25 @@ class PartPush {
     if (this.ended) throw new MeshupError(this.ended.status, this.ended.reason);
     this.stream = this.conn.begin(this);
     let sent = 0;
-    /** @type {{k: number, data: Promise<ArrayBuffer>}|null} */
-    let next = null;
+    let read = 0; // part bytes read (and sealed) ahead, sent included
+    /** @type {{k: number, data: Promise<ArrayBuffer|Uint8Array>}[]} */
+    const ahead = [];
     for (;;) {
       if (this.ended) {
         if (this.ended.status === Status.OK) return;
         throw new MeshupError(this.ended.status, this.ended.reason);
       }
-      if (!next && sent < order.len && this.window > 0) {
+      // Read and seal a few frames ahead while earlier ones are in
+      // flight, so that sealing overlaps sending.
+      while (ahead.length < READ_AHEAD && read < order.len && this.window > 0) {
         // A frame never exceeds the window, or it would never fit.
-        const k = Math.min(client.frameSize, this.window, order.len - sent);
-        const at = order.off + sent;
-        next = { k, data: this.item.blob.slice(at, at + k).arrayBuffer() };
-        next.data.catch(() => {}); // seen when awaited below
+        const k = Math.min(client.frameSize, this.window, order.len - read);
+        const data = this.item.read(order.off + read, k);
+        data.catch(() => {}); // seen when awaited below
+        ahead.push({ k, data });
+        read += k;
       }
+      const next = ahead[0];
       if (next && sent + next.k <= this.limit) {
         let buf;
         try {
@@ -717,7 +802,7 @@ class PartPush {
         if (this.ended) continue;
         this.conn.data(this.stream, buf);
         sent += next.k;
-        next = null;
+        ahead.shift();
         continue;
       }
       await new Promise((resolve) => { this._wake = resolve; });

@@ -1,25 +1,69 @@
-// meshup download Service Worker, served at /sw.js (scope: the whole origin).
+// meshup Service Worker, served at /sw.js (scope: the whole origin) and
+// registered as a module: it streams downloads to disk and decrypts
+// end-to-end encrypted items (format e2e1, /web/e2e.js) for the page.
 //
-// A download of item ID is a navigation to /dl/ID?key=KEY. The worker
-// answers it with a stream that it fills by fetching /v1/items/ID, so the
-// browser writes the bytes to disk as they come and never holds the file in
-// memory. When the response ends short (the sender's tab went away: relays
-// end the body early, they never pad it) or the item answers 503 (sender
-// offline), the worker waits and goes on with Range: bytes=N- from where it
-// stopped. It reports progress and state on the BroadcastChannel
-// "meshup-downloads" as {key, id, state, received, size, message}, where
-// state is running, waiting, done or failed.
+// Downloads. A download of item ID is a navigation to /dl/ID?key=TAG. The
+// worker answers it with a stream that it fills by fetching /v1/items/ID
+// (following the rendezvous's redirect to a relay), so the browser writes
+// the bytes to disk as they come and never holds the file in memory. When
+// the response ends short (the sender's tab went away: relays end the body
+// early, they never pad it) or the item answers 503 (sender offline), the
+// worker waits and goes on with a Range request from where it stopped; for
+// an encrypted item, from the chunk boundary where it stopped. It reports
+// progress on the BroadcastChannel "meshup-downloads" as {key, id, state,
+// received, size, message, chunk}, where state is running, waiting,
+// integrity, done or failed.
+//
+// Previews. A media element (or fetch) of the page reads
+// /sw/plain/ID[/anything]: the worker answers with the item's plaintext,
+// honouring one Range: it maps the plaintext range to the ciphertext
+// chunks that hold it, fetches just those, decrypts, and answers 206 with
+// the plaintext Content-Range, so a seek moves only what the player needs.
+//
+// Keys. The page posts {type: 'key', id, key} (key in base64url, from the
+// link's fragment: it never goes into a URL that reaches a server). A
+// worker restarted by the browser forgets keys; it then asks the open pages
+// with {type: 'need-key', id} on a MessageChannel, and a page showing that
+// item answers {key}.
+//
+// Integrity. A chunk that does not open is never handed out. The worker
+// reports it (state integrity, with the chunk index) and reads the range
+// once more through another relay (?via=RELAY_ID, from GET /v1/status);
+// if that fails too the response fails.
 //
 // Every other request goes to the network untouched.
 
 /// <reference lib="webworker" />
 
+import * as e2e from '/web/e2e.js';
+
 const CHANNEL = 'meshup-downloads';
 const PROGRESS_EVERY_MS = 100;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
+const ASK_KEY_MS = 2000;
+// Chunks a preview asks the relays for at once: a player reads ahead only
+// as far as it needs, and a request bounded to 8 MiB keeps the relays
+// from bringing in more than that beyond what the player took.
+const PREVIEW_WINDOW_CHUNKS = 128;
 
 const channel = new BroadcastChannel(CHANNEL);
+/** @type {Map<string, Uint8Array>} item keys K by item id, from the pages */
+const keys = new Map();
+/** @type {Map<string, Promise<ItemInfo>>} */
+const infos = new Map();
+
+/**
+ * What the worker knows of an item to read it.
+ * @typedef {object} ItemInfo
+ * @property {string} id
+ * @property {boolean} encrypted
+ * @property {number} cipherSize size on the wire
+ * @property {number} size plaintext size
+ * @property {string} name
+ * @property {string} type
+ * @property {CryptoKey|null} kp payload key
+ */
 
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (ev) => ev.waitUntil(self.clients.claim()));
@@ -28,151 +72,423 @@ self.addEventListener('activate', (ev) => ev.waitUntil(self.clients.claim()));
 // handling a message keeps the worker alive while a download waits for its
 // sender, with no request in flight.
 self.addEventListener('message', (ev) => {
-  if (ev.data?.type === 'keepalive') ev.waitUntil(Promise.resolve());
+  const m = ev.data;
+  if (m?.type === 'keepalive') ev.waitUntil(Promise.resolve());
+  if (m?.type === 'key' && typeof m.id === 'string' && typeof m.key === 'string') {
+    try {
+      const k = e2e.parseFragment(`k=${m.key}`);
+      if (k && !sameKey(keys.get(m.id), k)) {
+        keys.set(m.id, k);
+        infos.delete(m.id);
+      }
+    } catch {
+      // not a key: ignore
+    }
+  }
 });
 
 self.addEventListener('fetch', (ev) => {
   const url = new URL(ev.request.url);
-  const m = url.origin === self.location.origin && url.pathname.match(/^\/dl\/([a-z2-7]{26})$/);
-  if (!m || ev.request.method !== 'GET') return;
-  ev.respondWith(download(m[1], url.searchParams.get('key') || m[1]));
+  if (url.origin !== self.location.origin || ev.request.method !== 'GET') return;
+  let m = url.pathname.match(/^\/dl\/([a-z2-7]{26})$/);
+  if (m) {
+    ev.respondWith(download(m[1], url.searchParams.get('key') || m[1]));
+    return;
+  }
+  m = url.pathname.match(/^\/sw\/plain\/([a-z2-7]{26})(\/.*)?$/);
+  if (m) ev.respondWith(plain(m[1], ev.request));
 });
 
 /**
- * Answers a download navigation for item id with a resuming stream.
- * @param {string} id
- * @param {string} key names this download in progress reports
- * @returns {Promise<Response>}
+ * @param {Uint8Array|undefined} a
+ * @param {Uint8Array} b
  */
-async function download(id, key) {
-  let meta;
-  try {
-    meta = await fetch(`/v1/items/${id}/meta`, { cache: 'no-store' });
-  } catch (err) {
-    post({ key, id, state: 'failed', received: 0, size: 0, message: `cannot reach the server (${err.message})` });
-    return new Response('cannot reach the server\n', { status: 503, headers: { 'Content-Type': 'text/plain' } });
-  }
-  if (!meta.ok) {
-    post({ key, id, state: 'failed', received: 0, size: 0, message: 'no such item' });
-    return new Response('no such item\n', { status: 404, headers: { 'Content-Type': 'text/plain' } });
-  }
-  const item = await meta.json();
-  const body = new Download(id, key, item.size);
-  return new Response(body.stream, {
-    headers: {
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(item.size),
-      'Content-Disposition': `attachment; filename*=UTF-8''${encodeURIComponent(item.name || id)}`,
-      'X-Content-Type-Options': 'nosniff',
-    },
-  });
+function sameKey(a, b) {
+  return !!a && a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
-/** One download: a ReadableStream fed from /v1/items/{id}, resumed by Range. */
-class Download {
+/**
+ * Asks the open pages for the key of item id.
+ * @param {string} id
+ * @returns {Promise<Uint8Array|null>}
+ */
+async function askKey(id) {
+  const pages = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  const answers = pages.map((c) => new Promise((resolve) => {
+    const ch = new MessageChannel();
+    const t = setTimeout(() => resolve(null), ASK_KEY_MS);
+    ch.port1.onmessage = (ev) => {
+      clearTimeout(t);
+      try {
+        resolve(typeof ev.data?.key === 'string' ? e2e.parseFragment(`k=${ev.data.key}`) : null);
+      } catch {
+        resolve(null);
+      }
+    };
+    c.postMessage({ type: 'need-key', id }, [ch.port2]);
+  }));
+  for (const k of await Promise.all(answers)) if (k) return k;
+  return null;
+}
+
+/** An error answered to the page as an HTTP status. */
+class HTTPError extends Error {
   /**
-   * @param {string} id
-   * @param {string} key
-   * @param {number} size
+   * @param {number} status
+   * @param {string} message
    */
-  constructor(id, key, size) {
-    this.id = id;
-    this.key = key;
-    this.size = size;
-    this.received = 0;
-    this.state = 'running';
-    this.lastPost = 0;
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/**
+ * Reads an item's metadata and, for an encrypted one, its keys.
+ * @param {string} id
+ * @returns {Promise<ItemInfo>}
+ */
+function info(id) {
+  let p = infos.get(id);
+  if (!p) {
+    p = loadInfo(id);
+    infos.set(id, p);
+    p.catch(() => infos.delete(id));
+  }
+  return p;
+}
+
+/**
+ * @param {string} id
+ * @returns {Promise<ItemInfo>}
+ */
+async function loadInfo(id) {
+  let res;
+  try {
+    res = await fetch(`/v1/items/${id}/meta`, { cache: 'no-store' });
+  } catch (err) {
+    throw new HTTPError(503, `cannot reach the server (${err.message})`);
+  }
+  if (!res.ok) throw new HTTPError(404, 'no such item');
+  const m = await res.json();
+  if (!m.encrypted) {
+    return { id, encrypted: false, cipherSize: m.size, size: m.size, name: m.name || id, type: m.mime, kp: null };
+  }
+  if (m.enc !== e2e.VERSION) throw new HTTPError(501, `the item is encrypted with ${m.enc}, which this page cannot read`);
+  let k = keys.get(id) ?? null;
+  if (!k) {
+    k = await askKey(id);
+    if (!k) throw new HTTPError(403, 'the link has no key: the item is encrypted end to end');
+    keys.set(id, k);
+  }
+  const ks = await e2e.deriveKeys(k, id);
+  let meta;
+  try {
+    meta = await e2e.openMeta(ks.metadata, m.meta ?? '');
+  } catch (err) {
+    throw new HTTPError(403, err.message);
+  }
+  let size;
+  try {
+    size = e2e.plainSize(m.size);
+  } catch (err) {
+    throw new HTTPError(502, err.message);
+  }
+  return { id, encrypted: true, cipherSize: m.size, size, name: meta.name || id, type: meta.type || 'application/octet-stream', kp: ks.payload };
+}
+
+/**
+ * Picks a live relay other than the one whose response came from
+ * servedFrom, for a second try after an integrity error.
+ * @param {string} servedFrom the URL of the failed response
+ * @returns {Promise<string>} a relay id, or '' when there is no other
+ */
+async function otherRelay(servedFrom) {
+  try {
+    const st = await (await fetch('/v1/status', { cache: 'no-store' })).json();
+    const live = (st.relays ?? []).filter((r) => r.alive !== false);
+    const from = live.find((r) => (r.reach && servedFrom.startsWith(r.reach)) || (r.http_url && servedFrom.startsWith(r.http_url)));
+    return live.find((r) => r !== from)?.id ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Plaintext bytes [a, b] of an item, read from the relays: ciphertext
+ * ranges from the chunk boundary at or before the next byte wanted,
+ * decrypted. An interrupted response is resumed (after a wait when the
+ * sender is offline); a chunk that does not open is read once more
+ * through another relay.
+ */
+class PlainReader {
+  /**
+   * @param {ItemInfo} it
+   * @param {number} a first byte
+   * @param {number} b last byte (inclusive)
+   * @param {(state: string, message?: string, chunk?: number) => void} report
+   * @param {{wait?: boolean}} [opts] wait: resume after interruptions forever (downloads); else give up after one retry
+   */
+  constructor(it, a, b, report, opts = {}) {
+    this.it = it;
+    this.pos = a;
+    this.end = b + 1;
+    this.report = report;
+    this.wait = !!opts.wait;
     this.abort = new AbortController();
     /** @type {ReadableStreamDefaultReader<Uint8Array>|null} */
     this.reader = null;
-    this.stream = new ReadableStream({
-      pull: (controller) => this.pull(controller),
-      cancel: () => {
-        this.abort.abort();
-        this.report('failed', 'download cancelled');
-      },
-    });
+    this.base = 0; // plaintext offset of the next value the reader yields
+    this.via = '';
+    this.retried = false; // an integrity error was retried through another relay
+    this.failures = 0;
+    this.servedFrom = '';
+    this.windowEnd = 0; // plaintext end of the range the current response asked for
   }
 
-  /**
-   * Enqueues the next chunk, resuming the item as often as it takes.
-   * @param {ReadableStreamDefaultController<Uint8Array>} controller
-   */
-  async pull(controller) {
+  /** @returns {Promise<Uint8Array|null>} the next bytes, or null at the end */
+  async next() {
     let delay = RETRY_MIN_MS;
-    for (;;) {
-      if (this.received >= this.size) {
-        controller.close();
-        this.report('done');
-        return;
-      }
+    while (this.pos < this.end) {
       if (!this.reader) {
-        const res = await this.open();
-        if (res.error) {
-          controller.error(new Error(res.error));
-          this.report('failed', res.error);
-          return;
-        }
-        if (res.wait) {
-          this.report('waiting', res.wait);
+        const wait = await this.open();
+        if (wait) {
+          if (!this.wait && ++this.failures > 2) throw new HTTPError(503, wait);
+          this.report('waiting', wait);
           await sleep(delay);
           delay = Math.min(delay * 2, RETRY_MAX_MS);
           continue;
         }
       }
+      let r;
       try {
-        const { done, value } = await this.reader.read();
-        if (done) throw new Error('response ended short');
-        this.received += value.byteLength;
-        controller.enqueue(value);
-        if (this.state !== 'running' || Date.now() - this.lastPost >= PROGRESS_EVERY_MS || this.received >= this.size) {
-          this.report('running');
-        }
-        return;
+        r = await /** @type {ReadableStreamDefaultReader<Uint8Array>} */ (this.reader).read();
       } catch (err) {
-        if (this.abort.signal.aborted) return;
         this.reader = null;
+        if (this.abort.signal.aborted) throw err;
+        if (err instanceof e2e.E2EError && err.kind !== 'truncated') {
+          if (this.retried) throw new HTTPError(502, `integrity error: ${err.message}`);
+          this.retried = true;
+          this.via = await otherRelay(this.servedFrom);
+          this.report('integrity', `${err.message}; ${this.via ? 'reading it again through another relay' : 'reading it again'}`, err.chunk);
+          continue;
+        }
+        if (!this.wait && ++this.failures > 2) throw err;
         this.report('waiting', `the transfer stopped (${err.message})`);
+        continue;
       }
+      if (r.done && this.pos >= this.windowEnd) {
+        this.reader = null; // a bounded window is done: ask for the next one
+        continue;
+      }
+      if (r.done) {
+        // Ended short (relays end the body early when the sender goes
+        // away, they never pad it): wait a moment and resume.
+        this.reader = null;
+        if (!this.wait && ++this.failures > 2) throw new HTTPError(503, 'the transfer stopped');
+        this.report('waiting', 'the transfer stopped');
+        await sleep(delay);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+        continue;
+      }
+      const v = r.value;
+      const from = this.pos - this.base;
+      const to = Math.min(v.length, this.end - this.base);
+      this.base += v.length;
+      if (to <= from) continue;
+      this.pos += to - from;
+      return from === 0 && to === v.length ? v : v.subarray(from, to);
     }
+    this.cancel();
+    return null;
   }
 
   /**
-   * Requests the item from the current offset.
-   * @returns {Promise<{wait?: string, error?: string}>} wait: try again later; error: give up
+   * Requests the rest of the range.
+   * @returns {Promise<string>} why to wait and try again, or '' when the reader is open
    */
   async open() {
-    const headers = this.received > 0 ? { Range: `bytes=${this.received}-` } : {};
+    const { it } = this;
+    let start = this.pos, end = this.end, first = 0, last = 0;
+    if (it.encrypted) {
+      const cr = e2e.cipherRange(this.pos, this.end - 1, it.cipherSize);
+      first = cr.first;
+      last = Math.floor((this.end - 1) / e2e.CHUNK_SIZE);
+      if (!this.wait) last = Math.min(last, first + PREVIEW_WINDOW_CHUNKS - 1);
+      start = cr.start;
+      end = Math.min(cr.end, (last + 1) * e2e.SEALED_CHUNK_SIZE);
+      this.base = first * e2e.CHUNK_SIZE;
+      this.windowEnd = Math.min(this.end, (last + 1) * e2e.CHUNK_SIZE);
+    } else {
+      if (!this.wait) end = Math.min(end, start + PREVIEW_WINDOW_CHUNKS * e2e.CHUNK_SIZE);
+      this.base = this.pos;
+      this.windowEnd = end;
+    }
+    const whole = start === 0 && end === it.cipherSize;
+    const headers = whole ? {} : { Range: `bytes=${start}-${end - 1}` };
+    const url = `/v1/items/${it.id}` + (this.via ? `?via=${encodeURIComponent(this.via)}` : '');
     let res;
     try {
-      res = await fetch(`/v1/items/${this.id}`, { headers, cache: 'no-store', signal: this.abort.signal });
+      res = await fetch(url, { headers, cache: 'no-store', signal: this.abort.signal });
     } catch (err) {
-      return { wait: `cannot reach the item (${err.message})` };
+      if (this.abort.signal.aborted) throw err;
+      return `cannot reach the item (${err.message})`;
     }
-    if (res.status === 404 || res.status === 410) return { error: 'the item is gone' };
+    if (res.status === 404 || res.status === 410) throw new HTTPError(404, 'the item is gone');
     if (res.status === 503 || res.status === 429 || res.status >= 500) {
       res.body?.cancel();
-      return { wait: res.status === 503 ? 'the sender is offline' : `the relay answered ${res.status}` };
+      if (this.via) this.via = ''; // that relay is gone: let the rendezvous choose
+      return res.status === 503 ? 'the sender is offline' : `the relay answered ${res.status}`;
     }
-    const start = res.status === 206 ? Number(/^bytes (\d+)-/.exec(res.headers.get('Content-Range') ?? '')?.[1]) : 0;
-    if ((res.status !== 200 && res.status !== 206) || start !== this.received || !res.body) {
+    const got = res.status === 206 ? Number(/^bytes (\d+)-/.exec(res.headers.get('Content-Range') ?? '')?.[1]) : 0;
+    if ((res.status !== 200 && res.status !== 206) || got !== start || !res.body) {
       res.body?.cancel();
-      return { error: `unexpected answer ${res.status} at byte ${this.received}` };
+      throw new HTTPError(502, `unexpected answer ${res.status} at byte ${start}`);
     }
-    this.reader = res.body.getReader();
-    return {};
+    this.servedFrom = res.url;
+    const body = it.kp ? res.body.pipeThrough(e2e.decryptStream(it.kp, it.cipherSize, first, last)) : res.body;
+    this.reader = body.getReader();
+    return '';
   }
 
-  /**
-   * Posts the download's state to the pages.
-   * @param {string} state
-   * @param {string} [message]
-   */
-  report(state, message = '') {
-    this.state = state;
-    this.lastPost = Date.now();
-    post({ key: this.key, id: this.id, state, received: this.received, size: this.size, message });
+  cancel() {
+    this.abort.abort();
+    this.reader?.cancel().catch(() => {});
+    this.reader = null;
   }
+}
+
+/**
+ * A ReadableStream over a PlainReader.
+ * @param {PlainReader} r
+ * @param {(err: Error) => void} [onError]
+ */
+function streamOf(r, onError) {
+  return new ReadableStream({
+    async pull(c) {
+      try {
+        const v = await r.next();
+        if (v) c.enqueue(v);
+        else c.close();
+      } catch (err) {
+        onError?.(err);
+        c.error(err);
+      }
+    },
+    cancel() {
+      r.cancel();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * @param {number} status
+ * @param {string} message
+ */
+function textResponse(status, message) {
+  return new Response(`${message}\n`, { status, headers: { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' } });
+}
+
+/**
+ * Answers a download navigation for item id with a resuming stream of its
+ * plaintext.
+ * @param {string} id
+ * @param {string} key names this download in progress reports
+ * @returns {Promise<Response>}
+ */
+async function download(id, key) {
+  let it;
+  try {
+    it = await info(id);
+  } catch (err) {
+    post({ key, id, state: 'failed', received: 0, size: 0, message: err.message });
+    return textResponse(err.status ?? 500, err.message);
+  }
+  let lastPost = 0, state = '';
+  /** @type {PlainReader} */
+  let r;
+  const report = (/** @type {string} */ s, message = '', chunk = -1) => {
+    state = s;
+    lastPost = Date.now();
+    post({ key, id, state: s, received: r.pos, size: it.size, message, chunk });
+  };
+  r = new PlainReader(it, 0, it.size - 1, report, { wait: true });
+  const body = new ReadableStream({
+    async pull(c) {
+      try {
+        const v = await r.next();
+        if (!v) {
+          c.close();
+          report('done');
+          return;
+        }
+        c.enqueue(v);
+        if (state !== 'running' || Date.now() - lastPost >= PROGRESS_EVERY_MS || r.pos >= it.size) report('running');
+      } catch (err) {
+        c.error(err);
+        report('failed', err.message);
+      }
+    },
+    cancel() {
+      r.cancel();
+      report('failed', 'download cancelled');
+    },
+  }, { highWaterMark: 0 });
+  if (it.size === 0) r.pos = 0;
+  return new Response(body, {
+    headers: {
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(it.size),
+      'Content-Disposition': `attachment; filename*=UTF-8''${encodeURIComponent(it.name)}`,
+      'X-Content-Type-Options': 'nosniff',
+    },
+  });
+}
+
+/**
+ * Answers a request of the page for an item's plaintext, with one Range.
+ * @param {string} id
+ * @param {Request} req
+ * @returns {Promise<Response>}
+ */
+async function plain(id, req) {
+  let it;
+  try {
+    it = await info(id);
+  } catch (err) {
+    return textResponse(err.status ?? 500, err.message);
+  }
+  const size = it.size;
+  let a = 0, b = size - 1, partial = false;
+  const range = req.headers.get('Range');
+  const m = range && /^bytes=(\d*)-(\d*)$/.exec(range.trim());
+  if (m && (m[1] || m[2])) {
+    partial = true;
+    if (m[1]) {
+      a = Number(m[1]);
+      if (m[2]) b = Math.min(Number(m[2]), size - 1);
+    } else {
+      a = Math.max(0, size - Number(m[2]));
+    }
+    if (a >= size || a > b) {
+      return new Response(null, { status: 416, headers: { 'Content-Range': `bytes */${size}` } });
+    }
+  }
+  const headers = {
+    'Content-Type': it.type,
+    'Content-Length': String(size === 0 ? 0 : b - a + 1),
+    'Accept-Ranges': 'bytes',
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-store',
+  };
+  if (partial) headers['Content-Range'] = `bytes ${a}-${b}/${size}`;
+  if (size === 0) return new Response(null, { status: 200, headers });
+  const report = (/** @type {string} */ s, message = '', chunk = -1) => {
+    if (s === 'integrity') post({ key: `plain-${id}`, id, state: s, received: 0, size, message, chunk });
+  };
+  const r = new PlainReader(it, a, b, report);
+  const body = streamOf(r, (err) => post({ key: `plain-${id}`, id, state: 'failed', received: 0, size, message: err.message }));
+  return new Response(body, { status: partial ? 206 : 200, headers });
 }
 
 /** @param {object} m */

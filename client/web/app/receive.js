@@ -7,7 +7,14 @@
 // "meshup-downloads". Without a worker, small items are fetched into memory
 // with the same resumption, and larger ones use the browser's plain
 // download (which cannot resume).
+//
+// An encrypted item (data-enc="e2e1") is read with the key in the link's
+// fragment (#k=...), which no server sees: the page decrypts the name, type
+// and modification time, hands the key to the worker with postMessage, and
+// the worker decrypts downloads and previews (/sw/plain/{id}). Without a
+// key, or with a wrong one, the page says so and downloads nothing.
 
+import * as e2e from '/web/e2e.js';
 import { copyText, formatBytes } from './common.js';
 
 const MAX_IN_MEMORY = 64 << 20; // bytes: the largest item downloaded without the worker
@@ -25,7 +32,11 @@ const item = {
   size: Number(el.dataset.size),
   mime: el.dataset.mime ?? '',
   online: el.dataset.online === 'true',
+  enc: el.dataset.enc ?? '',
+  modified: 0,
 };
+/** @type {string} the key K in base64url, for the worker; '' for plaintext items */
+let keyText = '';
 const itemURL = `/v1/items/${item.id}`;
 const statusEl = $('status');
 const onlinePill = $('online');
@@ -76,6 +87,8 @@ async function waitOnline() {
 function renderPreview() {
   const box = $('preview');
   const [major] = item.mime.split('/');
+  // An encrypted item's plaintext comes from the worker.
+  const src = item.enc ? `/sw/plain/${item.id}` : itemURL;
   /** @type {HTMLMediaElement|HTMLImageElement|null} */
   let media = null;
   if (major === 'video' || major === 'audio') {
@@ -90,7 +103,7 @@ function renderPreview() {
     const img = document.createElement('img');
     img.alt = item.name;
     img.dataset.testid = 'preview-image';
-    img.addEventListener('error', () => waitOnline().then(() => { img.src = `${itemURL}?retry=${Date.now()}`; }), { once: true });
+    img.addEventListener('error', () => waitOnline().then(() => { img.src = `${src}?retry=${Date.now()}`; }), { once: true });
     media = img;
   } else if (major === 'text' && item.size <= MAX_TEXT_PREVIEW) {
     renderTextPreview(box);
@@ -100,7 +113,10 @@ function renderPreview() {
   box.append(media);
   box.hidden = false;
   // Loading while the sender is away would fail: wait for it.
-  waitOnline().then(() => { media.src = itemURL; });
+  const ready = item.enc ? worker().then((sw) => {
+    if (!sw) throw new Error('this browser has no Service Worker here, which previews of encrypted items need');
+  }) : Promise.resolve();
+  Promise.all([ready, waitOnline()]).then(() => { media.src = src; }, (err) => setStatus('failed', err.message));
 }
 
 /**
@@ -114,7 +130,7 @@ async function resumeMedia(m) {
   await new Promise((r) => setTimeout(r, POLL_MS));
   await waitOnline();
   setStatus('running', '');
-  m.src = `${itemURL}?resume=${Date.now()}`;
+  m.src = `${item.enc ? `/sw/plain/${item.id}` : itemURL}?resume=${Date.now()}`;
   m.currentTime = at;
   if (wasPlaying) m.play().catch(() => {});
 }
@@ -122,7 +138,8 @@ async function resumeMedia(m) {
 /** @param {HTMLElement} box */
 async function renderTextPreview(box) {
   await waitOnline();
-  const res = await fetch(itemURL, { cache: 'no-store' });
+  if (item.enc && !(await worker())) return;
+  const res = await fetch(item.enc ? `/sw/plain/${item.id}` : itemURL, { cache: 'no-store' });
   if (!res.ok) return;
   const pre = document.createElement('pre');
   pre.className = 'text';
@@ -173,6 +190,10 @@ function onDownload(m) {
     case 'done':
       setStatus('done', 'Download complete.');
       break;
+    case 'integrity':
+      setStatus('integrity', `Integrity error in chunk ${m.chunk}: ${m.message}`);
+      statusEl.dataset.integrityChunk = String(m.chunk);
+      break;
     case 'failed':
       setStatus('failed', `Download failed: ${m.message}`);
       break;
@@ -187,17 +208,20 @@ function onDownload(m) {
 async function worker() {
   if (!('serviceWorker' in navigator)) return null;
   try {
-    await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+    await navigator.serviceWorker.register('/sw.js', { scope: '/', type: 'module' });
   } catch {
     return null;
   }
-  if (navigator.serviceWorker.controller) return navigator.serviceWorker.controller;
-  // A fresh worker claims this page when it activates.
-  await new Promise((resolve) => {
-    navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true });
-    setTimeout(resolve, SW_READY_MS);
-  });
-  return navigator.serviceWorker.controller;
+  if (!navigator.serviceWorker.controller) {
+    // A fresh worker claims this page when it activates.
+    await new Promise((resolve) => {
+      navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true });
+      setTimeout(resolve, SW_READY_MS);
+    });
+  }
+  const sw = navigator.serviceWorker.controller;
+  if (sw && keyText) sw.postMessage({ type: 'key', id: item.id, key: keyText });
+  return sw;
 }
 
 /**
@@ -277,6 +301,7 @@ async function onDownloadClick(ev) {
   setStatus('running', 'Starting…');
   const sw = await worker();
   if (sw) return downloadWithWorker(sw);
+  if (item.enc) return setStatus('failed', 'Download failed: this browser has no Service Worker here, which encrypted items need.');
   if (item.size <= MAX_IN_MEMORY) return downloadInMemory();
   // The browser's own download streams to disk but cannot resume.
   setStatus('running', 'Downloading with the browser. If the sender goes away, start again once it is back.');
@@ -286,13 +311,83 @@ async function onDownloadClick(ev) {
   a.click();
 }
 
+// --- encryption ---
+
+/**
+ * Shows why an encrypted item cannot be read and takes away what would
+ * download it.
+ * @param {string} text
+ */
+function refuse(text) {
+  setStatus('failed', text);
+  statusEl.dataset.reason = 'key';
+  onlinePill.hidden = true;
+  $('download').remove();
+  $('preview').remove();
+}
+
+/**
+ * Reads the key from the fragment and opens the item's metadata with it.
+ * @returns {Promise<boolean>} whether the item can be read
+ */
+async function openItem() {
+  const encEl = $('encryption');
+  if (!item.enc) return true;
+  if (item.enc !== e2e.VERSION) {
+    refuse(`This item is encrypted with ${item.enc}, which this page cannot read.`);
+    return false;
+  }
+  let key;
+  try {
+    key = e2e.parseFragment(location.hash);
+  } catch (err) {
+    refuse(`This link's key is damaged (${err.message}). Ask the sender for the link again, complete with the part after #.`);
+    return false;
+  }
+  if (!key) {
+    refuse('This item is encrypted end to end and this link has no key. Ask the sender for the whole link, including the part after #k=.');
+    return false;
+  }
+  let sealed = '';
+  try {
+    const res = await fetch(`${itemURL}/meta`, { cache: 'no-store' });
+    if (res.ok) sealed = (await res.json()).meta ?? '';
+  } catch {
+    // unreachable: fails below
+  }
+  let meta;
+  try {
+    const keys = await e2e.deriveKeys(key, item.id);
+    meta = await e2e.openMeta(keys.metadata, sealed);
+  } catch {
+    refuse('The key in this link is wrong: this item cannot be decrypted. Nothing was downloaded. Ask the sender for the link again.');
+    return false;
+  }
+  keyText = e2e.b64urlEncode(key);
+  item.name = meta.name;
+  item.mime = meta.type || 'application/octet-stream';
+  item.modified = meta.modified;
+  item.size = e2e.plainSize(item.size);
+  /** @type {HTMLElement} */ (document.querySelector('[data-testid="item-name"]')).textContent = item.name;
+  /** @type {HTMLElement} */ (document.querySelector('[data-testid="item-type"]')).textContent = item.mime;
+  /** @type {HTMLElement} */ (document.querySelector('[data-testid="item-size"]')).textContent = formatBytes(item.size);
+  document.title = `${item.name} · meshup`;
+  encEl.title = 'Decrypted in this browser with the key in the link, which no server sees.';
+  // A worker restarted by the browser asks the pages for keys.
+  navigator.serviceWorker?.addEventListener('message', (ev) => {
+    if (ev.data?.type === 'need-key' && ev.data.id === item.id) ev.ports[0]?.postMessage({ key: keyText });
+  });
+  navigator.serviceWorker?.startMessages();
+  return true;
+}
+
 // --- start ---
 
 setOnline(item.online || item.kind === 'message');
 if (item.kind === 'message') {
   const copy = /** @type {HTMLButtonElement} */ ($('copy-text'));
   copy.addEventListener('click', () => copyText($('text').textContent ?? '', copy));
-} else {
+} else if (await openItem()) {
   $('download').addEventListener('click', onDownloadClick);
   renderPreview();
   if (!item.online) waitOnline();

@@ -1,10 +1,12 @@
 // The sender's page (/): share files, pasted clips and short messages from
 // this tab with the meshup library, and show what has been served.
 //
-// Shared files are remembered in localStorage as {id, owner, name, size,
-// lastModified, type, shareURL}: when the tab is reopened and the same file
-// picked again, it is published with its id and owner secret, so its share
-// link stays the same and consumers waiting for it continue.
+// Shared files are remembered in localStorage as {id, owner, key, name,
+// size, lastModified, type, shareURL}: when the tab is reopened and the same
+// file picked again, it is published with its id, owner secret and item key,
+// so its share link stays the same and consumers waiting for it continue.
+// Files are encrypted end to end; the key is kept next to the owner secret
+// (both only in this browser).
 
 import { Client, Kind, MeshupError, Status } from '/web/meshup.js';
 import { copyText, formatBytes, renderQR, showError } from './common.js';
@@ -16,6 +18,7 @@ const MAX_REMEMBERED = 100;
  * @typedef {object} Remembered
  * @property {string} id
  * @property {string} owner
+ * @property {string} [key] the item key K in base64url; absent for plaintext items
  * @property {string} name
  * @property {number} size
  * @property {number} lastModified
@@ -56,7 +59,7 @@ async function shareFile(file) {
   let item = null;
   if (prev) {
     try {
-      item = await client.publish(file, { id: prev.id, owner: prev.owner });
+      item = await client.publish(file, prev.key ? { id: prev.id, owner: prev.owner, key: prev.key } : { id: prev.id, owner: prev.owner, encrypt: false });
     } catch (err) {
       // Expired or refused: share it anew, under a new link.
       if (!(err instanceof MeshupError) || ![Status.NOT_FOUND, Status.FORBIDDEN].includes(err.status)) throw err;
@@ -64,7 +67,7 @@ async function shareFile(file) {
   }
   item ??= await client.publish(file);
   const list = remembered().filter((r) => !same(r) && r.id !== item.id);
-  list.push({ id: item.id, owner: item.owner, name: file.name, size: file.size, lastModified: file.lastModified, type: file.type, shareURL: item.shareURL });
+  list.push({ id: item.id, owner: item.owner, key: item.keyText || undefined, name: file.name, size: file.size, lastModified: file.lastModified, type: file.type, shareURL: item.shareURL });
   saveRemembered(list);
   renderPrevious();
 }
@@ -101,7 +104,9 @@ function renderItem(item) {
     card.dataset.kind = item.kind;
     const field = (/** @type {string} */ f) => /** @type {HTMLElement} */ (card.querySelector(`[data-field="${f}"]`));
     field('name').textContent = item.name || 'Message';
-    field('meta').textContent = item.kind === Kind.MESSAGE ? 'message · through the rendezvous only' : `${formatBytes(item.size)} · ${item.type || 'unknown type'}`;
+    field('meta').textContent = item.kind === Kind.MESSAGE
+      ? 'message · through the rendezvous only'
+      : `${formatBytes(item.plainSize)} · ${item.type || 'unknown type'} · ${item.enc ? 'end-to-end encrypted' : 'not encrypted'}`;
     /** @type {HTMLInputElement} */ (card.querySelector('[data-testid="share-link"]')).value = item.shareURL;
     renderQR(field('qr'), item.shareURL);
     if (item.kind === Kind.MESSAGE) {

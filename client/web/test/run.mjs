@@ -2,17 +2,36 @@
 // by playwright-core. Started by cmd/internal/browser against a running mesh:
 //
 //	node run.mjs http://127.0.0.1:PORT [--only 1,3] [--screenshots DIR]
+//	             [--bigfile PATH] [--vectors PATH] [--harness]
 //
-// 1. A publishes a 200 MiB generated file; B downloads it; SHA-256 equal.
-// 2. A publishes a 20-minute ffmpeg video; B plays it and seeks to 75%:
-//    playback resumes there, relays saw Range requests, far fewer bytes than
-//    the file moved (under 30%).
+// Files are published end-to-end encrypted, as the web app does by default.
+//
+// 1. A publishes a 200 MiB file (--bigfile, or a generated one); B shows it
+//    as end-to-end encrypted with its decrypted name and downloads it;
+//    SHA-256 equal. (The Go harness checks, with a tap on the relays, that
+//    no plaintext and not the name crossed a relay.)
+// 2. A publishes a 20-minute ffmpeg video; B plays it through the Service
+//    Worker, which decrypts, and seeks to 75%: playback resumes there,
+//    relays saw Range requests, and served under 15% of the file.
 // 3. Text pasted on A and a short message from A reach B; relay counters
 //    show no relay carried them.
 // 4. A closes its tab during B's download: B shows the waiting message; A
 //    is reopened and the file re-picked; B's download completes intact.
 // 5. A pauses an item: B's download waits; A resumes: it completes intact;
 //    A stops sharing: the item is gone.
+// 6. The library publishes plaintext with {encrypt: false}: B shows "not
+//    encrypted" and downloads it intact.
+// 7. e2e.js in Chromium passes every golden vector (--vectors).
+// 8. A link with a wrong, a damaged or no key: B says so clearly, offers no
+//    download, and nothing is downloaded.
+// 9. Interop (needs --harness, the Go test): a file the browser encrypted is
+//    decrypted by the Go side; SHA-256 equal.
+// 10. Integrity (needs --harness): the Go side makes a relay flip one byte of
+//    an item once; B's Service Worker reports the chunk, reads it again
+//    through another relay, and the download completes intact.
+//
+// With --harness, run.mjs asks the Go test for things on stdout ("harness:
+// REQUEST") and reads the answer from stdin, one line each.
 //
 // Every page fails its test on a console error or an uncaught exception.
 // Figures are printed as "figure: ..." lines.
@@ -27,18 +46,28 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { checkVectors } from './vectors.mjs';
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
-  options: { only: { type: 'string' }, screenshots: { type: 'string' } },
+  options: {
+    only: { type: 'string' },
+    screenshots: { type: 'string' },
+    bigfile: { type: 'string' },
+    vectors: { type: 'string', default: '../../../proto/testdata/e2e1-vectors.json' },
+    harness: { type: 'boolean', default: false },
+  },
 });
 const base = positionals[0];
 if (!base) {
   console.error('usage: node run.mjs RENDEZVOUS_URL [--only 1,2] [--screenshots DIR]');
   process.exit(2);
 }
-const only = new Set((opts.only ?? '1,2,3,4,5').split(','));
+const only = new Set((opts.only ?? '1,2,3,4,5,6,7,8,9,10').split(','));
 const FILE_SIZE = 200 << 20;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
@@ -54,16 +83,40 @@ before(async () => {
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
-  if (only.has('1') || only.has('4')) bigFile = await writeRandomFile(join(work, 'random-200MiB.bin'), FILE_SIZE);
+  if (only.has('1') || only.has('4')) {
+    bigFile = opts.bigfile
+      ? { path: opts.bigfile, sha256: await sha256File(opts.bigfile) }
+      : await writeRandomFile(join(work, 'random-200MiB.bin'), FILE_SIZE);
+  }
   if (opts.screenshots) await mkdir(opts.screenshots, { recursive: true });
 });
 
 after(async () => {
+  harnessInput?.close(); // stdin would keep node running
+  process.stdin.destroy();
   await browser?.close();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
 // --- helpers ---
+
+/** @type {AsyncIterator<string>|null} */
+let harnessLines = null;
+/** @type {import('node:readline').Interface|null} */
+let harnessInput = null;
+
+/**
+ * Asks the Go test harness for something and returns its one-line answer.
+ * @param {string} request
+ */
+async function ask(request) {
+  harnessInput ??= createInterface({ input: process.stdin });
+  harnessLines ??= harnessInput[Symbol.asyncIterator]();
+  console.log(`harness: ${request}`);
+  const { value, done } = await harnessLines.next();
+  if (done) throw new Error(`harness gave no answer to ${request}`);
+  return value;
+}
 
 /**
  * Writes size random bytes to path, hashing them on the way.
@@ -119,8 +172,30 @@ async function publishFile(page, path) {
   const card = page.locator('#item-list [data-testid="item"]').nth(0);
   await page.waitForFunction((n) => document.querySelectorAll('#item-list [data-testid="item"]').length > n, before);
   const link = await card.locator('[data-testid="share-link"]').inputValue();
-  assert.match(link, /^http:\/\/.+\/i\/[a-z2-7]{26}$/);
+  assert.match(link, /^http:\/\/.+\/i\/[a-z2-7]{26}#k=[A-Za-z0-9_-]{43}$/, 'an encrypted item\'s link carries its key');
   return link;
+}
+
+/**
+ * Waits until an item page decrypted the item's metadata and checks that
+ * it says the item is end-to-end encrypted and shows its name.
+ * @param {import('playwright-core').Page} page
+ * @param {string} name
+ */
+async function assertEncryptedPage(page, name) {
+  await page.waitForFunction((n) => document.querySelector('[data-testid="item-name"]')?.textContent === n, name);
+  const enc = page.locator('[data-testid="encryption"]');
+  assert.equal(await enc.getAttribute('data-state'), 'encrypted');
+  assert.equal((await enc.textContent()).trim(), 'end-to-end encrypted');
+}
+
+/**
+ * Fails when the page's downloads saw an integrity error (the Service
+ * Worker reports the chunk).
+ * @param {import('playwright-core').Page} page
+ */
+async function integrityChunk(page) {
+  return page.locator('[data-testid="status"]').getAttribute('data-integrity-chunk');
 }
 
 /** Sums the counters of every live relay (GET /v1/status on each). */
@@ -156,6 +231,7 @@ test('1: a 200 MiB file from page A downloads intact on page B', { skip: !only.h
 
   const b = await open();
   await b.page.goto(link);
+  await assertEncryptedPage(b.page, basename(bigFile.path));
   await b.page.waitForSelector('[data-testid="download-button"]');
   const t0 = performance.now();
   const [dl] = await Promise.all([b.page.waitForEvent('download'), b.page.click('[data-testid="download-button"]')]);
@@ -166,7 +242,8 @@ test('1: a 200 MiB file from page A downloads intact on page B', { skip: !only.h
   assert.equal(got, bigFile.sha256, 'SHA-256 of the download');
   await b.page.waitForSelector('[data-testid="status"][data-state="done"]');
   await a.page.waitForFunction((n) => Number(document.querySelector('#item-list progress')?.dataset.served) >= n, FILE_SIZE);
-  figure(`test 1: 200 MiB in ${secs.toFixed(1)} s (${(FILE_SIZE / 1048576 / secs).toFixed(0)} MiB/s), sha256 ${got} equal`);
+  assert.equal(await integrityChunk(b.page), null, 'integrity errors');
+  figure(`test 1: 200 MiB end-to-end encrypted in ${secs.toFixed(1)} s (${(FILE_SIZE / 1048576 / secs).toFixed(0)} MiB/s), sha256 ${got} equal`);
   await screenshot(a.page, 'sender.png');
   await screenshot(b.page, 'receiver-download.png');
   assertNoErrors('page A', a.errors);
@@ -175,7 +252,7 @@ test('1: a 200 MiB file from page A downloads intact on page B', { skip: !only.h
   await b.ctx.close();
 });
 
-test('2: a video plays on page B and seeks to 75% with Range requests', { skip: !only.has('2') }, async () => {
+test('2: an encrypted video plays on page B and seeks to 75% with Range requests', { skip: !only.has('2') }, async () => {
   const video = join(work, 'testsrc.mp4');
   // 20 minutes of 640x360 at 2 Mbit/s (about 310 MB), H.264 with the index
   // first, so that a player can seek before it has the whole file. The
@@ -199,6 +276,7 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
   const before = await relayCounters();
   const b = await open();
   await b.page.goto(link);
+  await assertEncryptedPage(b.page, 'testsrc.mp4');
   const v = b.page.locator('[data-testid="preview-video"]');
   await v.waitFor();
   await b.page.waitForFunction(() => document.querySelector('video')?.readyState >= 1, null, { timeout: 30_000 });
@@ -222,12 +300,13 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
   await screenshot(b.page, 'receiver-video.png');
   const moved = diff(before, await relayCounters());
 
-  figure(`test 2: video ${size} bytes, ${duration.toFixed(1)} s; relays served ${moved.bytes_out} bytes (${(100 * moved.bytes_out / size).toFixed(1)}%), ` +
+  figure(`test 2: encrypted video ${size} bytes, ${duration.toFixed(1)} s; relays served ${moved.bytes_out} bytes (${(100 * moved.bytes_out / size).toFixed(1)}%), ` +
     `pushed ${moved.bytes_in}, ${moved.requests} requests of which ${moved.range_requests} with Range; ` +
     `seek to ${target.toFixed(2)} s, playing at ${position.toFixed(2)} s`);
   assert.ok(position >= target && position < target + 10, `position ${position}, seek target ${target}`);
   assert.ok(moved.range_requests >= 1, `relays saw ${moved.range_requests} Range requests`);
-  assert.ok(moved.bytes_out < size * 0.3, `relays served ${moved.bytes_out} of ${size} bytes`);
+  assert.ok(moved.bytes_out < size * 0.15, `relays served ${moved.bytes_out} of ${size} bytes`);
+  assert.equal(await v.evaluate((el) => el.currentSrc.replace(location.origin, '').split('?')[0]), `/sw/plain/${link.split('/').pop().split('#')[0]}`, 'the video plays through the Service Worker');
   assertNoErrors('page A', a.errors);
   assertNoErrors('page B', b.errors);
   await a.ctx.close();
@@ -235,7 +314,14 @@ test('2: a video plays on page B and seeks to 75% with Range requests', { skip: 
 });
 
 test('3: pasted text and a short message reach page B through the rendezvous only', { skip: !only.has('3') }, async () => {
-  const before = await relayCounters();
+  // Parts the relays took in for an earlier test may still be arriving.
+  let before = await relayCounters();
+  for (let i = 0; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await relayCounters();
+    if (JSON.stringify(now) === JSON.stringify(before)) break;
+    before = now;
+  }
   const a = await open();
   await a.page.goto(base);
   await a.page.waitForSelector('[data-testid="connection"][data-state="online"]');
@@ -347,6 +433,137 @@ test('5: pause holds B\'s download, resume completes it, stop sharing withdraws 
   }
   assert.equal(status, 404, 'the withdrawn item is gone');
   figure(`test 5: paused item held B at 0 bytes ("waiting"), resume completed it (sha256 equal), stop sharing made it 404`);
+  assertNoErrors('page A', a.errors);
+  assertNoErrors('page B', b.errors);
+  await a.ctx.close();
+  await b.ctx.close();
+});
+
+test('6: the library publishes plaintext with {encrypt: false}', { skip: !only.has('6') }, async () => {
+  const size = (8 << 20) + 12345;
+  const pattern = (/** @type {number} */ n) => Uint8Array.from({ length: n }, (_, j) => (j * 7 + (j >>> 13)) & 255);
+  const want = createHash('sha256').update(pattern(size)).digest('hex');
+  const a = await open();
+  await a.page.goto(base);
+  const { link, download } = await a.page.evaluate(async (n) => {
+    const { Client } = await import('/web/meshup.js');
+    const c = new Client();
+    const data = Uint8Array.from({ length: n }, (_, j) => (j * 7 + (j >>> 13)) & 255);
+    const it = await c.publish(new File([data], 'plain-pattern.bin', { type: 'application/octet-stream' }), { encrypt: false });
+    /** @type {any} */ (window).plainClient = c;
+    return { link: it.shareURL, download: it.downloadURL };
+  }, size);
+  assert.match(link, /^http:\/\/.+\/i\/[a-z2-7]{26}$/, 'a plaintext item\'s link has no key');
+  const id = link.split('/').pop();
+  const meta = await (await fetch(`${base}/v1/items/${id}/meta`)).json();
+  assert.equal(meta.encrypted, false);
+  assert.equal(meta.name, 'plain-pattern.bin');
+  assert.equal(meta.size, size);
+
+  const b = await open();
+  await b.page.goto(link);
+  const enc = b.page.locator('[data-testid="encryption"]');
+  assert.equal(await enc.getAttribute('data-state'), 'plain');
+  assert.equal((await enc.textContent()).trim(), 'not encrypted');
+  const [dl] = await Promise.all([b.page.waitForEvent('download'), b.page.click('[data-testid="download-button"]')]);
+  const got = await sha256File(await dl.path());
+  assert.equal(got, want, 'SHA-256 of the plaintext download');
+  // And plain HTTP (curl) gets the same bytes.
+  const direct = createHash('sha256').update(new Uint8Array(await (await fetch(download)).arrayBuffer())).digest('hex');
+  assert.equal(direct, want, 'SHA-256 over plain HTTP');
+  figure(`test 6: plaintext item of ${size} bytes ({encrypt: false}) downloaded intact by page and by plain HTTP`);
+  assertNoErrors('page A', a.errors);
+  assertNoErrors('page B', b.errors);
+  await a.ctx.close();
+  await b.ctx.close();
+});
+
+test('7: e2e.js passes the golden vectors in Chromium', { skip: !only.has('7') }, async () => {
+  const vectors = JSON.parse(await readFile(opts.vectors, 'utf8'));
+  const a = await open();
+  await a.page.goto(base);
+  const r = await a.page.evaluate(`(${checkVectors.toString()})(${JSON.stringify(vectors)}, '/web/e2e.js')`);
+  assert.deepEqual(r.failures, [], 'golden vectors');
+  assert.ok(r.checks >= 50, `only ${r.checks} checks`);
+  figure(`test 7: ${r.checks} golden-vector checks pass in Chromium (${vectors.payloads.length} payloads, ${vectors.negative.length} tampered payloads, ${vectors.fragments.length} fragments)`);
+  assertNoErrors('page A', a.errors);
+  await a.ctx.close();
+});
+
+test('8: a wrong, damaged or missing key: a clear message and nothing downloaded', { skip: !only.has('8') }, async () => {
+  const small = await writeRandomFile(join(work, 'secret-notes.bin'), 3 << 20);
+  const a = await open();
+  await a.page.goto(base);
+  const link = await publishFile(a.page, small.path);
+  const [noKey, key] = link.split('#k=');
+  const wrong = `${noKey}#k=${key.startsWith('A') ? 'B' : 'A'}${key.slice(1)}`;
+  const cases = [
+    { name: 'wrong key', url: wrong, want: /key in this link is wrong/i },
+    { name: 'damaged key', url: `${noKey}#k=${key.slice(0, 20)}`, want: /key is damaged/i },
+    { name: 'no key', url: noKey, want: /has no key/i },
+  ];
+  const b = await open();
+  let downloads = 0;
+  b.page.on('download', () => downloads++);
+  const shown = [];
+  for (const c of cases) {
+    await b.page.goto('about:blank'); // links differing in the fragment only would not reload
+    await b.page.goto(c.url);
+    const status = b.page.locator('[data-testid="status"][data-state="failed"]');
+    await status.waitFor();
+    const text = (await status.textContent()).trim();
+    assert.match(text, c.want, c.name);
+    assert.equal(await b.page.locator('[data-testid="download-button"]').count(), 0, `${c.name}: no download button`);
+    assert.equal(await b.page.locator('[data-testid="item-name"]').textContent(), '', `${c.name}: no name shown`);
+    shown.push(`${c.name}: "${text}"`);
+    if (c.name === 'wrong key') await screenshot(b.page, 'receiver-wrong-key.png');
+  }
+  // The worker refuses too, though it was never given a key.
+  const id = noKey.split('/').pop();
+  const res = await b.page.evaluate(async (i) => (await fetch(`/sw/plain/${i}`)).status, id);
+  assert.ok(res === 403 || res === 404, `worker answered ${res} without a key`);
+  assert.equal(downloads, 0, 'downloads started');
+  figure(`test 8: ${shown.join('; ')}; nothing downloaded`);
+  assertNoErrors('page A', a.errors);
+  assertNoErrors('page B', b.errors.filter((e) => !/status of 40[34]/.test(e)));
+  await a.ctx.close();
+  await b.ctx.close();
+});
+
+test('9: interop: a file the browser encrypted decrypts in Go', { skip: !only.has('9') || !opts.harness }, async () => {
+  const file = await writeRandomFile(join(work, 'interop.bin'), (5 << 20) + 777);
+  const a = await open();
+  await a.page.goto(base);
+  const link = await publishFile(a.page, file.path);
+  const answer = await ask(`decrypt ${link}`);
+  const [got, name] = answer.split(' ');
+  assert.equal(got, file.sha256, `Go decrypted: ${answer}`);
+  assert.equal(name, 'interop.bin', 'name Go decrypted from the sealed metadata');
+  figure(`test 9: the Go side decrypted the browser's item (${(5 << 20) + 777} bytes, name ${name}), sha256 equal`);
+  assertNoErrors('page A', a.errors);
+  await a.ctx.close();
+});
+
+test('10: a relay flips a byte: the worker names the chunk, reads it through another relay, the file is intact', { skip: !only.has('10') || !opts.harness }, async () => {
+  const file = await writeRandomFile(join(work, 'tampered.bin'), 24 << 20);
+  const a = await open();
+  await a.page.goto(base);
+  const link = await publishFile(a.page, file.path);
+  const id = link.split('/').pop().split('#')[0];
+  const armed = await ask(`tamper ${id}`);
+  assert.match(armed, /^armed/);
+
+  const b = await open();
+  await b.page.goto(link);
+  await assertEncryptedPage(b.page, 'tampered.bin');
+  const [dl] = await Promise.all([b.page.waitForEvent('download'), b.page.click('[data-testid="download-button"]')]);
+  const got = await sha256File(await dl.path());
+  await b.page.waitForSelector('[data-testid="status"][data-state="done"]');
+  const chunk = await integrityChunk(b.page);
+  const flipped = await ask(`tampered ${id}`);
+  assert.equal(got, file.sha256, 'SHA-256 after the retry');
+  assert.notEqual(chunk, null, 'the worker reported an integrity error');
+  figure(`test 10: relay flipped ${flipped}; the worker reported chunk ${chunk}, retried through another relay, sha256 equal`);
   assertNoErrors('page A', a.errors);
   assertNoErrors('page B', b.errors);
   await a.ctx.close();

@@ -5,6 +5,11 @@
 // that variable a missing tool skips the test and says what is missing,
 // with it the test fails.
 //
+// The direct run also taps the relays (harness_test.go): no plaintext of
+// the 200 MiB file and not its name may reach a relay, and run.mjs asks
+// the Go side to decrypt an item the browser encrypted and to make a relay
+// flip a byte.
+//
 //	go test -count=1 -v ./cmd/internal/browser
 //	MESHUP_BROWSER_ONLY=1,3 MESHUP_SCREENSHOTS=client/web/screenshots go test ...
 package browser
@@ -16,6 +21,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +61,12 @@ func TestBrowser(t *testing.T) {
 	}
 
 	t.Run("direct", func(t *testing.T) {
-		runBrowserTests(t, node, testDir, devmesh.Config{}, os.Getenv("MESHUP_BROWSER_ONLY"))
+		only := os.Getenv("MESHUP_BROWSER_ONLY")
+		h := newHarness(t, t.TempDir())
+		cfg := devmesh.Config{WrapRelay: h.wrap}
+		cfg.Relay.Tap = h.tap
+		runBrowserTests(t, node, testDir, cfg, only, h)
+		h.check(t, only == "" || slices.Contains(strings.Split(only, ","), "1"))
 	})
 	// Without STUN the relays cannot tell they are reachable, so they
 	// are treated as behind NAT: the page pushes and the Service Worker
@@ -62,7 +74,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("tunnel", func(t *testing.T) {
 		cfg := devmesh.Config{}
 		cfg.Rendezvous.STUNAddr = "off"
-		m := runBrowserTests(t, node, testDir, cfg, "1")
+		m := runBrowserTests(t, node, testDir, cfg, "1", nil)
 		if st := m.Rendezvous.Stats(); st.Tunnelled == 0 {
 			t.Errorf("tunnelled requests: got 0, want the pushes and downloads through the tunnel")
 		} else {
@@ -72,8 +84,9 @@ func TestBrowser(t *testing.T) {
 }
 
 // runBrowserTests starts a mesh with cfg and runs run.mjs against it; only
-// lists the tests to run ("" for all). It returns the mesh, closed.
-func runBrowserTests(t *testing.T, node, testDir string, cfg devmesh.Config, only string) *devmesh.Mesh {
+// lists the tests to run ("" for all); h, if not nil, gives the big file
+// and answers run.mjs's requests. It returns the mesh, closed.
+func runBrowserTests(t *testing.T, node, testDir string, cfg devmesh.Config, only string, h *harness) *devmesh.Mesh {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -94,11 +107,39 @@ func runBrowserTests(t *testing.T, node, testDir string, cfg devmesh.Config, onl
 		}
 		args = append(args, "--screenshots", abs)
 	}
+	if h != nil {
+		h.base = m.URL
+		args = append(args, "--harness", "--bigfile", h.bigFile)
+	}
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = testDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	cmd.Stderr = os.Stderr
+	var served chan struct{}
+	if h == nil {
+		cmd.Stdout = os.Stdout
+	} else {
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		served = make(chan struct{})
+		go func() {
+			defer close(served)
+			h.serve(stdout, stdin)
+		}()
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if served != nil {
+		<-served // stdout is read to its end before Wait
+	}
+	if err := cmd.Wait(); err != nil {
 		t.Fatalf("browser tests: %v", err)
 	}
 	return m

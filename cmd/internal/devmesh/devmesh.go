@@ -36,6 +36,9 @@ type Config struct {
 	Relay      relay.Config
 	// Logger receives every server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// WrapRelay, if set, wraps each relay's HTTP handler (tests use it
+	// to see what requests reach relays).
+	WrapRelay func(http.Handler) http.Handler
 }
 
 // Mesh is a running system. Close it when done.
@@ -143,7 +146,11 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		}
 		m.Relays = append(m.Relays, r)
 		m.RelayURLs = append(m.RelayURLs, c.PublicURL)
-		m.serve(ln, r.Handler())
+		h := r.Handler()
+		if cfg.WrapRelay != nil {
+			h = cfg.WrapRelay(h)
+		}
+		m.serve(ln, h)
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
