@@ -79,7 +79,6 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
 		return
 	}
-	ranges = coalesce(ranges)
 	if len(ranges) > 0 {
 		s.stats.rangeRequests.Add(1)
 	}
@@ -107,27 +106,6 @@ func ifRangeMatches(r *http.Request, etag string, modified int64) bool {
 	}
 	t, err := http.ParseTime(ir)
 	return err == nil && modified > 0 && t.Unix() == modified
-}
-
-// coalesce merges overlapping or adjacent ranges when they are in
-// ascending order; it leaves other orders alone, as the client asked.
-func coalesce(rs []proto.ByteRange) []proto.ByteRange {
-	if len(rs) < 2 {
-		return rs
-	}
-	out := []proto.ByteRange{rs[0]}
-	for _, r := range rs[1:] {
-		last := &out[len(out)-1]
-		if r.Start < last.Start {
-			return rs
-		}
-		if r.Start <= last.End() {
-			last.Length = max(last.End(), r.End()) - last.Start
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
 }
 
 func (s *Server) serveMultipart(w http.ResponseWriter, r *http.Request, size int64, ctype string, ranges []proto.ByteRange) {

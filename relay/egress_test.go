@@ -77,6 +77,8 @@ func TestEgress(t *testing.T) {
 			{"exactly one part", fmt.Sprintf("bytes=%d-%d", 2*partSize, 3*partSize-1), 2 * partSize, 3*partSize - 1},
 			{"end past the item", fmt.Sprintf("bytes=%d-%d", size-10, size+1000), size - 10, size - 1},
 			{"adjacent ranges coalesced", "bytes=10-19,20-29", 10, 29},
+			{"unsorted overlapping coalesced", "bytes=20-29,10-19,15-24", 10, 29},
+			{"many ranges merging into one", "bytes=" + strings.TrimSuffix(strings.Repeat("100-199,", 40), ",") + ",0-99", 0, 199},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +108,8 @@ func TestEgress(t *testing.T) {
 		}{
 			{"two small", "bytes=0-9,100-199", [][2]int64{{0, 9}, {100, 199}}},
 			{"across a part boundary and suffix", fmt.Sprintf("bytes=5-6,%d-%d,-3", partSize-2, partSize+1), [][2]int64{{5, 6}, {partSize - 2, partSize + 1}, {size - 3, size - 1}}},
-			{"descending order kept", "bytes=500-509,0-4", [][2]int64{{500, 509}, {0, 4}}},
+			{"descending order sorted", "bytes=500-509,0-4", [][2]int64{{0, 4}, {500, 509}}},
+			{"forty ranges merging into two", "bytes=" + strings.Repeat("500-509,0-4,", 20) + "505-520", [][2]int64{{0, 4}, {500, 520}}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -180,6 +183,7 @@ func TestEgress(t *testing.T) {
 			{"garbage", []string{"Range", "bytes=abc"}},
 			{"unknown unit", []string{"Range", "lines=1-2"}},
 			{"end before start", []string{"Range", "bytes=20-10"}},
+			{"more ranges than MaxRanges after merging", []string{"Range", "bytes=" + strings.TrimSuffix(strings.Repeat("0-0,", proto.DefaultMaxRanges+1), ",") + ",2-2,4-4,6-6,8-8,10-10,12-12,14-14,16-16,18-18,20-20,22-22,24-24,26-26,28-28,30-30,32-32"}},
 			{"If-Range other ETag", []string{"Range", "bytes=5-9", "If-Range", `"not-the-etag"`}},
 			{"If-Range weak ETag", []string{"Range", "bytes=5-9", "If-Range", "W/" + etag}},
 			{"If-Range other date", []string{"Range", "bytes=5-9", "If-Range", time.Unix(1e9, 0).UTC().Format(http.TimeFormat)}},
