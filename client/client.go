@@ -86,6 +86,11 @@ type Item struct {
 	acked int64 // guarded by Client.mu
 }
 
+// Owner returns the item's owner secret: with the id, it takes the item
+// back (Client.Reclaim). Keep it as secret as the ability to publish
+// under this id.
+func (it *Item) Owner() string { return it.owner }
+
 // ErrClosed means the client has been closed.
 var ErrClosed = errors.New("client: closed")
 
@@ -186,6 +191,22 @@ func (c *Client) WaitOnline(ctx context.Context) error {
 // Publish announces src and returns the published item. The bytes stay
 // where they are until a consumer asks for them.
 func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
+	return c.publish(ctx, src, proto.ItemID{}, "")
+}
+
+// Reclaim publishes src under the id of an item published earlier, given
+// its owner secret (Item.Owner), so that its share links work again: after
+// a restart of this program, or of a rendezvous that has forgotten the
+// item. The rendezvous checks that id derives from owner (see
+// proto.ItemID) and refuses with proto.StatusForbidden otherwise.
+func (c *Client) Reclaim(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
+	if id.IsZero() || owner == "" {
+		return nil, errors.New("client: Reclaim needs an id and its owner secret")
+	}
+	return c.publish(ctx, src, id, owner)
+}
+
+func (c *Client) publish(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
 	if src.Kind == "" {
 		src.Kind = proto.KindFile
 	}
@@ -202,7 +223,7 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 		if err := c.WaitOnline(ctx); err != nil {
 			return nil, err
 		}
-		pub, err := c.request(ctx, proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via})
+		pub, err := c.request(ctx, proto.Publish{ID: id, Owner: owner, Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via})
 		if errors.Is(err, errOffline) {
 			continue // the connection dropped under us; try again once back
 		}
