@@ -119,7 +119,9 @@ type Config struct {
 	// not know is answered as offline (503 with Retry-After, a need for it
 	// as StatusOffline) rather than not found: the rendezvous keeps no
 	// state, so after a restart publishers are still reclaiming their items
-	// (issue 14). Defaults to 30s.
+	// (issue 14). An unpublished item also answers 503 during the grace.
+	// Zero turns it off (the library default, so an embedding program
+	// opts in); cmd/rendezvous defaults to DefaultReclaimGrace (30s).
 	ReclaimGrace time.Duration
 	// PingInterval is the WebSocket ping interval on control sessions; a
 	// session silent for twice this long is closed. Defaults to 15s.
@@ -239,7 +241,6 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ReadTokenTTL, DefaultReadTokenTTL)
 	setDefault(&c.PushTokenTTL, DefaultPushTokenTTL)
 	setDefault(&c.ItemTTL, DefaultItemTTL)
-	setDefault(&c.ReclaimGrace, DefaultReclaimGrace)
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	if c.STUNAddr == "" {

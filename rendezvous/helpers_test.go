@@ -17,7 +17,7 @@ import (
 
 // testConfig keeps relays alive for the whole of a test without heartbeats.
 func testConfig() rendezvous.Config {
-	return rendezvous.Config{DeadAfter: time.Minute, ReclaimGrace: time.Nanosecond}
+	return rendezvous.Config{DeadAfter: time.Minute}
 }
 
 // wait bounds every wait for a message in the tests.
