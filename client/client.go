@@ -112,7 +112,7 @@ type Client struct {
 	items    map[proto.ItemID]*Item
 	waiting  map[string]chan result // Publish calls by ref
 	orders   map[uint64]context.CancelFunc
-	pushers  map[string]*pusher // by push URL
+	pushers  map[string][]*pusher // by push URL; several when one is full
 	online   bool
 	onlineCh chan struct{} // closed when online; replaced when offline
 }
@@ -155,7 +155,7 @@ func New(cfg Config) (*Client, error) {
 		items:    make(map[proto.ItemID]*Item),
 		waiting:  make(map[string]chan result),
 		orders:   make(map[uint64]context.CancelFunc),
-		pushers:  make(map[string]*pusher),
+		pushers:  make(map[string][]*pusher),
 		onlineCh: make(chan struct{}),
 	}
 	c.wg.Add(1)

@@ -186,6 +186,7 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 			}
 		}
 		if err := f.copyRange(dw, i); err != nil {
+			s.stats.cutShort.Add(1)
 			if !isCancelled(err) {
 				s.log.Info("consumer response cut short", "item", f.item, "err", err)
 			}
@@ -260,45 +261,155 @@ func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []prot
 	return f
 }
 
-// start opens the first parts.
+// Admission and retries (issue 14). A request is admitted before its status
+// line: the budget reserves its memory and its first part must begin, or
+// it is answered with a status (429 with Retry-After when over a limit, 503
+// when the publisher is offline). Once the status line is out, a part that
+// fails for a transient reason (the publisher's connection dropped, the
+// rendezvous link is down or restarting, a limit refused it for now) is
+// asked for again, from the first byte the consumer has not received, with
+// backoff, until NeedTimeout passes without progress. So a started
+// response pauses rather than breaks; it ends short only when the source
+// stays gone, and then the consumer resumes with Range.
+
+// retryable reports whether a part that failed with err may be asked for
+// again.
+func retryable(err error) bool {
+	if err == errNeedTimeout || err == errIdle {
+		return false // the wait is already over
+	}
+	var pe *proto.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Status {
+	case proto.StatusOffline, proto.StatusUnavailable, proto.StatusOverLimit:
+		return true
+	case proto.StatusCancelled:
+		// The publisher cancelled (it is closing); the consumer, who is
+		// still reading, did not.
+		return true
+	}
+	return false
+}
+
+const (
+	minRetryWait = 100 * time.Millisecond
+	maxRetryWait = 2 * time.Second
+)
+
+// openRetry opens part [off, off+n), retrying while the rendezvous link is
+// down until deadline.
+func (f *fetcher) openRetry(off, n int64, deadline time.Time) (*partStream, error) {
+	wait := minRetryWait
+	for {
+		ps, err := f.s.openPart(f.item, off, n)
+		if err == nil || !retryable(err) || time.Now().Add(wait).After(deadline) {
+			return ps, err
+		}
+		if err := f.sleep(wait); err != nil {
+			return nil, err
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
+// sleep waits d unless the consumer or the relay goes away first.
+func (f *fetcher) sleep(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-f.ctx.Done():
+		return f.ctx.Err()
+	case <-f.s.ctx.Done():
+		return errShutdown
+	}
+}
+
 // start opens the first parts and waits until the first one has begun, so
 // that an offline publisher is reported with a status, not a cut body.
 func (f *fetcher) start() error {
-	if err := f.fill(); err != nil {
-		return err
-	}
-	if len(f.open) == 0 {
+	if len(f.parts) == 0 {
 		return nil
 	}
-	return f.open[0].waitBegun(f.ctx)
+	p := f.parts[0]
+	ps, err := f.openRetry(p.off, p.n, time.Now().Add(f.s.cfg.NeedTimeout))
+	if err != nil {
+		return err
+	}
+	f.open = append(f.open, ps)
+	f.next = 1
+	f.fill()
+	return ps.waitBegun(f.ctx)
 }
 
-func (f *fetcher) fill() error {
+// fill opens parts ahead, up to Prefetch. A part it cannot open now is
+// opened (with retries) when its turn comes.
+func (f *fetcher) fill() {
 	for len(f.open) < f.s.cfg.Prefetch && f.next < len(f.parts) {
 		p := f.parts[f.next]
 		ps, err := f.s.openPart(f.item, p.off, p.n)
 		if err != nil {
-			return err
+			return
 		}
 		f.open = append(f.open, ps)
 		f.next++
 	}
-	return nil
 }
 
 // copyRange writes range i to w.
 func (f *fetcher) copyRange(w io.Writer, i int) error {
 	for k := f.bounds[i]; k < f.bounds[i+1]; k++ {
-		if err := f.fill(); err != nil {
-			return err
+		f.fill()
+		var ps *partStream
+		if len(f.open) > 0 {
+			ps = f.open[0]
+			f.open = f.open[1:]
+		} else {
+			p := f.parts[f.next]
+			f.next++
+			var err error
+			if ps, err = f.openRetry(p.off, p.n, time.Now().Add(f.s.cfg.NeedTimeout)); err != nil {
+				return err
+			}
 		}
-		ps := f.open[0]
-		f.open = f.open[1:]
-		if err := ps.writeTo(f.ctx, w); err != nil {
+		if err := f.copyPart(w, ps); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// copyPart writes the part of ps to w, asking again for the bytes not yet
+// written when the part fails for a transient reason.
+func (f *fetcher) copyPart(w io.Writer, ps *partStream) error {
+	var deadline time.Time
+	wait := minRetryWait
+	for {
+		err := ps.writeTo(f.ctx, w)
+		if err == nil || !retryable(err) || f.ctx.Err() != nil {
+			return err
+		}
+		off, n, progressed := ps.rest()
+		now := time.Now()
+		if progressed || deadline.IsZero() {
+			deadline, wait = now.Add(f.s.cfg.NeedTimeout), minRetryWait
+		}
+		if now.Add(wait).After(deadline) {
+			return err
+		}
+		f.s.log.Debug("part failed mid-response; asking again", "item", f.item, "off", off, "len", n, "err", err)
+		if err := f.sleep(wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, maxRetryWait)
+		f.s.stats.partRetries.Add(1)
+		if ps, err = f.openRetry(off, n, deadline); err != nil {
+			return err
+		}
+	}
 }
 
 // close cancels the parts still open.
