@@ -21,7 +21,7 @@ import (
 // writes them, one reads acknowledgements.
 type pusher struct {
 	c   *Client
-	url string
+	key string // in Client.pushers: the push URL, with "#express" for small parts
 	ws  *websocket.Conn
 
 	frames chan []byte // bounded; the writer returns buffers to framePool
@@ -74,14 +74,23 @@ const (
 	defaultMaxStreams = 64
 	// maxPushConnsPerRelay bounds the push connections to one relay.
 	maxPushConnsPerRelay = 16
+	// expressMax is the longest part sent on a relay's express connection:
+	// a small part (a seek, the first bytes of a range) must not queue
+	// behind the frames of bulk parts on a shared connection and its TCP
+	// buffers (issue 14: seek under load).
+	expressMax = 256 << 10
 )
 
 // pusherFor returns a live push connection to url with room for one more
 // part, dialing one if needed, and counts the part on it; release it with
 // p.release.
-func (c *Client) pusherFor(ctx context.Context, url string) (*pusher, error) {
+func (c *Client) pusherFor(ctx context.Context, url string, express bool) (*pusher, error) {
+	key := url
+	if express {
+		key += "#express"
+	}
 	c.mu.Lock()
-	if p := c.roomyPusherLocked(url, false); p != nil {
+	if p := c.roomyPusherLocked(key, false); p != nil {
 		c.mu.Unlock()
 		return p, nil
 	}
@@ -108,32 +117,32 @@ func (c *Client) pusherFor(ctx context.Context, url string) (*pusher, error) {
 		maxStreams = n
 	}
 	p := &pusher{
-		c: c, url: url, ws: ws,
+		c: c, key: key, ws: ws,
 		frames:     make(chan []byte, 8),
 		done:       make(chan struct{}),
 		streams:    make(map[uint32]*outStream),
 		maxStreams: maxStreams,
 	}
 	c.mu.Lock()
-	if old := c.roomyPusherLocked(url, false); old != nil {
+	if old := c.roomyPusherLocked(key, false); old != nil {
 		c.mu.Unlock()
 		ws.Close()
 		return old, nil // another goroutine dialed first
 	}
-	if len(c.pushers[url]) >= maxPushConnsPerRelay {
+	if len(c.pushers[key]) >= maxPushConnsPerRelay {
 		c.mu.Unlock()
 		ws.Close()
 		// At the bound: share the least loaded; the relay refuses the
 		// part if that one is full, and the order fails.
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if old := c.roomyPusherLocked(url, true); old != nil {
+		if old := c.roomyPusherLocked(key, true); old != nil {
 			return old, nil
 		}
 		return nil, fmt.Errorf("push: %d connections to %s, all closing", maxPushConnsPerRelay, url)
 	}
 	p.inUse = 1
-	c.pushers[url] = append(c.pushers[url], p)
+	c.pushers[key] = append(c.pushers[key], p)
 	c.mu.Unlock()
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); p.writeLoop() }()
@@ -141,12 +150,12 @@ func (c *Client) pusherFor(ctx context.Context, url string) (*pusher, error) {
 	return p, nil
 }
 
-// roomyPusherLocked returns a live pusher to url with room for a part and
+// roomyPusherLocked returns a live pusher of key with room for a part and
 // counts the part on it, or nil. With any set it returns the least loaded
 // live pusher even when all are full.
-func (c *Client) roomyPusherLocked(url string, any bool) *pusher {
+func (c *Client) roomyPusherLocked(key string, any bool) *pusher {
 	var best *pusher
-	for _, p := range c.pushers[url] {
+	for _, p := range c.pushers[key] {
 		select {
 		case <-p.done:
 			continue
@@ -191,11 +200,11 @@ func (p *pusher) close(err error) {
 			s.signal()
 		}
 		p.c.mu.Lock()
-		ps := slices.DeleteFunc(p.c.pushers[p.url], func(q *pusher) bool { return q == p })
+		ps := slices.DeleteFunc(p.c.pushers[p.key], func(q *pusher) bool { return q == p })
 		if len(ps) == 0 {
-			delete(p.c.pushers, p.url)
+			delete(p.c.pushers, p.key)
 		} else {
-			p.c.pushers[p.url] = ps
+			p.c.pushers[p.key] = ps
 		}
 		p.c.mu.Unlock()
 	})
@@ -306,7 +315,7 @@ func (p *pusher) enqueue(ctx context.Context, f []byte) error {
 // every byte end to end, or refused the part.
 func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 	for attempt := 0; ; attempt++ {
-		p, err := c.pusherFor(ctx, o.PushURL)
+		p, err := c.pusherFor(ctx, o.PushURL, o.Len <= expressMax)
 		if err != nil {
 			return err
 		}

@@ -172,7 +172,7 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout}
 	// Ask for the first part before the headers go out, so that an
 	// offline publisher can still be reported with a proper status.
-	f := newFetcher(s, r.Context(), id(r), ranges)
+	f := newFetcher(s, r.Context(), id(r), ranges, code == http.StatusPartialContent)
 	defer f.close()
 	if err := f.start(); err != nil {
 		writeError(w, asProtoError(err))
@@ -245,7 +245,15 @@ type fetcher struct {
 
 type span struct{ off, n int64 }
 
-func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []proto.ByteRange) *fetcher {
+// seekPartSize bounds the first part of each range of a Range request. A
+// publisher pushes parts this small on a connection of their own, so the
+// first bytes after a seek do not queue behind bulk transfers (issue 14);
+// the rest of the range follows in aligned parts.
+const seekPartSize = 256 << 10
+
+// newFetcher splits ranges into parts. With seek, the first part of each
+// range is at most seekPartSize.
+func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []proto.ByteRange, seek bool) *fetcher {
 	f := &fetcher{s: s, ctx: ctx, item: item}
 	for _, br := range ranges {
 		f.bounds = append(f.bounds, len(f.parts))
@@ -253,6 +261,9 @@ func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []prot
 		// parts as a full read does.
 		for off, end := br.Start, br.End(); off < end; {
 			n := min(end, (off/s.cfg.PartSize+1)*s.cfg.PartSize) - off
+			if seek && off == br.Start {
+				n = min(n, seekPartSize)
+			}
 			f.parts = append(f.parts, span{off, n})
 			off += n
 		}
@@ -335,14 +346,24 @@ func (f *fetcher) start() error {
 		return nil
 	}
 	p := f.parts[0]
-	ps, err := f.openRetry(p.off, p.n, time.Now().Add(f.s.cfg.NeedTimeout))
-	if err != nil {
+	deadline := time.Now().Add(f.s.cfg.NeedTimeout)
+	for {
+		ps, err := f.openRetry(p.off, p.n, deadline)
+		if err != nil {
+			return err
+		}
+		f.open, f.next = append(f.open, ps), 1
+		f.fill()
+		err = ps.waitBegun(f.ctx)
+		if err == errNoRendezvous && time.Now().Before(deadline) {
+			// The link dropped while the need was out (the rendezvous
+			// restarted): ask again once the relay has re-registered.
+			f.close()
+			f.s.stats.partRetries.Add(1)
+			continue
+		}
 		return err
 	}
-	f.open = append(f.open, ps)
-	f.next = 1
-	f.fill()
-	return ps.waitBegun(f.ctx)
 }
 
 // fill opens parts ahead, up to Prefetch. A part it cannot open now is
