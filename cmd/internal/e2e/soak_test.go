@@ -586,3 +586,79 @@ func TestConcurrentReads(t *testing.T) {
 		}
 	}
 }
+
+// TestRestarts checks, with the real binaries, that restarts cost readers a
+// pause, not their links (issue 14): a download running while the
+// rendezvous restarts (no state kept) completes intact and the link still
+// works afterwards; a download running while `meshup send --state` is
+// killed and restarted completes intact, the restarted sender prints the
+// same links, and they serve the item.
+func TestRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binaries; run without -short")
+	}
+	const size = 48 << 20
+	m := &soakMesh{t: t, rdvPort: freePort(t), budget: 64 << 20, killed: map[string]bool{}}
+	m.rdv = fmt.Sprintf("http://127.0.0.1:%d", m.rdvPort)
+	m.startRendezvous()
+	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(m.rdv) != nil })
+	m.startRelay(0)
+	waitFor(t, "relay", 30*time.Second, func() bool { return len(liveRelays(m.rdv)) == 1 })
+	dir := t.TempDir()
+	file, sum := soakFile(t, dir, 3, size)
+	it := &soakItem{file: file, sum: sum, size: size, state: filepath.Join(dir, "state.json")}
+	m.startSender(it)
+
+	// slowRead reads the item at 8 MB/s, calling mid once it is a quarter
+	// through, and checks it arrived whole in one response.
+	slowRead := func(name string, mid func()) {
+		resp, err := soakClient.Get(it.download)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %s, want 200", name, resp.Status)
+		}
+		h := sha256.New()
+		buf := make([]byte, 64<<10)
+		var got int64
+		begin := time.Now()
+		for got < size {
+			n, err := resp.Body.Read(buf)
+			h.Write(buf[:n])
+			if got < size/4 && got+int64(n) >= size/4 {
+				mid()
+			}
+			got += int64(n)
+			if err != nil && (err != io.EOF || got != size) {
+				t.Fatalf("%s: body ended after %d of %d bytes: %v", name, got, size, err)
+			}
+			if ahead := time.Duration(float64(got)/8e6*float64(time.Second)) - time.Since(begin); ahead > 0 {
+				time.Sleep(ahead)
+			}
+		}
+		if !bytes.Equal(h.Sum(nil), sum) {
+			t.Fatalf("%s: %d bytes with the wrong SHA-256", name, got)
+		}
+		t.Logf("%s: %d MiB intact in one response, in %v", name, size>>20, time.Since(begin).Round(100*time.Millisecond))
+	}
+
+	slowRead("read across a rendezvous restart", func() {
+		m.rdvProc.kill()
+		time.Sleep(time.Second)
+		m.startRendezvous()
+	})
+	if !waitLinks([]*soakItem{it}, 60*time.Second) {
+		t.Fatalf("link %s not back after the rendezvous restart", it.download)
+	}
+	slowRead("read across a sender restart with --state", func() {
+		it.sender.kill()
+		m.startSender(it) // fails the test if the links differ
+	})
+	var st soakStats
+	soakRead(context.Background(), m, &st, it.download, size, sum)
+	if st.completed.Load() != 1 {
+		t.Fatalf("read after both restarts: completed %d, corrupt %d", st.completed.Load(), st.corrupt.Load())
+	}
+}
