@@ -297,6 +297,7 @@ func newRef() string {
 // controlLoop keeps the control connection up until Close.
 func (c *Client) controlLoop() {
 	backoff := 250 * time.Millisecond
+	var lost time.Time // when a session that had been up for long dropped
 	for {
 		start := time.Now()
 		err := c.serveControl()
@@ -304,7 +305,13 @@ func (c *Client) controlLoop() {
 			return
 		}
 		if time.Since(start) > time.Minute {
-			backoff = 250 * time.Millisecond
+			backoff, lost = 250*time.Millisecond, time.Now()
+		}
+		if time.Since(lost) < 30*time.Second {
+			// Most likely the rendezvous restarted: come back quickly, so
+			// readers see a short pause (issue 14). Jitter spreads the
+			// returning publishers.
+			backoff = min(backoff, 2*time.Second)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		c.log.Warn("rendezvous unreachable; retrying", "err", err, "in", wait.Round(time.Millisecond))
