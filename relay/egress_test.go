@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -445,5 +446,53 @@ func TestEgressCORS(t *testing.T) {
 	}
 	if got := r.Server.Stats().Ranges - before; got != 2 {
 		t.Errorf("range requests counted: got %d, want 2", got)
+	}
+}
+
+// TestManyReadersFewStreamsPerConn has more parts open at once than one
+// push connection may carry: the publisher, told the limit in the push
+// upgrade, opens more connections, so every read completes and no part is
+// refused (issue 14: admission that never breaks a started response).
+func TestManyReadersFewStreamsPerConn(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.MaxStreamsPerConn = 2
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	data := meshtest.RandomBytes(4*partSize, 21)
+	_, it := e.publish(t, data, client.Config{})
+
+	const readers = 6 // up to 2 parts open each: 12 parts, 6 connections
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for range readers {
+		wg.Go(func() {
+			resp, err := http.Get(e.itemURL(it.ID, r))
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || err != nil {
+				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(body), err)
+				return
+			}
+			if i := meshtest.FirstDiff(body, data); i >= 0 {
+				errs <- fmt.Errorf("%d bytes differ from the item at byte %d", len(body), i)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := r.Server.Stats()
+	if st.Refusals["streams_per_conn"] != 0 || st.CutShort != 0 {
+		t.Errorf("refusals streams_per_conn %d, cut short %d, want 0 and 0", st.Refusals["streams_per_conn"], st.CutShort)
+	}
+	if st.PushConns < 2 {
+		t.Errorf("push connections: got %d, want several (the limit is 2 parts each)", st.PushConns)
 	}
 }
