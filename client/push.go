@@ -130,16 +130,15 @@ func (c *Client) pusherFor(ctx context.Context, url string, express bool) (*push
 		return old, nil // another goroutine dialed first
 	}
 	if len(c.pushers[key]) >= maxPushConnsPerRelay {
-		c.mu.Unlock()
-		ws.Close()
 		// At the bound: share the least loaded; the relay refuses the
 		// part if that one is full, and the order fails.
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if old := c.roomyPusherLocked(key, true); old != nil {
-			return old, nil
+		old := c.roomyPusherLocked(key, true)
+		c.mu.Unlock()
+		ws.Close()
+		if old == nil {
+			return nil, fmt.Errorf("push: %d connections to %s, all closing", maxPushConnsPerRelay, url)
 		}
-		return nil, fmt.Errorf("push: %d connections to %s, all closing", maxPushConnsPerRelay, url)
+		return old, nil
 	}
 	p.inUse = 1
 	c.pushers[key] = append(c.pushers[key], p)

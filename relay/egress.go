@@ -186,8 +186,8 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 			}
 		}
 		if err := f.copyRange(dw, i); err != nil {
-			s.stats.cutShort.Add(1)
 			if !isCancelled(err) {
+				s.stats.cutShort.Add(1)
 				s.log.Info("consumer response cut short", "item", f.item, "err", err)
 			}
 			return // net/http closes the connection: the body is short

@@ -18,7 +18,7 @@ type stats struct {
 	bytesOut        atomic.Int64 // part bytes written to consumers
 	needs           atomic.Int64 // parts asked of the rendezvous
 	partRetries     atomic.Int64 // parts asked again mid-response after a transient failure
-	cutShort        atomic.Int64 // responses ended before their last byte
+	cutShort        atomic.Int64 // responses ended before their last byte, not by the consumer
 	partsBegun      atomic.Int64
 	partsDone       atomic.Int64
 	partsFailed     atomic.Int64
@@ -62,7 +62,7 @@ type Stats struct {
 	BytesOut    int64            `json:"bytes_out"`
 	Needs       int64            `json:"needs"`
 	PartRetries int64            `json:"part_retries"` // parts asked again mid-response (source gone, link down)
-	CutShort    int64            `json:"cut_short"`    // responses ended before their last byte
+	CutShort    int64            `json:"cut_short"`    // responses ended before their last byte, not by the consumer
 	PartsBegun  int64            `json:"parts_begun"`
 	PartsDone   int64            `json:"parts_done"`
 	PartsFailed int64            `json:"parts_failed"`
