@@ -286,8 +286,8 @@ func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []prot
 // retryable reports whether a part that failed with err may be asked for
 // again.
 func retryable(err error) bool {
-	if err == errNeedTimeout || err == errIdle {
-		return false // the wait is already over
+	if err == errNeedTimeout || err == errIdle || err == errShutdown {
+		return false // the wait is already over, or the relay is closing
 	}
 	var pe *proto.Error
 	if !errors.As(err, &pe) {
