@@ -81,6 +81,10 @@ type Source struct {
 	// Volunteers lets relays of class volunteer carry a plaintext item
 	// (proto.Publish.Volunteers). Encrypted items go through any relay.
 	Volunteers bool
+	// Key is the item key of an encrypted item taken back with Reclaim:
+	// the key of the share link published earlier. Zero for a new item
+	// (a fresh key is drawn).
+	Key proto.E2EKey
 	// Modified is the modification time sealed into an encrypted item's
 	// metadata. Zero means the Reader's Stat().ModTime() when it has one
 	// (an *os.File does).
@@ -108,6 +112,11 @@ type Item struct {
 	acked int64 // guarded by Client.mu
 }
 
+// Owner returns the item's owner secret: with the id, it takes the item
+// back (Client.Reclaim). Keep it as secret as the ability to publish
+// under this id.
+func (it *Item) Owner() string { return it.owner }
+
 // ErrClosed means the client has been closed.
 var ErrClosed = errors.New("client: closed")
 
@@ -129,7 +138,7 @@ type Client struct {
 	items    map[proto.ItemID]*Item
 	waiting  map[string]chan result // Publish calls by ref
 	orders   map[uint64]context.CancelFunc
-	pushers  map[string]*pusher // by push URL
+	pushers  map[string][]*pusher // by push URL; several when one is full
 	online   bool
 	onlineCh chan struct{} // closed when online; replaced when offline
 }
@@ -172,7 +181,7 @@ func New(cfg Config) (*Client, error) {
 		items:    make(map[proto.ItemID]*Item),
 		waiting:  make(map[string]chan result),
 		orders:   make(map[uint64]context.CancelFunc),
-		pushers:  make(map[string]*pusher),
+		pushers:  make(map[string][]*pusher),
 		onlineCh: make(chan struct{}),
 	}
 	c.wg.Add(1)
@@ -208,6 +217,24 @@ func (c *Client) WaitOnline(ctx context.Context) error {
 // Publish announces src and returns the published item. The bytes stay
 // where they are until a consumer asks for them.
 func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
+	return c.publish(ctx, src, proto.ItemID{}, "")
+}
+
+// Reclaim publishes src under the id of an item published earlier, given
+// its owner secret (Item.Owner), so that its share links work again: after
+// a restart of this program, or of a rendezvous that has forgotten the
+// item. The rendezvous checks that id derives from owner (see
+// proto.ItemID) and refuses with proto.StatusForbidden otherwise. An
+// encrypted item needs its key in src.Key, so that the link's #k= stays
+// valid.
+func (c *Client) Reclaim(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
+	if id.IsZero() || owner == "" {
+		return nil, errors.New("client: Reclaim needs an id and its owner secret")
+	}
+	return c.publish(ctx, src, id, owner)
+}
+
+func (c *Client) publish(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
 	if src.Kind == "" {
 		src.Kind = proto.KindFile
 	}
@@ -221,14 +248,15 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 		return nil, errors.New("client: Source.Reader is required")
 	}
 	if src.Kind == proto.KindMessage || src.Plain {
-		return c.publishPlain(ctx, src)
+		return c.publishPlain(ctx, src, id, owner)
 	}
-	return c.publishEncrypted(ctx, src)
+	return c.publishEncrypted(ctx, src, id, owner)
 }
 
-// publishPlain publishes src as it is.
-func (c *Client) publishPlain(ctx context.Context, src Source) (*Item, error) {
-	p := proto.Publish{Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers}
+// publishPlain publishes src as it is, under id when owner is set (a
+// reclaim).
+func (c *Client) publishPlain(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
+	p := proto.Publish{ID: id, Owner: owner, Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers}
 	pub, err := c.publishRetry(ctx, p)
 	if err != nil {
 		return nil, err
@@ -314,6 +342,7 @@ func newRef() string {
 // controlLoop keeps the control connection up until Close.
 func (c *Client) controlLoop() {
 	backoff := 250 * time.Millisecond
+	var lost time.Time // when a session that had been up for long dropped
 	for {
 		start := time.Now()
 		err := c.serveControl()
@@ -321,7 +350,13 @@ func (c *Client) controlLoop() {
 			return
 		}
 		if time.Since(start) > time.Minute {
-			backoff = 250 * time.Millisecond
+			backoff, lost = 250*time.Millisecond, time.Now()
+		}
+		if time.Since(lost) < 30*time.Second {
+			// Most likely the rendezvous restarted: come back quickly, so
+			// readers see a short pause (issue 14). Jitter spreads the
+			// returning publishers.
+			backoff = min(backoff, 2*time.Second)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		c.log.Warn("rendezvous unreachable; retrying", "err", err, "in", wait.Round(time.Millisecond))

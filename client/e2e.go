@@ -45,8 +45,10 @@ type statter interface {
 
 // publishEncrypted publishes src end-to-end encrypted, in two steps (see
 // proto/e2e.go, "Metadata"): the ciphertext size first, then the sealed
-// metadata once the rendezvous has named the item.
-func (c *Client) publishEncrypted(ctx context.Context, src Source) (*Item, error) {
+// metadata once the rendezvous has named the item. With owner set it takes
+// back item id (see Reclaim) under src.Key, in one step since the id is
+// known.
+func (c *Client) publishEncrypted(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
 	cipherSize, err := proto.E2ECipherSize(src.Size)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -63,21 +65,36 @@ func (c *Client) publishEncrypted(ctx context.Context, src Source) (*Item, error
 			modified = fi.ModTime()
 		}
 	}
-	key := proto.NewE2EKey()
-	p := proto.Publish{Kind: src.Kind, MIME: "application/octet-stream", Size: cipherSize, Enc: proto.E2EVersion, Via: src.Via}
-	pub, err := c.publishRetry(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	enc.item = proto.NewE2EItem(key, pub.ID)
 	var mod int64
 	if !modified.IsZero() {
 		mod = modified.Unix()
 	}
-	enc.meta, err = enc.item.SealMeta(proto.E2EMeta{Name: src.Name, Type: src.MIME, Modified: mod})
+	meta := proto.E2EMeta{Name: src.Name, Type: src.MIME, Modified: mod}
+	key := src.Key
+	p := proto.Publish{Kind: src.Kind, MIME: "application/octet-stream", Size: cipherSize, Enc: proto.E2EVersion, Via: src.Via}
+	if owner != "" {
+		if key == (proto.E2EKey{}) {
+			return nil, errors.New("client: taking back an encrypted item needs its key (Source.Key)")
+		}
+		enc.item = proto.NewE2EItem(key, id)
+		if enc.meta, err = enc.item.SealMeta(meta); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		p.ID, p.Owner, p.Meta = id, owner, enc.meta
+	} else {
+		key = proto.NewE2EKey()
+	}
+	pub, err := c.publishRetry(ctx, p)
 	if err != nil {
-		c.send(proto.Unpublish{ID: pub.ID})
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, err
+	}
+	if enc.item == nil {
+		enc.item = proto.NewE2EItem(key, pub.ID)
+		enc.meta, err = enc.item.SealMeta(meta)
+		if err != nil {
+			c.send(proto.Unpublish{ID: pub.ID})
+			return nil, fmt.Errorf("client: %w", err)
+		}
 	}
 	frag := "#" + key.Fragment()
 	it := &Item{
@@ -88,6 +105,9 @@ func (c *Client) publishEncrypted(ctx context.Context, src Source) (*Item, error
 	c.mu.Lock()
 	c.items[it.ID] = it
 	c.mu.Unlock()
+	if owner != "" {
+		return it, nil // the metadata went with the reclaim
+	}
 	// The second step. If the connection drops first, the reclaim after
 	// the reconnect carries the metadata instead.
 	if _, err := c.request(ctx, it.publishMsg(newRef())); err != nil && !errors.Is(err, errOffline) {

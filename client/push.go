@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 // writes them, one reads acknowledgements.
 type pusher struct {
 	c   *Client
-	url string
+	key string // in Client.pushers: the push URL, with "#express" for small parts
 	ws  *websocket.Conn
 
 	frames chan []byte // bounded; the writer returns buffers to framePool
@@ -31,6 +32,10 @@ type pusher struct {
 	// begin is held from taking a stream id to queueing its PartBegin,
 	// so that ids reach the relay in increasing order, as it requires.
 	begin sync.Mutex
+
+	// guarded by Client.mu
+	inUse      int // parts counted on this connection by pusherFor
+	maxStreams int // parts the relay lets this connection have open
 
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*outStream
@@ -56,18 +61,40 @@ func (s *outStream) signal() {
 
 var framePool = sync.Pool{New: func() any { return new([]byte) }}
 
-// pusherFor returns the live push connection to url, dialing it if needed.
-func (c *Client) pusherFor(ctx context.Context, url string) (*pusher, error) {
-	c.mu.Lock()
-	p := c.pushers[url]
-	c.mu.Unlock()
-	if p != nil {
-		select {
-		case <-p.done:
-		default:
-			return p, nil
-		}
+// Push connections per relay. A relay bounds the parts open on one push
+// connection (it says how many in the MaxStreamsHeader of the upgrade
+// response); when many readers want parts of the same item at once, the
+// client opens more connections to that relay rather than have parts
+// refused (issue 14).
+const (
+	// MaxStreamsHeader is the push upgrade response header in which a relay
+	// states how many parts it lets one push connection have open.
+	MaxStreamsHeader = "Meshup-Max-Streams"
+	// defaultMaxStreams is assumed of a relay that does not say.
+	defaultMaxStreams = 64
+	// maxPushConnsPerRelay bounds the push connections to one relay.
+	maxPushConnsPerRelay = 16
+	// expressMax is the longest part sent on a relay's express connection:
+	// a small part (a seek, the first bytes of a range) must not queue
+	// behind the frames of bulk parts on a shared connection and its TCP
+	// buffers (issue 14: seek under load).
+	expressMax = 256 << 10
+)
+
+// pusherFor returns a live push connection to url with room for one more
+// part, dialing one if needed, and counts the part on it; release it with
+// p.release.
+func (c *Client) pusherFor(ctx context.Context, url string, express bool) (*pusher, error) {
+	key := url
+	if express {
+		key += "#express"
 	}
+	c.mu.Lock()
+	if p := c.roomyPusherLocked(key, false); p != nil {
+		c.mu.Unlock()
+		return p, nil
+	}
+	c.mu.Unlock()
 	dialer := websocket.Dialer{
 		HandshakeTimeout: c.cfg.DialTimeout,
 		Subprotocols:     []string{proto.Subprotocol},
@@ -85,28 +112,78 @@ func (c *Client) pusherFor(ctx context.Context, url string) (*pusher, error) {
 		ws.Close()
 		return nil, fmt.Errorf("push: relay did not accept subprotocol %s", proto.Subprotocol)
 	}
-	p = &pusher{
-		c: c, url: url, ws: ws,
-		frames:  make(chan []byte, 8),
-		done:    make(chan struct{}),
-		streams: make(map[uint32]*outStream),
+	maxStreams := defaultMaxStreams
+	if n, err := strconv.Atoi(resp.Header.Get(MaxStreamsHeader)); err == nil && n > 0 {
+		maxStreams = n
+	}
+	p := &pusher{
+		c: c, key: key, ws: ws,
+		frames:     make(chan []byte, 8),
+		done:       make(chan struct{}),
+		streams:    make(map[uint32]*outStream),
+		maxStreams: maxStreams,
 	}
 	c.mu.Lock()
-	if old := c.pushers[url]; old != nil {
-		select {
-		case <-old.done:
-		default:
-			c.mu.Unlock()
-			ws.Close()
-			return old, nil // another goroutine dialed first
-		}
+	if old := c.roomyPusherLocked(key, false); old != nil {
+		c.mu.Unlock()
+		ws.Close()
+		return old, nil // another goroutine dialed first
 	}
-	c.pushers[url] = p
+	if len(c.pushers[key]) >= maxPushConnsPerRelay {
+		// At the bound: share the least loaded; the relay refuses the
+		// part if that one is full, and the order fails.
+		old := c.roomyPusherLocked(key, true)
+		c.mu.Unlock()
+		ws.Close()
+		if old == nil {
+			return nil, fmt.Errorf("push: %d connections to %s, all closing", maxPushConnsPerRelay, url)
+		}
+		return old, nil
+	}
+	p.inUse = 1
+	c.pushers[key] = append(c.pushers[key], p)
 	c.mu.Unlock()
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); p.writeLoop() }()
 	go func() { defer c.wg.Done(); p.readLoop() }()
 	return p, nil
+}
+
+// roomyPusherLocked returns a live pusher of key with room for a part and
+// counts the part on it, or nil. With any set it returns the least loaded
+// live pusher even when all are full.
+func (c *Client) roomyPusherLocked(key string, any bool) *pusher {
+	var best *pusher
+	for _, p := range c.pushers[key] {
+		select {
+		case <-p.done:
+			continue
+		default:
+		}
+		if best == nil || p.inUse < best.inUse {
+			best = p
+		}
+	}
+	if best == nil || (!any && best.inUse >= best.maxStreams) {
+		return nil
+	}
+	best.inUse++
+	return best
+}
+
+// release uncounts a part counted by pusherFor.
+func (p *pusher) release() {
+	p.c.mu.Lock()
+	p.inUse--
+	p.c.mu.Unlock()
+}
+
+// full records that the relay refused a part for too many open on this
+// connection, so that the next parts go to another one.
+func (p *pusher) full() {
+	p.c.mu.Lock()
+	p.maxStreams = max(1, p.inUse-1)
+	p.c.mu.Unlock()
 }
 
 func (p *pusher) close(err error) {
@@ -122,8 +199,11 @@ func (p *pusher) close(err error) {
 			s.signal()
 		}
 		p.c.mu.Lock()
-		if p.c.pushers[p.url] == p {
-			delete(p.c.pushers, p.url)
+		ps := slices.DeleteFunc(p.c.pushers[p.key], func(q *pusher) bool { return q == p })
+		if len(ps) == 0 {
+			delete(p.c.pushers, p.key)
+		} else {
+			p.c.pushers[p.key] = ps
 		}
 		p.c.mu.Unlock()
 	})
@@ -233,10 +313,26 @@ func (p *pusher) enqueue(ctx context.Context, f []byte) error {
 // pushPart pushes one ordered part and waits until the relay has accepted
 // every byte end to end, or refused the part.
 func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
-	p, err := c.pusherFor(ctx, o.PushURL)
-	if err != nil {
+	for attempt := 0; ; attempt++ {
+		p, err := c.pusherFor(ctx, o.PushURL, o.Len <= expressMax)
+		if err != nil {
+			return err
+		}
+		refused, err := c.pushPartOn(ctx, p, it, o)
+		p.release()
+		if refused && attempt < 3 {
+			// The relay refused the part at once for too many parts
+			// open on this connection: another connection takes it.
+			p.full()
+			continue
+		}
 		return err
 	}
+}
+
+// pushPartOn pushes one part on p. refused reports that the relay refused
+// the part before any byte because p has too many parts open.
+func (c *Client) pushPartOn(ctx context.Context, p *pusher, it *Item, o *proto.Order) (refused bool, err error) {
 	s := &outStream{wake: make(chan struct{}, 1)}
 	p.begin.Lock()
 	p.mu.Lock()
@@ -254,7 +350,7 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 	err = p.enqueue(ctx, begin.AppendFrame(nil))
 	p.begin.Unlock()
 	if err != nil {
-		return err
+		return false, err
 	}
 	var sent, reported uint64
 	n := uint64(o.Len)
@@ -271,9 +367,10 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 				if n > reported {
 					c.progress(it, o.Relay, int64(n-reported))
 				}
-				return nil
+				return false, nil
 			}
-			return &proto.Error{Status: end.Status, Msg: end.Reason}
+			refused := end.Status == proto.StatusOverLimit && sent == 0 && acked == 0 && limit == 0
+			return refused, &proto.Error{Status: end.Status, Msg: end.Reason}
 		}
 		if sent < min(limit, n) {
 			k := min(uint64(c.cfg.FrameSize), min(limit, n)-sent)
@@ -283,10 +380,10 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 			f, err := it.readFrame(id, o.Off+int64(sent), int(k))
 			if err != nil {
 				p.enqueue(ctx, proto.PartEnd{Stream: id, Status: proto.StatusSourceError, Reason: err.Error()}.AppendFrame(nil))
-				return &proto.Error{Status: proto.StatusSourceError, Msg: err.Error()}
+				return false, &proto.Error{Status: proto.StatusSourceError, Msg: err.Error()}
 			}
 			if err := p.enqueue(ctx, f); err != nil {
-				return p.abort(id, err)
+				return false, p.abort(id, err)
 			}
 			sent += k
 			continue
@@ -294,9 +391,9 @@ func (c *Client) pushPart(ctx context.Context, it *Item, o *proto.Order) error {
 		select {
 		case <-s.wake:
 		case <-p.done:
-			return p.err
+			return false, p.err
 		case <-ctx.Done():
-			return p.abort(id, ctx.Err())
+			return false, p.abort(id, ctx.Err())
 		}
 	}
 }

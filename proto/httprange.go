@@ -1,16 +1,24 @@
 package proto
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // HTTP Range requests (RFC 9110 section 14).
 
-// DefaultMaxRanges is the default limit on ranges in one Range header.
+// DefaultMaxRanges is the default limit on the ranges served for one Range
+// header, counted after overlapping and adjacent ranges are merged.
 const DefaultMaxRanges = 16
+
+// MaxRangeSpecs bounds the range specs of one Range header before merging,
+// so that parsing stays cheap; a header with more is ignored (the whole
+// item is served).
+const MaxRangeSpecs = 1024
 
 // Range errors.
 var (
@@ -35,20 +43,24 @@ func (r ByteRange) ContentRange(size int64) string {
 	return fmt.Sprintf("bytes %d-%d/%d", r.Start, r.Start+r.Length-1, size)
 }
 
-// ParseRange parses a Range header for an item of size bytes. It returns the
-// satisfiable ranges in request order, dropping those that start past the
-// end and clamping those that run past it. A header with more than maxRanges
-// ranges is reported as malformed, so it is ignored rather than served as
-// many tiny parts.
+// ParseRange parses a Range header for an item of size bytes. It drops
+// ranges that start past the end, clamps those that run past it, then sorts
+// the rest and merges those that overlap or touch (RFC 9110 15.3.7.2 lets a
+// server coalesce regardless of the order requested). It returns the merged
+// ranges in ascending order. A header whose merged ranges number more than
+// maxRanges (or with more than MaxRangeSpecs specs) is reported as
+// malformed, so it is ignored and the whole item served rather than many
+// tiny parts: only a request that would cost more than the whole item gets
+// the whole item.
 func ParseRange(h string, size int64, maxRanges int) ([]ByteRange, error) {
 	unit, set, ok := strings.Cut(h, "=")
 	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
 		return nil, fmt.Errorf("%w: unit", ErrRangeMalformed)
 	}
-	specs := strings.Split(set, ",")
-	if len(specs) > maxRanges {
-		return nil, fmt.Errorf("%w: %d ranges, limit %d", ErrRangeMalformed, len(specs), maxRanges)
+	if n := strings.Count(set, ",") + 1; n > MaxRangeSpecs {
+		return nil, fmt.Errorf("%w: %d range specs, limit %d", ErrRangeMalformed, n, MaxRangeSpecs)
 	}
+	specs := strings.Split(set, ",")
 	var out []ByteRange
 	nspecs := 0
 	for _, spec := range specs {
@@ -101,7 +113,30 @@ func ParseRange(h string, size int64, maxRanges int) ([]ByteRange, error) {
 	if len(out) == 0 {
 		return nil, ErrRangeUnsatisfiable
 	}
+	out = Coalesce(out)
+	if len(out) > maxRanges {
+		return nil, fmt.Errorf("%w: %d ranges after merging, limit %d", ErrRangeMalformed, len(out), maxRanges)
+	}
 	return out, nil
+}
+
+// Coalesce sorts rs by start and merges ranges that overlap or touch. It
+// reorders rs in place and returns the merged prefix.
+func Coalesce(rs []ByteRange) []ByteRange {
+	if len(rs) < 2 {
+		return rs
+	}
+	slices.SortFunc(rs, func(a, b ByteRange) int { return cmp.Compare(a.Start, b.Start) })
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if r.Start <= last.End() {
+			last.Length = max(last.End(), r.End()) - last.Start
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // parseDigits parses a non-empty string of ASCII digits, no sign, no space.

@@ -23,9 +23,15 @@ func TestParseRange(t *testing.T) {
 		{"suffix 500", "bytes=-500", size, []ByteRange{{9500, 500}}},
 		{"from 9500", "bytes=9500-", size, []ByteRange{{9500, 500}}},
 		{"first and last byte", "bytes=0-0,-1", size, []ByteRange{{0, 1}, {9999, 1}}},
-		{"two ranges", "bytes=500-600,601-999", size, []ByteRange{{500, 101}, {601, 399}}},
-		{"overlapping kept in order", "bytes=500-700,601-999", size, []ByteRange{{500, 201}, {601, 399}}},
-		{"request order kept", "bytes=9000-9099,0-9", size, []ByteRange{{9000, 100}, {0, 10}}},
+		{"two ranges", "bytes=500-600,602-999", size, []ByteRange{{500, 101}, {602, 398}}},
+		{"adjacent merged", "bytes=500-600,601-999", size, []ByteRange{{500, 500}}},
+		{"overlapping merged", "bytes=500-700,601-999", size, []ByteRange{{500, 500}}},
+		{"contained merged", "bytes=0-999,10-20,500-501", size, []ByteRange{{0, 1000}}},
+		{"sorted", "bytes=9000-9099,0-9", size, []ByteRange{{0, 10}, {9000, 100}}},
+		{"unsorted overlapping merged", "bytes=20-29,0-9,5-24", size, []ByteRange{{0, 30}}},
+		{"suffix merged with open range", "bytes=-100,9950-", size, []ByteRange{{9900, 100}}},
+		{"many merging into one", "bytes=" + strings.Repeat("0-99,", 40) + "100-199", size, []ByteRange{{0, 200}}},
+		{"many merging into two", "bytes=" + seq(0, 2, 2, 30) + "," + seq(5000, 1, 1, 30), size, []ByteRange{{0, 60}, {5000, 30}}},
 		{"last byte", "bytes=9999-9999", size, []ByteRange{{9999, 1}}},
 		{"end clamped", "bytes=9500-20000", size, []ByteRange{{9500, 500}}},
 		{"suffix longer than item", "bytes=-20000", size, []ByteRange{{0, size}}},
@@ -95,9 +101,10 @@ func TestParseRangeErrors(t *testing.T) {
 		{"end over int64", "bytes=0-9223372036854775808", 10000, 16, ErrRangeMalformed},
 		{"20 digits", "bytes=0-99999999999999999999", 10000, 16, ErrRangeMalformed},
 		{"suffix over int64", "bytes=-99999999999999999999", 10000, 16, ErrRangeMalformed},
-		{"too many ranges", "bytes=0-1,2-3,4-5", 10000, 2, ErrRangeMalformed},
-		{"too many with empty elements", "bytes=0-1,,", 10000, 2, ErrRangeMalformed},
-		{"default limit", "bytes=" + strings.Repeat("0-0,", DefaultMaxRanges) + "0-0", 10000, DefaultMaxRanges, ErrRangeMalformed},
+		{"too many ranges", "bytes=0-1,3-4,6-7", 10000, 2, ErrRangeMalformed},
+		{"too many after merging", "bytes=8-9,0-1,1-2,4-5", 10000, 2, ErrRangeMalformed},
+		{"default limit", "bytes=" + seq(0, 100, 1, DefaultMaxRanges+1), 10000, DefaultMaxRanges, ErrRangeMalformed},
+		{"too many specs", "bytes=" + strings.Repeat("0-0,", MaxRangeSpecs) + "0-0", 10000, DefaultMaxRanges, ErrRangeMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,10 +116,56 @@ func TestParseRangeErrors(t *testing.T) {
 	}
 }
 
+// seq returns n range specs of len bytes each, every step bytes from start,
+// in descending order so that merging must sort them.
+func seq(start, step, length int64, n int) string {
+	specs := make([]string, n)
+	for i := range n {
+		off := start + int64(n-1-i)*step
+		specs[i] = fmt.Sprintf("%d-%d", off, off+length-1)
+	}
+	return strings.Join(specs, ",")
+}
+
 func TestParseRangeAtLimit(t *testing.T) {
-	got, err := ParseRange("bytes=0-1,2-3", 10, 2)
-	if err != nil || len(got) != 2 {
-		t.Errorf("got %v, %v, want 2 ranges", got, err)
+	tests := []struct {
+		name string
+		h    string
+		want int
+	}{
+		{"two apart", "bytes=0-1,3-4", 2},
+		{"empty elements do not count", "bytes=0-1,,,3-4,", 2},
+		{"ten merging into two", "bytes=" + seq(0, 2, 2, 5) + "," + seq(100, 1, 1, 5), 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseRange(tt.h, 1000, 2)
+			if err != nil || len(got) != tt.want {
+				t.Errorf("got %v, %v, want %d ranges", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCoalesce(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []ByteRange
+		want []ByteRange
+	}{
+		{"none", nil, nil},
+		{"one", []ByteRange{{5, 1}}, []ByteRange{{5, 1}}},
+		{"apart", []ByteRange{{10, 1}, {0, 1}}, []ByteRange{{0, 1}, {10, 1}}},
+		{"touching", []ByteRange{{2, 2}, {0, 2}, {4, 2}}, []ByteRange{{0, 6}}},
+		{"contained", []ByteRange{{0, 10}, {2, 2}}, []ByteRange{{0, 10}}},
+		{"gap of one kept", []ByteRange{{0, 2}, {3, 2}}, []ByteRange{{0, 2}, {3, 2}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Coalesce(tt.in); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -167,6 +220,9 @@ func FuzzParseRange(f *testing.F) {
 		var sb strings.Builder
 		sb.WriteString("bytes=")
 		for i, r := range got {
+			if i > 0 && r.Start <= got[i-1].End() {
+				t.Fatalf("got %v, want sorted ranges with gaps between them", got)
+			}
 			if r.Start < 0 || r.Length <= 0 || r.End() > size || r.End() < r.Start {
 				t.Fatalf("got %+v for size %d, want a non-empty range within it", r, size)
 			}

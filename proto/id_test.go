@@ -135,3 +135,53 @@ func FuzzParseItemID(f *testing.F) {
 		}
 	})
 }
+
+// TestOwnerOf checks the owner-secret scheme against vectors computed
+// independently (Python hashlib) and its refusals.
+func TestOwnerOf(t *testing.T) {
+	id0, id1 := "c4qyaex3an27tmxufbc4tyusde", "ivwialskustrb3gul3ppbrraam"
+	owner0 := strings.Repeat("A", 43)                       // 32 zero bytes
+	owner1 := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8" // bytes 0..31
+	tests := []struct {
+		name    string
+		id      string
+		owner   string
+		want    bool
+		wantErr error
+	}{
+		{"zero secret", id0, owner0, true, nil},
+		{"counting secret", id1, owner1, true, nil},
+		{"other item's secret", id0, owner1, false, nil},
+		{"id as secret", id0, id0, false, ErrBadOwner},
+		{"empty", id0, "", false, ErrBadOwner},
+		{"padded", id0, owner0 + "=", false, ErrBadOwner},
+		{"standard alphabet", id1, strings.ReplaceAll(owner1, "_", "/") + "+", false, ErrBadOwner},
+		{"non-canonical last character", id0, owner0[:42] + "B", false, ErrBadOwner},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := ParseItemID(tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := OwnerOf(id, tt.owner)
+			if got != tt.want || !errors.Is(err, tt.wantErr) {
+				t.Errorf("got %v, %v, want %v, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNewOwnedItemID(t *testing.T) {
+	id, owner := NewOwnedItemID()
+	id2, owner2 := NewOwnedItemID()
+	if id == id2 || owner == owner2 {
+		t.Fatalf("two calls gave the same id or owner: %v %v", id, owner)
+	}
+	if ok, err := OwnerOf(id, owner); !ok || err != nil {
+		t.Errorf("OwnerOf(new id, its owner): got %v, %v, want true, nil", ok, err)
+	}
+	if ok, _ := OwnerOf(id2, owner); ok {
+		t.Errorf("OwnerOf(other id, owner): got true, want false")
+	}
+}

@@ -21,7 +21,7 @@ const (
 	DefaultPartSize          = 8 << 20   // bytes per part asked of the rendezvous
 	DefaultPrefetch          = 2         // parts open ahead per consumer request
 	DefaultMaxConns          = 1024      // push connections
-	DefaultMaxStreamsPerConn = 64        // open parts per push connection
+	DefaultMaxStreamsPerConn = 0         // open parts per push connection: 0 means Budget/Window
 	DefaultNeedTimeout       = 30 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultWriteTimeout      = 30 * time.Second
@@ -72,7 +72,13 @@ type Config struct {
 	// MaxConns bounds push WebSocket connections. Defaults to 1024.
 	MaxConns int
 	// MaxStreamsPerConn bounds open parts per push connection. Defaults
-	// to 64.
+	// to Budget/Window (128 with the default budget and window): every
+	// part the budget admits (each consumer request reserves a Window per
+	// open part) may then arrive on one publisher's connection, so a
+	// request admitted by the budget is never refused a part mid-body
+	// (issue 14). A lower limit is told to publishers in the
+	// Meshup-Max-Streams header of the push upgrade; they open more
+	// connections.
 	MaxStreamsPerConn int
 	// MaxRanges bounds the ranges of one Range header. Defaults to
 	// proto.DefaultMaxRanges.
@@ -126,7 +132,9 @@ func (c *Config) setDefaults() {
 	setDefault(&c.Prefetch, DefaultPrefetch)
 	setDefault(&c.MaxFrame, proto.DefaultMaxFrame)
 	setDefault(&c.MaxConns, DefaultMaxConns)
-	setDefault(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
+	if c.MaxStreamsPerConn == 0 && c.Window > 0 {
+		c.MaxStreamsPerConn = int(max(1, c.Budget/int64(c.Window)))
+	}
 	setDefault(&c.MaxRanges, proto.DefaultMaxRanges)
 	setDefault(&c.NeedTimeout, DefaultNeedTimeout)
 	setDefault(&c.IdleTimeout, DefaultIdleTimeout)

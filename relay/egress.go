@@ -79,7 +79,6 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
 		return
 	}
-	ranges = coalesce(ranges)
 	if len(ranges) > 0 {
 		s.stats.rangeRequests.Add(1)
 	}
@@ -107,27 +106,6 @@ func ifRangeMatches(r *http.Request, etag string, modified int64) bool {
 	}
 	t, err := http.ParseTime(ir)
 	return err == nil && modified > 0 && t.Unix() == modified
-}
-
-// coalesce merges overlapping or adjacent ranges when they are in
-// ascending order; it leaves other orders alone, as the client asked.
-func coalesce(rs []proto.ByteRange) []proto.ByteRange {
-	if len(rs) < 2 {
-		return rs
-	}
-	out := []proto.ByteRange{rs[0]}
-	for _, r := range rs[1:] {
-		last := &out[len(out)-1]
-		if r.Start < last.Start {
-			return rs
-		}
-		if r.Start <= last.End() {
-			last.Length = max(last.End(), r.End()) - last.Start
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
 }
 
 func (s *Server) serveMultipart(w http.ResponseWriter, r *http.Request, size int64, ctype string, ranges []proto.ByteRange) {
@@ -194,7 +172,7 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout}
 	// Ask for the first part before the headers go out, so that an
 	// offline publisher can still be reported with a proper status.
-	f := newFetcher(s, r.Context(), id(r), ranges)
+	f := newFetcher(s, r.Context(), id(r), ranges, code == http.StatusPartialContent)
 	f.token = readToken(r) // needs carry it (issue 8)
 	defer f.close()
 	if err := f.start(); err != nil {
@@ -210,6 +188,7 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 		}
 		if err := f.copyRange(dw, i); err != nil {
 			if !isCancelled(err) {
+				s.stats.cutShort.Add(1)
 				s.log.Info("consumer response cut short", "item", f.item, "err", err)
 			}
 			return // net/http closes the connection: the body is short
@@ -268,7 +247,15 @@ type fetcher struct {
 
 type span struct{ off, n int64 }
 
-func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []proto.ByteRange) *fetcher {
+// seekPartSize bounds the first part of each range of a Range request. A
+// publisher pushes parts this small on a connection of their own, so the
+// first bytes after a seek do not queue behind bulk transfers (issue 14);
+// the rest of the range follows in aligned parts.
+const seekPartSize = 256 << 10
+
+// newFetcher splits ranges into parts. With seek, the first part of each
+// range is at most seekPartSize.
+func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []proto.ByteRange, seek bool) *fetcher {
 	f := &fetcher{s: s, ctx: ctx, item: item}
 	for _, br := range ranges {
 		f.bounds = append(f.bounds, len(f.parts))
@@ -276,6 +263,9 @@ func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []prot
 		// parts as a full read does.
 		for off, end := br.Start, br.End(); off < end; {
 			n := min(end, (off/s.cfg.PartSize+1)*s.cfg.PartSize) - off
+			if seek && off == br.Start {
+				n = min(n, seekPartSize)
+			}
 			f.parts = append(f.parts, span{off, n})
 			off += n
 		}
@@ -284,45 +274,165 @@ func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []prot
 	return f
 }
 
-// start opens the first parts.
+// Admission and retries (issue 14). A request is admitted before its status
+// line: the budget reserves its memory and its first part must begin, or
+// it is answered with a status (429 with Retry-After when over a limit, 503
+// when the publisher is offline). Once the status line is out, a part that
+// fails for a transient reason (the publisher's connection dropped, the
+// rendezvous link is down or restarting, a limit refused it for now) is
+// asked for again, from the first byte the consumer has not received, with
+// backoff, until NeedTimeout passes without progress. So a started
+// response pauses rather than breaks; it ends short only when the source
+// stays gone, and then the consumer resumes with Range.
+
+// retryable reports whether a part that failed with err may be asked for
+// again.
+func retryable(err error) bool {
+	if err == errNeedTimeout || err == errIdle || err == errShutdown {
+		return false // the wait is already over, or the relay is closing
+	}
+	var pe *proto.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Status {
+	case proto.StatusOffline, proto.StatusUnavailable, proto.StatusOverLimit:
+		return true
+	case proto.StatusCancelled:
+		// The publisher cancelled (it is closing); the consumer, who is
+		// still reading, did not.
+		return true
+	}
+	return false
+}
+
+const (
+	minRetryWait = 100 * time.Millisecond
+	maxRetryWait = 2 * time.Second
+)
+
+// openRetry opens part [off, off+n), retrying while the rendezvous link is
+// down until deadline.
+func (f *fetcher) openRetry(off, n int64, deadline time.Time) (*partStream, error) {
+	wait := minRetryWait
+	for {
+		ps, err := f.s.openPart(f.item, off, n, f.token)
+		if err == nil || !retryable(err) || time.Now().Add(wait).After(deadline) {
+			return ps, err
+		}
+		if err := f.sleep(wait); err != nil {
+			return nil, err
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
+// sleep waits d unless the consumer or the relay goes away first.
+func (f *fetcher) sleep(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-f.ctx.Done():
+		return f.ctx.Err()
+	case <-f.s.ctx.Done():
+		return errShutdown
+	}
+}
+
 // start opens the first parts and waits until the first one has begun, so
 // that an offline publisher is reported with a status, not a cut body.
 func (f *fetcher) start() error {
-	if err := f.fill(); err != nil {
-		return err
-	}
-	if len(f.open) == 0 {
+	if len(f.parts) == 0 {
 		return nil
 	}
-	return f.open[0].waitBegun(f.ctx)
+	p := f.parts[0]
+	deadline := time.Now().Add(f.s.cfg.NeedTimeout)
+	for {
+		ps, err := f.openRetry(p.off, p.n, deadline)
+		if err != nil {
+			return err
+		}
+		f.open, f.next = append(f.open, ps), 1
+		f.fill()
+		err = ps.waitBegun(f.ctx)
+		if err == errNoRendezvous && time.Now().Before(deadline) {
+			// The link dropped while the need was out (the rendezvous
+			// restarted): ask again once the relay has re-registered.
+			f.close()
+			f.s.stats.partRetries.Add(1)
+			continue
+		}
+		return err
+	}
 }
 
-func (f *fetcher) fill() error {
+// fill opens parts ahead, up to Prefetch. A part it cannot open now is
+// opened (with retries) when its turn comes.
+func (f *fetcher) fill() {
 	for len(f.open) < f.s.cfg.Prefetch && f.next < len(f.parts) {
 		p := f.parts[f.next]
 		ps, err := f.s.openPart(f.item, p.off, p.n, f.token)
 		if err != nil {
-			return err
+			return
 		}
 		f.open = append(f.open, ps)
 		f.next++
 	}
-	return nil
 }
 
 // copyRange writes range i to w.
 func (f *fetcher) copyRange(w io.Writer, i int) error {
 	for k := f.bounds[i]; k < f.bounds[i+1]; k++ {
-		if err := f.fill(); err != nil {
-			return err
+		f.fill()
+		var ps *partStream
+		if len(f.open) > 0 {
+			ps = f.open[0]
+			f.open = f.open[1:]
+		} else {
+			p := f.parts[f.next]
+			f.next++
+			var err error
+			if ps, err = f.openRetry(p.off, p.n, time.Now().Add(f.s.cfg.NeedTimeout)); err != nil {
+				return err
+			}
 		}
-		ps := f.open[0]
-		f.open = f.open[1:]
-		if err := ps.writeTo(f.ctx, w); err != nil {
+		if err := f.copyPart(w, ps); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// copyPart writes the part of ps to w, asking again for the bytes not yet
+// written when the part fails for a transient reason.
+func (f *fetcher) copyPart(w io.Writer, ps *partStream) error {
+	var deadline time.Time
+	wait := minRetryWait
+	for {
+		err := ps.writeTo(f.ctx, w)
+		if err == nil || !retryable(err) || f.ctx.Err() != nil {
+			return err
+		}
+		off, n, progressed := ps.rest()
+		now := time.Now()
+		if progressed || deadline.IsZero() {
+			deadline, wait = now.Add(f.s.cfg.NeedTimeout), minRetryWait
+		}
+		if now.Add(wait).After(deadline) {
+			return err
+		}
+		f.s.log.Debug("part failed mid-response; asking again", "item", f.item, "off", off, "len", n, "err", err)
+		if err := f.sleep(wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, maxRetryWait)
+		f.s.stats.partRetries.Add(1)
+		if ps, err = f.openRetry(off, n, deadline); err != nil {
+			return err
+		}
+	}
 }
 
 // close cancels the parts still open.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,6 +78,8 @@ func TestEgress(t *testing.T) {
 			{"exactly one part", fmt.Sprintf("bytes=%d-%d", 2*partSize, 3*partSize-1), 2 * partSize, 3*partSize - 1},
 			{"end past the item", fmt.Sprintf("bytes=%d-%d", size-10, size+1000), size - 10, size - 1},
 			{"adjacent ranges coalesced", "bytes=10-19,20-29", 10, 29},
+			{"unsorted overlapping coalesced", "bytes=20-29,10-19,15-24", 10, 29},
+			{"many ranges merging into one", "bytes=" + strings.TrimSuffix(strings.Repeat("100-199,", 40), ",") + ",0-99", 0, 199},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +109,8 @@ func TestEgress(t *testing.T) {
 		}{
 			{"two small", "bytes=0-9,100-199", [][2]int64{{0, 9}, {100, 199}}},
 			{"across a part boundary and suffix", fmt.Sprintf("bytes=5-6,%d-%d,-3", partSize-2, partSize+1), [][2]int64{{5, 6}, {partSize - 2, partSize + 1}, {size - 3, size - 1}}},
-			{"descending order kept", "bytes=500-509,0-4", [][2]int64{{500, 509}, {0, 4}}},
+			{"descending order sorted", "bytes=500-509,0-4", [][2]int64{{0, 4}, {500, 509}}},
+			{"forty ranges merging into two", "bytes=" + strings.Repeat("500-509,0-4,", 20) + "505-520", [][2]int64{{0, 4}, {500, 520}}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -180,6 +184,7 @@ func TestEgress(t *testing.T) {
 			{"garbage", []string{"Range", "bytes=abc"}},
 			{"unknown unit", []string{"Range", "lines=1-2"}},
 			{"end before start", []string{"Range", "bytes=20-10"}},
+			{"more ranges than MaxRanges after merging", []string{"Range", "bytes=" + strings.TrimSuffix(strings.Repeat("0-0,", proto.DefaultMaxRanges+1), ",") + ",2-2,4-4,6-6,8-8,10-10,12-12,14-14,16-16,18-18,20-20,22-22,24-24,26-26,28-28,30-30,32-32"}},
 			{"If-Range other ETag", []string{"Range", "bytes=5-9", "If-Range", `"not-the-etag"`}},
 			{"If-Range weak ETag", []string{"Range", "bytes=5-9", "If-Range", "W/" + etag}},
 			{"If-Range other date", []string{"Range", "bytes=5-9", "If-Range", time.Unix(1e9, 0).UTC().Format(http.TimeFormat)}},
@@ -441,5 +446,53 @@ func TestEgressCORS(t *testing.T) {
 	}
 	if got := r.Server.Stats().Ranges - before; got != 2 {
 		t.Errorf("range requests counted: got %d, want 2", got)
+	}
+}
+
+// TestManyReadersFewStreamsPerConn has more parts open at once than one
+// push connection may carry: the publisher, told the limit in the push
+// upgrade, opens more connections, so every read completes and no part is
+// refused (issue 14: admission that never breaks a started response).
+func TestManyReadersFewStreamsPerConn(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.MaxStreamsPerConn = 2
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	data := meshtest.RandomBytes(4*partSize, 21)
+	_, it := e.publish(t, data, client.Config{})
+
+	const readers = 6 // up to 2 parts open each: 12 parts, 6 connections
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for range readers {
+		wg.Go(func() {
+			resp, err := http.Get(e.itemURL(it.ID, r))
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || err != nil {
+				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(body), err)
+				return
+			}
+			if i := meshtest.FirstDiff(body, data); i >= 0 {
+				errs <- fmt.Errorf("%d bytes differ from the item at byte %d", len(body), i)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := r.Server.Stats()
+	if st.Refusals["streams_per_conn"] != 0 || st.CutShort != 0 {
+		t.Errorf("refusals streams_per_conn %d, cut short %d, want 0 and 0", st.Refusals["streams_per_conn"], st.CutShort)
+	}
+	if st.PushConns < 2 {
+		t.Errorf("push connections: got %d, want several (the limit is 2 parts each)", st.PushConns)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gorilla/websocket"
@@ -36,7 +37,10 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		Subprotocols:     []string{proto.Subprotocol},
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
 	}
-	ws, err := up.Upgrade(w, r, nil)
+	// Tell the publisher how many parts one connection may carry, so it
+	// opens another connection rather than have parts refused (issue 14).
+	hdr := http.Header{"Meshup-Max-Streams": {strconv.Itoa(s.cfg.MaxStreamsPerConn)}}
+	ws, err := up.Upgrade(w, r, hdr)
 	if err != nil {
 		return // Upgrade has answered the client
 	}

@@ -105,6 +105,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer hs.Close()
 
 	backoff := 250 * time.Millisecond
+	var lost time.Time // when a registration that had been up for long dropped
 	for {
 		start := time.Now()
 		err := s.joinOnce(ctx)
@@ -112,7 +113,12 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		}
 		if time.Since(start) > time.Minute {
-			backoff = 250 * time.Millisecond
+			backoff, lost = 250*time.Millisecond, time.Now()
+		}
+		if time.Since(lost) < 30*time.Second {
+			// Most likely the rendezvous restarted: re-register quickly,
+			// so that consumers' needs are asked again soon (issue 14).
+			backoff = min(backoff, 2*time.Second)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		s.log.Warn("rendezvous link down; retrying", "err", err, "in", wait.Round(time.Millisecond))

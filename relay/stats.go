@@ -17,6 +17,8 @@ type stats struct {
 	bytesIn         atomic.Int64 // part bytes received from publishers
 	bytesOut        atomic.Int64 // part bytes written to consumers
 	needs           atomic.Int64 // parts asked of the rendezvous
+	partRetries     atomic.Int64 // parts asked again mid-response after a transient failure
+	cutShort        atomic.Int64 // responses ended before their last byte, not by the consumer
 	partsBegun      atomic.Int64
 	partsDone       atomic.Int64
 	partsFailed     atomic.Int64
@@ -59,6 +61,8 @@ type Stats struct {
 	BytesIn     int64            `json:"bytes_in"`
 	BytesOut    int64            `json:"bytes_out"`
 	Needs       int64            `json:"needs"`
+	PartRetries int64            `json:"part_retries"` // parts asked again mid-response (source gone, link down)
+	CutShort    int64            `json:"cut_short"`    // responses ended before their last byte, not by the consumer
 	PartsBegun  int64            `json:"parts_begun"`
 	PartsDone   int64            `json:"parts_done"`
 	PartsFailed int64            `json:"parts_failed"`
@@ -91,6 +95,8 @@ func (s *Server) Stats() Stats {
 		BytesIn:     s.stats.bytesIn.Load(),
 		BytesOut:    s.stats.bytesOut.Load(),
 		Needs:       s.stats.needs.Load(),
+		PartRetries: s.stats.partRetries.Load(),
+		CutShort:    s.stats.cutShort.Load(),
 		PartsBegun:  s.stats.partsBegun.Load(),
 		PartsDone:   s.stats.partsDone.Load(),
 		PartsFailed: s.stats.partsFailed.Load(),

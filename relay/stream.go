@@ -119,6 +119,14 @@ func (ps *partStream) fail(err error) (ended bool, src source) {
 	return true, ps.src
 }
 
+// rest returns the bytes of the part not yet delivered, and whether any
+// were delivered.
+func (ps *partStream) rest() (off, n int64, progressed bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.off + ps.delivered, ps.n - ps.delivered, ps.delivered > 0
+}
+
 // ackState returns the acknowledgement to send now and records it as sent.
 func (ps *partStream) ackState() (proto.Ack, bool) {
 	ps.mu.Lock()

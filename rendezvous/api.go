@@ -116,6 +116,11 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	it := s.items[id]
 	if it == nil {
 		s.mu.Unlock()
+		if e := s.missingItem(id); e.Status == proto.StatusOffline {
+			w.Header().Set("Retry-After", retryOffline)
+			writeError(w, 0, e.Status, e.Msg)
+			return
+		}
 		writeError(w, 0, proto.StatusNotFound, "no such item")
 		return
 	}

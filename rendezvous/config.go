@@ -30,6 +30,7 @@ const (
 	DefaultReadTokenTTL       = 10 * time.Minute
 	DefaultPushTokenTTL       = 2 * time.Minute
 	DefaultItemTTL            = time.Hour
+	DefaultReclaimGrace       = 30 * time.Second
 	DefaultPingInterval       = 15 * time.Second
 	DefaultWriteTimeout       = 10 * time.Second
 	DefaultMaxRelays          = 1000
@@ -143,6 +144,14 @@ type Config struct {
 	// ItemTTL is how long an item whose publisher went offline is kept for
 	// the publisher to reclaim it. Defaults to 1h.
 	ItemTTL time.Duration
+	// ReclaimGrace is how long after start an item id the rendezvous does
+	// not know is answered as offline (503 with Retry-After, a need for it
+	// as StatusOffline) rather than not found: the rendezvous keeps no
+	// state, so after a restart publishers are still reclaiming their items
+	// (issue 14). An unpublished item also answers 503 during the grace.
+	// Zero turns it off (the library default, so an embedding program
+	// opts in); cmd/rendezvous defaults to DefaultReclaimGrace (30s).
+	ReclaimGrace time.Duration
 	// PingInterval is the WebSocket ping interval on control sessions; a
 	// session silent for twice this long is closed. Defaults to 15s.
 	PingInterval time.Duration
@@ -271,6 +280,7 @@ func (c *Config) Validate() error {
 		{"ReadTokenTTL", int64(c.ReadTokenTTL)},
 		{"PushTokenTTL", int64(c.PushTokenTTL)},
 		{"ItemTTL", int64(c.ItemTTL)},
+		{"ReclaimGrace", int64(c.ReclaimGrace)},
 		{"PingInterval", int64(c.PingInterval)},
 		{"WriteTimeout", int64(c.WriteTimeout)},
 		{"MaxRelays", int64(c.MaxRelays)},
@@ -386,6 +396,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Duration("read_token_ttl", c.ReadTokenTTL),
 		slog.Duration("push_token_ttl", c.PushTokenTTL),
 		slog.Duration("item_ttl", c.ItemTTL),
+		slog.Duration("reclaim_grace", c.ReclaimGrace),
 		slog.Duration("ping_interval", c.PingInterval),
 		slog.Duration("write_timeout", c.WriteTimeout),
 		slog.Duration("register_timeout", registerTimeout),

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -56,7 +57,7 @@ func TestPublish(t *testing.T) {
 		{"long message", proto.Publish{Kind: proto.KindMessage, Text: strings.Repeat("x", 101)}, proto.StatusTooLarge},
 		{"text on a file", proto.Publish{Kind: proto.KindFile, Name: "a", Text: "hi"}, proto.StatusMalformed},
 		{"id without owner", proto.Publish{ID: proto.NewItemID(), Kind: proto.KindFile}, proto.StatusMalformed},
-		{"unknown id", proto.Publish{ID: proto.NewItemID(), Owner: "secret"}, proto.StatusNotFound},
+		{"unknown id, bad owner", proto.Publish{ID: proto.NewItemID(), Owner: "secret"}, proto.StatusForbidden},
 	}
 	ids := map[proto.ItemID]bool{}
 	for i, tt := range tests {
@@ -383,5 +384,73 @@ func TestCloseEndsSessions(t *testing.T) {
 	}
 	if _, _, err := rendezvoustest.DialControlHeader(rv.ControlURL(), nil); err == nil {
 		t.Error("new session accepted after Close")
+	}
+}
+
+// TestReclaimAfterRestart checks that an item comes back under its id on a
+// rendezvous that has never seen it (a restart keeps no state), with the
+// metadata the publisher sends, and that only its owner can do that.
+func TestReclaimAfterRestart(t *testing.T) {
+	t.Parallel()
+	rv1 := rendezvoustest.Start(t, testConfig())
+	pub := publishFile(t, rendezvoustest.DialControl(t, rv1), 500)
+	other := publishFile(t, rendezvoustest.DialControl(t, rv1), 7)
+
+	cfg := testConfig()
+	cfg.ReclaimGrace = time.Hour
+	rv2 := rendezvoustest.Start(t, cfg)
+	// Before the publisher is back, the link says "offline, retry", not
+	// "no such item".
+	if resp, _ := do(t, http.MethodGet, rv2.URL+"/v1/items/"+pub.ID.String()); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("GET before the reclaim: got %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
+	c := rendezvoustest.DialControl(t, rv2)
+	meta := proto.Publish{Kind: proto.KindFile, Name: "video.mp4", MIME: "video/mp4", Size: 500}
+	refused := []struct {
+		name  string
+		id    proto.ItemID
+		owner string
+		want  proto.Status
+	}{
+		{"reader who knows the id", pub.ID, pub.ID.String(), proto.StatusForbidden},
+		{"another item's owner", pub.ID, other.Owner, proto.StatusForbidden},
+		{"random id", proto.NewItemID(), pub.Owner, proto.StatusForbidden},
+	}
+	for _, tt := range refused {
+		p := meta
+		p.Ref, p.ID, p.Owner = "x", tt.id, tt.owner
+		if err := c.Send(&p); err != nil {
+			t.Fatal(err)
+		}
+		if e := recvAs[proto.ErrorMsg](t, c.Recv); e.Status != tt.want {
+			t.Errorf("%s: got %+v, want status %d", tt.name, e, tt.want)
+		}
+	}
+	bad := meta
+	bad.Ref, bad.ID, bad.Owner, bad.Kind = "x", pub.ID, pub.Owner, "bogus"
+	if err := c.Send(&bad); err != nil {
+		t.Fatal(err)
+	}
+	if e := recvAs[proto.ErrorMsg](t, c.Recv); e.Status != proto.StatusMalformed {
+		t.Errorf("unknown kind: got %+v, want status %d", e, proto.StatusMalformed)
+	}
+	if got := getStatus(t, rv2).Items; got != 0 {
+		t.Fatalf("items after refused reclaims: got %d, want 0", got)
+	}
+
+	p := meta
+	p.Ref, p.ID, p.Owner = "ok", pub.ID, pub.Owner
+	back := c.Publish(t, p)
+	if back.ID != pub.ID || back.Owner != pub.Owner || back.ShareURL != strings.Replace(pub.ShareURL, rv1.URL, rv2.URL, 1) {
+		t.Errorf("reclaim: got %+v, want the id and owner of %+v", back, pub)
+	}
+	var m rendezvous.ItemMeta
+	rendezvoustest.GetJSON(t, rv2.URL+"/v1/items/"+pub.ID.String()+"/meta", &m)
+	if m.Name != "video.mp4" || m.Size != 500 {
+		t.Errorf("meta after reclaim: got %+v, want video.mp4 of 500 bytes", m)
+	}
+	if st := getStatus(t, rv2); st.Items != 1 || st.ItemsOnline != 1 {
+		t.Errorf("after reclaim: items %d online %d, want 1 and 1", st.Items, st.ItemsOnline)
 	}
 }

@@ -1,10 +1,6 @@
 package rendezvous
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
 	"mime"
 	"time"
 	"unicode"
@@ -31,7 +27,6 @@ type item struct {
 	text      string        // whole item for KindMessage
 	via       string        // entry relay pinned by the publisher, or ""
 	needRate  *rate.Limiter // needs for the item, all relays; made on the first need
-	owner     [sha256.Size]byte
 	published time.Time
 
 	sess         *session  // the publisher's session; nil while offline
@@ -79,19 +74,14 @@ func (s *Server) lookupItem(id proto.ItemID) (itemView, bool) {
 	return it.view(), true
 }
 
-// newOwnerSecret returns a fresh owner secret and its hash.
-func newOwnerSecret() (string, [sha256.Size]byte) {
-	var b [32]byte
-	rand.Read(b[:]) // never fails; see crypto/rand.Read
-	secret := base64.RawURLEncoding.EncodeToString(b[:])
-	return secret, sha256.Sum256([]byte(secret))
-}
-
-// ownerMatches reports, in constant time, whether secret is it's owner
-// secret.
-func (it *item) ownerMatches(secret string) bool {
-	h := sha256.Sum256([]byte(secret))
-	return subtle.ConstantTimeCompare(h[:], it.owner[:]) == 1
+// missingItem is the error for an item id this rendezvous does not know:
+// not found, or offline during Config.ReclaimGrace after start, when its
+// publisher may still be reclaiming it.
+func (s *Server) missingItem(id proto.ItemID) *proto.Error {
+	if s.cfg.Now().Sub(s.started) < s.cfg.ReclaimGrace {
+		return proto.Errorf(proto.StatusOffline, "item %s is not known yet: the rendezvous restarted and its publisher has not reclaimed it", id)
+	}
+	return proto.Errorf(proto.StatusNotFound, "no item %s", id)
 }
 
 // checkPublish validates the metadata of a new item and fills in defaults.
@@ -187,46 +177,66 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	if perr := s.checkPublish(p); perr != nil {
 		return s.publishRefused(c, p.Ref, perr)
 	}
-	secret, hash := newOwnerSecret()
-	now := s.cfg.Now()
+	id, secret := proto.NewOwnedItemID()
+	if e := s.addItem(c, p, id); e != nil {
+		return s.publishRefused(c, p.Ref, e)
+	}
+	s.stats.publishes.Add(1)
+	c.log.Info("item published", "item", id, "kind", p.Kind, "size", p.Size)
+	return s.published(p.Ref, id, secret)
+}
+
+// addItem stores a new item with id, published by session c with p's
+// metadata (already checked), unless a limit refuses it.
+func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.Error {
 	it := &item{
-		id: proto.NewItemID(), kind: p.Kind, name: p.Name, mime: p.MIME,
+		id: id, kind: p.Kind, name: p.Name, mime: p.MIME,
 		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta, volunteers: p.Volunteers,
-		owner: hash, published: now, sess: c,
+		published: s.cfg.Now(), sess: c,
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
-		s.mu.Unlock()
-		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusOverLimit, "session has %d items, the limit", len(c.items)))
+		return proto.Errorf(proto.StatusOverLimit, "session has %d items, the limit", len(c.items))
 	}
 	if len(s.items) >= s.cfg.MaxItems {
-		s.mu.Unlock()
-		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusOverLimit, "server holds %d items, the limit", s.cfg.MaxItems))
+		return proto.Errorf(proto.StatusOverLimit, "server holds %d items, the limit", s.cfg.MaxItems)
+	}
+	if s.items[id] != nil {
+		return proto.Errorf(proto.StatusProtocol, "item %s exists", id) // a reclaim raced another
 	}
 	s.items[it.id] = it
 	c.items[it.id] = it
-	s.mu.Unlock()
-	s.stats.publishes.Add(1)
-	c.log.Info("item published", "item", it.id, "kind", it.kind, "size", it.size)
-	return s.published(p.Ref, it.id, secret)
+	return nil
 }
 
 // reclaim takes an item back online for session c when p carries its id
-// and owner secret. The item keeps its metadata; p's metadata is ignored,
-// except the sealed Meta of an encrypted item, which replaces the stored one.
+// and owner secret (see proto.ItemID for how the id derives from the
+// secret). A known item keeps its metadata and p's is ignored; an item this
+// rendezvous has never seen (it restarted, keeping no state) is published
+// again under its id with p's metadata, so its share links work again.
+// A known encrypted item takes p's sealed Meta, which the publisher can
+// seal only once it knows the id.
 func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	if p.ID.IsZero() || p.Owner == "" {
 		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusMalformed, "reclaiming an item needs both id and owner"))
+	}
+	if ok, _ := proto.OwnerOf(p.ID, p.Owner); !ok {
+		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusForbidden, "owner secret does not match item %s", p.ID))
 	}
 	s.mu.Lock()
 	it := s.items[p.ID]
 	if it == nil {
 		s.mu.Unlock()
-		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusNotFound, "no item %s", p.ID))
-	}
-	if !it.ownerMatches(p.Owner) {
-		s.mu.Unlock()
-		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusForbidden, "owner secret does not match item %s", p.ID))
+		if perr := s.checkPublish(p); perr != nil {
+			return s.publishRefused(c, p.Ref, perr)
+		}
+		if e := s.addItem(c, p, p.ID); e != nil {
+			return s.publishRefused(c, p.Ref, e)
+		}
+		s.stats.reclaims.Add(1)
+		c.log.Info("item reclaimed, unknown until now", "item", p.ID, "kind", p.Kind, "size", p.Size)
+		return s.published(p.Ref, p.ID, p.Owner)
 	}
 	if it.sess != c {
 		if len(c.items) >= s.cfg.MaxItemsPerSession {

@@ -68,7 +68,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 	it := s.items[n.Item]
 	switch {
 	case it == nil:
-		return proto.Errorf(proto.StatusNotFound, "no item %s", n.Item)
+		return s.missingItem(n.Item)
 	case it.kind == proto.KindMessage:
 		return proto.Errorf(proto.StatusNotFound, "message items are served by the rendezvous")
 	case it.sess == nil:

@@ -41,6 +41,7 @@ type Server struct {
 	stun      *STUNServer // nil when STUN is off
 	stunAddrs []string    // advertised "host:port" of the STUN ports
 
+	started   time.Time // for Config.ReclaimGrace
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // sweeper, session handlers, relay streams
@@ -89,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 		pub:      key.Public().(ed25519.PublicKey),
 		ctx:      ctx,
 		cancel:   cancel,
+		started:  cfg.Now(),
 		sessions: make(map[*session]struct{}),
 		items:    make(map[proto.ItemID]*item),
 		relays:   make(map[string]*relayConn),

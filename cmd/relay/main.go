@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
 	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "parts open ahead per consumer request")
 	fs.IntVar(&cfg.MaxConns, "max-conns", relay.DefaultMaxConns, "push WebSocket connections")
-	fs.IntVar(&cfg.MaxStreamsPerConn, "max-streams-per-conn", relay.DefaultMaxStreamsPerConn, "open parts per push connection")
+	fs.IntVar(&cfg.MaxStreamsPerConn, "max-streams-per-conn", relay.DefaultMaxStreamsPerConn, "open parts per push connection (0: budget/window, every part the budget admits)")
 	fs.DurationVar(&cfg.NeedTimeout, "need-timeout", relay.DefaultNeedTimeout, "wait for a publisher to begin a part")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for bytes of a begun part")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers and publishers")

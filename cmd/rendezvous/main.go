@@ -114,6 +114,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&c.ReadTokenTTL, "read-token-ttl", rendezvous.DefaultReadTokenTTL, "lifetime of read tokens")
 	fs.DurationVar(&c.PushTokenTTL, "push-token-ttl", rendezvous.DefaultPushTokenTTL, "lifetime of push tokens and orders")
 	fs.DurationVar(&c.ItemTTL, "item-ttl", rendezvous.DefaultItemTTL, "keep an offline item this long for its publisher to return")
+	fs.DurationVar(&c.ReclaimGrace, "reclaim-grace", rendezvous.DefaultReclaimGrace, "after start, answer unknown item ids as offline (503) this long, while publishers reclaim")
 	fs.DurationVar(&c.PingInterval, "ping-interval", rendezvous.DefaultPingInterval, "WebSocket ping interval of control sessions")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", rendezvous.DefaultWriteTimeout, "bound on each write to a session or relay")
 	if err := fs.Parse(args); err != nil {

@@ -51,7 +51,10 @@ func TestProcesses(t *testing.T) {
 	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(rdv) != nil })
 	relayArgs := func() []string {
 		return []string{"--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs",
-			"--budget", strconv.Itoa(budget), "--window", strconv.Itoa(window), "--prefetch", strconv.Itoa(prefetch)}
+			"--budget", strconv.Itoa(budget), "--window", strconv.Itoa(window), "--prefetch", strconv.Itoa(prefetch),
+			// The relay asks again for a part whose sender is gone for
+			// this long before cutting the body (issue 14).
+			"--need-timeout", "10s"}
 	}
 	relayA := start(t, "relay", nil, relayArgs()...)
 	waitFor(t, "relay A to register", 20*time.Second, func() bool { return len(liveRelays(rdv)) == 1 })
