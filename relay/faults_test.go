@@ -104,7 +104,7 @@ func TestSenderReturnsMidBody(t *testing.T) {
 	t.Cleanup(func() { c2.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	src := client.Source{Name: "data.bin", MIME: "application/x-test", Size: int64(len(data)), Reader: bytes.NewReader(data)}
+	src := client.Source{Name: "data.bin", MIME: "application/x-test", Size: int64(len(data)), Reader: bytes.NewReader(data), Plain: true, Volunteers: true}
 	if _, err := c2.Reclaim(ctx, src, it.ID, it.Owner()); err != nil {
 		t.Fatalf("reclaim: %v", err)
 	}
