@@ -102,6 +102,29 @@ type Config struct {
 	// the directory it is not connected to. Defaults to 2s.
 	PeerInterval time.Duration
 
+	// ClockSkew is the clock difference to the rendezvous tolerated when
+	// checking a token's validity. Defaults to 30s (proto.DefaultClockSkew).
+	ClockSkew time.Duration
+	// MaxConnsPerIP bounds the requests in flight from one IP, WebSockets
+	// included. Defaults to 64.
+	MaxConnsPerIP int
+	// RequestRate is the sustained rate of requests allowed from one IP,
+	// per second; RequestBurst the burst above it. Default to 20 and 100.
+	RequestRate  float64
+	RequestBurst int
+	// TrackedIPs bounds the IPs the limits per source remember. Defaults
+	// to 16384.
+	TrackedIPs int
+	// LimitLoopback applies the limits per source to loopback too. By
+	// default loopback is exempt: a reverse proxy or `meshup dev` on the
+	// same host is not one source.
+	LimitLoopback bool
+	// BodyTimeout and MinBodyRate bound a request body: it must arrive
+	// within BodyTimeout plus a second per MinBodyRate bytes. Default to
+	// 30s and 16 KiB/s.
+	BodyTimeout time.Duration
+	MinBodyRate int
+
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.
@@ -124,6 +147,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.NATProbeInterval, DefaultNATProbeInterval)
 	setDefault(&c.PeerInterval, DefaultPeerInterval)
+	c.setLimitDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -169,7 +193,7 @@ func (c *Config) Validate() error {
 
 // LogAttrs returns every limit of c, for printing at start-up.
 func (c *Config) LogAttrs() []any {
-	return []any{
+	return append([]any{
 		"budget", c.Budget, "window", c.Window, "part_size", c.PartSize,
 		"prefetch", c.Prefetch, "max_frame", c.MaxFrame, "max_conns", c.MaxConns,
 		"max_streams_per_conn", c.MaxStreamsPerConn, "max_ranges", c.MaxRanges,
@@ -178,5 +202,5 @@ func (c *Config) LogAttrs() []any {
 		"ping_interval", c.PingInterval, "allowed_origins", c.AllowedOrigins,
 		"public_ip", c.PublicIP, "nat_probe_interval", c.NATProbeInterval,
 		"peer_interval", c.PeerInterval,
-	}
+	}, c.limitAttrs()...)
 }

@@ -225,7 +225,7 @@ func (pc *pushConn) handleBegin(body []byte) error {
 		pc.endStream(b.Stream, proto.StatusOverLimit, "too many open parts on this connection")
 		return nil
 	}
-	claims, err := proto.ParseToken(pc.s.tokenKey(), b.Token, pc.s.cfg.Now())
+	claims, err := pc.s.parseToken(b.Token)
 	if err == nil {
 		err = claims.Check(pc.s.id, proto.DirPush, b.Item, int64(b.Off), int64(b.Len))
 	}

@@ -24,6 +24,7 @@ type Server struct {
 	pool   *bufPool
 	budget budget
 	stats  stats
+	ips    *ipLimiter // limits per source IP
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,6 +54,7 @@ func New(cfg Config) (*Server, error) {
 		log:    cfg.Logger.With("relay", shortID(cfg.Node.ID())),
 		pool:   newBufPool(cfg.MaxFrame),
 		budget: budget{limit: cfg.Budget},
+		ips:    newIPLimiter(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
 		ctx:    ctx,
 		cancel: cancel,
 		needs:  make(map[uint64]*partStream),
@@ -94,7 +96,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/push", s.handlePush)
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
-	return mux
+	return s.limitHandler(mux)
 }
 
 // goStart adds a goroutine to the WaitGroup unless the relay is closing.

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -32,6 +34,10 @@ const (
 type session struct {
 	id    string
 	conn  *websocket.Conn
+	ip    netip.Addr // counted in MaxSessionsPerIP and MaxItemsPerIP; zero if exempt
+	// greeted is set by the reader once a valid message arrived; until
+	// then only HandshakeTimeout counts, and pongs do not extend it.
+	greeted bool
 	log   *slog.Logger
 	stats *counters
 
@@ -144,6 +150,7 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 			"the control channel is a WebSocket with subprotocol "+proto.Subprotocol+" (Sec-WebSocket-Protocol)")
 		return
 	}
+	ip, limited := s.limitedIP(r)
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -153,24 +160,38 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	case len(s.sessions) >= s.cfg.MaxSessions:
 		s.mu.Unlock()
 		s.stats.reject(RejectSessionLimit)
+		w.Header().Set("Retry-After", "5")
 		writeError(w, 0, proto.StatusOverLimit, "too many sessions")
+		return
+	case !s.reserveSessionLocked(ip, limited):
+		s.mu.Unlock()
+		s.stats.reject(RejectSessionsPerIP)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, 0, proto.StatusOverLimit, limitReason(RejectSessionsPerIP))
 		return
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	defer s.releaseSession(ip, limited)
 
 	up := websocket.Upgrader{
-		HandshakeTimeout: s.cfg.WriteTimeout,
+		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		Subprotocols:     []string{proto.Subprotocol},
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
+		// An idle session holds no buffer of its own: reads use the
+		// HTTP server's 4 KiB reader, writes a pooled buffer.
+		WriteBufferPool: s.lim.wbufs,
 	}
 	conn, err := up.Upgrade(w, r, nil) // on failure Upgrade has answered
 	if err != nil {
 		s.log.Debug("control upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	s.serveSession(conn, r.RemoteAddr)
+	if !limited {
+		ip = netip.Addr{}
+	}
+	s.serveSession(conn, r.RemoteAddr, ip)
 }
 
 // originAllowed reports whether a request's Origin may open the control
@@ -198,10 +219,11 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 // serveSession runs a control session on an upgraded connection until it
 // ends, then closes conn and takes the session's items offline.
-func (s *Server) serveSession(conn *websocket.Conn, remote string) {
+func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr) {
 	c := &session{
 		id:         newSessionID(),
 		conn:       conn,
+		ip:         ip,
 		stats:      &s.stats,
 		send:       make(chan proto.Message, s.cfg.SessionQueue),
 		done:       make(chan struct{}),
@@ -247,9 +269,12 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string) {
 // fails.
 func (s *Server) readSession(c *session) {
 	idle := 2 * s.cfg.PingInterval
-	c.conn.SetReadDeadline(time.Now().Add(idle))
+	c.conn.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	c.conn.SetPongHandler(func(string) error {
-		if !c.isDone() {
+		// Pongs keep a live session open, but do not make a silent
+		// peer a session: until its first message only the handshake
+		// deadline counts.
+		if c.greeted && !c.isDone() {
 			c.conn.SetReadDeadline(time.Now().Add(idle))
 		}
 		return nil
@@ -257,6 +282,16 @@ func (s *Server) readSession(c *session) {
 	for {
 		typ, data, err := c.conn.ReadMessage()
 		if err != nil {
+			var ne net.Error
+			switch {
+			case c.isDone():
+			case errors.As(err, &ne) && ne.Timeout() && !c.greeted:
+				s.stats.reject(RejectHandshake)
+				c.log.Info("control session sent no message in time", "deadline", s.cfg.HandshakeTimeout)
+				c.fail(proto.StatusTimeout.CloseCode(), "no message within "+s.cfg.HandshakeTimeout.String()+" of the upgrade (send hello)")
+			case errors.As(err, &ne) && ne.Timeout():
+				c.fail(proto.StatusTimeout.CloseCode(), "idle for "+idle.String()+": no message or pong")
+			}
 			if errors.Is(err, websocket.ErrReadLimit) {
 				// gorilla has sent close 1009. Read what the client
 				// still sends, so that closing does not reset the
@@ -281,6 +316,9 @@ func (s *Server) readSession(c *session) {
 			continue
 		}
 		m, err := proto.DecodeMessage(data, s.cfg.MaxMessage)
+		if err == nil {
+			c.greeted = true
+		}
 		switch {
 		case errors.Is(err, proto.ErrUnknownType):
 			s.stats.reject(RejectUnknownType)

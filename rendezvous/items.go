@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"mime"
+	"net/netip"
 	"time"
 	"unicode"
 
@@ -30,6 +31,7 @@ type item struct {
 	via       string // entry relay pinned by the publisher, or ""
 	owner     [sha256.Size]byte
 	published time.Time
+	src       netip.Addr // the publisher's IP, counted in MaxItemsPerIP; zero if exempt
 
 	sess         *session  // the publisher's session; nil while offline
 	offlineSince time.Time // when sess became nil
@@ -143,6 +145,7 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 	it := &item{
 		id: proto.NewItemID(), kind: p.Kind, name: p.Name, mime: p.MIME,
 		size: p.Size, text: p.Text, via: p.Via, owner: hash, published: now, sess: c,
+		src: c.ip,
 	}
 	s.mu.Lock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
@@ -153,6 +156,12 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 		s.mu.Unlock()
 		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusOverLimit, "server holds %d items, the limit", s.cfg.MaxItems))
 	}
+	if !s.itemAllowedLocked(it.src) {
+		s.mu.Unlock()
+		s.stats.reject(RejectItemsPerIP)
+		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusOverLimit, "your address has published %d items (online and offline), the limit", s.cfg.MaxItemsPerIP))
+	}
+	s.countItemLocked(it, 1)
 	s.items[it.id] = it
 	c.items[it.id] = it
 	s.mu.Unlock()
@@ -235,6 +244,7 @@ func (s *Server) unpublish(c *session, u *proto.Unpublish) proto.Message {
 		return &proto.ErrorMsg{Status: e.Status, Reason: e.Msg}
 	}
 	delete(s.items, it.id)
+	s.countItemLocked(it, -1)
 	delete(c.items, it.id)
 	for _, o := range s.orders {
 		if o.item == it.id {

@@ -76,6 +76,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time) *proto.
 		Off:   n.Off,
 		Len:   n.Len,
 		Exp:   now.Add(s.cfg.PushTokenTTL).Unix(),
+		Iat:   now.Unix(),
 		Ref:   n.Need,
 		Fwd:   fwd,
 	})
