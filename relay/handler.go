@@ -24,17 +24,22 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, proto.Errorf(proto.StatusOriginRefused, "origin %q is not allowed", r.Header.Get("Origin")))
 		return
 	}
-	if s.stats.pushConns.Load() >= int64(s.cfg.MaxConns) {
+	// Reserve, then check: concurrent upgrades never exceed the cap.
+	if s.stats.pushConns.Add(1) > int64(s.cfg.MaxConns) {
+		s.stats.pushConns.Add(-1)
 		s.stats.refused("max_conns")
 		writeError(w, proto.Errorf(proto.StatusOverLimit, "relay has %d push connections", s.cfg.MaxConns))
 		return
 	}
+	defer s.stats.pushConns.Add(-1)
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
-		ReadBufferSize:   64 << 10,
-		WriteBufferSize:  4 << 10,
-		Subprotocols:     []string{proto.Subprotocol},
-		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
+		// An idle connection holds no buffer of its own: reads use the
+		// HTTP server's 4 KiB reader (data goes straight from it into
+		// pooled part buffers), writes a pooled buffer.
+		WriteBufferPool: s.wbufs,
+		Subprotocols:    []string{proto.Subprotocol},
+		CheckOrigin:     func(*http.Request) bool { return true }, // checked above
 	}
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
@@ -51,8 +56,6 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	s.stats.pushConns.Add(1)
-	defer s.stats.pushConns.Add(-1)
 	pc.serve(s.ctx)
 	s.mu.Lock()
 	delete(s.conns, pc)

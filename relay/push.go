@@ -29,6 +29,11 @@ type pushConn struct {
 
 	closeOnce sync.Once
 
+	// authed is set by the reader once a PartBegin carried a valid token.
+	// Until then only the handshake deadline counts: no frame and no pong
+	// extends it.
+	authed bool
+
 	mu        sync.Mutex // guards the fields below
 	streams   map[uint32]*partStream
 	maxStream uint32 // highest stream id begun; ids must increase
@@ -63,6 +68,9 @@ func (pc *pushConn) serve(ctx context.Context) {
 	status, reason := proto.StatusOK, ""
 	var pe *proto.Error
 	switch {
+	case errors.As(err, &pe) && pe.Status == proto.StatusTimeout:
+		status, reason = pe.Status, pe.Msg
+		pc.log.Debug("push connection timed out", "reason", reason)
 	case errors.As(err, &pe):
 		status, reason = pe.Status, pe.Msg
 		pc.log.Info("push connection refused", "status", int(status), "reason", reason)
@@ -112,11 +120,13 @@ var errConnClosing = errors.New("relay: push connection closing")
 func (pc *pushConn) readLoop() error {
 	cfg := &pc.s.cfg
 	pc.ws.SetReadLimit(int64(proto.HeaderLen + cfg.MaxFrame))
-	pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+	pc.ws.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	pc.ws.SetPongHandler(func(string) error {
+		if !pc.authed {
+			return nil // a pong is no credential
+		}
 		return pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
 	})
-	var small []byte
 	for {
 		mt, r, err := pc.ws.NextReader()
 		if err != nil {
@@ -125,9 +135,16 @@ func (pc *pushConn) readLoop() error {
 				return errConnClosing
 			default:
 			}
+			if isTimeout(err) {
+				if !pc.authed {
+					pc.s.stats.refused("handshake_timeout")
+					return proto.Errorf(proto.StatusTimeout, "no part begun with a valid token within %v of the upgrade", cfg.HandshakeTimeout)
+				}
+				pc.s.stats.refused("idle_timeout")
+				return proto.Errorf(proto.StatusTimeout, "idle for %v", cfg.IdleTimeout)
+			}
 			return err
 		}
-		pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
 		if mt != websocket.BinaryMessage {
 			return proto.Errorf(proto.StatusProtocol, "text message on the push channel")
 		}
@@ -138,31 +155,42 @@ func (pc *pushConn) readLoop() error {
 			}
 			return err
 		}
-		if h.Type == proto.FramePartData {
-			if err := pc.readData(r, int(h.Len)); err != nil {
-				return err
-			}
-			continue
-		}
-		if cap(small) < int(h.Len) {
-			small = make([]byte, h.Len)
-		}
-		body := small[:h.Len]
-		if _, err := io.ReadFull(r, body); err != nil {
-			return proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
-		}
 		switch h.Type {
+		case proto.FramePartData:
+			err = pc.readData(r, int(h.Len))
 		case proto.FramePartBegin:
-			err = pc.handleBegin(body)
+			err = pc.readSmall(r, h, proto.MaxPartBeginLen, pc.handleBegin)
 		case proto.FramePartEnd:
-			err = pc.handleEnd(body)
+			err = pc.readSmall(r, h, proto.MaxPartEndLen, pc.handleEnd)
 		default:
-			pc.s.stats.unknownFrames.Add(1) // skipped: peers may add frame types
+			// Skipped by length, never buffered: peers may add frame
+			// types, and a stranger's 1 MiB frame costs no memory.
+			pc.s.stats.unknownFrames.Add(1)
+			if _, derr := io.CopyN(io.Discard, r, int64(h.Len)); derr != nil {
+				err = proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
+			}
 		}
 		if err != nil {
 			return err
 		}
+		if pc.authed {
+			pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+		}
 	}
+}
+
+// readSmall reads the body of a frame of at most max bytes into a buffer
+// of its own size and hands it to handle. The length is checked before
+// anything is allocated.
+func (pc *pushConn) readSmall(r io.Reader, h proto.Header, max int, handle func([]byte) error) error {
+	if int(h.Len) > max {
+		return proto.Errorf(proto.StatusMalformed, "%v frame of %d bytes, at most %d", h.Type, h.Len, max)
+	}
+	body := make([]byte, h.Len)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
+	}
+	return handle(body)
 }
 
 // readData reads the body of a PartData frame straight into a pooled buffer
@@ -176,29 +204,37 @@ func (pc *pushConn) readData(r io.Reader, n int) error {
 		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
 	}
 	stream := binary.BigEndian.Uint32(sid[:])
-	buf := pc.s.pool.get(n - proto.PartDataPrefixLen)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		pc.s.pool.put(buf)
-		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
-	}
-	pc.s.stats.bytesIn.Add(int64(len(buf)))
+	size := n - proto.PartDataPrefixLen
 
+	// Nothing is allocated for bytes nobody may send: the stream and its
+	// credit are checked first.
 	pc.mu.Lock()
 	ps := pc.streams[stream]
 	known := pc.anyStream && stream <= pc.maxStream
 	pc.mu.Unlock()
 	if ps == nil {
-		pc.s.pool.put(buf)
 		if !known {
 			return proto.Errorf(proto.StatusUnknownStream, "PartData for stream %d, never begun", stream)
 		}
 		pc.s.stats.droppedAfterEnd.Add(1) // the part ended on our side
+		if _, err := io.CopyN(io.Discard, r, int64(size)); err != nil {
+			return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
+		}
 		return nil
 	}
-	if len(buf) == 0 {
+	if size == 0 {
+		return nil
+	}
+	if err := ps.admit(size); err != nil {
+		ps.fail(err)
+		return err
+	}
+	buf := pc.s.pool.get(size)
+	if _, err := io.ReadFull(r, buf); err != nil {
 		pc.s.pool.put(buf)
-		return nil
+		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
 	}
+	pc.s.stats.bytesIn.Add(int64(len(buf)))
 	if err := ps.put(buf); err != nil {
 		ps.fail(err)
 		return err // a publisher that ignores credit is not to be trusted further
@@ -231,6 +267,9 @@ func (pc *pushConn) handleBegin(body []byte) error {
 	}
 	if err == nil && (claims.Off != int64(b.Off) || claims.Len != int64(b.Len)) {
 		err = proto.Errorf(proto.StatusForbidden, "part %d+%d differs from the ordered %d+%d", b.Off, b.Len, claims.Off, claims.Len)
+	}
+	if err == nil {
+		pc.authed = true
 	}
 	if err != nil {
 		status := proto.TokenStatus(err)

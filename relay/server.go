@@ -25,6 +25,7 @@ type Server struct {
 	budget budget
 	stats  stats
 	ips    *ipLimiter // limits per source IP
+	wbufs  *sync.Pool // WebSocket write buffers, shared by push connections
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -55,6 +56,7 @@ func New(cfg Config) (*Server, error) {
 		pool:   newBufPool(cfg.MaxFrame),
 		budget: budget{limit: cfg.Budget},
 		ips:    newIPLimiter(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
+		wbufs:  new(sync.Pool),
 		ctx:    ctx,
 		cancel: cancel,
 		needs:  make(map[uint64]*partStream),
