@@ -32,14 +32,14 @@ const (
 // session is a client's control connection. Its reader is the HTTP handler
 // goroutine; its writer is one goroutine fed by send.
 type session struct {
-	id    string
-	conn  *websocket.Conn
-	ip    netip.Addr // counted in MaxSessionsPerIP and MaxItemsPerIP; zero if exempt
+	id   string
+	conn *websocket.Conn
+	ip   netip.Addr // counted in MaxSessionsPerIP and MaxItemsPerIP; zero if exempt
 	// greeted is set by the reader once a valid message arrived; until
 	// then only HandshakeTimeout counts, and pongs do not extend it.
 	greeted bool
-	log   *slog.Logger
-	stats *counters
+	log     *slog.Logger
+	stats   *counters
 
 	send        chan proto.Message
 	done        chan struct{} // closed by fail
