@@ -23,9 +23,10 @@ type pushConn struct {
 	ws  *websocket.Conn
 	log *slog.Logger
 
-	ends    chan []byte   // encoded PartEnd frames; bounded
-	ackWake chan struct{} // cap 1
+	ctx     context.Context
+	ackWake chan struct{} // cap 1; wakes the sender for ends and acks
 	done    chan struct{} // closed when the connection is closing
+	sender  sync.WaitGroup
 
 	closeOnce sync.Once
 
@@ -39,14 +40,19 @@ type pushConn struct {
 	maxStream uint32 // highest stream id begun; ids must increase
 	anyStream bool
 	dirty     map[*partStream]struct{} // streams owed an Ack
+	ends      [][]byte                 // encoded PartEnd frames to send; bounded
+	sending   bool                     // the sender goroutine runs
+	closing   bool                     // no sender may start any more
 }
+
+// maxEnds bounds the PartEnd frames queued on a connection.
+func (pc *pushConn) maxEnds() int { return 2*pc.s.cfg.MaxStreamsPerConn + 8 }
 
 func newPushConn(s *Server, ws *websocket.Conn, log *slog.Logger) *pushConn {
 	return &pushConn{
 		s:       s,
 		ws:      ws,
 		log:     log,
-		ends:    make(chan []byte, 2*s.cfg.MaxStreamsPerConn+8),
 		ackWake: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		streams: make(map[uint32]*partStream),
@@ -56,14 +62,12 @@ func newPushConn(s *Server, ws *websocket.Conn, log *slog.Logger) *pushConn {
 
 // serve reads frames until the connection ends, then fails every part still
 // bound to it. It closes the WebSocket.
+//
+// The sender goroutine starts with the first frame to send or the first
+// valid token, so that a connection that never authenticates costs one
+// goroutine, not two (and gets no pings: its deadline is the handshake's).
 func (pc *pushConn) serve(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pc.sendLoop(ctx)
-	}()
-
+	pc.ctx = ctx
 	err := pc.readLoop()
 	status, reason := proto.StatusOK, ""
 	var pe *proto.Error
@@ -82,7 +86,10 @@ func (pc *pushConn) serve(ctx context.Context) {
 		pc.log.Debug("push connection ended", "err", err)
 	}
 	pc.close(status, reason)
-	wg.Wait()
+	pc.mu.Lock()
+	pc.closing = true
+	pc.mu.Unlock()
+	pc.sender.Wait()
 
 	pc.mu.Lock()
 	streams := pc.streams
@@ -268,8 +275,9 @@ func (pc *pushConn) handleBegin(body []byte) error {
 	if err == nil && (claims.Off != int64(b.Off) || claims.Len != int64(b.Len)) {
 		err = proto.Errorf(proto.StatusForbidden, "part %d+%d differs from the ordered %d+%d", b.Off, b.Len, claims.Off, claims.Len)
 	}
-	if err == nil {
+	if err == nil && !pc.authed {
 		pc.authed = true
+		pc.wakeSender() // pings from now on
 	}
 	if err != nil {
 		status := proto.TokenStatus(err)
@@ -342,13 +350,36 @@ func (pc *pushConn) endStream(stream uint32, status proto.Status, reason string)
 		pc.s.stats.partsFailed.Add(1)
 	}
 	frame := proto.PartEnd{Stream: stream, Status: status, Reason: reason}.AppendFrame(nil)
-	select {
-	case pc.ends <- frame:
-	case <-pc.done:
-	default:
+	pc.mu.Lock()
+	full := len(pc.ends) >= pc.maxEnds()
+	if !full {
+		pc.ends = append(pc.ends, frame)
+	}
+	pc.mu.Unlock()
+	if full {
 		// Cannot happen while streams are bounded; if it does, the
 		// publisher is not reading and is cut off.
 		pc.close(proto.StatusOverLimit, "publisher not reading")
+		return
+	}
+	pc.wakeSender()
+}
+
+// wakeSender starts the sender if it does not run yet, and wakes it.
+func (pc *pushConn) wakeSender() {
+	pc.mu.Lock()
+	if !pc.sending && !pc.closing {
+		pc.sending = true
+		pc.sender.Add(1)
+		go func() {
+			defer pc.sender.Done()
+			pc.sendLoop(pc.ctx)
+		}()
+	}
+	pc.mu.Unlock()
+	select {
+	case pc.ackWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -372,10 +403,7 @@ func (pc *pushConn) queueAck(ps *partStream) {
 		pc.dirty[ps] = struct{}{}
 	}
 	pc.mu.Unlock()
-	select {
-	case pc.ackWake <- struct{}{}:
-	default:
-	}
+	pc.wakeSender()
 }
 
 // sendLoop is the connection's only writer.
@@ -396,14 +424,19 @@ func (pc *pushConn) sendLoop(ctx context.Context) {
 				return
 			}
 			continue
-		case f := <-pc.ends:
-			if !pc.write(f) {
-				return
-			}
 		case <-pc.ackWake:
 		}
 		// Acks after ends in the same round are harmless: an Ack for an
 		// ended stream is ignored by the publisher.
+		pc.mu.Lock()
+		ends := pc.ends
+		pc.ends = nil
+		pc.mu.Unlock()
+		for _, f := range ends {
+			if !pc.write(f) {
+				return
+			}
+		}
 		pc.mu.Lock()
 		var owed []*partStream
 		for ps := range pc.dirty {

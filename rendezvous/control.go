@@ -41,7 +41,13 @@ type session struct {
 	log     *slog.Logger
 	stats   *counters
 
-	send        chan proto.Message
+	// Messages to send wait in queue, at most maxQueue of them; wake
+	// (cap 1) tells the writer. A slice grown on demand rather than a
+	// channel of SessionQueue slots: an idle session holds no queue.
+	qmu         sync.Mutex // guards queue
+	queue       []proto.Message
+	maxQueue    int
+	wake        chan struct{}
 	done        chan struct{} // closed by fail
 	readerDone  chan struct{} // closed when the reader has returned
 	failOnce    sync.Once
@@ -80,14 +86,22 @@ func (c *session) enqueue(m proto.Message) bool {
 	if c.isDone() {
 		return false
 	}
-	select {
-	case c.send <- m:
-		return true
-	default:
+	c.qmu.Lock()
+	full := len(c.queue) >= c.maxQueue
+	if !full {
+		c.queue = append(c.queue, m)
+	}
+	c.qmu.Unlock()
+	if full {
 		c.stats.reject(RejectQueueFull)
 		c.fail(proto.StatusOverLimit.CloseCode(), "send queue full: reading too slowly")
 		return false
 	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // writeLoop is the session's only writer: queued messages and pings, then
@@ -111,18 +125,24 @@ func (c *session) writeLoop(ping, timeout time.Duration) {
 			}
 			c.conn.Close() // ends the reader
 			return
-		case m := <-c.send:
-			data, err := proto.EncodeMessage(m)
-			if err != nil {
-				c.log.Error("encode control message", "type", m.MessageType(), "err", err)
-				continue
-			}
-			c.conn.SetWriteDeadline(time.Now().Add(timeout))
-			if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-				c.log.Debug("write control message", "err", err)
-				c.fail(0, "")
-				c.conn.Close()
-				return
+		case <-c.wake:
+			c.qmu.Lock()
+			msgs := c.queue
+			c.queue = nil
+			c.qmu.Unlock()
+			for _, m := range msgs {
+				data, err := proto.EncodeMessage(m)
+				if err != nil {
+					c.log.Error("encode control message", "type", m.MessageType(), "err", err)
+					continue
+				}
+				c.conn.SetWriteDeadline(time.Now().Add(timeout))
+				if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+					c.log.Debug("write control message", "err", err)
+					c.fail(0, "")
+					c.conn.Close()
+					return
+				}
 			}
 		case <-t.C:
 			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err != nil {
@@ -225,7 +245,8 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 		conn:       conn,
 		ip:         ip,
 		stats:      &s.stats,
-		send:       make(chan proto.Message, s.cfg.SessionQueue),
+		maxQueue:   s.cfg.SessionQueue,
+		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		items:      make(map[proto.ItemID]*item),

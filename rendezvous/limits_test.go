@@ -214,8 +214,8 @@ func dialControlFrom(rv *rendezvoustest.Server, src string) (*websocket.Conn, *h
 func TestControlHandshakeDeadline(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	cfg.HandshakeTimeout = 500 * time.Millisecond
-	cfg.PingInterval = 50 * time.Millisecond
+	cfg.HandshakeTimeout = time.Second
+	cfg.PingInterval = 200 * time.Millisecond // pings (and pongs) flow all along
 	rv := rendezvoustest.Start(t, cfg)
 	greeted := rendezvoustest.DialControl(t, rv) // sends hello
 	silent, _, err := dialControlFrom(rv, "127.0.0.1")
