@@ -90,9 +90,10 @@ func ParseToken(key ed25519.PublicKey, tok string, now time.Time) (Claims, error
 // ParseTokenSkew is ParseToken tolerating a clock difference of up to skew
 // between the verifier (now) and the rendezvous that signed tok. A token
 // outside its validity gets an error with StatusExpired whose message says
-// by how much, and that the clock may be wrong: "token expired 12s ago:
-// relay clock ahead by ~42s? check the clock" or "token not yet valid:
-// issued 40s in the future; relay clock behind by ~40s? check the clock".
+// by how much, and that the clock may be wrong: "token expired: 12s past
+// expiry: relay clock ahead by ~42s? check the clock ..." or "token
+// expired: not yet valid: issued 40s in the future; relay clock behind by
+// ~40s? check the clock ...".
 func ParseTokenSkew(key ed25519.PublicKey, tok string, now time.Time, skew time.Duration) (Claims, error) {
 	var c Claims
 	if tok == "" {
@@ -133,7 +134,7 @@ func (c Claims) checkTime(now time.Time, skew time.Duration) error {
 	t := now.Unix()
 	if c.Iat != 0 && t < c.Iat-sec {
 		return &Error{Status: StatusExpired, Msg: fmt.Sprintf(
-			"token not yet valid: issued %ds in the future; relay clock behind by ~%ds? check the clock (skew allowed %v)",
+			"not yet valid: issued %ds in the future; relay clock behind by ~%ds? check the clock (skew allowed %v)",
 			c.Iat-t, c.Iat-t, skew)}
 	}
 	if t < c.Exp+sec {
@@ -142,7 +143,7 @@ func (c Claims) checkTime(now time.Time, skew time.Duration) error {
 	if skew == 0 && c.Iat == 0 {
 		return ErrTokenExpired
 	}
-	msg := fmt.Sprintf("token expired %ds ago", t-c.Exp)
+	msg := fmt.Sprintf("%ds past expiry", t-c.Exp)
 	if c.Iat != 0 {
 		// A token is used soon after it is issued: its age by our clock
 		// is the best guess of how far ahead the clock is.

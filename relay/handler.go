@@ -12,7 +12,12 @@ import (
 	"github.com/meshup/meshup/proto"
 )
 
-// handlePush upgrades to the push WebSocket and serves it until it ends.
+// handlePush upgrades to the push WebSocket and serves it on a goroutine
+// of its own until it ends. The HTTP handler returns at once: its goroutine
+// has a stack grown by net/http, and the server's connection state and
+// buffers are freed, so that an idle connection costs what it needs and
+// no more (issue 14: at most 16 KiB). The connection keeps its place in
+// the limits per source (takeLease) and in MaxConns until it ends.
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	if !slices.Contains(websocket.Subprotocols(r), proto.Subprotocol) {
 		s.stats.refused("subprotocol")
@@ -31,36 +36,49 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, proto.Errorf(proto.StatusOverLimit, "relay has %d push connections", s.cfg.MaxConns))
 		return
 	}
-	defer s.stats.pushConns.Add(-1)
+	release := takeLease(r)
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
-		// An idle connection holds no buffer of its own: reads use the
-		// HTTP server's 4 KiB reader (data goes straight from it into
-		// pooled part buffers), writes a pooled buffer.
+		// A small read buffer of the connection's own (part data goes
+		// past it, straight into pooled part buffers) lets the HTTP
+		// server's 4 KiB one go; writes use a shared pool.
+		ReadBufferSize:  wsReadBuffer,
 		WriteBufferPool: s.wbufs,
 		Subprotocols:    []string{proto.Subprotocol},
 		CheckOrigin:     func(*http.Request) bool { return true }, // checked above
 	}
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
+		release()
+		s.stats.pushConns.Add(-1)
 		return // Upgrade has answered the client
 	}
 	pc := newPushConn(s, ws, s.log.With("peer", r.RemoteAddr))
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		release()
+		s.stats.pushConns.Add(-1)
 		pc.close(proto.StatusUnavailable, errShutdown.Msg)
 		return
 	}
 	s.conns[pc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
-	pc.serve(s.ctx)
-	s.mu.Lock()
-	delete(s.conns, pc)
-	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer s.stats.pushConns.Add(-1)
+		defer release()
+		pc.serve(s.ctx)
+		s.mu.Lock()
+		delete(s.conns, pc)
+		s.mu.Unlock()
+	}()
 }
+
+// wsReadBuffer is the read buffer of a WebSocket, in bytes: frame headers
+// and control messages; bulk data is read past it.
+const wsReadBuffer = 1 << 10
 
 // originAllowed checks a WebSocket upgrade's Origin against the allow-list.
 // Non-browser clients send no Origin.

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -76,13 +78,40 @@ func (s *Server) limitHandler(h http.Handler) http.Handler {
 				writeError(w, proto.Errorf(proto.StatusOverLimit, "%s", limitReason(why)))
 				return
 			}
-			defer release()
+			lease := &lease{release: release}
+			r = r.WithContext(context.WithValue(r.Context(), leaseKey{}, lease))
+			defer func() {
+				if !lease.taken.Load() {
+					release()
+				}
+			}()
 		}
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			r.Body = newDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.refused("slow_body") })
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// lease is a request's place in the limits per source. A handler that
+// serves a connection beyond its own return (an upgraded WebSocket) takes
+// it and releases it when the connection ends.
+type lease struct {
+	release func()
+	taken   atomic.Bool
+}
+
+type leaseKey struct{}
+
+// takeLease takes the lease of r, which the caller must release; a
+// request the limits do not apply to has a no-op one.
+func takeLease(r *http.Request) func() {
+	l, _ := r.Context().Value(leaseKey{}).(*lease)
+	if l == nil {
+		return func() {}
+	}
+	l.taken.Store(true)
+	return l.release
 }
 
 // Refusal reasons of the limits per source, as counted in stats.

@@ -221,6 +221,7 @@ func (pc *pushConn) readData(r io.Reader, n int) error {
 	pc.mu.Unlock()
 	if ps == nil {
 		if !known {
+			io.CopyN(io.Discard, r, int64(size)) // see admit below
 			return proto.Errorf(proto.StatusUnknownStream, "PartData for stream %d, never begun", stream)
 		}
 		pc.s.stats.droppedAfterEnd.Add(1) // the part ended on our side
@@ -234,6 +235,9 @@ func (pc *pushConn) readData(r io.Reader, n int) error {
 	}
 	if err := ps.admit(size); err != nil {
 		ps.fail(err)
+		// Read the frame to its end (into nothing), so that the close
+		// frame reaches a peer still writing it rather than a reset.
+		io.CopyN(io.Discard, r, int64(size))
 		return err
 	}
 	buf := pc.s.pool.get(size)

@@ -192,26 +192,41 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
-	defer s.releaseSession(ip, limited)
+	release := takeLease(r)
+	done := func() {
+		release()
+		s.releaseSession(ip, limited)
+		s.wg.Done()
+	}
 
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		Subprotocols:     []string{proto.Subprotocol},
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
-		// An idle session holds no buffer of its own: reads use the
-		// HTTP server's 4 KiB reader, writes a pooled buffer.
+		// A small read buffer of the session's own lets the HTTP
+		// server's 4 KiB one go; writes use a shared pool.
+		ReadBufferSize:  1 << 10,
 		WriteBufferPool: s.lim.wbufs,
 	}
 	conn, err := up.Upgrade(w, r, nil) // on failure Upgrade has answered
 	if err != nil {
 		s.log.Debug("control upgrade failed", "remote", r.RemoteAddr, "err", err)
+		done()
 		return
 	}
+	sessIP := ip
 	if !limited {
-		ip = netip.Addr{}
+		sessIP = netip.Addr{}
 	}
-	s.serveSession(conn, r.RemoteAddr, ip)
+	// The session runs on a goroutine of its own and the handler
+	// returns: its goroutine's stack, grown by net/http, and the HTTP
+	// connection's state are freed (issue 14: an idle WebSocket costs at
+	// most 16 KiB).
+	remote := r.RemoteAddr // not r: the request is not kept alive
+	go func() {
+		defer done()
+		s.serveSession(conn, remote, sessIP)
+	}()
 }
 
 // originAllowed reports whether a request's Origin may open the control
