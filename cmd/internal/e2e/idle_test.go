@@ -89,7 +89,18 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		for err := range errs {
 			t.Fatalf("%s: dial: %v", what, err)
 		}
-		time.Sleep(2 * time.Second)
+		// Settle: by default past the Go runtime's forced GC (every two
+		// minutes), which also shrinks the stacks that the set-up of
+		// each connection grew.
+		settle := 125 * time.Second
+		if s := os.Getenv("MESHUP_IDLE_SETTLE"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				t.Fatalf("MESHUP_IDLE_SETTLE: %v", err)
+			}
+			settle = d
+		}
+		time.Sleep(settle)
 		after := rss(t, p.pid())
 		ma := memMetrics(base)
 		per := func(k string) float64 { return (ma[k] - mb[k]) / float64(n) / 1024 }
