@@ -427,3 +427,27 @@ func TestItemsPerIP(t *testing.T) {
 	}
 	t.Logf("100 clients of one IP: %d items published, %d refused at the cap (rejected %v)", published.Load(), refusedN.Load(), rv.Server.Stats().Rejected)
 }
+
+// TestSlowBody sends a request whose body never arrives: the rendezvous
+// answers and then closes the connection at the body deadline instead of
+// holding it.
+func TestSlowBody(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.BodyTimeout = 300 * time.Millisecond
+	rv := rendezvoustest.Start(t, cfg)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(rv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/info HTTP/1.1\r\nHost: rv\r\nContent-Length: 100000\r\n\r\nabc")
+	conn.SetReadDeadline(time.Now().Add(wait))
+	got, err := io.ReadAll(conn) // the response, then EOF when the server gives up
+	if err != nil {
+		t.Fatalf("read: %v, want the rendezvous to close the connection", err)
+	}
+	if !strings.HasPrefix(string(got), "HTTP/1.1 200") {
+		t.Errorf("response: got %.40q, want 200", got)
+	}
+}
