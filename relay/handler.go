@@ -124,7 +124,7 @@ func writeError(w http.ResponseWriter, e *proto.Error) {
 		w.Header().Del(k)
 	}
 	code := e.Status.HTTPStatus()
-	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
+	if (code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "5")
 	}
 	w.Header().Set("Content-Type", "application/json")
