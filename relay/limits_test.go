@@ -481,3 +481,45 @@ func TestSlowBody(t *testing.T) {
 		t.Errorf("response: got %.40q, want 200", got)
 	}
 }
+
+// TestRequestRatePerIP checks the token bucket per IP: requests beyond the
+// burst are refused with 429 and Retry-After, counted by reason, while
+// another IP is served.
+func TestRequestRatePerIP(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.LimitLoopback = true
+	cfg.RequestRate, cfg.RequestBurst = 0.01, 5
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	from := func(src string) *http.Client {
+		return &http.Client{Timeout: wait, Transport: &http.Transport{DialContext: dialFrom(src)}}
+	}
+	attacker, other := from("127.0.0.3"), from("127.0.0.4")
+	for i := range cfg.RequestBurst + 3 {
+		resp, err := attacker.Get(r.URL + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		want := http.StatusOK
+		if i >= cfg.RequestBurst {
+			want = http.StatusTooManyRequests
+		}
+		if resp.StatusCode != want || (want == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "100") {
+			t.Errorf("request %d: got %d, Retry-After %q; want %d (Retry-After 100 when refused)", i, resp.StatusCode, resp.Header.Get("Retry-After"), want)
+		}
+	}
+	resp, err := other.Get(r.URL + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("another IP: got %d, want 200", resp.StatusCode)
+	}
+	if n := r.Server.Status().Stats.Refusals["rate_per_ip"]; n != 3 {
+		t.Errorf("refusals[rate_per_ip]: got %d, want 3", n)
+	}
+}
