@@ -218,15 +218,11 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	if !limited {
 		sessIP = netip.Addr{}
 	}
-	// The session runs on a goroutine of its own and the handler
+	// The session runs on goroutines of its own and the handler
 	// returns: its goroutine's stack, grown by net/http, and the HTTP
-	// connection's state are freed (issue 14: an idle WebSocket costs at
-	// most 16 KiB).
-	remote := r.RemoteAddr // not r: the request is not kept alive
-	go func() {
-		defer done()
-		s.serveSession(conn, remote, sessIP)
-	}()
+	// connection's state are freed (issue 14: an idle WebSocket should
+	// cost at most 16 KiB).
+	s.serveSession(conn, r.RemoteAddr, sessIP, done)
 }
 
 // originAllowed reports whether a request's Origin may open the control
@@ -252,9 +248,14 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
-// serveSession runs a control session on an upgraded connection until it
-// ends, then closes conn and takes the session's items offline.
-func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr) {
+// serveSession starts a control session on an upgraded connection and
+// returns. The session runs until it ends, then closes conn, takes its
+// items offline and calls done.
+//
+// The set-up (logging, the Welcome) runs on the caller's goroutine and the
+// session on a new one: the session's goroutines start with small stacks
+// and keep them while idle.
+func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr, done func()) {
 	c := &session{
 		id:         newSessionID(),
 		conn:       conn,
@@ -274,6 +275,7 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 		msg := websocket.FormatCloseMessage(proto.StatusOverLimit.CloseCode(), "too many sessions")
 		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.cfg.WriteTimeout))
 		conn.Close()
+		done()
 		return
 	}
 	s.sessions[c] = struct{}{}
@@ -282,23 +284,37 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 	c.log.Info("session started", "remote", remote)
 
 	conn.SetReadLimit(int64(s.cfg.MaxMessage))
-	c.enqueue(&proto.Welcome{
+	// The Welcome goes out before the writer starts: nothing else can be
+	// queued for a session that has not read a message yet.
+	welcome, err := proto.EncodeMessage(&proto.Welcome{
 		Session:     c.id,
 		MaxMessage:  s.cfg.MaxMessage,
 		PingSeconds: int(math.Ceil(s.cfg.PingInterval.Seconds())),
 		Relays:      s.pushRelays(),
 	})
-	writerDone := make(chan struct{})
+	if err == nil {
+		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		err = conn.WriteMessage(websocket.TextMessage, welcome)
+	}
+	if err != nil {
+		c.log.Debug("write welcome", "err", err)
+		c.fail(0, "")
+		conn.Close() // the reader ends at once
+	}
 	go func() {
-		defer close(writerDone)
-		c.writeLoop(s.cfg.PingInterval, s.cfg.WriteTimeout)
+		defer done()
+		writerDone := make(chan struct{})
+		go func() {
+			defer close(writerDone)
+			c.writeLoop(s.cfg.PingInterval, s.cfg.WriteTimeout)
+		}()
+		s.readSession(c)
+		close(c.readerDone)
+		c.fail(0, "") // the reader ended first: nothing to say
+		<-writerDone
+		conn.Close()
+		s.endSession(c)
 	}()
-	s.readSession(c)
-	close(c.readerDone)
-	c.fail(0, "") // the reader ended first: nothing to say
-	<-writerDone
-	conn.Close()
-	s.endSession(c)
 }
 
 // readSession reads and handles the client's messages until the connection
