@@ -409,6 +409,14 @@ func (c *Client) serveControl() error {
 	if welcome.MaxMessage > 0 {
 		ws.SetReadLimit(int64(welcome.MaxMessage))
 	}
+	// The rendezvous closes a session that sends nothing soon after the
+	// upgrade: a hello says we are a client, not an idle socket.
+	if hello, err := proto.EncodeMessage(&proto.Hello{Client: "meshup-go"}); err == nil {
+		ws.SetWriteDeadline(time.Now().Add(c.cfg.DialTimeout))
+		if err := ws.WriteMessage(websocket.TextMessage, hello); err != nil {
+			return fmt.Errorf("control: send hello: %w", err)
+		}
+	}
 	idle := 2 * time.Duration(max(welcome.PingSeconds, 15)) * time.Second
 	ws.SetReadDeadline(time.Now().Add(idle))
 	ws.SetPingHandler(func(data string) error {

@@ -40,7 +40,10 @@ const (
 	KindClip    = "clip"    // pushed whole into relay memory at once
 )
 
-// Hello (client -> rendezvous) is optional; it names the client software.
+// Hello (client -> rendezvous) names the client software. A client sends
+// it (or any other message) right after the Welcome: the rendezvous closes
+// a control channel that sends no valid message within its handshake
+// deadline (close StatusTimeout), and pongs do not count.
 type Hello struct {
 	Client string `json:"client,omitempty"`
 }

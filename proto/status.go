@@ -31,6 +31,7 @@ const (
 	StatusSourceError   Status = 109 // the publisher could not read the item
 	StatusCancelled     Status = 110 // the requester gave up
 	StatusOriginRefused Status = 111 // Origin not in the allow-list
+	StatusTimeout       Status = 112 // a deadline passed: no valid first message after a handshake, or idle
 
 	StatusMalformed     Status = 200 // undecodable frame or message
 	StatusTooLarge      Status = 201 // frame or message over the size limit
@@ -55,6 +56,7 @@ var statusText = map[Status]string{
 	StatusSourceError:   "source error",
 	StatusCancelled:     "cancelled",
 	StatusOriginRefused: "origin refused",
+	StatusTimeout:       "timeout",
 	StatusMalformed:     "malformed",
 	StatusTooLarge:      "too large",
 	StatusUnknownStream: "unknown stream",
@@ -98,6 +100,8 @@ func (s Status) HTTPStatus() int {
 		return http.StatusServiceUnavailable
 	case StatusTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case StatusTimeout:
+		return http.StatusRequestTimeout
 	}
 	if s.IsMalformed() {
 		return http.StatusBadRequest

@@ -26,6 +26,7 @@ func TestStatusHTTPStatus(t *testing.T) {
 		{StatusSourceError, http.StatusServiceUnavailable},
 		{StatusCancelled, http.StatusServiceUnavailable},
 		{StatusOriginRefused, http.StatusForbidden},
+		{StatusTimeout, http.StatusRequestTimeout},
 		{StatusMalformed, http.StatusBadRequest},
 		{StatusTooLarge, http.StatusRequestEntityTooLarge},
 		{StatusUnknownStream, http.StatusBadRequest},
@@ -49,7 +50,7 @@ func TestStatusTextComplete(t *testing.T) {
 	named := []Status{
 		StatusOK, StatusUnauthorized, StatusExpired, StatusWrongRelay, StatusForbidden,
 		StatusNotWanted, StatusOverLimit, StatusOffline, StatusNotFound, StatusUnavailable,
-		StatusSourceError, StatusCancelled, StatusOriginRefused, StatusMalformed,
+		StatusSourceError, StatusCancelled, StatusOriginRefused, StatusTimeout, StatusMalformed,
 		StatusTooLarge, StatusUnknownStream, StatusFlowViolation, StatusProtocol, StatusInternal,
 	}
 	if len(named) != len(statusText) {

@@ -39,7 +39,11 @@ type Claims struct {
 	Off   int64     `json:"off"` // first byte covered
 	Len   int64     `json:"len"` // bytes covered from Off
 	Exp   int64     `json:"exp"` // expiry, Unix seconds
-	Ref   uint64    `json:"ref,omitempty"`
+	// Iat is when the token was issued, Unix seconds by the rendezvous's
+	// clock; a token is not valid before it (minus the clock skew). Zero
+	// in tokens of rendezvous that predate it: then only Exp is checked.
+	Iat int64  `json:"iat,omitempty"`
+	Ref uint64 `json:"ref,omitempty"`
 	// Fwd, in a push token, names the exit relay that needed the part when
 	// it is not the audience: the audience forwards the part to Fwd over
 	// the mesh, and Fwd accepts it from the audience only.
@@ -71,9 +75,26 @@ func SignToken(key ed25519.PrivateKey, c Claims) string {
 	return b64 + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
-// ParseToken checks the signature and expiry of tok and returns its claims.
-// Callers then check the audience and scope with Claims.Check.
+// DefaultClockSkew is the clock difference between a relay and the
+// rendezvous that ParseTokenSkew tolerates by default: a token is valid
+// from Iat-skew to Exp+skew by the relay's clock.
+const DefaultClockSkew = 30 * time.Second
+
+// ParseToken checks the signature and expiry of tok exactly, with no clock
+// skew, and returns its claims. Callers then check the audience and scope
+// with Claims.Check.
 func ParseToken(key ed25519.PublicKey, tok string, now time.Time) (Claims, error) {
+	return ParseTokenSkew(key, tok, now, 0)
+}
+
+// ParseTokenSkew is ParseToken tolerating a clock difference of up to skew
+// between the verifier (now) and the rendezvous that signed tok. A token
+// outside its validity gets an error with StatusExpired whose message says
+// by how much, and that the clock may be wrong: "token expired: 12s past
+// expiry: relay clock ahead by ~42s? check the clock ..." or "token
+// expired: not yet valid: issued 40s in the future; relay clock behind by
+// ~40s? check the clock ...".
+func ParseTokenSkew(key ed25519.PublicKey, tok string, now time.Time, skew time.Duration) (Claims, error) {
 	var c Claims
 	if tok == "" {
 		return c, ErrTokenMissing
@@ -103,10 +124,32 @@ func ParseToken(key ed25519.PublicKey, tok string, now time.Time) (Claims, error
 	if c.Off < 0 || c.Len < 0 || c.Off+c.Len < c.Off {
 		return c, ErrTokenMalformed
 	}
-	if now.Unix() >= c.Exp {
-		return c, ErrTokenExpired
+	return c, c.checkTime(now, skew)
+}
+
+// checkTime checks that now is within the token's validity, give or take
+// skew, and names the clock when it is not.
+func (c Claims) checkTime(now time.Time, skew time.Duration) error {
+	sec := int64(skew / time.Second)
+	t := now.Unix()
+	if c.Iat != 0 && t < c.Iat-sec {
+		return &Error{Status: StatusExpired, Msg: fmt.Sprintf(
+			"not yet valid: issued %ds in the future; relay clock behind by ~%ds? check the clock (skew allowed %v)",
+			c.Iat-t, c.Iat-t, skew)}
 	}
-	return c, nil
+	if t < c.Exp+sec {
+		return nil
+	}
+	if skew == 0 && c.Iat == 0 {
+		return ErrTokenExpired
+	}
+	msg := fmt.Sprintf("%ds past expiry", t-c.Exp)
+	if c.Iat != 0 {
+		// A token is used soon after it is issued: its age by our clock
+		// is the best guess of how far ahead the clock is.
+		msg += fmt.Sprintf(": relay clock ahead by ~%ds? check the clock (token lifetime %ds, skew allowed %v)", t-c.Iat, c.Exp-c.Iat, skew)
+	}
+	return &Error{Status: StatusExpired, Msg: msg}
 }
 
 // Check reports whether c lets relay move bytes [off, off+n) of item in

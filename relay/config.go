@@ -112,6 +112,29 @@ type Config struct {
 	// the directory it is not connected to. Defaults to 2s.
 	PeerInterval time.Duration
 
+	// ClockSkew is the clock difference to the rendezvous tolerated when
+	// checking a token's validity. Defaults to 30s (proto.DefaultClockSkew).
+	ClockSkew time.Duration
+	// MaxConnsPerIP bounds the requests in flight from one IP, WebSockets
+	// included. Defaults to 64.
+	MaxConnsPerIP int
+	// RequestRate is the sustained rate of requests allowed from one IP,
+	// per second; RequestBurst the burst above it. Default to 20 and 100.
+	RequestRate  float64
+	RequestBurst int
+	// TrackedIPs bounds the IPs the limits per source remember. Defaults
+	// to 16384.
+	TrackedIPs int
+	// LimitLoopback applies the limits per source to loopback too. By
+	// default loopback is exempt: a reverse proxy or `meshup dev` on the
+	// same host is not one source.
+	LimitLoopback bool
+	// BodyTimeout and MinBodyRate bound a request body: it must arrive
+	// within BodyTimeout plus a second per MinBodyRate bytes. Default to
+	// 30s and 16 KiB/s.
+	BodyTimeout time.Duration
+	MinBodyRate int
+
 	// Tap, if set, is called with every PartData payload a publisher
 	// pushes, before the relay queues it: the item, the offset of the
 	// part it belongs to (payloads of a part come in order), and the
@@ -143,6 +166,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.NATProbeInterval, DefaultNATProbeInterval)
 	setDefault(&c.PeerInterval, DefaultPeerInterval)
+	c.setLimitDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -188,7 +212,7 @@ func (c *Config) Validate() error {
 
 // LogAttrs returns every limit of c, for printing at start-up.
 func (c *Config) LogAttrs() []any {
-	return []any{
+	return append([]any{
 		"budget", c.Budget, "window", c.Window, "part_size", c.PartSize,
 		"prefetch", c.Prefetch, "max_frame", c.MaxFrame, "max_conns", c.MaxConns,
 		"max_streams_per_conn", c.MaxStreamsPerConn, "max_ranges", c.MaxRanges,
@@ -199,5 +223,5 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
-	}
+	}, c.limitAttrs()...)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -37,7 +36,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	if tok == "" {
 		tok, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
-	claims, err := proto.ParseToken(s.tokenKey(), tok, s.cfg.Now())
+	claims, err := s.parseToken(tok)
 	if err == nil {
 		err = claims.Check(s.id, proto.DirRead, id, 0, claims.Size)
 	}
@@ -55,16 +54,11 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	if claims.Modified > 0 {
 		h.Set("Last-Modified", time.Unix(claims.Modified, 0).UTC().Format(http.TimeFormat))
 	}
-	ctype := claims.MIME
-	if ctype == "" {
-		ctype = "application/octet-stream"
-	}
-	h.Set("Content-Type", ctype)
-	h.Set("X-Content-Type-Options", "nosniff")
+	// The publisher chose the type and name: served as they say, never
+	// as a page of ours (see proto.SetItemHeaders).
+	proto.SetItemHeaders(h, claims.MIME, claims.Name)
+	ctype := h.Get("Content-Type")
 	h.Set("Cache-Control", "private, no-transform")
-	if claims.Name != "" {
-		h.Set("Content-Disposition", mime.FormatMediaType("inline", map[string]string{"filename": claims.Name}))
-	}
 
 	ranges, rangeErr := []proto.ByteRange(nil), error(nil)
 	if rh := r.Header.Get("Range"); rh != "" && ifRangeMatches(r, etag, claims.Modified) {

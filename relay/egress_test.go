@@ -337,7 +337,7 @@ func TestReadTokens(t *testing.T) {
 		{"tampered signature", a.URL + path + "?t=" + flipSig(), nil, http.StatusUnauthorized, proto.StatusUnauthorized},
 		{"signed by another key", a.URL + path + "?t=" + proto.SignToken(newEnvKey(t), claims(a.ID(), it.ID, now.Add(time.Hour))), nil, http.StatusUnauthorized, proto.StatusUnauthorized},
 		{"token for another relay", b.URL + path + "?t=" + tokA, nil, http.StatusForbidden, proto.StatusWrongRelay},
-		{"expired", a.URL + path + "?t=" + sign(claims(a.ID(), it.ID, now.Add(-time.Second))), nil, http.StatusUnauthorized, proto.StatusExpired},
+		{"expired", a.URL + path + "?t=" + sign(claims(a.ID(), it.ID, now.Add(-time.Minute))), nil, http.StatusUnauthorized, proto.StatusExpired},
 		{"token for another item", a.URL + "/v1/items/" + other.String() + "?t=" + tokA, nil, http.StatusForbidden, proto.StatusForbidden},
 		{"push token", a.URL + path + "?t=" + e.signPush(a.ID(), it.ID, 0, int64(len(data)), 0, now.Add(time.Hour)), nil, http.StatusForbidden, proto.StatusForbidden},
 		{"bad item id", a.URL + "/v1/items/not-an-item?t=" + tokA, nil, http.StatusNotFound, proto.StatusNotFound},

@@ -179,7 +179,7 @@ func (s *Server) handlePart(st mesh.Stream) {
 		st.Reset()
 		return
 	}
-	claims, err := proto.ParseToken(s.tokenKey(), b.Token, s.cfg.Now())
+	claims, err := s.parseToken(b.Token)
 	if err == nil {
 		// The token was issued to the entry relay for this relay's need.
 		err = claims.Check(st.RemotePeer(), proto.DirPush, b.Item, int64(b.Off), int64(b.Len))

@@ -13,7 +13,12 @@ import (
 	"github.com/meshup/meshup/proto"
 )
 
-// handlePush upgrades to the push WebSocket and serves it until it ends.
+// handlePush upgrades to the push WebSocket and serves it on a goroutine
+// of its own until it ends. The HTTP handler returns at once: its goroutine
+// has a stack grown by net/http, and the server's connection state and
+// buffers are freed, so that an idle connection costs what it needs and
+// no more (issue 14: at most 16 KiB). The connection keeps its place in
+// the limits per source (takeLease) and in MaxConns until it ends.
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	if !slices.Contains(websocket.Subprotocols(r), proto.Subprotocol) {
 		s.stats.refused("subprotocol")
@@ -25,43 +30,59 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, proto.Errorf(proto.StatusOriginRefused, "origin %q is not allowed", r.Header.Get("Origin")))
 		return
 	}
-	if s.stats.pushConns.Load() >= int64(s.cfg.MaxConns) {
+	// Reserve, then check: concurrent upgrades never exceed the cap.
+	if s.stats.pushConns.Add(1) > int64(s.cfg.MaxConns) {
+		s.stats.pushConns.Add(-1)
 		s.stats.refused("max_conns")
 		writeError(w, proto.Errorf(proto.StatusOverLimit, "relay has %d push connections", s.cfg.MaxConns))
 		return
 	}
+	release := takeLease(r)
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
-		ReadBufferSize:   64 << 10,
-		WriteBufferSize:  4 << 10,
-		Subprotocols:     []string{proto.Subprotocol},
-		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
+		// A small read buffer of the connection's own (part data goes
+		// past it, straight into pooled part buffers) lets the HTTP
+		// server's 4 KiB one go; writes use a shared pool.
+		ReadBufferSize:  wsReadBuffer,
+		WriteBufferPool: s.wbufs,
+		Subprotocols:    []string{proto.Subprotocol},
+		CheckOrigin:     func(*http.Request) bool { return true }, // checked above
 	}
 	// Tell the publisher how many parts one connection may carry, so it
 	// opens another connection rather than have parts refused (issue 14).
 	hdr := http.Header{"Meshup-Max-Streams": {strconv.Itoa(s.cfg.MaxStreamsPerConn)}}
 	ws, err := up.Upgrade(w, r, hdr)
 	if err != nil {
+		release()
+		s.stats.pushConns.Add(-1)
 		return // Upgrade has answered the client
 	}
 	pc := newPushConn(s, ws, s.log.With("peer", r.RemoteAddr))
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		release()
+		s.stats.pushConns.Add(-1)
 		pc.close(proto.StatusUnavailable, errShutdown.Msg)
 		return
 	}
 	s.conns[pc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
-	s.stats.pushConns.Add(1)
-	defer s.stats.pushConns.Add(-1)
-	pc.serve(s.ctx)
-	s.mu.Lock()
-	delete(s.conns, pc)
-	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer s.stats.pushConns.Add(-1)
+		defer release()
+		pc.serve(s.ctx)
+		s.mu.Lock()
+		delete(s.conns, pc)
+		s.mu.Unlock()
+	}()
 }
+
+// wsReadBuffer is the read buffer of a WebSocket, in bytes: frame headers
+// and control messages; bulk data is read past it.
+const wsReadBuffer = 1 << 10
 
 // originAllowed checks a WebSocket upgrade's Origin against the allow-list.
 // Non-browser clients send no Origin.
@@ -107,7 +128,7 @@ func writeError(w http.ResponseWriter, e *proto.Error) {
 		w.Header().Del(k)
 	}
 	code := e.Status.HTTPStatus()
-	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
+	if (code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "5")
 	}
 	w.Header().Set("Content-Type", "application/json")

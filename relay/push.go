@@ -23,25 +23,36 @@ type pushConn struct {
 	ws  *websocket.Conn
 	log *slog.Logger
 
-	ends    chan []byte   // encoded PartEnd frames; bounded
-	ackWake chan struct{} // cap 1
+	ctx     context.Context
+	ackWake chan struct{} // cap 1; wakes the sender for ends and acks
 	done    chan struct{} // closed when the connection is closing
+	sender  sync.WaitGroup
 
 	closeOnce sync.Once
+
+	// authed is set by the reader once a PartBegin carried a valid token.
+	// Until then only the handshake deadline counts: no frame and no pong
+	// extends it.
+	authed bool
 
 	mu        sync.Mutex // guards the fields below
 	streams   map[uint32]*partStream
 	maxStream uint32 // highest stream id begun; ids must increase
 	anyStream bool
 	dirty     map[*partStream]struct{} // streams owed an Ack
+	ends      [][]byte                 // encoded PartEnd frames to send; bounded
+	sending   bool                     // the sender goroutine runs
+	closing   bool                     // no sender may start any more
 }
+
+// maxEnds bounds the PartEnd frames queued on a connection.
+func (pc *pushConn) maxEnds() int { return 2*pc.s.cfg.MaxStreamsPerConn + 8 }
 
 func newPushConn(s *Server, ws *websocket.Conn, log *slog.Logger) *pushConn {
 	return &pushConn{
 		s:       s,
 		ws:      ws,
 		log:     log,
-		ends:    make(chan []byte, 2*s.cfg.MaxStreamsPerConn+8),
 		ackWake: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		streams: make(map[uint32]*partStream),
@@ -51,18 +62,19 @@ func newPushConn(s *Server, ws *websocket.Conn, log *slog.Logger) *pushConn {
 
 // serve reads frames until the connection ends, then fails every part still
 // bound to it. It closes the WebSocket.
+//
+// The sender goroutine starts with the first frame to send or the first
+// valid token, so that a connection that never authenticates costs one
+// goroutine, not two (and gets no pings: its deadline is the handshake's).
 func (pc *pushConn) serve(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pc.sendLoop(ctx)
-	}()
-
+	pc.ctx = ctx
 	err := pc.readLoop()
 	status, reason := proto.StatusOK, ""
 	var pe *proto.Error
 	switch {
+	case errors.As(err, &pe) && pe.Status == proto.StatusTimeout:
+		status, reason = pe.Status, pe.Msg
+		pc.log.Debug("push connection timed out", "reason", reason)
 	case errors.As(err, &pe):
 		status, reason = pe.Status, pe.Msg
 		pc.log.Info("push connection refused", "status", int(status), "reason", reason)
@@ -74,7 +86,10 @@ func (pc *pushConn) serve(ctx context.Context) {
 		pc.log.Debug("push connection ended", "err", err)
 	}
 	pc.close(status, reason)
-	wg.Wait()
+	pc.mu.Lock()
+	pc.closing = true
+	pc.mu.Unlock()
+	pc.sender.Wait()
 
 	pc.mu.Lock()
 	streams := pc.streams
@@ -112,11 +127,13 @@ var errConnClosing = errors.New("relay: push connection closing")
 func (pc *pushConn) readLoop() error {
 	cfg := &pc.s.cfg
 	pc.ws.SetReadLimit(int64(proto.HeaderLen + cfg.MaxFrame))
-	pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+	pc.ws.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	pc.ws.SetPongHandler(func(string) error {
+		if !pc.authed {
+			return nil // a pong is no credential
+		}
 		return pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
 	})
-	var small []byte
 	for {
 		mt, r, err := pc.ws.NextReader()
 		if err != nil {
@@ -125,9 +142,16 @@ func (pc *pushConn) readLoop() error {
 				return errConnClosing
 			default:
 			}
+			if isTimeout(err) {
+				if !pc.authed {
+					pc.s.stats.refused("handshake_timeout")
+					return proto.Errorf(proto.StatusTimeout, "no part begun with a valid token within %v of the upgrade", cfg.HandshakeTimeout)
+				}
+				pc.s.stats.refused("idle_timeout")
+				return proto.Errorf(proto.StatusTimeout, "idle for %v", cfg.IdleTimeout)
+			}
 			return err
 		}
-		pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
 		if mt != websocket.BinaryMessage {
 			return proto.Errorf(proto.StatusProtocol, "text message on the push channel")
 		}
@@ -138,31 +162,42 @@ func (pc *pushConn) readLoop() error {
 			}
 			return err
 		}
-		if h.Type == proto.FramePartData {
-			if err := pc.readData(r, int(h.Len)); err != nil {
-				return err
-			}
-			continue
-		}
-		if cap(small) < int(h.Len) {
-			small = make([]byte, h.Len)
-		}
-		body := small[:h.Len]
-		if _, err := io.ReadFull(r, body); err != nil {
-			return proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
-		}
 		switch h.Type {
+		case proto.FramePartData:
+			err = pc.readData(r, int(h.Len))
 		case proto.FramePartBegin:
-			err = pc.handleBegin(body)
+			err = pc.readSmall(r, h, proto.MaxPartBeginLen, pc.handleBegin)
 		case proto.FramePartEnd:
-			err = pc.handleEnd(body)
+			err = pc.readSmall(r, h, proto.MaxPartEndLen, pc.handleEnd)
 		default:
-			pc.s.stats.unknownFrames.Add(1) // skipped: peers may add frame types
+			// Skipped by length, never buffered: peers may add frame
+			// types, and a stranger's 1 MiB frame costs no memory.
+			pc.s.stats.unknownFrames.Add(1)
+			if _, derr := io.CopyN(io.Discard, r, int64(h.Len)); derr != nil {
+				err = proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
+			}
 		}
 		if err != nil {
 			return err
 		}
+		if pc.authed {
+			pc.ws.SetReadDeadline(time.Now().Add(cfg.IdleTimeout))
+		}
 	}
+}
+
+// readSmall reads the body of a frame of at most max bytes into a buffer
+// of its own size and hands it to handle. The length is checked before
+// anything is allocated.
+func (pc *pushConn) readSmall(r io.Reader, h proto.Header, max int, handle func([]byte) error) error {
+	if int(h.Len) > max {
+		return proto.Errorf(proto.StatusMalformed, "%v frame of %d bytes, at most %d", h.Type, h.Len, max)
+	}
+	body := make([]byte, h.Len)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return proto.Errorf(proto.StatusMalformed, "%v frame shorter than declared", h.Type)
+	}
+	return handle(body)
 }
 
 // readData reads the body of a PartData frame straight into a pooled buffer
@@ -176,29 +211,41 @@ func (pc *pushConn) readData(r io.Reader, n int) error {
 		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
 	}
 	stream := binary.BigEndian.Uint32(sid[:])
-	buf := pc.s.pool.get(n - proto.PartDataPrefixLen)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		pc.s.pool.put(buf)
-		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
-	}
-	pc.s.stats.bytesIn.Add(int64(len(buf)))
+	size := n - proto.PartDataPrefixLen
 
+	// Nothing is allocated for bytes nobody may send: the stream and its
+	// credit are checked first.
 	pc.mu.Lock()
 	ps := pc.streams[stream]
 	known := pc.anyStream && stream <= pc.maxStream
 	pc.mu.Unlock()
 	if ps == nil {
-		pc.s.pool.put(buf)
 		if !known {
+			io.CopyN(io.Discard, r, int64(size)) // see admit below
 			return proto.Errorf(proto.StatusUnknownStream, "PartData for stream %d, never begun", stream)
 		}
 		pc.s.stats.droppedAfterEnd.Add(1) // the part ended on our side
+		if _, err := io.CopyN(io.Discard, r, int64(size)); err != nil {
+			return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
+		}
 		return nil
 	}
-	if len(buf) == 0 {
+	if size == 0 {
+		return nil
+	}
+	if err := ps.admit(size); err != nil {
+		ps.fail(err)
+		// Read the frame to its end (into nothing), so that the close
+		// frame reaches a peer still writing it rather than a reset.
+		io.CopyN(io.Discard, r, int64(size))
+		return err
+	}
+	buf := pc.s.pool.get(size)
+	if _, err := io.ReadFull(r, buf); err != nil {
 		pc.s.pool.put(buf)
-		return nil
+		return proto.Errorf(proto.StatusMalformed, "PartData shorter than declared")
 	}
+	pc.s.stats.bytesIn.Add(int64(len(buf)))
 	if tap := pc.s.cfg.Tap; tap != nil {
 		tap(ps.item, ps.off, buf)
 	}
@@ -228,12 +275,16 @@ func (pc *pushConn) handleBegin(body []byte) error {
 		pc.endStream(b.Stream, proto.StatusOverLimit, "too many open parts on this connection")
 		return nil
 	}
-	claims, err := proto.ParseToken(pc.s.tokenKey(), b.Token, pc.s.cfg.Now())
+	claims, err := pc.s.parseToken(b.Token)
 	if err == nil {
 		err = claims.Check(pc.s.id, proto.DirPush, b.Item, int64(b.Off), int64(b.Len))
 	}
 	if err == nil && (claims.Off != int64(b.Off) || claims.Len != int64(b.Len)) {
 		err = proto.Errorf(proto.StatusForbidden, "part %d+%d differs from the ordered %d+%d", b.Off, b.Len, claims.Off, claims.Len)
+	}
+	if err == nil && !pc.authed {
+		pc.authed = true
+		pc.wakeSender() // pings from now on
 	}
 	if err != nil {
 		status := proto.TokenStatus(err)
@@ -306,13 +357,36 @@ func (pc *pushConn) endStream(stream uint32, status proto.Status, reason string)
 		pc.s.stats.partsFailed.Add(1)
 	}
 	frame := proto.PartEnd{Stream: stream, Status: status, Reason: reason}.AppendFrame(nil)
-	select {
-	case pc.ends <- frame:
-	case <-pc.done:
-	default:
+	pc.mu.Lock()
+	full := len(pc.ends) >= pc.maxEnds()
+	if !full {
+		pc.ends = append(pc.ends, frame)
+	}
+	pc.mu.Unlock()
+	if full {
 		// Cannot happen while streams are bounded; if it does, the
 		// publisher is not reading and is cut off.
 		pc.close(proto.StatusOverLimit, "publisher not reading")
+		return
+	}
+	pc.wakeSender()
+}
+
+// wakeSender starts the sender if it does not run yet, and wakes it.
+func (pc *pushConn) wakeSender() {
+	pc.mu.Lock()
+	if !pc.sending && !pc.closing {
+		pc.sending = true
+		pc.sender.Add(1)
+		go func() {
+			defer pc.sender.Done()
+			pc.sendLoop(pc.ctx)
+		}()
+	}
+	pc.mu.Unlock()
+	select {
+	case pc.ackWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -336,10 +410,7 @@ func (pc *pushConn) queueAck(ps *partStream) {
 		pc.dirty[ps] = struct{}{}
 	}
 	pc.mu.Unlock()
-	select {
-	case pc.ackWake <- struct{}{}:
-	default:
-	}
+	pc.wakeSender()
 }
 
 // sendLoop is the connection's only writer.
@@ -360,14 +431,19 @@ func (pc *pushConn) sendLoop(ctx context.Context) {
 				return
 			}
 			continue
-		case f := <-pc.ends:
-			if !pc.write(f) {
-				return
-			}
 		case <-pc.ackWake:
 		}
 		// Acks after ends in the same round are harmless: an Ack for an
 		// ended stream is ignored by the publisher.
+		pc.mu.Lock()
+		ends := pc.ends
+		pc.ends = nil
+		pc.mu.Unlock()
+		for _, f := range ends {
+			if !pc.write(f) {
+				return
+			}
+		}
 		pc.mu.Lock()
 		var owed []*partStream
 		for ps := range pc.dirty {

@@ -92,7 +92,7 @@ func TestPushConnectionErrors(t *testing.T) {
 	begin := func(stream uint32, tok string) []byte {
 		return proto.PartBegin{Stream: stream, Item: item, Off: 0, Len: 100, Token: tok}.AppendFrame(nil)
 	}
-	expired := e.signPush(r.ID(), item, 0, 100, 1, time.Now().Add(-time.Second))
+	expired := e.signPush(r.ID(), item, 0, 100, 1, time.Now().Add(-time.Minute))
 
 	tests := []struct {
 		name     string
@@ -229,7 +229,7 @@ func TestPushRefusals(t *testing.T) {
 		off, n uint64
 		want   proto.Status
 	}{
-		{name: "expired token", tok: e.signPush(r.ID(), item, 0, 100, 1, time.Now().Add(-time.Second)), n: 100, want: proto.StatusExpired},
+		{name: "expired token", tok: e.signPush(r.ID(), item, 0, 100, 1, time.Now().Add(-time.Minute)), n: 100, want: proto.StatusExpired},
 		{name: "token for another relay", tok: e.signPush(other.ID(), item, 0, 100, 1, hour), n: 100, want: proto.StatusWrongRelay},
 		{name: "token for another item", tok: e.signPush(r.ID(), proto.NewItemID(), 0, 100, 1, hour), n: 100, want: proto.StatusForbidden},
 		{name: "range outside the token", tok: e.signPush(r.ID(), item, 0, 100, 1, hour), off: 50, n: 100, want: proto.StatusForbidden},

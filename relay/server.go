@@ -24,6 +24,8 @@ type Server struct {
 	pool   *bufPool
 	budget budget
 	stats  stats
+	ips    *ipLimiter // limits per source IP
+	wbufs  *sync.Pool // WebSocket write buffers, shared by push connections
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,6 +55,8 @@ func New(cfg Config) (*Server, error) {
 		log:    cfg.Logger.With("relay", shortID(cfg.Node.ID())),
 		pool:   newBufPool(cfg.MaxFrame),
 		budget: budget{limit: cfg.Budget},
+		ips:    newIPLimiter(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
+		wbufs:  new(sync.Pool),
 		ctx:    ctx,
 		cancel: cancel,
 		needs:  make(map[uint64]*partStream),
@@ -96,7 +100,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
-	return mux
+	return s.limitHandler(mux)
 }
 
 // goStart adds a goroutine to the WaitGroup unless the relay is closing.

@@ -73,6 +73,8 @@ type Stats struct {
 	Waiting     int              `json:"waiting"`        // parts asked for, not yet begun
 	Reserved    int64            `json:"reserved"`       // bytes of the budget in use
 	Refusals    map[string]int64 `json:"refusals"`       // by reason
+	// UnknownFrames counts push frames of unknown types, skipped.
+	UnknownFrames int64 `json:"unknown_frames"`
 	// Forwarding between relays.
 	ForwardsOut    int64            `json:"forwards_out"`    // parts sent on to exit relays
 	ForwardsIn     int64            `json:"forwards_in"`     // parts received from entry relays
@@ -92,21 +94,22 @@ func (s *Server) Stats() Stats {
 	waiting := len(s.needs)
 	s.mu.Unlock()
 	return Stats{
-		BytesIn:     s.stats.bytesIn.Load(),
-		BytesOut:    s.stats.bytesOut.Load(),
-		Needs:       s.stats.needs.Load(),
-		PartRetries: s.stats.partRetries.Load(),
-		CutShort:    s.stats.cutShort.Load(),
-		PartsBegun:  s.stats.partsBegun.Load(),
-		PartsDone:   s.stats.partsDone.Load(),
-		PartsFailed: s.stats.partsFailed.Load(),
-		PushConns:   s.stats.pushConns.Load(),
-		Requests:    s.stats.requests.Load(),
-		Ranges:      s.stats.rangeRequests.Load(),
-		OpenParts:   s.stats.openParts.Load(),
-		Waiting:     waiting,
-		Reserved:    s.budget.inUse(),
-		Refusals:    ref,
+		BytesIn:       s.stats.bytesIn.Load(),
+		UnknownFrames: s.stats.unknownFrames.Load(),
+		BytesOut:      s.stats.bytesOut.Load(),
+		Needs:         s.stats.needs.Load(),
+		PartRetries:   s.stats.partRetries.Load(),
+		CutShort:      s.stats.cutShort.Load(),
+		PartsBegun:    s.stats.partsBegun.Load(),
+		PartsDone:     s.stats.partsDone.Load(),
+		PartsFailed:   s.stats.partsFailed.Load(),
+		PushConns:     s.stats.pushConns.Load(),
+		Requests:      s.stats.requests.Load(),
+		Ranges:        s.stats.rangeRequests.Load(),
+		OpenParts:     s.stats.openParts.Load(),
+		Waiting:       waiting,
+		Reserved:      s.budget.inUse(),
+		Refusals:      ref,
 
 		ForwardsOut:    s.stats.forwardsOut.Load(),
 		ForwardsIn:     s.stats.forwardsIn.Load(),

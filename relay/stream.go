@@ -83,7 +83,28 @@ func (ps *partStream) attach(src source, stream uint32) bool {
 	return true
 }
 
+// admit checks, before a buffer is taken for them, that n more bytes are
+// within the publisher's credit.
+func (ps *partStream) admit(n int) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.creditLocked(n)
+}
+
+func (ps *partStream) creditLocked(n int) error {
+	if end := ps.received + int64(n); end > ps.acked+ps.window || end > ps.n {
+		return proto.Errorf(proto.StatusFlowViolation, "stream %d: %d bytes beyond credit", ps.stream, end-min(ps.acked+ps.window, ps.n))
+	}
+	return nil
+}
+
 // put queues buf, received from the publisher. It takes ownership of buf.
+//
+// Memory is what the buffers pin, not the bytes they hold: a 1-byte frame
+// arrives in a 4 KiB pooled buffer. So bytes go first into the spare room
+// of the last queued chunk, and a buffer is queued only for what does not
+// fit. Every queued chunk but the last is then full, and a stream pins at
+// most its window plus one buffer, however small the publisher's frames.
 func (ps *partStream) put(buf []byte) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -91,12 +112,29 @@ func (ps *partStream) put(buf []byte) error {
 		ps.s.pool.put(buf)
 		return nil // ended on our side; frames in flight are dropped
 	}
-	if ps.received+int64(len(buf)) > ps.acked+ps.window || ps.received+int64(len(buf)) > ps.n {
+	if err := ps.creditLocked(len(buf)); err != nil {
 		ps.s.pool.put(buf)
-		return proto.Errorf(proto.StatusFlowViolation, "stream %d: %d bytes beyond credit", ps.stream, ps.received+int64(len(buf))-min(ps.acked+ps.window, ps.n))
+		return err
 	}
 	ps.received += int64(len(buf))
-	ps.chunks = append(ps.chunks, buf)
+	rest := buf
+	if k := len(ps.chunks); k > 0 {
+		tail := ps.chunks[k-1]
+		n := copy(tail[len(tail):cap(tail)], rest)
+		ps.chunks[k-1] = tail[:len(tail)+n]
+		rest = rest[n:]
+	}
+	switch {
+	case len(rest) == 0:
+		ps.s.pool.put(buf)
+	case len(rest) == len(buf):
+		ps.chunks = append(ps.chunks, buf) // as received: no copy
+	default:
+		nb := ps.s.pool.get(len(rest))
+		copy(nb, rest)
+		ps.s.pool.put(buf)
+		ps.chunks = append(ps.chunks, nb)
+	}
 	ps.signal()
 	return nil
 }

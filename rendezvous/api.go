@@ -173,6 +173,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		Off:      0,
 		Len:      v.size,
 		Exp:      now.Add(s.cfg.ReadTokenTTL).Unix(),
+		Iat:      now.Unix(),
 		Size:     v.size,
 		Name:     v.name,
 		MIME:     v.mime,
@@ -229,9 +230,7 @@ func (s *Server) handleItemMeta(w http.ResponseWriter, r *http.Request) {
 // conditional request support.
 func serveMessage(w http.ResponseWriter, r *http.Request, v itemView) {
 	h := w.Header()
-	h.Set("Content-Type", v.mime)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	proto.SetItemHeaders(h, v.mime, v.name)
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "private, no-cache")
 	http.ServeContent(w, r, "", v.published, strings.NewReader(v.text))

@@ -158,6 +158,43 @@ type Config struct {
 	// WriteTimeout bounds each write to a session or relay. Defaults to 10s.
 	WriteTimeout time.Duration
 
+	// TunnelURL, when set, is the base URL of a separate origin on which
+	// the tunnel into relays is served, e.g. "https://tunnel.example.net".
+	// Tunnel URLs are built on it, requests whose Host is its host are
+	// served the tunnel only, and the tunnel is not served on PublicURL.
+	// Relays are strangers' software: their answers should not share an
+	// origin with the web app (see README, "Tunnel origin").
+	TunnelURL string
+	// HandshakeTimeout bounds the time from a control WebSocket's upgrade
+	// to its first valid message (a hello suffices); pongs do not count.
+	// Defaults to 10s.
+	HandshakeTimeout time.Duration
+	// MaxConnsPerIP bounds the requests in flight from one IP, WebSockets
+	// included. Defaults to 64.
+	MaxConnsPerIP int
+	// RequestRate is the sustained rate of requests allowed from one IP,
+	// per second; RequestBurst the burst above it. Default to 20 and 100.
+	RequestRate  float64
+	RequestBurst int
+	// MaxSessionsPerIP bounds the control sessions of one IP. Defaults to
+	// 16.
+	MaxSessionsPerIP int
+	// MaxItemsPerIP bounds the items published from one IP, online and
+	// offline. Defaults to 2000.
+	MaxItemsPerIP int
+	// TrackedIPs bounds the IPs the limits per source remember. Defaults
+	// to 16384.
+	TrackedIPs int
+	// LimitLoopback applies the limits per source to loopback too. By
+	// default loopback is exempt: a reverse proxy or `meshup dev` on the
+	// same host is not one source.
+	LimitLoopback bool
+	// BodyTimeout and MinBodyRate bound a request body: it must arrive
+	// within BodyTimeout plus a second per MinBodyRate bytes. Default to
+	// 30s and 16 KiB/s.
+	BodyTimeout time.Duration
+	MinBodyRate int
+
 	// STUNAddr is the UDP listen address of the STUN server's primary
 	// port, e.g. ":3478" (the IANA port, cmd/rendezvous's default). Empty
 	// or "off" disables STUN, so that a library user or a test never binds
@@ -306,6 +343,9 @@ func (c *Config) Validate() error {
 	if err := c.validateSTUN(); err != nil {
 		return err
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
 	hb, dead := c.HeartbeatInterval, c.DeadAfter
 	if hb == 0 {
 		hb = DefaultHeartbeatInterval
@@ -358,6 +398,7 @@ func (c Config) withDefaults() Config {
 	} else if c.STUNAltAddr == "" {
 		c.STUNAltAddr, _ = stunAltDefault(c.STUNAddr) // checked by Validate
 	}
+	c.setLimitDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -378,7 +419,7 @@ func setDefault[T comparable](p *T, def T) {
 // that a binary can print them at start-up.
 func (s *Server) Limits() []slog.Attr {
 	c := &s.cfg
-	return []slog.Attr{
+	return append([]slog.Attr{
 		slog.String("public_url", c.PublicURL),
 		slog.Any("allowed_origins", c.AllowedOrigins),
 		slog.Int("max_message", c.MaxMessage),
@@ -423,7 +464,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.String("stun_alt", c.STUNAltAddr),
 		slog.Any("stun_advertised", s.stunAddrs),
 		slog.Int("stun_max_packet", MaxSTUNPacket),
-	}
+	}, s.limitAttrs()...)
 }
 
 // validateSTUN checks STUNAddr and STUNAltAddr.

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -30,12 +32,22 @@ const (
 // session is a client's control connection. Its reader is the HTTP handler
 // goroutine; its writer is one goroutine fed by send.
 type session struct {
-	id    string
-	conn  *websocket.Conn
-	log   *slog.Logger
-	stats *counters
+	id   string
+	conn *websocket.Conn
+	ip   netip.Addr // counted in MaxSessionsPerIP and MaxItemsPerIP; zero if exempt
+	// greeted is set by the reader once a valid message arrived; until
+	// then only HandshakeTimeout counts, and pongs do not extend it.
+	greeted bool
+	log     *slog.Logger
+	stats   *counters
 
-	send        chan proto.Message
+	// Messages to send wait in queue, at most maxQueue of them; wake
+	// (cap 1) tells the writer. A slice grown on demand rather than a
+	// channel of SessionQueue slots: an idle session holds no queue.
+	qmu         sync.Mutex // guards queue
+	queue       []proto.Message
+	maxQueue    int
+	wake        chan struct{}
 	done        chan struct{} // closed by fail
 	readerDone  chan struct{} // closed when the reader has returned
 	failOnce    sync.Once
@@ -74,14 +86,22 @@ func (c *session) enqueue(m proto.Message) bool {
 	if c.isDone() {
 		return false
 	}
-	select {
-	case c.send <- m:
-		return true
-	default:
+	c.qmu.Lock()
+	full := len(c.queue) >= c.maxQueue
+	if !full {
+		c.queue = append(c.queue, m)
+	}
+	c.qmu.Unlock()
+	if full {
 		c.stats.reject(RejectQueueFull)
 		c.fail(proto.StatusOverLimit.CloseCode(), "send queue full: reading too slowly")
 		return false
 	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // writeLoop is the session's only writer: queued messages and pings, then
@@ -105,18 +125,24 @@ func (c *session) writeLoop(ping, timeout time.Duration) {
 			}
 			c.conn.Close() // ends the reader
 			return
-		case m := <-c.send:
-			data, err := proto.EncodeMessage(m)
-			if err != nil {
-				c.log.Error("encode control message", "type", m.MessageType(), "err", err)
-				continue
-			}
-			c.conn.SetWriteDeadline(time.Now().Add(timeout))
-			if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-				c.log.Debug("write control message", "err", err)
-				c.fail(0, "")
-				c.conn.Close()
-				return
+		case <-c.wake:
+			c.qmu.Lock()
+			msgs := c.queue
+			c.queue = nil
+			c.qmu.Unlock()
+			for _, m := range msgs {
+				data, err := proto.EncodeMessage(m)
+				if err != nil {
+					c.log.Error("encode control message", "type", m.MessageType(), "err", err)
+					continue
+				}
+				c.conn.SetWriteDeadline(time.Now().Add(timeout))
+				if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+					c.log.Debug("write control message", "err", err)
+					c.fail(0, "")
+					c.conn.Close()
+					return
+				}
 			}
 		case <-t.C:
 			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err != nil {
@@ -144,6 +170,7 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 			"the control channel is a WebSocket with subprotocol "+proto.Subprotocol+" (Sec-WebSocket-Protocol)")
 		return
 	}
+	ip, limited := s.limitedIP(r)
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -153,24 +180,49 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	case len(s.sessions) >= s.cfg.MaxSessions:
 		s.mu.Unlock()
 		s.stats.reject(RejectSessionLimit)
+		w.Header().Set("Retry-After", "5")
 		writeError(w, 0, proto.StatusOverLimit, "too many sessions")
+		return
+	case !s.reserveSessionLocked(ip, limited):
+		s.mu.Unlock()
+		s.stats.reject(RejectSessionsPerIP)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, 0, proto.StatusOverLimit, limitReason(RejectSessionsPerIP))
 		return
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
+	release := takeLease(r)
+	done := func() {
+		release()
+		s.releaseSession(ip, limited)
+		s.wg.Done()
+	}
 
 	up := websocket.Upgrader{
-		HandshakeTimeout: s.cfg.WriteTimeout,
+		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		Subprotocols:     []string{proto.Subprotocol},
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
+		// A small read buffer of the session's own lets the HTTP
+		// server's 4 KiB one go; writes use a shared pool.
+		ReadBufferSize:  1 << 10,
+		WriteBufferPool: s.lim.wbufs,
 	}
 	conn, err := up.Upgrade(w, r, nil) // on failure Upgrade has answered
 	if err != nil {
 		s.log.Debug("control upgrade failed", "remote", r.RemoteAddr, "err", err)
+		done()
 		return
 	}
-	s.serveSession(conn, r.RemoteAddr)
+	sessIP := ip
+	if !limited {
+		sessIP = netip.Addr{}
+	}
+	// The session runs on goroutines of its own and the handler
+	// returns: its goroutine's stack, grown by net/http, and the HTTP
+	// connection's state are freed (issue 14: an idle WebSocket should
+	// cost at most 16 KiB).
+	s.serveSession(conn, r.RemoteAddr, sessIP, done)
 }
 
 // originAllowed reports whether a request's Origin may open the control
@@ -196,14 +248,21 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
-// serveSession runs a control session on an upgraded connection until it
-// ends, then closes conn and takes the session's items offline.
-func (s *Server) serveSession(conn *websocket.Conn, remote string) {
+// serveSession starts a control session on an upgraded connection and
+// returns. The session runs until it ends, then closes conn, takes its
+// items offline and calls done.
+//
+// The set-up (logging, the Welcome) runs on the caller's goroutine and the
+// session on a new one: the session's goroutines start with small stacks
+// and keep them while idle.
+func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr, done func()) {
 	c := &session{
 		id:         newSessionID(),
 		conn:       conn,
+		ip:         ip,
 		stats:      &s.stats,
-		send:       make(chan proto.Message, s.cfg.SessionQueue),
+		maxQueue:   s.cfg.SessionQueue,
+		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		items:      make(map[proto.ItemID]*item),
@@ -216,6 +275,7 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string) {
 		msg := websocket.FormatCloseMessage(proto.StatusOverLimit.CloseCode(), "too many sessions")
 		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.cfg.WriteTimeout))
 		conn.Close()
+		done()
 		return
 	}
 	s.sessions[c] = struct{}{}
@@ -224,32 +284,49 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string) {
 	c.log.Info("session started", "remote", remote)
 
 	conn.SetReadLimit(int64(s.cfg.MaxMessage))
-	c.enqueue(&proto.Welcome{
+	// The Welcome goes out before the writer starts: nothing else can be
+	// queued for a session that has not read a message yet.
+	welcome, err := proto.EncodeMessage(&proto.Welcome{
 		Session:     c.id,
 		MaxMessage:  s.cfg.MaxMessage,
 		PingSeconds: int(math.Ceil(s.cfg.PingInterval.Seconds())),
 		Relays:      s.pushRelays(),
 	})
-	writerDone := make(chan struct{})
+	if err == nil {
+		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		err = conn.WriteMessage(websocket.TextMessage, welcome)
+	}
+	if err != nil {
+		c.log.Debug("write welcome", "err", err)
+		c.fail(0, "")
+		conn.Close() // the reader ends at once
+	}
 	go func() {
-		defer close(writerDone)
-		c.writeLoop(s.cfg.PingInterval, s.cfg.WriteTimeout)
+		defer done()
+		writerDone := make(chan struct{})
+		go func() {
+			defer close(writerDone)
+			c.writeLoop(s.cfg.PingInterval, s.cfg.WriteTimeout)
+		}()
+		s.readSession(c)
+		close(c.readerDone)
+		c.fail(0, "") // the reader ended first: nothing to say
+		<-writerDone
+		conn.Close()
+		s.endSession(c)
 	}()
-	s.readSession(c)
-	close(c.readerDone)
-	c.fail(0, "") // the reader ended first: nothing to say
-	<-writerDone
-	conn.Close()
-	s.endSession(c)
 }
 
 // readSession reads and handles the client's messages until the connection
 // fails.
 func (s *Server) readSession(c *session) {
 	idle := 2 * s.cfg.PingInterval
-	c.conn.SetReadDeadline(time.Now().Add(idle))
+	c.conn.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	c.conn.SetPongHandler(func(string) error {
-		if !c.isDone() {
+		// Pongs keep a live session open, but do not make a silent
+		// peer a session: until its first message only the handshake
+		// deadline counts.
+		if c.greeted && !c.isDone() {
 			c.conn.SetReadDeadline(time.Now().Add(idle))
 		}
 		return nil
@@ -257,6 +334,16 @@ func (s *Server) readSession(c *session) {
 	for {
 		typ, data, err := c.conn.ReadMessage()
 		if err != nil {
+			var ne net.Error
+			switch {
+			case c.isDone():
+			case errors.As(err, &ne) && ne.Timeout() && !c.greeted:
+				s.stats.reject(RejectHandshake)
+				c.log.Info("control session sent no message in time", "deadline", s.cfg.HandshakeTimeout)
+				c.fail(proto.StatusTimeout.CloseCode(), "no message within "+s.cfg.HandshakeTimeout.String()+" of the upgrade (send hello)")
+			case errors.As(err, &ne) && ne.Timeout():
+				c.fail(proto.StatusTimeout.CloseCode(), "idle for "+idle.String()+": no message or pong")
+			}
 			if errors.Is(err, websocket.ErrReadLimit) {
 				// gorilla has sent close 1009. Read what the client
 				// still sends, so that closing does not reset the
@@ -281,6 +368,9 @@ func (s *Server) readSession(c *session) {
 			continue
 		}
 		m, err := proto.DecodeMessage(data, s.cfg.MaxMessage)
+		if err == nil {
+			c.greeted = true
+		}
 		switch {
 		case errors.Is(err, proto.ErrUnknownType):
 			s.stats.reject(RejectUnknownType)

@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"mime"
+	"net/netip"
 	"time"
 	"unicode"
 
@@ -28,6 +29,7 @@ type item struct {
 	via       string        // entry relay pinned by the publisher, or ""
 	needRate  *rate.Limiter // needs for the item, all relays; made on the first need
 	published time.Time
+	src       netip.Addr // the publisher's IP, counted in MaxItemsPerIP; zero if exempt
 
 	sess         *session  // the publisher's session; nil while offline
 	offlineSince time.Time // when sess became nil
@@ -192,7 +194,7 @@ func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.E
 	it := &item{
 		id: id, kind: p.Kind, name: p.Name, mime: p.MIME,
 		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta, volunteers: p.Volunteers,
-		published: s.cfg.Now(), sess: c,
+		published: s.cfg.Now(), sess: c, src: c.ip,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,6 +207,11 @@ func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.E
 	if s.items[id] != nil {
 		return proto.Errorf(proto.StatusProtocol, "item %s exists", id) // a reclaim raced another
 	}
+	if !s.itemAllowedLocked(it.src) {
+		s.stats.reject(RejectItemsPerIP)
+		return proto.Errorf(proto.StatusOverLimit, "your address has published %d items (online and offline), the limit", s.cfg.MaxItemsPerIP)
+	}
+	s.countItemLocked(it, 1)
 	s.items[it.id] = it
 	c.items[it.id] = it
 	return nil
@@ -304,6 +311,7 @@ func (s *Server) unpublish(c *session, u *proto.Unpublish) proto.Message {
 		return &proto.ErrorMsg{Status: e.Status, Reason: e.Msg}
 	}
 	delete(s.items, it.id)
+	s.countItemLocked(it, -1)
 	delete(c.items, it.id)
 	for _, o := range s.orders {
 		if o.item == it.id {

@@ -107,6 +107,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 		Off:   n.Off,
 		Len:   n.Len,
 		Exp:   now.Add(s.cfg.PushTokenTTL).Unix(),
+		Iat:   now.Unix(),
 		Ref:   n.Need,
 		Fwd:   fwd,
 	})

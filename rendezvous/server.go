@@ -33,6 +33,8 @@ type Server struct {
 	key      ed25519.PrivateKey
 	pub      ed25519.PublicKey
 	mux      *http.ServeMux
+	h        http.Handler // mux behind the limits per source
+	lim      limitState
 	tunnel   *httputil.ReverseProxy
 	web      map[string]webFile // the web app's files by path (client/web)
 	stats    counters
@@ -99,6 +101,8 @@ func New(cfg Config) (*Server, error) {
 	s.tunnel = s.newTunnel()
 	s.verifier = s.newVerifier()
 	s.mux = s.routes()
+	s.initLimits()
+	s.h = s.handler()
 	s.startSTUN(stunLns)
 	cfg.Node.Handle(proto.ProtoRegister, s.handleRegister)
 	cfg.Node.OnDisconnect(s.peerDisconnected)
@@ -110,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 
 // Handler returns the HTTP handler of the API, the item pages and the
 // control WebSocket.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.h }
 
 // PublicKey returns the key that verifies the server's tokens.
 func (s *Server) PublicKey() ed25519.PublicKey { return s.pub }
@@ -192,6 +196,7 @@ func (s *Server) sweep(now time.Time) {
 	for id, it := range s.items {
 		if it.sess == nil && now.Sub(it.offlineSince) > s.cfg.ItemTTL {
 			delete(s.items, id)
+			s.countItemLocked(it, -1)
 			s.stats.itemsPurged.Add(1)
 			s.log.Debug("offline item expired", "item", id)
 		}

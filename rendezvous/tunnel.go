@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"errors"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -22,9 +23,76 @@ import (
 // tunnelPrefix is the path under which relays are tunnelled.
 const tunnelPrefix = "/v1/relays/"
 
-// tunnelBase returns the base URL under which relay id is tunnelled.
+// tunnelBase returns the base URL under which relay id is tunnelled: on
+// Config.TunnelURL when set, else on the public URL.
 func (s *Server) tunnelBase(id string) string {
+	if s.cfg.TunnelURL != "" {
+		return s.cfg.TunnelURL + tunnelPrefix + id
+	}
 	return s.cfg.PublicURL + tunnelPrefix + id
+}
+
+// tunnelHeaders are the response headers a relay may send through the
+// tunnel; every other header is dropped. The relay is a stranger's
+// software answering under an origin of ours: no Set-Cookie,
+// Service-Worker-Allowed, Clear-Site-Data, Refresh, Link, Location,
+// Content-Security-Policy of its own or anything else that changes what a
+// browser does with the origin. Connection and Upgrade matter for a 101
+// only (other hop-by-hop headers are removed by the proxy before).
+var tunnelHeaders = []string{
+	"Accept-Ranges",
+	"Access-Control-Allow-Origin",
+	"Access-Control-Expose-Headers",
+	"Cache-Control",
+	"Connection",
+	"Content-Disposition",
+	"Content-Length",
+	"Content-Range",
+	"Content-Type",
+	"Date",
+	"Etag",
+	"Last-Modified",
+	"Retry-After",
+	"Sec-Websocket-Accept",
+	"Sec-Websocket-Extensions",
+	"Sec-Websocket-Protocol",
+	"Upgrade",
+	"Vary",
+}
+
+// filterTunnelResponse keeps the allowed headers of a relay's response and
+// forces the item policy on it: nosniff, a sandbox CSP, and attachment
+// unless the type may be shown inline (JSON, the relay's API, is text that
+// never runs).
+func filterTunnelResponse(res *http.Response) error {
+	kept := make(http.Header, len(tunnelHeaders)+3)
+	for _, k := range tunnelHeaders {
+		if v, ok := res.Header[k]; ok {
+			kept[k] = v
+		}
+	}
+	res.Header = kept
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	kept.Set("X-Content-Type-Options", "nosniff")
+	mt := proto.NormalizeMIME(kept.Get("Content-Type"))
+	// A response without a type gets one: Go's server would otherwise
+	// sniff the body and might call it text/html.
+	if !proto.InlineMIME(mt) && mt != "application/json" {
+		name := ""
+		if _, params, err := mime.ParseMediaType(kept.Get("Content-Disposition")); err == nil {
+			name = params["filename"]
+		}
+		proto.SetItemHeaders(kept, mt, name)
+		return nil
+	}
+	csp := proto.ItemCSP
+	if proto.InlineMIME(mt) && mt != "text/plain" {
+		csp = proto.MediaCSP
+	}
+	kept.Set("Content-Security-Policy", csp)
+	return nil
 }
 
 // newTunnel returns the reverse proxy that serves the tunnel.
@@ -53,8 +121,9 @@ func (s *Server) newTunnel() *httputil.ReverseProxy {
 			pr.Out.Host = relay
 			pr.SetXForwarded()
 		},
-		Transport:     tr,
-		FlushInterval: -1, // bytes go on as they arrive: the relay streams cut-through
+		ModifyResponse: filterTunnelResponse,
+		Transport:      tr,
+		FlushInterval:  -1, // bytes go on as they arrive: the relay streams cut-through
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return // the client went away
@@ -68,6 +137,10 @@ func (s *Server) newTunnel() *httputil.ReverseProxy {
 
 // handleTunnel serves /v1/relays/{relay}/{rest...}.
 func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
+	if !s.onTunnelOrigin(r) {
+		writeError(w, 0, proto.StatusNotFound, "the relay tunnel is served on "+s.cfg.TunnelURL)
+		return
+	}
 	if !strings.HasPrefix(r.PathValue("rest"), "v1/") {
 		writeError(w, 0, proto.StatusNotFound, "only a relay's /v1/ API is tunnelled")
 		return

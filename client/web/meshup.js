@@ -53,6 +53,7 @@ export const Status = Object.freeze({
   UNAVAILABLE: 108,
   SOURCE_ERROR: 109,
   CANCELLED: 110,
+  TIMEOUT: 112,
   MALFORMED: 200,
   TOO_LARGE: 201,
 });
@@ -638,6 +639,14 @@ class PushConn {
       };
       ws.onmessage = (ev) => this._frame(new DataView(ev.data));
       ws.onclose = (ev) => {
+        if (ev.code === CLOSE_CODE_BASE + Status.TIMEOUT && this.streams.size === 0) {
+          // The relay closes a push connection that begins no part in
+          // time: not an error; the next order dials again.
+          reject(new MeshupError(Status.UNAVAILABLE, 'push connection idle'));
+          this.closed = true;
+          if (this.client._pushers.get(this.url) === this) this.client._pushers.delete(this.url);
+          return;
+        }
         const why = ev.code >= CLOSE_CODE_BASE ? `relay closed the push connection: ${ev.reason}` : 'push connection lost';
         reject(new MeshupError(Status.UNAVAILABLE, why));
         if (ev.code >= CLOSE_CODE_BASE) this.client._emit('error', { message: why });

@@ -24,7 +24,9 @@ import (
 
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
+	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 )
 
@@ -66,9 +68,22 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.NeedTimeout, "need-timeout", relay.DefaultNeedTimeout, "wait for a publisher to begin a part")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for bytes of a begun part")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers and publishers")
+	// Limits per source and deadlines (relay/limits.go, cmd/internal/httpserve).
+	var hcfg httpserve.Config
+	hcfg.Register(fs)
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", relay.DefaultHandshakeTimeout, "WebSocket upgrade, and a push connection's first part with a valid token")
+	fs.DurationVar(&cfg.ClockSkew, "clock-skew", proto.DefaultClockSkew, "clock difference to the rendezvous tolerated in token times")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", relay.DefaultMaxConnsPerIP, "limit on requests in flight from one IP, WebSockets included")
+	fs.Float64Var(&cfg.RequestRate, "request-rate", relay.DefaultRequestRate, "requests per second allowed from one IP, sustained")
+	fs.IntVar(&cfg.RequestBurst, "request-burst", relay.DefaultRequestBurst, "requests allowed from one IP in a burst")
+	fs.IntVar(&cfg.TrackedIPs, "tracked-ips", relay.DefaultTrackedIPs, "IPs remembered by the limits per source")
+	fs.BoolVar(&cfg.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", relay.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
+	fs.IntVar(&cfg.MinBodyRate, "min-body-rate", relay.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	hcfg.LimitLoopback = cfg.LimitLoopback
 	if *rdv == "" {
 		fs.Usage()
 		return errors.New("--rendezvous is required")
@@ -129,17 +144,20 @@ func run(ctx context.Context, args []string) error {
 	eff := srv.Config()
 	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
 	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate)...)
+	log.Info("http server limits", hcfg.LogAttrs()...)
+	hs := httpserve.New(hcfg, srv.Handler(), log)
 
 	// Metrics and pprof are on the debug listener (loopback by default),
 	// never on the public port.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStatusCollector(srv), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newStatusCollector(srv), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshup_relay_tcp_refused_total", Help: "TCP connections closed at once for --max-tcp-conns-per-ip."},
+			func() float64 { return float64(hs.Refused()) }))
 	daddr, err := debugsrv.Start(ctx, *debugAddr, reg, log)
 	if err != nil {
 		return fmt.Errorf("--debug-addr: %w", err)
 	}
 	log.Info("debug listener (metrics, pprof)", "addr", daddr)
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	go func() { errc <- srv.Run(ctx) }()

@@ -13,6 +13,7 @@ type statusCollector struct {
 	srv      *relay.Server
 	mesh     meshmetrics.Descs
 	counters []counter
+	refused  *prometheus.Desc
 }
 
 type counter struct {
@@ -26,8 +27,9 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 		return counter{prometheus.NewDesc(ns+name, help, nil, nil), f}
 	}
 	return &statusCollector{
-		srv:  srv,
-		mesh: meshmetrics.New(ns),
+		srv:     srv,
+		mesh:    meshmetrics.New(ns),
+		refused: prometheus.NewDesc(ns+"refused_total", "Requests, connections, parts and frames refused, by reason.", []string{"reason"}, nil),
 		counters: []counter{
 			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
 			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
@@ -45,6 +47,7 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.mesh.Describe(ch)
+	ch <- c.refused
 	for _, m := range c.counters {
 		ch <- m.desc
 	}
@@ -55,6 +58,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Status()
 	for _, m := range c.counters {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(st.Stats)))
+	}
+	for reason, n := range st.Stats.Refusals {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), reason)
 	}
 	c.mesh.Collect(ch, st.MeshStatus)
 }

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -32,19 +31,15 @@ import (
 
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
+	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
 )
 
-// Timeouts of the HTTP server. Request bodies are small (the API takes
-// none), so only headers and shutdown need bounds; WebSocket sessions set
-// their own deadlines.
-const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 2 * time.Minute
-	shutdownTimeout   = 5 * time.Second
-)
+// shutdownTimeout bounds a graceful shutdown. The deadlines of
+// connections are flags (cmd/internal/httpserve).
+const shutdownTimeout = 5 * time.Second
 
 func main() {
 	if err := run(context.Background(), os.Args[1:]); err != nil {
@@ -69,6 +64,7 @@ type options struct {
 	circuits  mesh.RelayService
 	cluster   clusterflag.Flags
 	cfg       rendezvous.Config
+	httpCfg   httpserve.Config
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -117,12 +113,27 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&c.ReclaimGrace, "reclaim-grace", rendezvous.DefaultReclaimGrace, "after start, answer unknown item ids as offline (503) this long, while publishers reclaim")
 	fs.DurationVar(&c.PingInterval, "ping-interval", rendezvous.DefaultPingInterval, "WebSocket ping interval of control sessions")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", rendezvous.DefaultWriteTimeout, "bound on each write to a session or relay")
+	// Limits per source, deadlines and the tunnel's origin
+	// (rendezvous/limits.go, cmd/internal/httpserve).
+	o.httpCfg.Register(fs)
+	fs.StringVar(&c.TunnelURL, "tunnel-url", "", "base `URL` of a separate origin serving the tunnel into relays, e.g. https://tunnel.example.org (see README: Tunnel origin)")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", rendezvous.DefaultHandshakeTimeout, "time from a control WebSocket's upgrade to its first message")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", rendezvous.DefaultMaxConnsPerIP, "limit on requests in flight from one IP, WebSockets included")
+	fs.Float64Var(&c.RequestRate, "request-rate", rendezvous.DefaultRequestRate, "requests per second allowed from one IP, sustained")
+	fs.IntVar(&c.RequestBurst, "request-burst", rendezvous.DefaultRequestBurst, "requests allowed from one IP in a burst")
+	fs.IntVar(&c.MaxSessionsPerIP, "max-sessions-per-ip", rendezvous.DefaultMaxSessionsPerIP, "limit on control sessions of one IP")
+	fs.IntVar(&c.MaxItemsPerIP, "max-items-per-ip", rendezvous.DefaultMaxItemsPerIP, "limit on items published from one IP, online and offline")
+	fs.IntVar(&c.TrackedIPs, "tracked-ips", rendezvous.DefaultTrackedIPs, "IPs remembered by the limits per source")
+	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", rendezvous.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
+	fs.IntVar(&c.MinBodyRate, "min-body-rate", rendezvous.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	o.httpCfg.LimitLoopback = c.LimitLoopback
 	return o, nil
 }
 
@@ -203,16 +214,20 @@ func run(ctx context.Context, args []string) error {
 	gate.Bind(srv)
 
 	log.LogAttrs(ctx, slog.LevelInfo, "limits", srv.Limits()...)
+	log.Info("http server limits", o.httpCfg.LogAttrs()...)
 	log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits", circuits.LogAttrs()...)
 	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
 		"peer_id", node.ID(), "p2p", node.Addrs(), "stun", srv.Info().STUN)
 
+	hs := httpserve.New(o.httpCfg, nil, log)
 	handler := srv.Handler()
 	if o.metrics {
 		// Metrics and pprof are on the debug listener (loopback by
 		// default), never on the public port.
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshup_rendezvous_tcp_refused_total", Help: "TCP connections closed at once for --max-tcp-conns-per-ip."},
+				func() float64 { return float64(hs.Refused()) }),
 			newStatsCollector(srv),
 			newMeshCollector(srv),
 			collectors.NewGoCollector(),
@@ -227,12 +242,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		log.Info("debug listener (metrics, pprof)", "addr", addr)
 	}
-	hs := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs.Handler = handler
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 

@@ -60,6 +60,12 @@ func DialControlHeader(url string, h http.Header) (*Control, *http.Response, err
 		return nil, resp, fmt.Errorf("rendezvoustest: first message is %T, want *proto.Welcome", m)
 	}
 	c.Welcome = *w
+	// As real clients do: a session that says nothing is closed at the
+	// rendezvous's handshake deadline.
+	if err := c.Send(&proto.Hello{Client: "rendezvoustest"}); err != nil {
+		conn.Close()
+		return nil, resp, fmt.Errorf("rendezvoustest: send hello: %w", err)
+	}
 	return c, resp, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
@@ -161,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 }
 
 func (m *Mesh) serve(ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpserve.New(httpserve.Config{}, h, nil).Server
 	m.servers = append(m.servers, srv)
 	m.wg.Add(1)
 	go func() {

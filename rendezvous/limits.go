@@ -1,0 +1,408 @@
+package rendezvous
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Limits per source. Every HTTP request and WebSocket upgrade passes
+// limitHandler: a request rate (token bucket) and a count of requests in
+// flight (a WebSocket is in flight for its whole life) per source IP, kept
+// in a bounded LRU so that a flood of sources costs bounded memory. Control
+// sessions and items (online and offline) are also counted per IP. Loopback
+// is exempt unless LimitLoopback is set, so that a reverse proxy or
+// `meshup dev` on the same host is not one source.
+//
+// Request bodies must arrive at BodyTimeout plus one second per
+// MinBodyRate bytes, so a slow body cannot hold a connection.
+
+// Defaults of the limits per source (see Config).
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxConnsPerIP    = 64
+	DefaultRequestRate      = 20 // requests per second per IP
+	DefaultRequestBurst     = 100
+	DefaultMaxSessionsPerIP = 16
+	DefaultMaxItemsPerIP    = 2000
+	DefaultTrackedIPs       = 16384
+	DefaultBodyTimeout      = 30 * time.Second
+	DefaultMinBodyRate      = 16 << 10 // bytes per second
+)
+
+// Rejection reasons of the limits per source (see counters.reject).
+const (
+	RejectConnsPerIP    = "conns_per_ip"
+	RejectRatePerIP     = "rate_per_ip"
+	RejectTrackedIPs    = "tracked_ips"
+	RejectSessionsPerIP = "sessions_per_ip"
+	RejectItemsPerIP    = "items_per_ip"
+	RejectSlowBody      = "slow_body"
+	RejectHandshake     = "handshake_timeout"
+)
+
+func (c *Config) setLimitDefaults() {
+	c.TunnelURL = strings.TrimRight(c.TunnelURL, "/")
+	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	setDefault(&c.RequestRate, DefaultRequestRate)
+	setDefault(&c.RequestBurst, DefaultRequestBurst)
+	setDefault(&c.MaxSessionsPerIP, DefaultMaxSessionsPerIP)
+	setDefault(&c.MaxItemsPerIP, DefaultMaxItemsPerIP)
+	setDefault(&c.TrackedIPs, DefaultTrackedIPs)
+	setDefault(&c.BodyTimeout, DefaultBodyTimeout)
+	setDefault(&c.MinBodyRate, DefaultMinBodyRate)
+}
+
+func (c *Config) validateLimits() error {
+	if c.TunnelURL != "" {
+		if err := checkBaseURL(c.TunnelURL, "http", "https"); err != nil {
+			return fmt.Errorf("rendezvous: config: TunnelURL: %w", err)
+		}
+		t, _ := url.Parse(c.TunnelURL)
+		p, _ := url.Parse(c.PublicURL)
+		if strings.EqualFold(t.Host, p.Host) {
+			return fmt.Errorf("rendezvous: config: TunnelURL %q has the host of PublicURL: it must be a separate origin", c.TunnelURL)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"HandshakeTimeout", float64(c.HandshakeTimeout)},
+		{"MaxConnsPerIP", float64(c.MaxConnsPerIP)},
+		{"RequestRate", c.RequestRate},
+		{"RequestBurst", float64(c.RequestBurst)},
+		{"MaxSessionsPerIP", float64(c.MaxSessionsPerIP)},
+		{"MaxItemsPerIP", float64(c.MaxItemsPerIP)},
+		{"TrackedIPs", float64(c.TrackedIPs)},
+		{"BodyTimeout", float64(c.BodyTimeout)},
+		{"MinBodyRate", float64(c.MinBodyRate)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("rendezvous: config: %s is negative", f.name)
+		}
+	}
+	return nil
+}
+
+func (s *Server) limitAttrs() []slog.Attr {
+	c := &s.cfg
+	return []slog.Attr{
+		slog.String("tunnel_url", c.TunnelURL),
+		slog.Duration("handshake_timeout", c.HandshakeTimeout),
+		slog.Int("max_conns_per_ip", c.MaxConnsPerIP),
+		slog.Float64("request_rate", c.RequestRate),
+		slog.Int("request_burst", c.RequestBurst),
+		slog.Int("max_sessions_per_ip", c.MaxSessionsPerIP),
+		slog.Int("max_items_per_ip", c.MaxItemsPerIP),
+		slog.Int("tracked_ips", c.TrackedIPs),
+		slog.Bool("limit_loopback", c.LimitLoopback),
+		slog.Duration("body_timeout", c.BodyTimeout),
+		slog.Int("min_body_rate", c.MinBodyRate),
+	}
+}
+
+// limitState is the state of the limits per source. The maps are guarded
+// by Server.mu.
+type limitState struct {
+	ips      *ipLimiter
+	sessions map[netip.Addr]int // control sessions by IP
+	items    map[netip.Addr]int // items, online and offline, by publisher IP
+	wbufs    *sync.Pool         // WebSocket write buffers, shared by sessions
+}
+
+func (s *Server) initLimits() {
+	s.lim = limitState{
+		ips:      newIPLimiter(s.cfg.MaxConnsPerIP, s.cfg.RequestRate, s.cfg.RequestBurst, s.cfg.TrackedIPs),
+		sessions: make(map[netip.Addr]int),
+		items:    make(map[netip.Addr]int),
+		wbufs:    new(sync.Pool),
+	}
+}
+
+// limitedIP returns the source IP of r when the limits per source apply to
+// it.
+func (s *Server) limitedIP(r *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	ip := ap.Addr().Unmap()
+	if ip.IsLoopback() && !s.cfg.LimitLoopback {
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// handler returns the server's HTTP handler: the limits per source, then
+// the tunnel on its own origin when TunnelURL is set, else the routes.
+func (s *Server) handler() http.Handler {
+	tunnelHost := ""
+	tunnelOnly := http.NewServeMux()
+	if s.cfg.TunnelURL != "" {
+		u, _ := url.Parse(s.cfg.TunnelURL) // checked by Validate
+		tunnelHost = u.Host
+		tunnelOnly.HandleFunc(tunnelPrefix+"{relay}/{rest...}", s.handleTunnel)
+		tunnelOnly.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, 0, proto.StatusNotFound, "this origin serves the relay tunnel only")
+		})
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ip, ok := s.limitedIP(r); ok {
+			release, why, retry := s.lim.ips.acquire(ip, s.cfg.Now())
+			if why != "" {
+				s.stats.reject(why)
+				w.Header().Set("Retry-After", strconv.Itoa(retry))
+				writeError(w, http.StatusTooManyRequests, proto.StatusOverLimit, limitReason(why))
+				return
+			}
+			lease := &lease{release: release}
+			r = r.WithContext(context.WithValue(r.Context(), leaseKey{}, lease))
+			defer func() {
+				if !lease.taken.Load() {
+					release()
+				}
+			}()
+		}
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			r.Body = newDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.reject(RejectSlowBody) })
+		}
+		if tunnelHost != "" && strings.EqualFold(r.Host, tunnelHost) {
+			tunnelOnly.ServeHTTP(w, r)
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+// lease is a request's place in the limits per source. A handler that
+// serves a connection beyond its own return (an upgraded WebSocket) takes
+// it and releases it when the connection ends.
+type lease struct {
+	release func()
+	taken   atomic.Bool
+}
+
+type leaseKey struct{}
+
+// takeLease takes the lease of r, which the caller must release; a
+// request the limits do not apply to has a no-op one.
+func takeLease(r *http.Request) func() {
+	l, _ := r.Context().Value(leaseKey{}).(*lease)
+	if l == nil {
+		return func() {}
+	}
+	l.taken.Store(true)
+	return l.release
+}
+
+// onTunnelOrigin reports whether r may be served the tunnel: always when
+// the tunnel has no origin of its own, else only on that origin.
+func (s *Server) onTunnelOrigin(r *http.Request) bool {
+	if s.cfg.TunnelURL == "" {
+		return true
+	}
+	u, _ := url.Parse(s.cfg.TunnelURL)
+	return strings.EqualFold(r.Host, u.Host)
+}
+
+func limitReason(why string) string {
+	switch why {
+	case RejectConnsPerIP:
+		return "too many connections from your address"
+	case RejectRatePerIP:
+		return "too many requests from your address; slow down"
+	case RejectSessionsPerIP:
+		return "too many control sessions from your address"
+	default:
+		return "too many sources; try again later"
+	}
+}
+
+// reserveSessionLocked counts a control session of ip, unless ip has
+// MaxSessionsPerIP already. The caller holds s.mu.
+func (s *Server) reserveSessionLocked(ip netip.Addr, limited bool) bool {
+	if !limited {
+		return true
+	}
+	if s.lim.sessions[ip] >= s.cfg.MaxSessionsPerIP {
+		return false
+	}
+	s.lim.sessions[ip]++
+	return true
+}
+
+// releaseSession forgets a session counted by reserveSessionLocked.
+func (s *Server) releaseSession(ip netip.Addr, limited bool) {
+	if !limited {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lim.sessions[ip]--; s.lim.sessions[ip] <= 0 {
+		delete(s.lim.sessions, ip)
+	}
+}
+
+// itemsOfIPLocked reports whether ip may publish one more item: its items,
+// online and offline, are under MaxItemsPerIP. The caller holds s.mu.
+func (s *Server) itemAllowedLocked(ip netip.Addr) bool {
+	return !ip.IsValid() || s.lim.items[ip] < s.cfg.MaxItemsPerIP
+}
+
+// countItemLocked adds d to the items of it's publisher IP. The caller
+// holds s.mu.
+func (s *Server) countItemLocked(it *item, d int) {
+	if !it.src.IsValid() {
+		return
+	}
+	if s.lim.items[it.src] += d; s.lim.items[it.src] <= 0 {
+		delete(s.lim.items, it.src)
+	}
+}
+
+// ipLimiter counts requests in flight and rations requests per source IP.
+// It tracks at most max IPs: the least recently seen IP without requests
+// in flight is forgotten first.
+type ipLimiter struct {
+	maxConns int
+	rate     rate.Limit
+	burst    int
+	max      int
+
+	mu  sync.Mutex // guards the fields below
+	ips map[netip.Addr]*list.Element
+	lru list.List // of *ipState; front is the most recently seen
+}
+
+type ipState struct {
+	ip    netip.Addr
+	conns int
+	lim   *rate.Limiter
+}
+
+func newIPLimiter(maxConns int, perSec float64, burst, max int) *ipLimiter {
+	l := &ipLimiter{maxConns: maxConns, rate: rate.Limit(perSec), burst: burst, max: max, ips: make(map[netip.Addr]*list.Element)}
+	l.lru.Init()
+	return l
+}
+
+// acquire admits one request of ip at now. It returns a release function
+// to call when the request ends, or the reason of a refusal and the
+// seconds after which to retry.
+func (l *ipLimiter) acquire(ip netip.Addr, now time.Time) (release func(), why string, retry int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.ips[ip]
+	if e == nil {
+		if len(l.ips) >= l.max && !l.evictLocked() {
+			return nil, RejectTrackedIPs, 1
+		}
+		e = l.lru.PushFront(&ipState{ip: ip, lim: rate.NewLimiter(l.rate, l.burst)})
+		l.ips[ip] = e
+	}
+	l.lru.MoveToFront(e)
+	st := e.Value.(*ipState)
+	if st.conns >= l.maxConns {
+		return nil, RejectConnsPerIP, 1
+	}
+	if !st.lim.AllowN(now, 1) {
+		return nil, RejectRatePerIP, max(1, int(math.Ceil(1/float64(l.rate))))
+	}
+	st.conns++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			st.conns--
+			l.mu.Unlock()
+		})
+	}, "", 0
+}
+
+// evictLocked forgets the least recently seen IP with nothing in flight.
+func (l *ipLimiter) evictLocked() bool {
+	for e := l.lru.Back(); e != nil; e = e.Prev() {
+		st := e.Value.(*ipState)
+		if st.conns == 0 {
+			l.lru.Remove(e)
+			delete(l.ips, st.ip)
+			return true
+		}
+	}
+	return false
+}
+
+// errSlowBody is the error of a request body read after its deadline.
+var errSlowBody = errors.New("rendezvous: request body too slow")
+
+// deadlineBody bounds the time a request body may take: timeout, plus a
+// second per minRate bytes read so far. The deadline is on the connection,
+// so a stalled read ends; it is cleared at the end of the body, so that it
+// never cuts a long response that follows.
+type deadlineBody struct {
+	rc      *http.ResponseController
+	body    io.ReadCloser
+	start   time.Time
+	timeout time.Duration
+	minRate int
+	n       int64
+	onSlow  func()
+	done    bool
+}
+
+func newDeadlineBody(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration, minRate int, onSlow func()) *deadlineBody {
+	d := &deadlineBody{rc: http.NewResponseController(w), body: body, start: time.Now(), timeout: timeout, minRate: minRate, onSlow: onSlow}
+	d.rc.SetReadDeadline(d.deadline())
+	return d
+}
+
+func (d *deadlineBody) deadline() time.Time {
+	return d.start.Add(d.timeout + time.Duration(float64(d.n)/float64(d.minRate)*float64(time.Second)))
+}
+
+func (d *deadlineBody) Read(p []byte) (int, error) {
+	n, err := d.body.Read(p)
+	d.n += int64(n)
+	switch {
+	case err == nil:
+		d.rc.SetReadDeadline(d.deadline())
+	case errors.Is(err, io.EOF):
+		if !d.done {
+			d.done = true
+			d.rc.SetReadDeadline(time.Time{})
+		}
+	case isTimeout(err):
+		if !d.done {
+			d.onSlow()
+		}
+		d.done = true
+		return n, fmt.Errorf("%w: %d bytes in %v", errSlowBody, d.n, time.Since(d.start).Round(time.Millisecond))
+	}
+	return n, err
+}
+
+func (d *deadlineBody) Close() error { return d.body.Close() }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
