@@ -201,7 +201,9 @@ func (s *Server) checkNeedToken(r *relayConn, n *proto.Need, now time.Time) *pro
 	var err error
 	if n.Token == r.needToken && now.Unix() < r.needClaims.Exp+int64(s.cfg.NeedTokenGrace/time.Second) {
 		c = r.needClaims
-	} else if c, err = proto.ParseToken(s.pub, n.Token, now.Add(-s.cfg.NeedTokenGrace)); err == nil {
+	} else if c, err = proto.ParseTokenSkew(s.pub, n.Token, now, s.cfg.NeedTokenGrace); err == nil {
+		// The grace as the skew: the signature shows this rendezvous issued
+		// the token, so only its expiry (plus the grace) matters.
 		r.needToken, r.needClaims = n.Token, c
 	}
 	if err == nil {
