@@ -294,7 +294,13 @@ func startHostileRelay(t *testing.T, rvURL string) *hostileRelay {
 		},
 		ModifyResponse: h.modify,
 	}
-	h.proxy = httptest.NewServer(rp)
+	h.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if backend.Load() == nil { // the rendezvous checks the URL before Start returns
+			http.Error(w, "relay not started yet", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	t.Cleanup(h.proxy.Close)
 	h.Server = relaytest.Start(t, rvURL, relay.Config{PublicURL: h.proxy.URL, PartSize: partSize, Window: 256 << 10})
 	u, _ := url.Parse(h.Server.URL)

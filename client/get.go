@@ -83,7 +83,7 @@ func open(ctx context.Context, hc *http.Client, method, itemURL string, off int6
 		return nil, fmt.Errorf("client: get item: %w", err)
 	}
 	d := &Download{Body: resp.Body, MIME: resp.Header.Get("Content-Type")}
-	if _, params, err := mime.ParseMediaType(resp.Header.Get("Content-Disposition")); err == nil {
+	if _, params, err := mime.ParseMediaType(resp.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
 		d.Name = path.Base(params["filename"])
 	}
 	switch resp.StatusCode {

@@ -82,7 +82,7 @@ func TestItemHeaders(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Name: "page.html", MIME: "text/html", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it, err := c.Publish(ctx, client.Source{Name: "page.html", MIME: "text/html", Size: int64(len(data)), Reader: bytes.NewReader(data), Plain: true, Volunteers: true})
 	if err != nil {
 		t.Fatal(err)
 	}
