@@ -7,8 +7,9 @@
 //
 // The direct run also taps the relays (harness_test.go): no plaintext of
 // the 200 MiB file and not its name may reach a relay, and run.mjs asks
-// the Go side to decrypt an item the browser encrypted and to make a relay
-// flip a byte.
+// the Go side to download and decrypt an item the browser encrypted (the
+// Go client's download path), to publish an encrypted item from a Go
+// client for the browser to decrypt, and to make a relay flip a byte.
 //
 //	go test -count=1 -v ./cmd/internal/browser
 //	MESHUP_BROWSER_ONLY=1,3 MESHUP_SCREENSHOTS=client/web/screenshots go test ...
@@ -130,7 +131,7 @@ func runBrowserTests(t *testing.T, node, testDir string, cfg devmesh.Config, onl
 		served = make(chan struct{})
 		go func() {
 			defer close(served)
-			h.serve(stdout, stdin)
+			h.serve(ctx, stdout, stdin)
 		}()
 	}
 	if err := cmd.Start(); err != nil {
