@@ -8,10 +8,10 @@
 // Both runs (direct, and tunnel: tests 1, 9 and 11 through the rendezvous
 // tunnel) also tap the relays (harness_test.go): no plaintext of the 200
 // MiB file or of the Go client's file and not their names may reach a
-// relay, and run.mjs asks
-// the Go side to download and decrypt an item the browser encrypted (the
-// Go client's download path), to publish an encrypted item from a Go
-// client for the browser to decrypt, and to make a relay flip a byte.
+// relay. run.mjs asks the Go side to download and decrypt an item the
+// browser encrypted (the Go client's download path), to publish an
+// encrypted item from a Go client for the browser to decrypt, and to make
+// a relay flip a byte.
 //
 //	go test -count=1 -v ./cmd/internal/browser
 //	MESHUP_BROWSER_ONLY=1,3 MESHUP_SCREENSHOTS=client/web/screenshots go test ...
