@@ -25,10 +25,15 @@
 // 8. A link with a wrong, a damaged or no key: B says so clearly, offers no
 //    download, and nothing is downloaded.
 // 9. Interop (needs --harness, the Go test): a file the browser encrypted is
-//    decrypted by the Go side; SHA-256 equal.
+//    downloaded and decrypted by the Go client (client.DownloadTo);
+//    SHA-256 and name equal.
 // 10. Integrity (needs --harness): the Go side makes a relay flip one byte of
 //    an item once; B's Service Worker reports the chunk, reads it again
 //    through another relay, and the download completes intact.
+// 11. Interop (needs --harness): a Go client publishes an encrypted file
+//    (client.Publish); page B shows its decrypted name and downloads it
+//    through the Service Worker; SHA-256 equal. (The tap checks that its
+//    plaintext and name crossed no relay either.)
 //
 // With --harness, run.mjs asks the Go test for things on stdout ("harness:
 // REQUEST") and reads the answer from stdin, one line each.
@@ -67,7 +72,7 @@ if (!base) {
   console.error('usage: node run.mjs RENDEZVOUS_URL [--only 1,2] [--screenshots DIR]');
   process.exit(2);
 }
-const only = new Set((opts.only ?? '1,2,3,4,5,6,7,8,9,10').split(','));
+const only = new Set((opts.only ?? '1,2,3,4,5,6,7,8,9,10,11').split(','));
 const FILE_SIZE = 200 << 20;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
@@ -530,7 +535,7 @@ test('8: a wrong, damaged or missing key: a clear message and nothing downloaded
   await b.ctx.close();
 });
 
-test('9: interop: a file the browser encrypted decrypts in Go', { skip: !only.has('9') || !opts.harness }, async () => {
+test('9: interop: a file the browser encrypted decrypts in the Go client', { skip: !only.has('9') || !opts.harness }, async () => {
   const file = await writeRandomFile(join(work, 'interop.bin'), (5 << 20) + 777);
   const a = await open();
   await a.page.goto(base);
@@ -539,7 +544,7 @@ test('9: interop: a file the browser encrypted decrypts in Go', { skip: !only.ha
   const [got, name] = answer.split(' ');
   assert.equal(got, file.sha256, `Go decrypted: ${answer}`);
   assert.equal(name, 'interop.bin', 'name Go decrypted from the sealed metadata');
-  figure(`test 9: the Go side decrypted the browser's item (${(5 << 20) + 777} bytes, name ${name}), sha256 equal`);
+  figure(`test 9: the Go client (client.DownloadTo) decrypted the browser's item (${(5 << 20) + 777} bytes, name ${name}), sha256 equal`);
   assertNoErrors('page A', a.errors);
   await a.ctx.close();
 });
@@ -567,5 +572,32 @@ test('10: a relay flips a byte: the worker names the chunk, reads it through ano
   assertNoErrors('page A', a.errors);
   assertNoErrors('page B', b.errors);
   await a.ctx.close();
+  await b.ctx.close();
+});
+
+test('11: interop: a file a Go client encrypted decrypts on page B', { skip: !only.has('11') || !opts.harness }, async () => {
+  const answer = await ask('publish');
+  assert.doesNotMatch(answer, /^error/, `Go client publish: ${answer}`);
+  const [link, want, name] = answer.split(' ');
+  assert.match(link, /^http:\/\/.+\/i\/[a-z2-7]{26}#k=[A-Za-z0-9_-]{43}$/, 'the Go client\'s link carries its key');
+  const id = link.split('/').pop().split('#')[0];
+  const meta = await (await fetch(`${base}/v1/items/${id}/meta`)).json();
+  assert.equal(meta.encrypted, true, 'the rendezvous says the item is encrypted');
+  assert.equal(meta.name ?? '', '', 'the rendezvous does not know the name');
+
+  const b = await open();
+  await b.page.goto(link);
+  await assertEncryptedPage(b.page, name);
+  await b.page.waitForSelector('[data-testid="download-button"]');
+  const [dl] = await Promise.all([b.page.waitForEvent('download'), b.page.click('[data-testid="download-button"]')]);
+  const path = await dl.path();
+  const size = (await stat(path)).size;
+  const got = await sha256File(path);
+  await b.page.waitForSelector('[data-testid="status"][data-state="done"]');
+  assert.equal(got, want, 'SHA-256 of the plaintext the Go client published');
+  assert.equal(dl.suggestedFilename(), name, 'the download is saved under the decrypted name');
+  assert.equal(await integrityChunk(b.page), null, 'integrity errors');
+  figure(`test 11: page B decrypted the Go client's item (${size} bytes, name ${name}), sha256 equal`);
+  assertNoErrors('page B', b.errors);
   await b.ctx.close();
 });

@@ -5,10 +5,13 @@
 // that variable a missing tool skips the test and says what is missing,
 // with it the test fails.
 //
-// The direct run also taps the relays (harness_test.go): no plaintext of
-// the 200 MiB file and not its name may reach a relay, and run.mjs asks
-// the Go side to decrypt an item the browser encrypted and to make a relay
-// flip a byte.
+// Both runs (direct, and tunnel: tests 1, 9 and 11 through the rendezvous
+// tunnel) also tap the relays (harness_test.go): no plaintext of the 200
+// MiB file or of the Go client's file and not their names may reach a
+// relay. run.mjs asks the Go side to download and decrypt an item the
+// browser encrypted (the Go client's download path), to publish an
+// encrypted item from a Go client for the browser to decrypt, and to make
+// a relay flip a byte.
 //
 //	go test -count=1 -v ./cmd/internal/browser
 //	MESHUP_BROWSER_ONLY=1,3 MESHUP_SCREENSHOTS=client/web/screenshots go test ...
@@ -71,10 +74,15 @@ func TestBrowser(t *testing.T) {
 	// Without STUN the relays cannot tell they are reachable, so they
 	// are treated as behind NAT: the page pushes and the Service Worker
 	// downloads through the rendezvous tunnel (/v1/relays/ID/v1/...).
+	// The interop tests (9, 11) run here too: the Go client downloads and
+	// pushes through the tunnel as well.
 	t.Run("tunnel", func(t *testing.T) {
-		cfg := devmesh.Config{}
+		h := newHarness(t, t.TempDir())
+		cfg := devmesh.Config{WrapRelay: h.wrap}
+		cfg.Relay.Tap = h.tap
 		cfg.Rendezvous.STUNAddr = "off"
-		m := runBrowserTests(t, node, testDir, cfg, "1", nil)
+		m := runBrowserTests(t, node, testDir, cfg, "1,9,11", h)
+		h.check(t, true)
 		if st := m.Rendezvous.Stats(); st.Tunnelled == 0 {
 			t.Errorf("tunnelled requests: got 0, want the pushes and downloads through the tunnel")
 		} else {
@@ -130,7 +138,7 @@ func runBrowserTests(t *testing.T, node, testDir string, cfg devmesh.Config, onl
 		served = make(chan struct{})
 		go func() {
 			defer close(served)
-			h.serve(stdout, stdin)
+			h.serve(ctx, stdout, stdin)
 		}()
 	}
 	if err := cmd.Start(); err != nil {

@@ -3,17 +3,14 @@ package browser
 import (
 	"bufio"
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -22,14 +19,18 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/proto"
 )
 
 // harness is the Go side of the browser tests: it makes the 200 MiB file
 // of test 1 from a known PRNG, taps every PartData payload relays receive
 // and every request URL they serve, checks that neither the file's
-// plaintext nor its name crossed a relay, and answers run.mjs's requests
-// (decrypt an item the browser encrypted; make a relay flip a byte).
+// plaintext nor its name crossed a relay, and answers run.mjs's requests:
+// download and decrypt an item the browser encrypted with the Go client
+// (client.DownloadTo, proto's e2e1 reader), publish an encrypted item from
+// a Go client (client.Publish) for page B to decrypt, make a relay flip a
+// byte.
 //
 // Plaintext detection. The file is indexed by a 64-byte window at every
 // 256th offset (819,200 windows for 200 MiB). Every tapped payload is
@@ -45,14 +46,17 @@ import (
 // file would not come in pieces that short.
 type harness struct {
 	t       *testing.T
-	base    string // rendezvous URL, once the mesh runs
-	bigFile string // the file of tests 1 and 4
-	name    []byte // its name, which must never reach a relay
-	plain   []byte
+	base    string           // rendezvous URL, once the mesh runs
+	bigFile string           // the file of tests 1 and 4
+	name    []byte           // its name, which must never reach a relay
+	goName  []byte           // the name of the Go client's file (test 11), likewise
+	plain   []byte           // the big file, then the Go client's file
 	index   map[uint64]int64 // window hash -> plaintext offset
 	filter  []uint64         // bitmap of window hashes' low bits, before the map
 	scanQ   chan tapPayload
 	done    chan struct{}
+
+	goClient *client.Client // publisher of the Go -> browser test; serve's goroutine only
 
 	mu      sync.Mutex // guards the fields below
 	tapped  int64
@@ -88,25 +92,28 @@ const (
 // indexes it.
 func newHarness(t *testing.T, dir string) *harness {
 	h := &harness{
-		t:     t,
-		name:  []byte("meshup-secret-plan-Q7x.bin"),
-		tails: make(map[partKey][]byte),
-		scanQ: make(chan tapPayload, 64),
-		done:  make(chan struct{}),
+		t:      t,
+		name:   []byte("meshup-secret-plan-Q7x.bin"),
+		goName: []byte("meshup-go-secret-R4k.bin"),
+		tails:  make(map[partKey][]byte),
+		scanQ:  make(chan tapPayload, 64),
+		done:   make(chan struct{}),
 	}
 	h.bigFile = dir + "/" + string(h.name)
-	h.plain = make([]byte, bigFileSize)
-	rng := rand.NewChaCha8([32]byte{'m', 'e', 's', 'h', 'u', 'p'})
-	rng.Read(h.plain)
-	if err := os.WriteFile(h.bigFile, h.plain, 0o600); err != nil {
+	h.plain = make([]byte, bigFileSize+goFileSize)
+	rand.NewChaCha8([32]byte{'m', 'e', 's', 'h', 'u', 'p'}).Read(h.plain[:bigFileSize])
+	rand.NewChaCha8([32]byte{'g', 'o', 'c', 'l', 'i', 'e', 'n', 't'}).Read(h.plain[bigFileSize:])
+	if err := os.WriteFile(h.bigFile, h.plain[:bigFileSize], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.index = make(map[uint64]int64, bigFileSize/leakStride)
+	h.index = make(map[uint64]int64, len(h.plain)/leakStride)
 	h.filter = make([]uint64, filterBits/64)
-	for off := 0; off+leakWindow <= len(h.plain); off += leakStride {
-		x := windowHash(h.plain[off : off+leakWindow])
-		h.index[x] = int64(off)
-		h.filter[(x%filterBits)/64] |= 1 << (x % 64)
+	for _, f := range [][2]int{{0, bigFileSize}, {bigFileSize, len(h.plain)}} {
+		for off := f[0]; off+leakWindow <= f[1]; off += leakStride {
+			x := windowHash(h.plain[off : off+leakWindow])
+			h.index[x] = int64(off)
+			h.filter[(x%filterBits)/64] |= 1 << (x % 64)
+		}
 	}
 	go h.scanLoop()
 	return h
@@ -146,10 +153,12 @@ func (h *harness) scanLoop() {
 		h.mu.Lock()
 		buf := append(h.tails[p.key], p.b...)
 		h.mu.Unlock()
-		if bytes.Contains(buf, h.name) {
-			h.mu.Lock()
-			h.nameHit = append(h.nameHit, fmt.Sprintf("payload of item %s", p.key.item))
-			h.mu.Unlock()
+		for _, name := range [][]byte{h.name, h.goName} {
+			if bytes.Contains(buf, name) {
+				h.mu.Lock()
+				h.nameHit = append(h.nameHit, fmt.Sprintf("%s in a payload of item %s", name, p.key.item))
+				h.mu.Unlock()
+			}
 		}
 		if len(buf) >= leakWindow {
 			x := windowHash(buf[:leakWindow])
@@ -157,7 +166,11 @@ func (h *harness) scanLoop() {
 				if h.filter[(x%filterBits)/64]&(1<<(x%64)) != 0 {
 					if off, ok := h.index[x]; ok && bytes.Equal(buf[i:i+leakWindow], h.plain[off:off+leakWindow]) {
 						h.mu.Lock()
-						h.leaks = append(h.leaks, fmt.Sprintf("item %s part at %d: plaintext of the file at offset %d", p.key.item, p.key.off, off))
+						what := fmt.Sprintf("the 200 MiB file at offset %d", off)
+						if off >= bigFileSize {
+							what = fmt.Sprintf("the Go client's file at offset %d", off-bigFileSize)
+						}
+						h.leaks = append(h.leaks, fmt.Sprintf("item %s part at %d: plaintext of %s", p.key.item, p.key.off, what))
 						h.mu.Unlock()
 					}
 				}
@@ -190,21 +203,21 @@ func (h *harness) check(t *testing.T, ranTest1 bool) {
 	<-h.done
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	name := string(h.name)
 	tokens := 0
 	for _, u := range h.urls {
-		if strings.Contains(u, name) || strings.Contains(u, url.PathEscape(name)) {
-			h.nameHit = append(h.nameHit, "request URL "+u)
+		var claims []byte
+		if pu, err := url.Parse(u); err == nil {
+			if tok := pu.Query().Get("t"); tok != "" {
+				tokens++
+				body, _, _ := strings.Cut(tok, ".")
+				claims, _ = base64.RawURLEncoding.DecodeString(body)
+			}
 		}
-		pu, err := url.Parse(u)
-		if err != nil {
-			continue
-		}
-		if tok := pu.Query().Get("t"); tok != "" {
-			tokens++
-			body, _, _ := strings.Cut(tok, ".")
-			claims, err := base64.RawURLEncoding.DecodeString(body)
-			if err == nil && bytes.Contains(claims, h.name) {
+		for _, name := range []string{string(h.name), string(h.goName)} {
+			if strings.Contains(u, name) || strings.Contains(u, url.PathEscape(name)) {
+				h.nameHit = append(h.nameHit, "request URL "+u)
+			}
+			if bytes.Contains(claims, []byte(name)) {
 				h.nameHit = append(h.nameHit, "token claims "+string(claims))
 			}
 		}
@@ -218,15 +231,21 @@ func (h *harness) check(t *testing.T, ranTest1 bool) {
 	if ranTest1 && h.tapped < bigFileSize {
 		t.Errorf("relays received %d bytes of PartData, want at least the %d of test 1: the tap saw nothing", h.tapped, bigFileSize)
 	}
-	t.Logf("figure: tap: %d bytes in %d PartData payloads scanned at every offset, %d plaintext windows of the 200 MiB file found (any run of >= %d plaintext bytes would be); "+
-		"file name absent from payloads, %d relay request URLs and %d read tokens",
+	t.Logf("figure: tap: %d bytes in %d PartData payloads scanned at every offset, %d plaintext windows of the 200 MiB file or the Go client's file found (any run of >= %d plaintext bytes would be); "+
+		"file names absent from payloads, %d relay request URLs and %d read tokens",
 		h.tapped, h.frames, len(h.leaks), leakKeep+1, len(h.urls), tokens)
 }
 
 // serve answers run.mjs's requests ("harness: REQUEST" lines on its
-// stdout) on its stdin, and copies its other output to ours.
-func (h *harness) serve(stdout io.Reader, stdin io.WriteCloser) {
+// stdout) on its stdin, and copies its other output to ours. It closes
+// the Go client it started, if any, when run.mjs's output ends.
+func (h *harness) serve(ctx context.Context, stdout io.Reader, stdin io.WriteCloser) {
 	defer stdin.Close()
+	defer func() {
+		if h.goClient != nil {
+			h.goClient.Close()
+		}
+	}()
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -240,11 +259,18 @@ func (h *harness) serve(stdout io.Reader, stdin io.WriteCloser) {
 		var answer string
 		switch verb {
 		case "decrypt":
-			sum, name, err := h.decrypt(arg)
+			sum, name, err := h.decrypt(ctx, arg)
 			if err != nil {
 				answer = "error " + strings.ReplaceAll(err.Error(), "\n", " ")
 			} else {
 				answer = sum + " " + name
+			}
+		case "publish":
+			link, sum, err := h.publish(ctx)
+			if err != nil {
+				answer = "error " + strings.ReplaceAll(err.Error(), "\n", " ")
+			} else {
+				answer = link + " " + sum + " " + string(h.goName)
 			}
 		case "tamper":
 			id, err := proto.ParseItemID(arg)
@@ -270,141 +296,62 @@ func (h *harness) serve(stdout io.Reader, stdin io.WriteCloser) {
 	}
 }
 
-// decrypt reads the item of a share link through the mesh, as any HTTP
-// client would, and decrypts it in Go: the SHA-256 of the plaintext and
-// the name from the sealed metadata.
-func (h *harness) decrypt(link string) (sum, name string, err error) {
-	u, err := url.Parse(link)
+// decrypt downloads the item of a share link the browser made through
+// the Go client's download path (client.DownloadTo, which decrypts with
+// proto's e2e1 implementation): the SHA-256 of the plaintext and the name
+// from the sealed metadata (client.Inspect).
+func (h *harness) decrypt(ctx context.Context, link string) (sum, name string, err error) {
+	info, err := client.Inspect(ctx, nil, link)
 	if err != nil {
 		return "", "", err
 	}
-	frag, err := url.ParseQuery(u.Fragment)
-	if err != nil {
-		return "", "", err
-	}
-	key, err := base64.RawURLEncoding.Strict().DecodeString(frag.Get("k"))
-	if err != nil || len(key) != 32 {
-		return "", "", fmt.Errorf("key in %q: %v", u.Fragment, err)
-	}
-	id, err := proto.ParseItemID(strings.TrimPrefix(u.Path, "/i/"))
-	if err != nil {
-		return "", "", err
-	}
-	res, err := http.Get(h.base + "/v1/items/" + id.String() + "/meta")
-	if err != nil {
-		return "", "", err
-	}
-	var meta struct {
-		Size      int64  `json:"size"`
-		Encrypted bool   `json:"encrypted"`
-		Meta      string `json:"meta"`
-	}
-	err = json.NewDecoder(res.Body).Decode(&meta)
-	res.Body.Close()
-	if err != nil {
-		return "", "", err
-	}
-	if !meta.Encrypted {
+	if !info.Encrypted {
 		return "", "", errors.New("the item is not encrypted")
 	}
-	kp, km, err := e2eKeys(key, id)
-	if err != nil {
-		return "", "", err
-	}
-	name, err = e2eOpenMeta(km, meta.Meta)
-	if err != nil {
-		return "", "", err
-	}
-	res, err = http.Get(h.base + "/v1/items/" + id.String())
-	if err != nil {
-		return "", "", err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return "", "", fmt.Errorf("GET item: %s", res.Status)
-	}
 	hash := sha256.New()
-	if err := e2eOpen(kp, res.Body, meta.Size, hash); err != nil {
+	n, err := client.DownloadTo(ctx, link, hash, client.FileOptions{})
+	if err != nil {
 		return "", "", err
 	}
-	return hex.EncodeToString(hash.Sum(nil)), name, nil
+	if n != info.Size {
+		return "", "", fmt.Errorf("downloaded %d bytes, the item has %d", n, info.Size)
+	}
+	return hex.EncodeToString(hash.Sum(nil)), info.Name, nil
 }
 
-// A minimal e2e1 reader (proto/e2e.go), written from the spec for this
-// test so that the browser's output is checked by code that is not the
-// browser's.
-//
-// TODO(coordinator): after e2e-go's branch is merged, decrypt with proto's
-// implementation (and add the Go -> browser direction with the Go client
-// publishing an encrypted item for page B); the golden vectors (test 7)
-// already check the browser against bytes Go sealed.
+// goFileSize is the size of the file the Go client publishes for page B:
+// more than one 64 KiB chunk, the last one short.
+const goFileSize = (5 << 20) + 4321
 
-const (
-	e2eChunk  = 64 << 10
-	e2eSealed = e2eChunk + 16
-)
-
-func e2eKeys(k []byte, id proto.ItemID) (payload, meta cipher.AEAD, err error) {
-	derive := func(info string) (cipher.AEAD, error) {
-		raw, err := hkdf.Key(sha256.New, k, id[:], info, 32)
+// publish has a Go client (client.New, client.Publish with default
+// encryption) publish the Go client's file (made from a seeded PRNG and
+// indexed for the leak check like the big file) under h.goName: its share
+// link and the SHA-256 of its plaintext. The client serves the item's
+// orders until serve returns.
+func (h *harness) publish(ctx context.Context) (link, sum string, err error) {
+	if h.goClient == nil {
+		c, err := client.New(client.Config{Rendezvous: h.base, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
-			return nil, err
+			return "", "", err
 		}
-		b, err := aes.NewCipher(raw)
-		if err != nil {
-			return nil, err
-		}
-		return cipher.NewGCM(b)
+		h.goClient = c
 	}
-	if payload, err = derive("meshup e2e1 payload"); err != nil {
-		return nil, nil, err
+	if err := h.goClient.WaitOnline(ctx); err != nil {
+		return "", "", fmt.Errorf("go client online: %w", err)
 	}
-	meta, err = derive("meshup e2e1 metadata")
-	return payload, meta, err
-}
-
-func e2eOpenMeta(km cipher.AEAD, sealed string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(sealed)
-	if err != nil || len(b) < 12+16 {
-		return "", fmt.Errorf("sealed metadata: %v", err)
-	}
-	plain, err := km.Open(nil, b[:12], b[12:], []byte("meshup e2e1 metadata"))
+	data := h.plain[bigFileSize:]
+	it, err := h.goClient.Publish(ctx, client.Source{
+		Name:   string(h.goName),
+		MIME:   "application/octet-stream",
+		Size:   int64(len(data)),
+		Reader: bytes.NewReader(data),
+	})
 	if err != nil {
-		return "", fmt.Errorf("open metadata: %w", err)
+		return "", "", err
 	}
-	var m struct {
-		Name string `json:"name"`
+	if !it.Encrypted {
+		return "", "", errors.New("the Go client published plaintext")
 	}
-	if err := json.Unmarshal(plain, &m); err != nil {
-		return "", err
-	}
-	return m.Name, nil
-}
-
-func e2eOpen(kp cipher.AEAD, r io.Reader, size int64, w io.Writer) error {
-	n := max(1, (size+e2eSealed-1)/e2eSealed)
-	buf := make([]byte, e2eSealed)
-	var nonce [12]byte
-	for i := range n {
-		want := min(e2eSealed, size-i*e2eSealed)
-		if _, err := io.ReadFull(r, buf[:want]); err != nil {
-			return fmt.Errorf("chunk %d: %w", i, err)
-		}
-		binary.BigEndian.PutUint64(nonce[3:11], uint64(i))
-		nonce[11] = 0
-		if i == n-1 {
-			nonce[11] = 1
-		}
-		plain, err := kp.Open(buf[:0], nonce[:], buf[:want], nil)
-		if err != nil {
-			return fmt.Errorf("chunk %d does not open: %w", i, err)
-		}
-		if _, err := w.Write(plain); err != nil {
-			return err
-		}
-	}
-	if k, _ := r.Read(buf[:1]); k != 0 {
-		return errors.New("bytes after the last chunk")
-	}
-	return nil
+	s := sha256.Sum256(data)
+	return it.ShareURL, hex.EncodeToString(s[:]), nil
 }
