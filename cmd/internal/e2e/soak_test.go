@@ -127,6 +127,7 @@ type soakMesh struct {
 	rdvPort int
 	rdv     string
 	budget  int64
+	keyFile string // the rendezvous's --key-file, kept across its restarts
 
 	mu       sync.Mutex // guards the fields below
 	rdvProc  *proc
@@ -136,11 +137,16 @@ type soakMesh struct {
 	peakRSS  int64
 }
 
+// startRendezvous starts the rendezvous with its key file, so that the
+// tokens of reads in flight stay valid across its restarts.
 func (m *soakMesh) startRendezvous() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.keyFile == "" {
+		m.keyFile = filepath.Join(m.t.TempDir(), "rendezvous.key")
+	}
 	m.rdvProc = start(m.t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", m.rdvPort),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", m.rdv,
+		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", m.rdv, "--key-file", m.keyFile,
 		"--dead-after", "3s", "--stun", "127.0.0.1:0",
 		"--allow-private-addrs") // loopback (issue 8); the items are encrypted, so volunteers carry them
 }
