@@ -218,7 +218,7 @@ func run(ctx context.Context, args []string) error {
 	log.LogAttrs(ctx, slog.LevelInfo, "limits", srv.Limits()...)
 	log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits", circuits.LogAttrs()...)
 	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
-		"peer_id", node.ID(), "p2p", node.Addrs(), "stun", srv.Info().STUN)
+		"peer_id", node.ID(), "token_key", srv.Info().TokenKey, "p2p", node.Addrs(), "stun", srv.Info().STUN)
 
 	handler := srv.Handler()
 	if o.metrics {
