@@ -12,6 +12,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +63,10 @@ type Config struct {
 	// whoever supplied it; a LAN, a lab on private ranges and tests on
 	// loopback set it.
 	AllowPrivateAddrs bool
+	// Identity is the node's Ed25519 private key, which its peer id
+	// names; a key kept across restarts keeps the peer id. Defaults to a
+	// fresh key that lives only in memory.
+	Identity ed25519.PrivateKey
 }
 
 // ConnKind says how a connection reaches its peer.
@@ -127,8 +132,8 @@ type Node struct {
 	closed       bool
 }
 
-// New starts a node listening on cfg.ListenAddrs with a fresh identity that
-// lives only in memory.
+// New starts a node listening on cfg.ListenAddrs with the identity
+// cfg.Identity, or a fresh one that lives only in memory.
 func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -137,9 +142,9 @@ func New(cfg Config) (*Node, error) {
 	if len(listen) == 0 {
 		listen = DefaultListenAddrs
 	}
-	key, _, err := crypto.GenerateEd25519Key(nil)
+	key, err := identity(cfg.Identity)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: generate identity: %w", err)
+		return nil, err
 	}
 	n := &Node{peers: make(map[peer.ID]*peerState), gate: &gater{allowPrivate: cfg.AllowPrivateAddrs}}
 	n.hp.n = n
@@ -190,6 +195,39 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// identity returns the libp2p form of key, or a fresh key when key is nil.
+func identity(key ed25519.PrivateKey) (crypto.PrivKey, error) {
+	if key == nil {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: generate identity: %w", err)
+		}
+		return k, nil
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("mesh: config: Identity has %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+	}
+	k, err := crypto.UnmarshalEd25519PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: config: Identity: %w", err)
+	}
+	return k, nil
+}
+
+// PeerID returns the peer id of the node whose identity is key, without
+// starting one.
+func PeerID(key ed25519.PrivateKey) (string, error) {
+	k, err := identity(key)
+	if err != nil {
+		return "", err
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		return "", fmt.Errorf("mesh: peer id: %w", err)
+	}
+	return id.String(), nil
 }
 
 // ID returns the node's peer id.

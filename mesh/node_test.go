@@ -3,6 +3,7 @@ package mesh_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"io"
 	"net"
 	"net/http"
@@ -185,5 +186,30 @@ func TestTunnel(t *testing.T) {
 	case <-gone:
 	case <-time.After(wait):
 		t.Error("the server's handler did not see the client go")
+	}
+}
+
+// TestIdentity checks that a node started with a key has the peer id of
+// that key, again after a restart, and that a short key is refused.
+func TestIdentity(t *testing.T) {
+	t.Parallel()
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	want, err := mesh.PeerID(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newNode(t, mesh.Config{Identity: key})
+	if a.ID() != want {
+		t.Fatalf("peer id: got %s, want %s", a.ID(), want)
+	}
+	a.Close()
+	if b := newNode(t, mesh.Config{Identity: key}); b.ID() != want {
+		t.Errorf("peer id after a restart: got %s, want %s", b.ID(), want)
+	}
+	if c := newNode(t, mesh.Config{}); c.ID() == want {
+		t.Errorf("a node without Identity has the key's peer id %s", want)
+	}
+	if _, err := mesh.New(mesh.Config{Identity: key[:10]}); err == nil {
+		t.Error("New with a 10-byte Identity: got no error")
 	}
 }

@@ -1,6 +1,8 @@
 // Command relay runs a meshup relay (upload server): it joins a rendezvous,
 // accepts parts pushed by publishers and streams them to consumers. It
-// keeps part data in bounded memory and never writes it to disk.
+// keeps part data in bounded memory and never writes it to disk; the only
+// file it may write is the identity key file named by --key-file, which
+// keeps its peer id across restarts.
 //
 //	relay --rendezvous http://HOST:8080 --http :8081 --public-url http://MYHOST:8081
 package main
@@ -51,6 +53,7 @@ func run(ctx context.Context, args []string) error {
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
 	portmap := fs.Bool("nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
 	allowPrivate := fs.Bool("allow-private-addrs", false, "dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab); off, the connection gater refuses them")
+	keyFile := fs.String("key-file", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the peer id across restarts (and with it an operator admission token); the only file the relay writes (default: a new key in memory at every start)")
 	debugAddr := fs.String("debug-addr", debugsrv.DefaultAddr, "listen `address` of /metrics and /debug/pprof; off disables")
 	var clusterFlags clusterflag.Flags
 	clusterFlags.Register(fs)
@@ -97,6 +100,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	p2pKey, err := identity(*keyFile, log)
+	if err != nil {
+		return fmt.Errorf("--key-file: %w", err)
+	}
+
 	ln, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
 		return err
@@ -107,6 +115,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	node, err := mesh.New(mesh.Config{
 		ListenAddrs:  splitList(*p2p),
+		Identity:     p2pKey,
 		Logger:       log,
 		HolePunching: true,
 		NATPortMap:   *portmap,

@@ -4,6 +4,10 @@
 //
 //	rendezvous --http :8080 --public-url https://share.example.org
 //
+// With --key-file FILE it keeps its token signing key and peer id in FILE
+// (created on first start), so that a restart does not invalidate the
+// tokens of reads in flight; it writes nothing else.
+//
 // It also answers STUN Binding requests on UDP --stun (default :3478) and
 // --stun-alt (default: the next port), so that relays learn their public
 // address and NAT type.
@@ -56,6 +60,7 @@ type options struct {
 	http      string
 	p2p       string
 	publicURL string
+	keyFile   string
 	origins   []string
 	logLevel  slog.Level
 	metrics   bool
@@ -73,6 +78,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
 	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
 	fs.StringVar(&o.p2p, "p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen `multiaddrs`")
+	fs.StringVar(&o.keyFile, "key-file", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the token key and peer id across restarts, so reads in flight survive one; the only file the rendezvous writes (default: a new key in memory at every start)")
 	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` in share links (default http://127.0.0.1:PORT, or the --http host)")
 	fs.Func("allow-origin", "`origin` allowed to open the control WebSocket from a browser, e.g. https://app.example.org; repeatable or comma-separated; * allows any", func(s string) error {
 		for _, v := range strings.Split(s, ",") {
@@ -153,6 +159,12 @@ func run(ctx context.Context, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	signing, p2pKey, err := identity(o.keyFile, log)
+	if err != nil {
+		return fmt.Errorf("--key-file: %w", err)
+	}
+	o.cfg.SigningKey = signing
+
 	ln, err := net.Listen("tcp", o.http)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.http, err)
@@ -169,6 +181,7 @@ func run(ctx context.Context, args []string) error {
 	circuits.Allow = gate.Allow
 	node, err := mesh.New(mesh.Config{
 		ListenAddrs:  splitList(o.p2p),
+		Identity:     p2pKey,
 		Logger:       log,
 		RelayService: &circuits,
 		HolePunching: true,
@@ -217,7 +230,7 @@ func run(ctx context.Context, args []string) error {
 	log.Info("http server limits", o.httpCfg.LogAttrs()...)
 	log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits", circuits.LogAttrs()...)
 	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
-		"peer_id", node.ID(), "p2p", node.Addrs(), "stun", srv.Info().STUN)
+		"peer_id", node.ID(), "token_key", srv.Info().TokenKey, "p2p", node.Addrs(), "stun", srv.Info().STUN)
 
 	hs := httpserve.New(o.httpCfg, nil, log)
 	handler := srv.Handler()

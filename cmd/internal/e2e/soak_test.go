@@ -129,6 +129,7 @@ type soakMesh struct {
 	budget  int64
 
 	mu       sync.Mutex // guards the fields below
+	keyDir   string     // the --key-file of each process, kept across its restarts
 	rdvProc  *proc
 	relays   []*proc
 	relayURL []string
@@ -136,20 +137,35 @@ type soakMesh struct {
 	peakRSS  int64
 }
 
+// keyFile returns the path of the --key-file of the process called name.
+func (m *soakMesh) keyFile(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.keyDir == "" {
+		m.keyDir = m.t.TempDir()
+	}
+	return filepath.Join(m.keyDir, name+".key")
+}
+
+// startRendezvous starts the rendezvous with its key file, so that the
+// tokens of reads in flight stay valid across its restarts.
 func (m *soakMesh) startRendezvous() {
+	key := m.keyFile("rendezvous")
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rdvProc = start(m.t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", m.rdvPort),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", m.rdv,
+		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", m.rdv, "--key-file", key,
 		"--dead-after", "3s", "--stun", "127.0.0.1:0",
 		"--allow-private-addrs") // loopback (issue 8); the items are encrypted, so volunteers carry them
 }
 
-// startRelay starts relay i on a fresh port.
+// startRelay starts relay i on a fresh port, under the peer id of its key
+// file: a restarted relay re-registers under the id it had.
 func (m *soakMesh) startRelay(i int) {
 	port := freePort(m.t)
 	u := fmt.Sprintf("http://127.0.0.1:%d", port)
 	p := start(m.t, "relay", nil, "--rendezvous", m.rdv, "--http", fmt.Sprintf("127.0.0.1:%d", port),
+		"--key-file", m.keyFile(fmt.Sprintf("relay-%d", i)),
 		"--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs", "--budget", strconv.FormatInt(m.budget, 10), "--log", "warn")
 	m.mu.Lock()
 	defer m.mu.Unlock()
