@@ -164,6 +164,11 @@ type Register struct {
 	// operator; without one it is a volunteer, or refused when the
 	// rendezvous admits operator relays only.
 	Admission string `json:"admission,omitempty"`
+	// Time is the relay's clock when it sent the Register, in Unix
+	// milliseconds. The rendezvous refuses a relay whose clock is off by
+	// more than the token clock skew it allows: such a relay would refuse
+	// or accept tokens at the wrong times. Zero: not checked.
+	Time int64 `json:"time,omitempty"`
 }
 
 // NAT types a relay reports, as learnt with STUN.

@@ -171,6 +171,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		Public:    s.isPublic(),
 		Record:    s.signRecord(peer),
 		Admission: s.cfg.AdmissionToken,
+		Time:      s.cfg.Now().UnixMilli(),
 	})
 	if err != nil {
 		return fmt.Errorf("register with rendezvous: %w", err)

@@ -220,6 +220,11 @@ type Config struct {
 	// believes its URL without a challenge. For tests and a lab of the
 	// operator's own relays.
 	TrustAllRelays bool
+	// ClockSkew is how far a registering relay's clock (Register.Time) may
+	// be from the rendezvous's; a relay further off is refused with a
+	// reason naming its clock, since it would misjudge token lifetimes.
+	// Defaults to 30s (proto.DefaultClockSkew).
+	ClockSkew time.Duration
 	// MaxRelays limits registered relays. Defaults to 1000.
 	MaxRelays int
 	// MaxRelaysPerIP limits registered relays per source IP address.
@@ -320,6 +325,7 @@ func (c *Config) Validate() error {
 		{"ReclaimGrace", int64(c.ReclaimGrace)},
 		{"PingInterval", int64(c.PingInterval)},
 		{"WriteTimeout", int64(c.WriteTimeout)},
+		{"ClockSkew", int64(c.ClockSkew)},
 		{"MaxRelays", int64(c.MaxRelays)},
 		{"MaxRelaysPerIP", int64(c.MaxRelaysPerIP)},
 		{"VerifyInterval", int64(c.VerifyInterval)},
@@ -380,6 +386,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.Admission, AdmissionOpen)
+	setDefault(&c.ClockSkew, proto.DefaultClockSkew)
 	setDefault(&c.MaxRelays, DefaultMaxRelays)
 	setDefault(&c.MaxRelaysPerIP, DefaultMaxRelaysPerIP)
 	setDefault(&c.VerifyInterval, DefaultVerifyInterval)
@@ -445,6 +452,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Bool("admission_key", c.AdmissionKey != nil),
 		slog.Int("operator_relays", len(c.OperatorRelays)),
 		slog.Bool("trust_all_relays", c.TrustAllRelays),
+		slog.Duration("clock_skew", c.ClockSkew),
 		slog.Int("max_relays", c.MaxRelays),
 		slog.Int("max_relays_per_ip", c.MaxRelaysPerIP),
 		slog.Bool("allow_private_addrs", c.AllowPrivateAddrs),

@@ -148,6 +148,10 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		return
 	}
 	now := s.cfg.Now()
+	if err := checkRelayClock(reg.Time, now, s.cfg.ClockSkew); err != nil {
+		s.refuseRelay(st, RejectRelayClock, proto.StatusExpired, err)
+		return
+	}
 	r := &relayConn{
 		id:         peer,
 		st:         st,
@@ -214,6 +218,24 @@ func (s *Server) handleRegister(st mesh.Stream) {
 	}
 	<-writerDone
 	s.removeRelay(r)
+}
+
+// checkRelayClock refuses a relay whose clock (Register.Time, Unix
+// milliseconds; 0 if it sent none) is further than skew from now. Such a
+// relay would take expired tokens for valid or fresh ones for expired.
+func checkRelayClock(relayMS int64, now time.Time, skew time.Duration) error {
+	if relayMS == 0 {
+		return nil
+	}
+	d := time.UnixMilli(relayMS).Sub(now)
+	if d.Abs() <= skew {
+		return nil
+	}
+	dir := "ahead of"
+	if d < 0 {
+		dir = "behind"
+	}
+	return fmt.Errorf("relay clock %s the rendezvous's by %v, more than the %v allowed: check the clock (NTP)", dir, d.Abs().Round(time.Second), skew)
 }
 
 // readRegister reads and checks the first message of a register stream.

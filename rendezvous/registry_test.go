@@ -96,6 +96,52 @@ func TestRegisterRefused(t *testing.T) {
 	})
 }
 
+// TestRegisterClock checks that a relay whose clock is 25 s off registers
+// and one 40 s off (either way) is refused with a reason naming the clock,
+// counted as relay_clock.
+func TestRegisterClock(t *testing.T) {
+	t.Parallel()
+	rv := rendezvoustest.Start(t, testConfig())
+	for _, tc := range []struct {
+		name   string
+		off    time.Duration
+		reason string // "" if accepted
+	}{
+		{"25s ahead", 25 * time.Second, ""},
+		{"25s behind", -25 * time.Second, ""},
+		{"40s ahead", 40 * time.Second, "relay clock ahead of the rendezvous's by 40s"},
+		{"40s behind", -40 * time.Second, "relay clock behind the rendezvous's by 40s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := rendezvoustest.Dial(t, rv, rendezvoustest.NewNode(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := &proto.Register{Version: proto.Version, HTTPURL: "http://relay.test", Time: time.Now().Add(tc.off).UnixMilli()}
+			if err := r.Send(reg); err != nil {
+				t.Fatal(err)
+			}
+			m, err := r.Recv(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.reason == "" {
+				if _, ok := m.(*proto.Registered); !ok {
+					t.Errorf("got %T %+v, want registered", m, m)
+				}
+				return
+			}
+			e, ok := m.(*proto.ErrorMsg)
+			if !ok || e.Status != proto.StatusExpired || !strings.Contains(e.Reason, tc.reason) || !strings.Contains(e.Reason, "check the clock") {
+				t.Errorf("got %T %+v, want status expired with %q and \"check the clock\"", m, m, tc.reason)
+			}
+		})
+	}
+	if got := rv.Server.Stats().Rejected[rendezvous.RejectRelayClock]; got != 2 {
+		t.Errorf("relay_clock refusals: got %d, want 2", got)
+	}
+}
+
 func TestRelayDead(t *testing.T) {
 	t.Parallel()
 	rv := rendezvoustest.Start(t, rendezvous.Config{HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 300 * time.Millisecond})

@@ -27,6 +27,7 @@ const (
 	RejectRecord         = "record"          // relay's signed directory record refused (cluster)
 	RejectAdmission      = "admission"       // relay not admitted (no or bad credential)
 	RejectRelayCap       = "relay_cap"       // MaxRelays reached
+	RejectRelayClock     = "relay_clock"     // relay's clock off by more than ClockSkew
 	RejectRelayIPCap     = "relay_ip_cap"    // MaxRelaysPerIP reached
 	RejectAddrPrivate    = "addr_private"    // relay address not public, left out of the directory
 	RejectAddrForeign    = "addr_foreign"    // relay address naming another peer, left out

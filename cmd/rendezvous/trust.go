@@ -46,6 +46,7 @@ func (t *trustOptions) register(fs *flag.FlagSet, c *rendezvous.Config) {
 	fs.StringVar(&t.admissionKey, "admission-key", "", "admission public `key` (base64url) that verifies relays' admission tokens; default: derived from $"+envAdmissionSecret)
 	fs.StringVar(&t.operators, "operator-relays", "", "comma-separated relay peer `ids` admitted as class operator without a token")
 	fs.BoolVar(&c.TrustAllRelays, "trust-all-relays", false, "count every admitted relay as class operator and believe its URL unchallenged (a lab or a LAN of the operator's own relays)")
+	fs.DurationVar(&c.ClockSkew, "clock-skew", proto.DefaultClockSkew, "refuse relays whose clock is further than this from the rendezvous's")
 	fs.IntVar(&c.MaxRelays, "max-relays", rendezvous.DefaultMaxRelays, "limit on registered relays")
 	fs.IntVar(&c.MaxRelaysPerIP, "max-relays-per-ip", rendezvous.DefaultMaxRelaysPerIP, "limit on registered relays per source IP address")
 	fs.BoolVar(&c.AllowPrivateAddrs, "allow-private-addrs", false, "accept and dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab)")
