@@ -55,9 +55,9 @@ func BenchmarkCLIHop(b *testing.B) {
 	port := freePortB(b)
 	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
 	startB(b, filepath.Join(dir, "rendezvous"), "--http", fmt.Sprintf("127.0.0.1:%d", port),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0")
+		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
 	waitForB(b, "rendezvous", func() bool { return liveRelays(rdv) != nil })
-	startB(b, filepath.Join(dir, "relay"), "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0")
+	startB(b, filepath.Join(dir, "relay"), "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs")
 	waitForB(b, "relay to register", func() bool { return len(liveRelays(rdv)) == 1 })
 
 	links := map[bool]string{}

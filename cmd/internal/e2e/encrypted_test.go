@@ -27,9 +27,9 @@ func TestProcessesEncrypted(t *testing.T) {
 	port := freePort(t)
 	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
 	start(t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", port),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0")
+		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
 	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(rdv) != nil })
-	start(t, "relay", nil, "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0")
+	start(t, "relay", nil, "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs")
 	waitFor(t, "relay to register", 20*time.Second, func() bool { return len(liveRelays(rdv)) == 1 })
 
 	size := int64(20<<20 + 12345)
