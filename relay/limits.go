@@ -1,22 +1,13 @@
 package relay
 
 import (
-	"container/list"
-	"context"
 	"errors"
-	"fmt"
-	"io"
-	"math"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/meshup/meshup/mesh/srclimit"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -69,217 +60,44 @@ func (s *Server) parseToken(tok string) (proto.Claims, error) {
 // limitHandler applies the limits per source to every request of h.
 func (s *Server) limitHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip, ok := sourceIP(r.RemoteAddr)
+		ip, ok := srclimit.SourceIP(r.RemoteAddr)
 		if ok && (s.cfg.LimitLoopback || !ip.IsLoopback()) {
-			release, why, retry := s.ips.acquire(ip, s.cfg.Now())
+			release, why, retry := s.ips.Acquire(ip, s.cfg.Now())
 			if why != "" {
 				s.stats.refused(why)
 				w.Header().Set("Retry-After", strconv.Itoa(retry))
 				writeError(w, proto.Errorf(proto.StatusOverLimit, "%s", limitReason(why)))
 				return
 			}
-			lease := &lease{release: release}
-			r = r.WithContext(context.WithValue(r.Context(), leaseKey{}, lease))
-			defer func() {
-				if !lease.taken.Load() {
-					release()
-				}
-			}()
+			var done func()
+			r, done = srclimit.WithLease(r, release)
+			defer done()
 		}
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-			r.Body = newDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.refused("slow_body") })
+			r.Body = srclimit.NewDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.refused("slow_body") })
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// lease is a request's place in the limits per source. A handler that
-// serves a connection beyond its own return (an upgraded WebSocket) takes
-// it and releases it when the connection ends.
-type lease struct {
-	release func()
-	taken   atomic.Bool
-}
+// takeLease takes the lease of r in the limits per source, which the
+// caller must release (see srclimit.TakeLease).
+func takeLease(r *http.Request) func() { return srclimit.TakeLease(r) }
 
-type leaseKey struct{}
-
-// takeLease takes the lease of r, which the caller must release; a
-// request the limits do not apply to has a no-op one.
-func takeLease(r *http.Request) func() {
-	l, _ := r.Context().Value(leaseKey{}).(*lease)
-	if l == nil {
-		return func() {}
-	}
-	l.taken.Store(true)
-	return l.release
-}
-
-// Refusal reasons of the limits per source, as counted in stats.
-const (
-	refusedConnsPerIP = "conns_per_ip"
-	refusedRatePerIP  = "rate_per_ip"
-	refusedTrackedIPs = "tracked_ips"
-)
-
+// limitReason tells the peer why the limits per source refused it; why is
+// a srclimit reason, as counted in stats.
 func limitReason(why string) string {
 	switch why {
-	case refusedConnsPerIP:
+	case srclimit.ReasonConnsPerIP:
 		return "too many connections from your address"
-	case refusedRatePerIP:
+	case srclimit.ReasonRatePerIP:
 		return "too many requests from your address; slow down"
 	default:
 		return "too many sources; try again later"
 	}
 }
 
-// sourceIP returns the IP of a request's RemoteAddr, or false when it has
-// none (a request through the rendezvous tunnel names a peer id).
-func sourceIP(remote string) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return ap.Addr().Unmap(), true
-}
-
-// ipLimiter counts requests in flight and rations requests per source IP.
-// It tracks at most max IPs: the least recently seen IP without requests
-// in flight is forgotten first.
-type ipLimiter struct {
-	maxConns int
-	rate     rate.Limit
-	burst    int
-	max      int
-
-	mu  sync.Mutex // guards the fields below
-	ips map[netip.Addr]*list.Element
-	lru list.List // of *ipState; front is the most recently seen
-}
-
-type ipState struct {
-	ip    netip.Addr
-	conns int
-	lim   *rate.Limiter
-}
-
-func newIPLimiter(maxConns int, perSec float64, burst, max int) *ipLimiter {
-	l := &ipLimiter{maxConns: maxConns, rate: rate.Limit(perSec), burst: burst, max: max, ips: make(map[netip.Addr]*list.Element)}
-	l.lru.Init()
-	return l
-}
-
-// acquire admits one request of ip at now. It returns a release function
-// to call when the request ends, or the reason of a refusal and the
-// seconds after which to retry.
-func (l *ipLimiter) acquire(ip netip.Addr, now time.Time) (release func(), why string, retry int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e := l.ips[ip]
-	if e == nil {
-		if len(l.ips) >= l.max && !l.evictLocked() {
-			return nil, refusedTrackedIPs, 1
-		}
-		e = l.lru.PushFront(&ipState{ip: ip, lim: rate.NewLimiter(l.rate, l.burst)})
-		l.ips[ip] = e
-	}
-	l.lru.MoveToFront(e)
-	st := e.Value.(*ipState)
-	if st.conns >= l.maxConns {
-		return nil, refusedConnsPerIP, 1
-	}
-	if !st.lim.AllowN(now, 1) {
-		return nil, refusedRatePerIP, max(1, int(math.Ceil(1/float64(l.rate))))
-	}
-	st.conns++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			st.conns--
-			l.mu.Unlock()
-		})
-	}, "", 0
-}
-
-// evictLocked forgets the least recently seen IP with nothing in flight.
-// It scans from the back, so that the common case is O(1).
-func (l *ipLimiter) evictLocked() bool {
-	for e := l.lru.Back(); e != nil; e = e.Prev() {
-		st := e.Value.(*ipState)
-		if st.conns == 0 {
-			l.lru.Remove(e)
-			delete(l.ips, st.ip)
-			return true
-		}
-	}
-	return false
-}
-
-// inFlight returns the requests in flight of ip (for tests and status).
-func (l *ipLimiter) inFlight(ip netip.Addr) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if e := l.ips[ip]; e != nil {
-		return e.Value.(*ipState).conns
-	}
-	return 0
-}
-
-// errSlowBody is the error of a request body read after its deadline.
-var errSlowBody = errors.New("relay: request body too slow")
-
-// deadlineBody bounds the time a request body may take: timeout, plus a
-// second per minRate bytes read so far. The deadline is on the connection,
-// so a stalled read ends; it is cleared at the end of the body, so that
-// it never cuts a long response that follows.
-type deadlineBody struct {
-	rc      *http.ResponseController
-	body    io.ReadCloser
-	start   time.Time
-	timeout time.Duration
-	minRate int
-	n       int64
-	onSlow  func()
-	done    bool
-}
-
-func newDeadlineBody(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration, minRate int, onSlow func()) *deadlineBody {
-	d := &deadlineBody{rc: http.NewResponseController(w), body: body, start: time.Now(), timeout: timeout, minRate: minRate, onSlow: onSlow}
-	d.rc.SetReadDeadline(d.deadline())
-	return d
-}
-
-func (d *deadlineBody) deadline() time.Time {
-	return d.start.Add(d.timeout + time.Duration(float64(d.n)/float64(d.minRate)*float64(time.Second)))
-}
-
-func (d *deadlineBody) Read(p []byte) (int, error) {
-	n, err := d.body.Read(p)
-	d.n += int64(n)
-	switch {
-	case err == nil:
-		d.rc.SetReadDeadline(d.deadline())
-	case errors.Is(err, io.EOF):
-		d.finish()
-	case isTimeout(err):
-		if !d.done {
-			d.onSlow()
-		}
-		d.done = true
-		return n, fmt.Errorf("%w: %d bytes in %v", errSlowBody, d.n, time.Since(d.start).Round(time.Millisecond))
-	}
-	return n, err
-}
-
-func (d *deadlineBody) finish() {
-	if !d.done {
-		d.done = true
-		d.rc.SetReadDeadline(time.Time{})
-	}
-}
-
-func (d *deadlineBody) Close() error { return d.body.Close() }
-
+// isTimeout reports whether err is a deadline's.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meshup/meshup/mesh/srclimit"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -24,8 +25,8 @@ type Server struct {
 	pool   *bufPool
 	budget budget
 	stats  stats
-	ips    *ipLimiter // limits per source IP
-	wbufs  *sync.Pool // WebSocket write buffers, shared by push connections
+	ips    *srclimit.Limiter // limits per source IP
+	wbufs  *sync.Pool        // WebSocket write buffers, shared by push connections
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -55,7 +56,7 @@ func New(cfg Config) (*Server, error) {
 		log:    cfg.Logger.With("relay", shortID(cfg.Node.ID())),
 		pool:   newBufPool(cfg.MaxFrame),
 		budget: budget{limit: cfg.Budget},
-		ips:    newIPLimiter(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
+		ips:    srclimit.New(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
 		wbufs:  new(sync.Pool),
 		ctx:    ctx,
 		cancel: cancel,

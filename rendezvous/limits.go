@@ -1,25 +1,17 @@
 package rendezvous
 
 import (
-	"container/list"
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/meshup/meshup/mesh/srclimit"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -49,9 +41,9 @@ const (
 
 // Rejection reasons of the limits per source (see counters.reject).
 const (
-	RejectConnsPerIP    = "conns_per_ip"
-	RejectRatePerIP     = "rate_per_ip"
-	RejectTrackedIPs    = "tracked_ips"
+	RejectConnsPerIP    = srclimit.ReasonConnsPerIP
+	RejectRatePerIP     = srclimit.ReasonRatePerIP
+	RejectTrackedIPs    = srclimit.ReasonTrackedIPs
 	RejectSessionsPerIP = "sessions_per_ip"
 	RejectItemsPerIP    = "items_per_ip"
 	RejectSlowBody      = "slow_body"
@@ -123,7 +115,7 @@ func (s *Server) limitAttrs() []slog.Attr {
 // limitState is the state of the limits per source. The maps are guarded
 // by Server.mu.
 type limitState struct {
-	ips      *ipLimiter
+	ips      *srclimit.Limiter
 	sessions map[netip.Addr]int // control sessions by IP
 	items    map[netip.Addr]int // items, online and offline, by publisher IP
 	wbufs    *sync.Pool         // WebSocket write buffers, shared by sessions
@@ -131,7 +123,7 @@ type limitState struct {
 
 func (s *Server) initLimits() {
 	s.lim = limitState{
-		ips:      newIPLimiter(s.cfg.MaxConnsPerIP, s.cfg.RequestRate, s.cfg.RequestBurst, s.cfg.TrackedIPs),
+		ips:      srclimit.New(s.cfg.MaxConnsPerIP, s.cfg.RequestRate, s.cfg.RequestBurst, s.cfg.TrackedIPs),
 		sessions: make(map[netip.Addr]int),
 		items:    make(map[netip.Addr]int),
 		wbufs:    new(sync.Pool),
@@ -141,12 +133,8 @@ func (s *Server) initLimits() {
 // limitedIP returns the source IP of r when the limits per source apply to
 // it.
 func (s *Server) limitedIP(r *http.Request) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	ip := ap.Addr().Unmap()
-	if ip.IsLoopback() && !s.cfg.LimitLoopback {
+	ip, ok := srclimit.SourceIP(r.RemoteAddr)
+	if !ok || (ip.IsLoopback() && !s.cfg.LimitLoopback) {
 		return netip.Addr{}, false
 	}
 	return ip, true
@@ -167,23 +155,19 @@ func (s *Server) handler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ip, ok := s.limitedIP(r); ok {
-			release, why, retry := s.lim.ips.acquire(ip, s.cfg.Now())
+			release, why, retry := s.lim.ips.Acquire(ip, s.cfg.Now())
 			if why != "" {
 				s.stats.reject(why)
 				w.Header().Set("Retry-After", strconv.Itoa(retry))
 				writeError(w, http.StatusTooManyRequests, proto.StatusOverLimit, limitReason(why))
 				return
 			}
-			lease := &lease{release: release}
-			r = r.WithContext(context.WithValue(r.Context(), leaseKey{}, lease))
-			defer func() {
-				if !lease.taken.Load() {
-					release()
-				}
-			}()
+			var done func()
+			r, done = srclimit.WithLease(r, release)
+			defer done()
 		}
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-			r.Body = newDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.reject(RejectSlowBody) })
+			r.Body = srclimit.NewDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.reject(RejectSlowBody) })
 		}
 		if tunnelHost != "" && strings.EqualFold(r.Host, tunnelHost) {
 			tunnelOnly.ServeHTTP(w, r)
@@ -193,26 +177,9 @@ func (s *Server) handler() http.Handler {
 	})
 }
 
-// lease is a request's place in the limits per source. A handler that
-// serves a connection beyond its own return (an upgraded WebSocket) takes
-// it and releases it when the connection ends.
-type lease struct {
-	release func()
-	taken   atomic.Bool
-}
-
-type leaseKey struct{}
-
-// takeLease takes the lease of r, which the caller must release; a
-// request the limits do not apply to has a no-op one.
-func takeLease(r *http.Request) func() {
-	l, _ := r.Context().Value(leaseKey{}).(*lease)
-	if l == nil {
-		return func() {}
-	}
-	l.taken.Store(true)
-	return l.release
-}
+// takeLease takes the lease of r in the limits per source, which the
+// caller must release (see srclimit.TakeLease).
+func takeLease(r *http.Request) func() { return srclimit.TakeLease(r) }
 
 // onTunnelOrigin reports whether r may be served the tunnel: always when
 // the tunnel has no origin of its own, else only on that origin.
@@ -277,132 +244,4 @@ func (s *Server) countItemLocked(it *item, d int) {
 	if s.lim.items[it.src] += d; s.lim.items[it.src] <= 0 {
 		delete(s.lim.items, it.src)
 	}
-}
-
-// ipLimiter counts requests in flight and rations requests per source IP.
-// It tracks at most max IPs: the least recently seen IP without requests
-// in flight is forgotten first.
-type ipLimiter struct {
-	maxConns int
-	rate     rate.Limit
-	burst    int
-	max      int
-
-	mu  sync.Mutex // guards the fields below
-	ips map[netip.Addr]*list.Element
-	lru list.List // of *ipState; front is the most recently seen
-}
-
-type ipState struct {
-	ip    netip.Addr
-	conns int
-	lim   *rate.Limiter
-}
-
-func newIPLimiter(maxConns int, perSec float64, burst, max int) *ipLimiter {
-	l := &ipLimiter{maxConns: maxConns, rate: rate.Limit(perSec), burst: burst, max: max, ips: make(map[netip.Addr]*list.Element)}
-	l.lru.Init()
-	return l
-}
-
-// acquire admits one request of ip at now. It returns a release function
-// to call when the request ends, or the reason of a refusal and the
-// seconds after which to retry.
-func (l *ipLimiter) acquire(ip netip.Addr, now time.Time) (release func(), why string, retry int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e := l.ips[ip]
-	if e == nil {
-		if len(l.ips) >= l.max && !l.evictLocked() {
-			return nil, RejectTrackedIPs, 1
-		}
-		e = l.lru.PushFront(&ipState{ip: ip, lim: rate.NewLimiter(l.rate, l.burst)})
-		l.ips[ip] = e
-	}
-	l.lru.MoveToFront(e)
-	st := e.Value.(*ipState)
-	if st.conns >= l.maxConns {
-		return nil, RejectConnsPerIP, 1
-	}
-	if !st.lim.AllowN(now, 1) {
-		return nil, RejectRatePerIP, max(1, int(math.Ceil(1/float64(l.rate))))
-	}
-	st.conns++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			st.conns--
-			l.mu.Unlock()
-		})
-	}, "", 0
-}
-
-// evictLocked forgets the least recently seen IP with nothing in flight.
-func (l *ipLimiter) evictLocked() bool {
-	for e := l.lru.Back(); e != nil; e = e.Prev() {
-		st := e.Value.(*ipState)
-		if st.conns == 0 {
-			l.lru.Remove(e)
-			delete(l.ips, st.ip)
-			return true
-		}
-	}
-	return false
-}
-
-// errSlowBody is the error of a request body read after its deadline.
-var errSlowBody = errors.New("rendezvous: request body too slow")
-
-// deadlineBody bounds the time a request body may take: timeout, plus a
-// second per minRate bytes read so far. The deadline is on the connection,
-// so a stalled read ends; it is cleared at the end of the body, so that it
-// never cuts a long response that follows.
-type deadlineBody struct {
-	rc      *http.ResponseController
-	body    io.ReadCloser
-	start   time.Time
-	timeout time.Duration
-	minRate int
-	n       int64
-	onSlow  func()
-	done    bool
-}
-
-func newDeadlineBody(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration, minRate int, onSlow func()) *deadlineBody {
-	d := &deadlineBody{rc: http.NewResponseController(w), body: body, start: time.Now(), timeout: timeout, minRate: minRate, onSlow: onSlow}
-	d.rc.SetReadDeadline(d.deadline())
-	return d
-}
-
-func (d *deadlineBody) deadline() time.Time {
-	return d.start.Add(d.timeout + time.Duration(float64(d.n)/float64(d.minRate)*float64(time.Second)))
-}
-
-func (d *deadlineBody) Read(p []byte) (int, error) {
-	n, err := d.body.Read(p)
-	d.n += int64(n)
-	switch {
-	case err == nil:
-		d.rc.SetReadDeadline(d.deadline())
-	case errors.Is(err, io.EOF):
-		if !d.done {
-			d.done = true
-			d.rc.SetReadDeadline(time.Time{})
-		}
-	case isTimeout(err):
-		if !d.done {
-			d.onSlow()
-		}
-		d.done = true
-		return n, fmt.Errorf("%w: %d bytes in %v", errSlowBody, d.n, time.Since(d.start).Round(time.Millisecond))
-	}
-	return n, err
-}
-
-func (d *deadlineBody) Close() error { return d.body.Close() }
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

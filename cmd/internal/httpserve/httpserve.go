@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshup/meshup/mesh/srclimit"
 )
 
 // Defaults of Config.
@@ -121,12 +123,8 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	if s.cfg.MaxConnsPerIP < 0 {
 		return
 	}
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return
-	}
-	ip := ap.Addr().Unmap()
-	if ip.IsLoopback() && !s.cfg.LimitLoopback {
+	ip, ok := srclimit.SourceIP(c.RemoteAddr().String())
+	if !ok || (ip.IsLoopback() && !s.cfg.LimitLoopback) {
 		return
 	}
 	switch st {
