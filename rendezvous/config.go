@@ -37,10 +37,10 @@ const (
 	DefaultMaxRelaysPerIP     = 8
 	DefaultVerifyInterval     = 5 * time.Minute
 	DefaultVerifyTimeout      = 5 * time.Second
-	DefaultNeedRate           = 100 // needs per second, per relay
-	DefaultNeedBurst          = 200
-	DefaultItemNeedRate       = 50 // needs per second, per item
-	DefaultItemNeedBurst      = 100
+	DefaultNeedRate           = 500 // needs per second, per relay
+	DefaultNeedBurst          = 1000
+	DefaultItemNeedRate       = 250 // needs per second, per item
+	DefaultItemNeedBurst      = 500
 	DefaultNeedTokenGrace     = time.Hour
 	DefaultDirectoryInterval  = time.Second
 )
