@@ -18,6 +18,10 @@ const APIVersion = 1
 // publisher is offline.
 const retryOffline = "5"
 
+// retryLater is the Retry-After, in seconds, of any other 503 or 429 whose
+// caller set none (no relay live, server closing, over a limit).
+const retryLater = "2"
+
 // routes returns the server's HTTP routes.
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
@@ -247,6 +251,11 @@ type errorBody struct {
 func writeError(w http.ResponseWriter, httpStatus int, st proto.Status, msg string) {
 	if httpStatus == 0 {
 		httpStatus = st.HTTPStatus()
+	}
+	// Every refusal that asks to come back says when (issue 14): callers
+	// with a better figure set it first.
+	if (httpStatus == http.StatusServiceUnavailable || httpStatus == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", retryLater)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, httpStatus, errorBody{Status: st, Error: msg})

@@ -136,7 +136,7 @@ func TestItemErrors(t *testing.T) {
 		{"unknown id", "/v1/items/" + proto.NewItemID().String(), 404, proto.StatusNotFound, ""},
 		{"bad id", "/v1/items/not-an-id", 404, proto.StatusNotFound, ""},
 		{"offline", "/v1/items/" + offlineItem.ID.String(), 503, proto.StatusOffline, "5"},
-		{"no relays", "/v1/items/" + onlineItem.ID.String(), 503, proto.StatusUnavailable, ""},
+		{"no relays", "/v1/items/" + onlineItem.ID.String(), 503, proto.StatusUnavailable, "2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
