@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -249,22 +248,6 @@ func readUntilClose(ws *websocket.Conn) error {
 	}
 }
 
-// raiseNoFile raises the open-file limit for tests with many sockets and
-// returns how many sockets a test may open.
-func raiseNoFile(t *testing.T) int {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	return int(lim.Cur) - 256
-}
-
 // dialFrom dials TCP from the loopback address src, so that a test can be
 // several sources on one machine.
 func dialFrom(src string) func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -280,7 +263,7 @@ func TestUnknownFramesMemory(t *testing.T) {
 	if testing.Short() {
 		n = 200
 	}
-	n = min(n, raiseNoFile(t)/2)
+	n = min(n, (meshtest.RaiseNoFile(t)-256)/2)
 	cfg := testRelayConfig()
 	cfg.Budget = 64 << 20
 	cfg.MaxConns = n + 10
@@ -356,7 +339,7 @@ func TestIdleUnauthenticatedFlood(t *testing.T) {
 	if testing.Short() {
 		n = 300
 	}
-	n = min(n, raiseNoFile(t)/2)
+	n = min(n, (meshtest.RaiseNoFile(t)-256)/2)
 	cfg := testRelayConfig()
 	cfg.LimitLoopback = true
 	cfg.MaxConnsPerIP = 50

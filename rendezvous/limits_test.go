@@ -9,12 +9,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 	"github.com/meshup/meshup/rendezvous"
@@ -256,22 +256,6 @@ func TestControlHandshakeDeadline(t *testing.T) {
 	}
 }
 
-// raiseNoFile raises the open-file limit and returns how many sockets a
-// test may open.
-func raiseNoFile(t *testing.T) int {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	return int(lim.Cur) - 256
-}
-
 // TestControlFlood opens 2000 idle control WebSockets from one IP: those
 // over the per-IP session cap are refused with 429 and Retry-After, the
 // others are closed at the handshake deadline with a code and a reason,
@@ -281,7 +265,7 @@ func TestControlFlood(t *testing.T) {
 	if testing.Short() {
 		n = 300
 	}
-	n = min(n, raiseNoFile(t)/2)
+	n = min(n, (meshtest.RaiseNoFile(t)-256)/2)
 	cfg := testConfig()
 	cfg.LimitLoopback = true
 	cfg.MaxSessionsPerIP = 16

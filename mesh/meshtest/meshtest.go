@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,4 +76,21 @@ func FirstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// RaiseNoFile raises the open-file limit to its hard maximum, for tests
+// (and the binaries they start, which inherit it) with many sockets, and
+// returns the limit now in force.
+func RaiseNoFile(tb testing.TB) int {
+	tb.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		tb.Fatal(err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	return int(lim.Cur)
 }

@@ -8,12 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -35,12 +35,9 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		}
 		n = v
 	}
-	var lim syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	lim.Cur = lim.Max
-	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim) // inherited by the binaries
-	if max := int(lim.Cur) - 512; n > max {
-		t.Logf("RLIMIT_NOFILE %d: %d connections instead of %d", lim.Cur, max, n)
+	lim := meshtest.RaiseNoFile(t) // inherited by the binaries
+	if max := lim - 512; n > max {
+		t.Logf("RLIMIT_NOFILE %d: %d connections instead of %d", lim, max, n)
 		n = max
 	}
 

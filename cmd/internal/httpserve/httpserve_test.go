@@ -10,11 +10,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meshup/meshup/cmd/internal/httpserve"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
@@ -69,22 +69,6 @@ func TestIdleKeepAlive(t *testing.T) {
 	}
 }
 
-// raiseNoFile raises the open-file limit and returns how many sockets a
-// test may open.
-func raiseNoFile(t *testing.T) int {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	return int(lim.Cur) - 256
-}
-
 // TestSlowloris holds 2000 partial requests from one IP while a normal
 // client of another IP asks for GET /v1/status: connections over the
 // per-IP cap are closed at once, the others at the header deadline, and
@@ -95,7 +79,7 @@ func TestSlowloris(t *testing.T) {
 	if testing.Short() {
 		n = 400
 	}
-	n = min(n, raiseNoFile(t)/2)
+	n = min(n, (meshtest.RaiseNoFile(t)-256)/2)
 	cfg := httpserve.Config{ReadHeaderTimeout: 5 * time.Second, MaxConnsPerIP: 256, LimitLoopback: true}
 	addr, hs := serve(t, cfg)
 
