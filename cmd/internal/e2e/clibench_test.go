@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -56,9 +57,9 @@ func BenchmarkCLIHop(b *testing.B) {
 	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
 	startB(b, filepath.Join(dir, "rendezvous"), "--http", fmt.Sprintf("127.0.0.1:%d", port),
 		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
-	waitForB(b, "rendezvous", func() bool { return liveRelays(rdv) != nil })
+	meshtest.Eventually(b, 20*time.Second, "rendezvous", func() bool { return liveRelays(rdv) != nil })
 	startB(b, filepath.Join(dir, "relay"), "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs")
-	waitForB(b, "relay to register", func() bool { return len(liveRelays(rdv)) == 1 })
+	meshtest.Eventually(b, 20*time.Second, "relay to register", func() bool { return len(liveRelays(rdv)) == 1 })
 
 	links := map[bool]string{}
 	for _, enc := range []bool{false, true} {
@@ -247,14 +248,4 @@ func senderB(b *testing.B, bin string, args ...string) string {
 		b.Fatalf("meshup send printed no link:\n%s", log.String())
 	}
 	return ""
-}
-
-func waitForB(b *testing.B, what string, cond func() bool) {
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
