@@ -90,6 +90,14 @@ type Publish struct {
 	// Without it a plaintext item is carried by operator relays only;
 	// encrypted items go through any relay.
 	Volunteers bool `json:"volunteers,omitempty"`
+	// Swarm, with ID and Owner, joins the item as one more publisher
+	// instead of taking it over from the session that holds it (issue 10,
+	// swarm upload): every member holds the same bytes (for an encrypted
+	// item, the same key), and the rendezvous spreads orders over them and
+	// keeps going when one leaves. Kind, Size and Enc must match the item's;
+	// a mismatch is refused with StatusConflict. Without Swarm, the newest
+	// session of the owner wins, as after a reconnect.
+	Swarm bool `json:"swarm,omitempty"`
 }
 
 // Published (rendezvous -> client) confirms a Publish.
@@ -305,12 +313,34 @@ type PeerInfo struct {
 // the rendezvous orders only parts that a read token it issued covers, for
 // the relay it names, so a relay cannot make a publisher push what no
 // consumer asked for.
+//
+// Avoid lists entry relays (peer ids) the relay saw fail or stall while
+// carrying these bytes: the rendezvous orders them through another entry
+// when one is left (issue 10, failover). At most MaxAvoid ids; the
+// rendezvous ignores the rest.
 type Need struct {
+	Need  uint64   `json:"need"`
+	Item  ItemID   `json:"item"`
+	Off   int64    `json:"off"`
+	Len   int64    `json:"len"`
+	Token string   `json:"token,omitempty"`
+	Avoid []string `json:"avoid,omitempty"`
+}
+
+// MaxAvoid is the most entry relays a Need may ask to avoid.
+const MaxAvoid = 8
+
+// NeedDone (relay -> rendezvous) says every byte of a Need arrived and was
+// delivered. It settles the order, and its figures measure the entry relay
+// the part came through (issue 10: the scheduler weights entries by
+// measured throughput). MS is the milliseconds from the part's first byte
+// to its last; Bytes is the part's length. The rendezvous bounds what it
+// believes by what it ordered: a relay cannot claim more bytes than the
+// order's length.
+type NeedDone struct {
 	Need  uint64 `json:"need"`
-	Item  ItemID `json:"item"`
-	Off   int64  `json:"off"`
-	Len   int64  `json:"len"`
-	Token string `json:"token,omitempty"`
+	Bytes int64  `json:"bytes"`
+	MS    int64  `json:"ms"`
 }
 
 // NeedFailed (rendezvous -> relay) says a Need cannot be met.
@@ -340,6 +370,7 @@ func (Heartbeat) MessageType() string   { return "heartbeat" }
 func (Need) MessageType() string        { return "need" }
 func (NeedFailed) MessageType() string  { return "need_failed" }
 func (NeedCancel) MessageType() string  { return "need_cancel" }
+func (NeedDone) MessageType() string    { return "need_done" }
 func (Peers) MessageType() string       { return "peers" }
 
 var messageTypes = map[string]func() Message{
@@ -358,6 +389,7 @@ var messageTypes = map[string]func() Message{
 	"need":         func() Message { return new(Need) },
 	"need_failed":  func() Message { return new(NeedFailed) },
 	"need_cancel":  func() Message { return new(NeedCancel) },
+	"need_done":    func() Message { return new(NeedDone) },
 	"peers":        func() Message { return new(Peers) },
 }
 

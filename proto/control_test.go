@@ -16,7 +16,7 @@ func sampleMessages() map[string]Message {
 	return map[string]Message{
 		"hello":        Hello{Client: "meshup-cli/1.0"},
 		"welcome":      Welcome{Session: "s1", MaxMessage: DefaultMaxMessage, PingSeconds: 20, Relays: []RelayInfo{{ID: "12D3KooW", PushURL: "wss://r/v1/push"}}},
-		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9", Via: "12D3KooWA", Enc: E2EVersion, Meta: "c2VhbGVk", Volunteers: true},
+		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9", Via: "12D3KooWA", Enc: E2EVersion, Meta: "c2VhbGVk", Volunteers: true, Swarm: true},
 		"published":    Published{Ref: "r1", ID: id, Owner: "own", ShareURL: "https://x/s/1", DownloadURL: "https://x/d/1"},
 		"unpublish":    Unpublish{ID: id},
 		"order":        Order{Order: 1<<64 - 1, Item: id, Off: 1 << 20, Len: 1 << 20, Relay: "12D3KooW", PushURL: "wss://r/v1/push", Token: "a.b"},
@@ -31,9 +31,10 @@ func sampleMessages() map[string]Message {
 			Peers:     []MeshPeer{{ID: "12D3KooWB", Kind: PeerHolePunched, TimeToDirectMS: 1500}},
 			HolePunch: HolePunchStats{Attempts: 2, Successes: 1, Failures: 1},
 		}, Record: []byte{0xfb, 0xff}},
-		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6, Token: "a.b"},
+		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6, Token: "a.b", Avoid: []string{"12D3KooWB"}},
 		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
 		"need_cancel": NeedCancel{Need: 4},
+		"need_done":   NeedDone{Need: 4, Bytes: 8 << 20, MS: 17},
 		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}, Delta: true, Removed: []string{"12D3KooWC"}},
 	}
 }

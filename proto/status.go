@@ -32,6 +32,7 @@ const (
 	StatusCancelled     Status = 110 // the requester gave up
 	StatusOriginRefused Status = 111 // Origin not in the allow-list
 	StatusTimeout       Status = 112 // a deadline passed: no valid first message after a handshake, or idle
+	StatusConflict      Status = 113 // disagrees with what exists: a swarm member announcing another size
 
 	StatusMalformed     Status = 200 // undecodable frame or message
 	StatusTooLarge      Status = 201 // frame or message over the size limit
@@ -57,6 +58,7 @@ var statusText = map[Status]string{
 	StatusCancelled:     "cancelled",
 	StatusOriginRefused: "origin refused",
 	StatusTimeout:       "timeout",
+	StatusConflict:      "conflict",
 	StatusMalformed:     "malformed",
 	StatusTooLarge:      "too large",
 	StatusUnknownStream: "unknown stream",
@@ -102,6 +104,8 @@ func (s Status) HTTPStatus() int {
 		return http.StatusRequestEntityTooLarge
 	case StatusTimeout:
 		return http.StatusRequestTimeout
+	case StatusConflict:
+		return http.StatusConflict
 	}
 	if s.IsMalformed() {
 		return http.StatusBadRequest

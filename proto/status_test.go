@@ -27,6 +27,7 @@ func TestStatusHTTPStatus(t *testing.T) {
 		{StatusCancelled, http.StatusServiceUnavailable},
 		{StatusOriginRefused, http.StatusForbidden},
 		{StatusTimeout, http.StatusRequestTimeout},
+		{StatusConflict, http.StatusConflict},
 		{StatusMalformed, http.StatusBadRequest},
 		{StatusTooLarge, http.StatusRequestEntityTooLarge},
 		{StatusUnknownStream, http.StatusBadRequest},
@@ -50,7 +51,7 @@ func TestStatusTextComplete(t *testing.T) {
 	named := []Status{
 		StatusOK, StatusUnauthorized, StatusExpired, StatusWrongRelay, StatusForbidden,
 		StatusNotWanted, StatusOverLimit, StatusOffline, StatusNotFound, StatusUnavailable,
-		StatusSourceError, StatusCancelled, StatusOriginRefused, StatusTimeout, StatusMalformed,
+		StatusSourceError, StatusCancelled, StatusOriginRefused, StatusTimeout, StatusConflict, StatusMalformed,
 		StatusTooLarge, StatusUnknownStream, StatusFlowViolation, StatusProtocol, StatusInternal,
 	}
 	if len(named) != len(statusText) {

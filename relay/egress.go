@@ -26,7 +26,10 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	// rendezvous's redirect here and must see statuses and Content-Range to
 	// resume a download.
 	w.Header().Set("Access-Control-Allow-Origin", "*")
-	w.Header().Set("Access-Control-Expose-Headers", "Content-Range, Content-Disposition, ETag, Accept-Ranges")
+	w.Header().Set("Access-Control-Expose-Headers", "Content-Range, Content-Disposition, ETag, Accept-Ranges, Meshup-Relay")
+	// Which exit serves the bytes, so that a consumer whose exit dies
+	// can resume elsewhere with GET /v1/items/{id}?avoid=ID (issue 10).
+	w.Header().Set("Meshup-Relay", s.id)
 	id, err := proto.ParseItemID(r.PathValue("id"))
 	if err != nil {
 		writeError(w, proto.Errorf(proto.StatusNotFound, "bad item id"))

@@ -116,6 +116,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.cfg.Now()
 	via := r.URL.Query().Get("via")
+	avoid := parseAvoid(r.URL.Query().Get("avoid"))
 	s.mu.Lock()
 	it := s.items[id]
 	if it == nil {
@@ -157,9 +158,9 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 			writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q is a volunteer relay; a plaintext item goes through operator relays only", via))
 			return
 		}
-	} else if rel = s.pickRelayLocked(now, operatorOnly); rel == nil {
+	} else if rel = s.pickRelayLocked(now, operatorOnly, avoid); rel == nil {
 		s.mu.Unlock()
-		if operatorOnly && s.pickRelayLocked(now, false) != nil {
+		if operatorOnly && s.pickRelayLocked(now, false, avoid) != nil {
 			s.stats.reject(RejectPlaintext)
 			writeError(w, 0, proto.StatusUnavailable, "no operator relay for a plaintext item")
 			return
@@ -190,6 +191,26 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// parseAvoid parses the avoid query parameter of GET /v1/items/{id}: a
+// comma-separated list of relay ids the consumer saw fail as exits (issue
+// 10: a download whose exit died resumes through another). At most
+// proto.MaxAvoid ids are kept.
+func parseAvoid(q string) map[string]bool {
+	if q == "" {
+		return nil
+	}
+	avoid := map[string]bool{}
+	for id := range strings.SplitSeq(q, ",") {
+		if len(avoid) == proto.MaxAvoid {
+			break
+		}
+		if id != "" && len(id) <= maxPeerIDLen {
+			avoid[id] = true
+		}
+	}
+	return avoid
 }
 
 // ItemMeta is the body of GET /v1/items/{id}/meta: what an item's page

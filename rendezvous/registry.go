@@ -448,13 +448,14 @@ func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 }
 
 // pickRelayLocked returns the least loaded live relay (of class operator
-// when operatorOnly), breaking ties round robin, or nil when none is live.
-// A relay's load is relayLoadLocked.
-func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool) *relayConn {
+// when operatorOnly), leaving out the relays in avoid unless no other is
+// live, breaking ties round robin, or nil when none is live. A relay's
+// load is relayLoadLocked.
+func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool) *relayConn {
 	var best []*relayConn
 	bestLoad := 0
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] {
 			continue
 		}
 		load := relayLoadLocked(r)
@@ -466,6 +467,9 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool) *relayConn {
 		}
 	}
 	if len(best) == 0 {
+		if len(avoid) > 0 {
+			return s.pickRelayLocked(now, operatorOnly, nil) // an avoided relay beats none
+		}
 		return nil
 	}
 	r := best[s.rr%uint64(len(best))]

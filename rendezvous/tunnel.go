@@ -52,6 +52,7 @@ var tunnelHeaders = []string{
 	"Date",
 	"Etag",
 	"Last-Modified",
+	"Meshup-Relay",
 	"Retry-After",
 	"Sec-Websocket-Accept",
 	"Sec-Websocket-Extensions",
