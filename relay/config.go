@@ -24,6 +24,7 @@ const (
 	DefaultMaxStreamsPerConn = 0         // open parts per push connection: 0 means Budget/Window
 	DefaultNeedTimeout       = 30 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
+	DefaultStallTimeout      = 10 * time.Second
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultPingInterval      = 15 * time.Second
@@ -64,8 +65,11 @@ type Config struct {
 	// PartSize is the size of the parts this relay asks for. Defaults to
 	// DefaultPartSize (8 MiB).
 	PartSize int64
-	// Prefetch is how many parts of one consumer request are open at once.
-	// Memory per request is Prefetch*Window. Defaults to 2.
+	// Prefetch is the read-ahead: how many parts of one consumer request
+	// are open at once. The rendezvous may order them through different
+	// entry relays, which then carry them in parallel; the relay delivers
+	// them in order (issue 10). Memory per request is Prefetch*Window.
+	// Defaults to 2.
 	Prefetch int
 	// MaxFrame bounds a push frame body. Defaults to proto.DefaultMaxFrame.
 	MaxFrame int
@@ -87,9 +91,15 @@ type Config struct {
 	// NeedTimeout bounds the wait for a publisher to begin a needed part.
 	// Defaults to 30s.
 	NeedTimeout time.Duration
-	// IdleTimeout bounds the wait for the next bytes of a begun part, and
-	// for any message on a push connection. Defaults to 60s.
+	// IdleTimeout bounds the wait for any message on a push connection or
+	// a mesh part stream, and idle keep-alive connections. Defaults to 60s.
 	IdleTimeout time.Duration
+	// StallTimeout bounds the wait for the next bytes of a begun part
+	// while its consumer waits for them: after it, the part is asked again
+	// from the first byte the consumer has not received, through another
+	// entry relay (issue 10, failover). A consumer that reads slowly is
+	// never a stall. Defaults to 10s.
+	StallTimeout time.Duration
 	// WriteTimeout bounds each write to a consumer or a push connection.
 	// Defaults to 30s.
 	WriteTimeout time.Duration
@@ -161,6 +171,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxRanges, proto.DefaultMaxRanges)
 	setDefault(&c.NeedTimeout, DefaultNeedTimeout)
 	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&c.StallTimeout, DefaultStallTimeout)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&c.PingInterval, DefaultPingInterval)
@@ -216,7 +227,7 @@ func (c *Config) LogAttrs() []any {
 		"budget", c.Budget, "window", c.Window, "part_size", c.PartSize,
 		"prefetch", c.Prefetch, "max_frame", c.MaxFrame, "max_conns", c.MaxConns,
 		"max_streams_per_conn", c.MaxStreamsPerConn, "max_ranges", c.MaxRanges,
-		"need_timeout", c.NeedTimeout, "idle_timeout", c.IdleTimeout,
+		"need_timeout", c.NeedTimeout, "idle_timeout", c.IdleTimeout, "stall_timeout", c.StallTimeout,
 		"write_timeout", c.WriteTimeout, "handshake_timeout", c.HandshakeTimeout,
 		"ping_interval", c.PingInterval, "allowed_origins", c.AllowedOrigins,
 		"public_ip", c.PublicIP, "nat_probe_interval", c.NATProbeInterval,

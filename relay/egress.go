@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -285,7 +286,7 @@ func newFetcher(s *Server, ctx context.Context, item proto.ItemID, ranges []prot
 // retryable reports whether a part that failed with err may be asked for
 // again.
 func retryable(err error) bool {
-	if err == errNeedTimeout || err == errIdle || err == errShutdown {
+	if err == errNeedTimeout || err == errShutdown {
 		return false // the wait is already over, or the relay is closing
 	}
 	var pe *proto.Error
@@ -309,11 +310,11 @@ const (
 )
 
 // openRetry opens part [off, off+n), retrying while the rendezvous link is
-// down until deadline.
-func (f *fetcher) openRetry(off, n int64, deadline time.Time) (*partStream, error) {
+// down until deadline. avoid lists the entry relays that failed this part.
+func (f *fetcher) openRetry(off, n int64, deadline time.Time, avoid []string) (*partStream, error) {
 	wait := minRetryWait
 	for {
-		ps, err := f.s.openPart(f.item, off, n, f.token)
+		ps, err := f.s.openPart(f.item, off, n, f.token, avoid)
 		if err == nil || !retryable(err) || time.Now().Add(wait).After(deadline) {
 			return ps, err
 		}
@@ -346,23 +347,38 @@ func (f *fetcher) start() error {
 	}
 	p := f.parts[0]
 	deadline := time.Now().Add(f.s.cfg.NeedTimeout)
+	wait := minRetryWait
 	for {
-		ps, err := f.openRetry(p.off, p.n, deadline)
+		ps, err := f.openRetry(p.off, p.n, deadline, nil)
 		if err != nil {
 			return err
 		}
+		f.s.stats.readAhead.Add(1)
 		f.open, f.next = append(f.open, ps), 1
 		f.fill()
 		err = ps.waitBegun(f.ctx)
-		if err == errNoRendezvous && time.Now().Before(deadline) {
-			// The link dropped while the need was out (the rendezvous
-			// restarted): ask again once the relay has re-registered.
-			f.close()
-			f.s.stats.partRetries.Add(1)
-			continue
+		if err == nil || !unavailableNow(err) || time.Now().Add(wait).After(deadline) {
+			return err
 		}
-		return err
+		// The link dropped while the need was out (the rendezvous
+		// restarted), or the entry relay chosen for the part failed:
+		// ask again, before any byte went out. Limits (429) and an
+		// offline publisher (503) are answered at once instead.
+		f.close()
+		f.s.stats.partRetries.Add(1)
+		if err := f.sleep(wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, maxRetryWait)
 	}
+}
+
+// unavailableNow reports whether the first part of a request failed for a
+// reason that asking again may cure: the rendezvous link is down, or the
+// entry relay chosen for it failed.
+func unavailableNow(err error) bool {
+	var pe *proto.Error
+	return err != errNeedTimeout && err != errShutdown && errors.As(err, &pe) && pe.Status == proto.StatusUnavailable
 }
 
 // fill opens parts ahead, up to Prefetch. A part it cannot open now is
@@ -370,10 +386,11 @@ func (f *fetcher) start() error {
 func (f *fetcher) fill() {
 	for len(f.open) < f.s.cfg.Prefetch && f.next < len(f.parts) {
 		p := f.parts[f.next]
-		ps, err := f.s.openPart(f.item, p.off, p.n, f.token)
+		ps, err := f.s.openPart(f.item, p.off, p.n, f.token, nil)
 		if err != nil {
 			return
 		}
+		f.s.stats.readAhead.Add(1)
 		f.open = append(f.open, ps)
 		f.next++
 	}
@@ -387,11 +404,12 @@ func (f *fetcher) copyRange(w io.Writer, i int) error {
 		if len(f.open) > 0 {
 			ps = f.open[0]
 			f.open = f.open[1:]
+			f.s.stats.readAhead.Add(-1)
 		} else {
 			p := f.parts[f.next]
 			f.next++
 			var err error
-			if ps, err = f.openRetry(p.off, p.n, time.Now().Add(f.s.cfg.NeedTimeout)); err != nil {
+			if ps, err = f.openRetry(p.off, p.n, time.Now().Add(f.s.cfg.NeedTimeout), nil); err != nil {
 				return err
 			}
 		}
@@ -403,14 +421,21 @@ func (f *fetcher) copyRange(w io.Writer, i int) error {
 }
 
 // copyPart writes the part of ps to w, asking again for the bytes not yet
-// written when the part fails for a transient reason.
+// written when the part fails for a transient reason. When the entry relay
+// the part came through failed (its mesh stream ended, or it stalled), the
+// rest is asked for through another entry (issue 10, failover).
 func (f *fetcher) copyPart(w io.Writer, ps *partStream) error {
 	var deadline time.Time
+	var avoid []string
 	wait := minRetryWait
 	for {
 		err := ps.writeTo(f.ctx, w)
 		if err == nil || !retryable(err) || f.ctx.Err() != nil {
 			return err
+		}
+		if e := ps.entryID(); entryFault(err) && e != "" && e != f.s.id && !slices.Contains(avoid, e) && len(avoid) < proto.MaxAvoid {
+			avoid = append(avoid, e)
+			f.s.stats.entryFailovers.Add(1)
 		}
 		off, n, progressed := ps.rest()
 		now := time.Now()
@@ -420,22 +445,34 @@ func (f *fetcher) copyPart(w io.Writer, ps *partStream) error {
 		if now.Add(wait).After(deadline) {
 			return err
 		}
-		f.s.log.Debug("part failed mid-response; asking again", "item", f.item, "off", off, "len", n, "err", err)
-		if err := f.sleep(wait); err != nil {
-			return err
+		f.s.log.Debug("part failed mid-response; asking again", "item", f.item, "off", off, "len", n, "err", err, "avoid", avoid)
+		if len(avoid) == 0 || !progressed {
+			// A failed entry is avoided at once; anything else (the
+			// publisher reconnecting, the rendezvous restarting) gets time.
+			if err := f.sleep(wait); err != nil {
+				return err
+			}
+			wait = min(2*wait, maxRetryWait)
 		}
-		wait = min(2*wait, maxRetryWait)
 		f.s.stats.partRetries.Add(1)
-		if ps, err = f.openRetry(off, n, deadline); err != nil {
+		if ps, err = f.openRetry(off, n, deadline, avoid); err != nil {
 			return err
 		}
 	}
 }
 
-// close cancels the parts still open.
+// entryFault reports whether a part failed because of the relay it came
+// through, not because of its publisher or the rendezvous.
+func entryFault(err error) bool {
+	return err == errEntryGone || err == errStalled
+}
+
+// close cancels the parts still open: a seek or a consumer that went
+// away drops the read-ahead nobody wants any more.
 func (f *fetcher) close() {
 	for _, ps := range f.open {
 		ps.cancel(proto.StatusCancelled, "consumer request ended")
 	}
+	f.s.stats.readAhead.Add(-int64(len(f.open)))
 	f.open = nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshup/meshup/mesh/srclimit"
 	"github.com/meshup/meshup/proto"
@@ -119,7 +120,7 @@ func (s *Server) goStart() bool {
 // the stream they will arrive on. tok is the read token of the consumer
 // request that needs the bytes: the rendezvous orders only what a read
 // token covers.
-func (s *Server) openPart(item proto.ItemID, off, n int64, tok string) (*partStream, error) {
+func (s *Server) openPart(item proto.ItemID, off, n int64, tok string, avoid []string) (*partStream, error) {
 	l := s.link.Load()
 	if l == nil {
 		return nil, errNoRendezvous
@@ -138,7 +139,7 @@ func (s *Server) openPart(item proto.ItemID, off, n int64, tok string) (*partStr
 	ps.need = s.nextNeed
 	s.needs[ps.need] = ps
 	s.mu.Unlock()
-	if err := l.send(proto.Need{Need: ps.need, Item: item, Off: off, Len: n, Token: tok}); err != nil {
+	if err := l.send(proto.Need{Need: ps.need, Item: item, Off: off, Len: n, Token: tok, Avoid: avoid}); err != nil {
 		s.forgetNeed(ps.need, false)
 		return nil, errNoRendezvous
 	}
@@ -171,6 +172,25 @@ func (s *Server) forgetNeed(need uint64, tell bool) {
 			l.send(proto.NeedCancel{Need: need})
 		}
 	}
+}
+
+// needDone tells the rendezvous that every byte of ps, a part this relay
+// needed, arrived, and how fast: it settles the order and measures the
+// entry relay (proto.NeedDone).
+func (s *Server) needDone(ps *partStream, first time.Time) {
+	if ps.need == 0 {
+		return // the entry's side of a forwarded part: the exit reports it
+	}
+	s.stats.partsCarried(ps.entryID(), ps.n)
+	l := s.link.Load()
+	if l == nil {
+		return
+	}
+	var ms int64
+	if !first.IsZero() {
+		ms = time.Since(first).Milliseconds()
+	}
+	l.send(proto.NeedDone{Need: ps.need, Bytes: ps.n, MS: ms})
 }
 
 // needFailed ends the stream waiting for need with the rendezvous's reason.

@@ -34,6 +34,14 @@ type stats struct {
 	meshDirect      atomic.Int64 // mesh part streams by connection kind
 	meshPunched     atomic.Int64
 	meshRelayed     atomic.Int64
+	readAhead       atomic.Int64 // parts open ahead of the one being delivered, all requests
+	entryFailovers  atomic.Int64 // parts asked again through another entry after theirs failed
+
+	entryMu sync.Mutex // guards entries
+	// entries counts the parts this relay needed, by the entry relay that
+	// carried them (itself included); at most maxEntryStats relays, the
+	// rest under "other".
+	entries map[string]*EntryStats
 
 	mu       sync.Mutex // guards refusals
 	refusals map[string]int64
@@ -48,6 +56,36 @@ func (s *stats) countKind(k mesh.ConnKind) {
 	case mesh.Relayed:
 		s.meshRelayed.Add(1)
 	}
+}
+
+// maxEntryStats bounds the entry relays counted by name in Stats.Entries.
+const maxEntryStats = 64
+
+// EntryStats counts the parts that came through one entry relay.
+type EntryStats struct {
+	Parts int64 `json:"parts"`
+	Bytes int64 `json:"bytes"`
+}
+
+// partsCarried counts a part of n bytes that arrived whole through entry.
+func (s *stats) partsCarried(entry string, n int64) {
+	s.entryMu.Lock()
+	defer s.entryMu.Unlock()
+	if s.entries == nil {
+		s.entries = map[string]*EntryStats{}
+	}
+	e := s.entries[entry]
+	if e == nil {
+		if len(s.entries) >= maxEntryStats {
+			entry = "other"
+		}
+		if e = s.entries[entry]; e == nil {
+			e = &EntryStats{}
+			s.entries[entry] = e
+		}
+	}
+	e.Parts++
+	e.Bytes += n
 }
 
 func (s *stats) refused(reason string) {
@@ -80,6 +118,15 @@ type Stats struct {
 	ForwardsIn     int64            `json:"forwards_in"`     // parts received from entry relays
 	ForwardedBytes int64            `json:"forwarded_bytes"` // bytes of parts sent on in full
 	MeshStreams    map[string]int64 `json:"mesh_streams"`    // part streams by connection kind
+	// The mesh (issue 10). ReadAhead is the parts open now ahead of the
+	// ones being delivered, over all consumer requests; EntryFailovers
+	// counts parts asked again through another entry relay after theirs
+	// died or stalled; Entries counts the parts this relay delivered by the
+	// entry relay they came through (this relay's own id when pushed to
+	// it directly).
+	ReadAhead      int64                 `json:"read_ahead"`
+	EntryFailovers int64                 `json:"entry_failovers"`
+	Entries        map[string]EntryStats `json:"entries"`
 	// DialsRefused counts dials to non-public addresses the connection
 	// gater refused (mesh.Config.AllowPrivateAddrs off).
 	DialsRefused int64 `json:"dials_refused"`
@@ -93,6 +140,12 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	waiting := len(s.needs)
 	s.mu.Unlock()
+	s.stats.entryMu.Lock()
+	entries := make(map[string]EntryStats, len(s.stats.entries))
+	for id, e := range s.stats.entries {
+		entries[id] = *e
+	}
+	s.stats.entryMu.Unlock()
 	return Stats{
 		BytesIn:       s.stats.bytesIn.Load(),
 		UnknownFrames: s.stats.unknownFrames.Load(),
@@ -114,6 +167,9 @@ func (s *Server) Stats() Stats {
 		ForwardsOut:    s.stats.forwardsOut.Load(),
 		ForwardsIn:     s.stats.forwardsIn.Load(),
 		ForwardedBytes: s.stats.forwardedBytes.Load(),
+		ReadAhead:      s.stats.readAhead.Load(),
+		EntryFailovers: s.stats.entryFailovers.Load(),
+		Entries:        entries,
 		MeshStreams: map[string]int64{
 			proto.PeerDirect:      s.stats.meshDirect.Load(),
 			proto.PeerHolePunched: s.stats.meshPunched.Load(),

@@ -17,8 +17,10 @@ var (
 	errSenderGone = &proto.Error{Status: proto.StatusOffline, Msg: "publisher disconnected mid-part"}
 	// errNeedTimeout means no publisher began a needed part in time.
 	errNeedTimeout = &proto.Error{Status: proto.StatusUnavailable, Msg: "publisher did not begin the part in time"}
-	// errIdle means a begun part stopped receiving bytes.
-	errIdle = &proto.Error{Status: proto.StatusUnavailable, Msg: "part stalled"}
+	// errStalled means a begun part received no byte for StallTimeout
+	// while its consumer waited. The part is asked again through another
+	// entry relay (issue 10, failover).
+	errStalled = &proto.Error{Status: proto.StatusUnavailable, Msg: "part stalled"}
 	// errNoRendezvous means the relay is not registered with a rendezvous.
 	errNoRendezvous = &proto.Error{Status: proto.StatusUnavailable, Msg: "relay is not registered with the rendezvous"}
 	// errShutdown means the relay is closing.
@@ -45,6 +47,7 @@ type partStream struct {
 	mu        sync.Mutex // guards the fields below
 	src       source     // nil until a publisher begins the part
 	stream    uint32     // the part's stream id on a push connection
+	first     time.Time  // when the first byte arrived; zero before
 	chunks    [][]byte   // received, undelivered bytes in order; pooled
 	received  int64
 	delivered int64
@@ -68,6 +71,27 @@ type source interface {
 	credit(ps *partStream)
 	// end tells the source that the part ended with status.
 	end(ps *partStream, status proto.Status, reason string)
+	// entry returns the peer id of the relay the publisher pushed the
+	// part to: this relay for a push connection, the sending relay for a
+	// mesh stream.
+	entry() string
+}
+
+// entry implements source.
+func (pc *pushConn) entry() string { return pc.s.id }
+
+// entry implements source.
+func (m *meshSource) entry() string { return m.st.RemotePeer() }
+
+// entryID returns the entry relay of the part, or "" before it began.
+func (ps *partStream) entryID() string {
+	ps.mu.Lock()
+	src := ps.src
+	ps.mu.Unlock()
+	if src == nil {
+		return ""
+	}
+	return src.entry()
 }
 
 // attach binds the stream to its source; stream is the part's id on a push
@@ -115,6 +139,9 @@ func (ps *partStream) put(buf []byte) error {
 	if err := ps.creditLocked(len(buf)); err != nil {
 		ps.s.pool.put(buf)
 		return err
+	}
+	if ps.received == 0 {
+		ps.first = time.Now()
 	}
 	ps.received += int64(len(buf))
 	rest := buf
@@ -204,10 +231,11 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 			if done {
 				ps.finished = true
 			}
-			src := ps.src
+			src, first := ps.src, ps.first
 			ps.mu.Unlock()
 			if done {
 				src.end(ps, proto.StatusOK, "")
+				ps.s.needDone(ps, first)
 				return nil
 			}
 			if ackDue {
@@ -246,7 +274,7 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 			}
 		}
 		if attached {
-			timer.Reset(ps.s.cfg.IdleTimeout)
+			timer.Reset(ps.s.cfg.StallTimeout)
 		} else {
 			timer.Reset(ps.s.cfg.NeedTimeout)
 		}
@@ -257,8 +285,8 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 			return ctx.Err()
 		case <-timer.C:
 			if attached {
-				ps.cancel(proto.StatusCancelled, errIdle.Msg)
-				return errIdle
+				ps.cancel(proto.StatusCancelled, errStalled.Msg)
+				return errStalled
 			}
 			ps.cancel(proto.StatusCancelled, errNeedTimeout.Msg)
 			return errNeedTimeout

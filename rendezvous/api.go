@@ -76,6 +76,8 @@ type statusBody struct {
 	ItemsOnline int           `json:"items_online"`
 	// Cluster is present when the rendezvous is a cluster member.
 	Cluster *clusterStatus `json:"cluster,omitempty"`
+	// Transfers shows what the mesh carries per item (issue 10).
+	Transfers []transferStatus `json:"transfers"`
 }
 
 // handleStatus answers GET /v1/status. The public view shows no
@@ -92,6 +94,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	body.Sessions = len(s.sessions)
 	body.Items = len(s.items)
+	body.Transfers = s.transferStatusesLocked()
 	for _, it := range s.items {
 		if it.sess != nil {
 			body.ItemsOnline++

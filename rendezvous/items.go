@@ -38,6 +38,8 @@ type item struct {
 	enc        string // proto.E2EVersion for an encrypted item, or ""
 	meta       string // sealed name, type and modification time
 	volunteers bool   // volunteer relays may carry this plaintext item
+
+	carried carried // what the mesh carried for it (entry.go)
 }
 
 // anyRelay reports whether relays of class volunteer may carry the item:

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -9,11 +10,14 @@ import (
 )
 
 // The scheduler turns a relay's Need into an Order to the item's publisher.
-// The relay that needs a part (the exit) is also the one the part is
-// pushed to (the entry), unless the publisher pinned an entry relay
-// (Publish.Via, `meshup send --via`): then the push token names the exit
-// in Claims.Fwd and the entry forwards the part over the mesh. Spreading a
-// range over several entry relays comes later.
+// The relay that needs a part (the exit) keeps several parts of a
+// consumer's request open at once; each is ordered through the entry relay
+// pickEntryLocked scores best (entry.go): the exit itself, or another relay
+// that forwards the part to the exit over the mesh, its push token naming
+// the exit in Claims.Fwd. So one transfer spreads over several entries in
+// proportion to their measured rates, and a part whose entry died is asked
+// again (Need.Avoid) through another. A publisher may pin one entry
+// relay (Publish.Via, `meshup send --via`) to diagnose a path.
 //
 // A need is honoured only when it carries a read token this rendezvous
 // issued for that relay, that item and a range covering the need (the
@@ -30,6 +34,7 @@ type order struct {
 	item    proto.ItemID
 	relay   *relayConn // the relay that needed the part (the exit)
 	entry   *relayConn // the relay the part is pushed to
+	len     int64      // bytes ordered
 	need    uint64
 	sess    *session
 	created time.Time
@@ -87,19 +92,32 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 		s.stats.reject(RejectNeedRate)
 		return proto.Errorf(proto.StatusOverLimit, "item is over %g needs per second", s.cfg.ItemNeedRate)
 	}
-	entry, fwd := r, ""
-	if it.via != "" && it.via != r.id {
-		if entry = s.relays[it.via]; entry == nil || !s.relayAlive(entry, now) {
-			return proto.Errorf(proto.StatusUnavailable, "entry relay %.80s, pinned by the publisher, is not live", it.via)
-		}
-		fwd = r.id
-	}
-	if !it.anyRelay() && (r.class != ClassOperator || entry.class != ClassOperator) {
+	if !it.anyRelay() && r.class != ClassOperator {
 		s.stats.reject(RejectPlaintext)
 		return proto.Errorf(proto.StatusForbidden, "a plaintext item goes through operator relays only, and a volunteer relay asked")
 	}
+	entry, perr := s.pickEntryLocked(it, r, n, now)
+	if perr != nil {
+		if perr.Status == proto.StatusForbidden {
+			s.stats.reject(RejectPlaintext)
+		}
+		return perr
+	}
+	if !it.anyRelay() && entry.class != ClassOperator {
+		s.stats.reject(RejectPlaintext)
+		return proto.Errorf(proto.StatusForbidden, "a plaintext item goes through operator relays only, and the pinned entry is a volunteer relay")
+	}
+	fwd := ""
+	if entry != r {
+		fwd = r.id
+	}
+	if len(n.Avoid) > 0 {
+		r.reorders++
+		it.carried.reorders++
+		s.stats.reorders.Add(1)
+	}
 	s.lastOrder++
-	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.sess, created: now}
+	o := &order{id: s.lastOrder, item: it.id, relay: r, len: n.Len, need: n.Need, sess: it.sess, created: now}
 	tok := proto.SignToken(s.key, proto.Claims{
 		Dir:   proto.DirPush,
 		Relay: entry.id,
@@ -164,8 +182,32 @@ func (s *Server) orderFailed(c *session, of *proto.OrderFailed) {
 		st = proto.StatusSourceError
 	}
 	s.stats.ordersFailed.Add(1)
-	s.needFailedLocked(o.relay, o.need, st, proto.TruncateReason(of.Reason))
+	reason := proto.TruncateReason(of.Reason)
+	if o.entry != nil && entryRefusal(st) {
+		// The publisher could not push through the entry, or the entry
+		// refused the part: let the next parts go elsewhere for a while
+		// (entry.go, health). When the entry was another relay than the
+		// exit, the exit may ask again: another entry may do.
+		o.entry.entryFailedAt = s.cfg.Now()
+		if o.entry != o.relay {
+			reason = proto.TruncateReason(fmt.Sprintf("entry relay %s: %v: %s", shortID(o.entry.id), st, of.Reason))
+			st = proto.StatusUnavailable
+		}
+	}
+	s.needFailedLocked(o.relay, o.need, st, reason)
 	s.forgetOrderLocked(o)
+}
+
+// entryRefusal reports whether an order that failed with st failed
+// because of its entry relay (it could not be reached, or refused the
+// part), not because of the publisher's source or the consumer.
+func entryRefusal(st proto.Status) bool {
+	switch st {
+	case proto.StatusUnavailable, proto.StatusOffline, proto.StatusExpired, proto.StatusWrongRelay,
+		proto.StatusUnauthorized, proto.StatusOverLimit, proto.StatusTimeout:
+		return true
+	}
+	return false
 }
 
 // needFailedLocked tells relay r that its need cannot be met.

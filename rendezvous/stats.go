@@ -66,6 +66,8 @@ type Stats struct {
 	Tunnelled      uint64 // HTTP requests tunnelled to relays behind NAT
 	TunnelFailures uint64 // tunnelled requests that could not reach the relay
 	Forwarded      uint64 // orders whose entry relay is not the exit relay
+	PartsDone      uint64 // orders settled by need_done: the part arrived whole
+	Reorders       uint64 // needs asking to avoid an entry that failed them
 	URLsVerified   uint64 // relay http_urls that passed a challenge (after not having passed)
 
 	// Circuit relay service of the rendezvous's libp2p node.
@@ -102,6 +104,8 @@ type counters struct {
 	tunnelled        atomic.Uint64
 	tunnelFailures   atomic.Uint64
 	forwarded        atomic.Uint64
+	partsDone        atomic.Uint64
+	reorders         atomic.Uint64
 	verified         atomic.Uint64
 
 	mu         sync.Mutex // guards the fields below
@@ -147,6 +151,8 @@ func (s *Server) Stats() Stats {
 		Tunnelled:        c.tunnelled.Load(),
 		TunnelFailures:   c.tunnelFailures.Load(),
 		Forwarded:        c.forwarded.Load(),
+		PartsDone:        c.partsDone.Load(),
+		Reorders:         c.reorders.Load(),
 		URLsVerified:     c.verified.Load(),
 		Circuit:          s.cfg.Node.RelayStats(),
 	}

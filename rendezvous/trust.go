@@ -247,9 +247,16 @@ func (s *Server) directLocked(r *relayConn) bool {
 
 // relayLoadLocked is relay r's load for scheduling: the part streams it
 // reported at its last heartbeat, but never fewer than the orders the
-// rendezvous has outstanding on it, plus the orders given since.
+// rendezvous has outstanding that it carries (as entry, or as the exit of
+// a part another entry forwards to it), plus the orders given since.
 func relayLoadLocked(r *relayConn) int {
-	return max(r.streams, r.entryOrders) + r.ordersSinceBeat
+	carried := r.entryOrders
+	for _, o := range r.needs {
+		if o.entry != r {
+			carried++
+		}
+	}
+	return max(r.streams, carried) + r.ordersSinceBeat
 }
 
 // statusAuthorized reports whether req carries the StatusToken.

@@ -65,11 +65,12 @@ func run(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.Budget, "budget", relay.DefaultBudget, "bytes of memory for part data, all streams")
 	fs.IntVar(&cfg.Window, "window", relay.DefaultWindow, "bytes in flight per part stream")
 	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
-	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "parts open ahead per consumer request")
+	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "read-ahead: parts of one consumer request open at once, possibly through several entry relays")
 	fs.IntVar(&cfg.MaxConns, "max-conns", relay.DefaultMaxConns, "push WebSocket connections")
 	fs.IntVar(&cfg.MaxStreamsPerConn, "max-streams-per-conn", relay.DefaultMaxStreamsPerConn, "open parts per push connection (0: budget/window, every part the budget admits)")
 	fs.DurationVar(&cfg.NeedTimeout, "need-timeout", relay.DefaultNeedTimeout, "wait for a publisher to begin a part")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for bytes of a begun part")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for any message on a push connection or mesh stream, and idle keep-alive")
+	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", relay.DefaultStallTimeout, "wait for the next bytes of a part a consumer waits for, before asking for the rest through another entry relay")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers and publishers")
 	// Limits per source and deadlines (relay/limits.go, cmd/internal/httpserve).
 	var hcfg httpserve.Config

@@ -14,22 +14,27 @@ type statusCollector struct {
 	mesh     meshmetrics.Descs
 	counters []counter
 	refused  *prometheus.Desc
+	// Parts and bytes delivered by the entry relay they came through.
+	entryParts, entryBytes *prometheus.Desc
 }
 
 type counter struct {
 	desc  *prometheus.Desc
 	value func(relay.Stats) int64
+	gauge bool // a current value, not a count
 }
 
 func newStatusCollector(srv *relay.Server) *statusCollector {
 	const ns = "meshup_relay_"
 	c := func(name, help string, f func(relay.Stats) int64) counter {
-		return counter{prometheus.NewDesc(ns+name, help, nil, nil), f}
+		return counter{desc: prometheus.NewDesc(ns+name, help, nil, nil), value: f}
 	}
 	return &statusCollector{
-		srv:     srv,
-		mesh:    meshmetrics.New(ns),
-		refused: prometheus.NewDesc(ns+"refused_total", "Requests, connections, parts and frames refused, by reason.", []string{"reason"}, nil),
+		srv:        srv,
+		mesh:       meshmetrics.New(ns),
+		refused:    prometheus.NewDesc(ns+"refused_total", "Requests, connections, parts and frames refused, by reason.", []string{"reason"}, nil),
+		entryParts: prometheus.NewDesc(ns+"entry_parts_total", "Parts this relay needed and delivered, by the entry relay that carried them.", []string{"entry"}, nil),
+		entryBytes: prometheus.NewDesc(ns+"entry_bytes_total", "Bytes of the parts this relay needed and delivered, by the entry relay that carried them.", []string{"entry"}, nil),
 		counters: []counter{
 			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
 			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
@@ -39,6 +44,10 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("parts_failed_total", "Parts ended early.", func(s relay.Stats) int64 { return s.PartsFailed }),
 			c("forwards_out_total", "Parts forwarded to exit relays.", func(s relay.Stats) int64 { return s.ForwardsOut }),
 			c("forwards_in_total", "Parts received from entry relays.", func(s relay.Stats) int64 { return s.ForwardsIn }),
+			c("forwarded_bytes_total", "Bytes of parts forwarded in full to exit relays.", func(s relay.Stats) int64 { return s.ForwardedBytes }),
+			c("part_retries_total", "Parts asked again mid-response after a transient failure.", func(s relay.Stats) int64 { return s.PartRetries }),
+			c("entry_failovers_total", "Parts asked again through another entry relay after theirs died or stalled.", func(s relay.Stats) int64 { return s.EntryFailovers }),
+			{prometheus.NewDesc(ns+"read_ahead", "Parts open ahead of the ones being delivered, over all consumer requests.", nil, nil), func(s relay.Stats) int64 { return s.ReadAhead }, true},
 			c("dials_refused_total", "Dials to non-public addresses refused by the connection gater.", func(s relay.Stats) int64 { return s.DialsRefused }),
 		},
 	}
@@ -48,6 +57,8 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.mesh.Describe(ch)
 	ch <- c.refused
+	ch <- c.entryParts
+	ch <- c.entryBytes
 	for _, m := range c.counters {
 		ch <- m.desc
 	}
@@ -57,7 +68,15 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Status()
 	for _, m := range c.counters {
-		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(st.Stats)))
+		kind := prometheus.CounterValue
+		if m.gauge {
+			kind = prometheus.GaugeValue
+		}
+		ch <- prometheus.MustNewConstMetric(m.desc, kind, float64(m.value(st.Stats)))
+	}
+	for entry, e := range st.Stats.Entries {
+		ch <- prometheus.MustNewConstMetric(c.entryParts, prometheus.CounterValue, float64(e.Parts), entry)
+		ch <- prometheus.MustNewConstMetric(c.entryBytes, prometheus.CounterValue, float64(e.Bytes), entry)
 	}
 	for reason, n := range st.Stats.Refusals {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), reason)

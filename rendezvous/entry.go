@@ -1,0 +1,296 @@
+package rendezvous
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Entry choice (issue 10). An exit relay asks for one part at a time, and
+// keeps Prefetch parts of a consumer's request open at once (read-ahead).
+// Each need is ordered through the entry relay with the best score:
+//
+//		score = rate × path × reach × health / (1 + outstanding orders)
+//
+//	  - rate: the entry's measured throughput, an exponentially weighted
+//	    average of the parts that went through it (need_done: bytes over the
+//	    time from first to last byte). An entry not yet measured gets the
+//	    average of the measured candidates, so that every relay is tried.
+//	  - path: how the part reaches the exit. The exit itself needs no hop
+//	    (1); a direct or hole-punched mesh connection costs a hop (pathMesh);
+//	    a relayed circuit crosses a third node (pathRelayed). A candidate
+//	    that neither the exit nor itself reports a mesh connection to (in
+//	    their heartbeats) is left out: the entry would have to dial the
+//	    exit while the publisher waits.
+//	  - reach: how the publisher reaches the entry. A relay it can reach
+//	    directly counts 1; one reached through the rendezvous tunnel puts the
+//	    rendezvous on the data path (reachTunnel).
+//	  - health: an entry through which an order failed in the last
+//	    entryFailHold counts entryFailPenalty, so the next parts go
+//	    elsewhere while it recovers or is declared dead.
+//	  - outstanding orders: orders sent and not yet settled by need_done,
+//	    a failure or a cancel. Dividing by them spreads the read-ahead of one
+//	    consumer, and the load of many, over the entries in proportion to
+//	    their rates.
+//
+// The relays an exit names in Need.Avoid (it saw them die or stall on
+// these bytes) are left out unless no other candidate is left.
+//
+// Trust: a relay's rate is believed only from exits of class operator or
+// from the relay measuring itself (the exit was the entry), and each
+// sample is bounded by the part's length and maxRateSample. A volunteer
+// exit cannot make another relay look slow or fast.
+const (
+	pathMesh         = 0.8
+	pathRelayed      = 0.3
+	reachTunnel      = 0.25
+	entryFailPenalty = 0.1
+	entryFailHold    = 30 * time.Second
+	rateAlpha        = 0.3         // weight of a new sample in the average
+	minRateSample    = 256 << 10   // bytes: smaller parts measure latency, not rate
+	maxRateSample    = 100_000_000 // bytes per millisecond (100 GB/s): a bound on lies
+)
+
+// entryScore is the score of a candidate entry relay (see above).
+type entryScore struct {
+	rate     float64 // bytes per millisecond; 0 when not measured
+	path     float64
+	reach    float64
+	health   float64
+	inflight int
+}
+
+func (e entryScore) value(defaultRate float64) float64 {
+	rate := e.rate
+	if rate == 0 {
+		rate = defaultRate
+	}
+	return rate * e.path * e.reach * e.health / float64(1+e.inflight)
+}
+
+// pathLocked returns the path factor from candidate c to exit, and false
+// when c has no known way to reach the exit.
+func (s *Server) pathLocked(c, exit *relayConn) (float64, bool) {
+	if c == exit {
+		return 1, true
+	}
+	kind := meshKind(exit, c.id)
+	if kind == "" {
+		kind = meshKind(c, exit.id)
+	}
+	switch kind {
+	case proto.PeerDirect, proto.PeerHolePunched:
+		return pathMesh, true
+	case proto.PeerRelayed:
+		return pathRelayed, true
+	}
+	return 0, false
+}
+
+// meshKind returns how relay r reported its connection to peer, or "".
+func meshKind(r *relayConn, peer string) string {
+	if r.mesh == nil {
+		return ""
+	}
+	for _, p := range r.mesh.Peers {
+		if p.ID == peer {
+			return p.Kind
+		}
+	}
+	return ""
+}
+
+// pickEntryLocked chooses the entry relay for need n of exit, for item it.
+func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now time.Time) (*relayConn, *proto.Error) {
+	if it.via != "" {
+		if it.via == exit.id {
+			return exit, nil
+		}
+		entry := s.relays[it.via]
+		if entry == nil || !s.relayAlive(entry, now) {
+			return nil, proto.Errorf(proto.StatusUnavailable, "entry relay %.80s, pinned by the publisher, is not live", it.via)
+		}
+		return entry, nil
+	}
+	avoid := map[string]bool{}
+	for _, id := range n.Avoid[:min(len(n.Avoid), proto.MaxAvoid)] {
+		avoid[id] = true
+	}
+	type cand struct {
+		r     *relayConn
+		score entryScore
+	}
+	var cands []cand
+	var measured, rateSum float64
+	anyAvoided := false
+	for _, c := range s.liveRelaysLocked(now) {
+		if !it.anyRelay() && c.class != ClassOperator {
+			continue
+		}
+		path, ok := s.pathLocked(c, exit)
+		if !ok {
+			continue
+		}
+		if avoid[c.id] {
+			anyAvoided = true
+			continue
+		}
+		sc := entryScore{rate: c.entryRate, path: path, reach: 1, health: 1, inflight: c.entryOrders}
+		if !s.directLocked(c) {
+			sc.reach = reachTunnel
+		}
+		if !c.entryFailedAt.IsZero() && now.Sub(c.entryFailedAt) < entryFailHold {
+			sc.health = entryFailPenalty
+		}
+		if c.entryRate > 0 {
+			measured++
+			rateSum += c.entryRate
+		}
+		cands = append(cands, cand{c, sc})
+	}
+	if len(cands) == 0 {
+		if anyAvoided && len(avoid) > 0 {
+			// Every way left failed once: try them again rather than fail
+			// the consumer.
+			n2 := *n
+			n2.Avoid = nil
+			return s.pickEntryLocked(it, exit, &n2, now)
+		}
+		if !it.anyRelay() {
+			return nil, proto.Errorf(proto.StatusForbidden, "a plaintext item goes through operator relays only, and none can reach the exit")
+		}
+		return nil, proto.Errorf(proto.StatusUnavailable, "no entry relay can reach the exit")
+	}
+	defaultRate := 1.0
+	if measured > 0 {
+		defaultRate = rateSum / measured
+	}
+	var best []*relayConn
+	bestScore := -1.0
+	for _, c := range cands {
+		v := c.score.value(defaultRate)
+		switch {
+		case v > bestScore*(1+1e-9):
+			best, bestScore = []*relayConn{c.r}, v
+		case v >= bestScore*(1-1e-9):
+			best = append(best, c.r)
+		}
+	}
+	e := best[s.rr%uint64(len(best))]
+	s.rr++
+	return e, nil
+}
+
+// handleNeedDone settles the order for relay r's need: every byte arrived.
+// It counts the part for its entry relay and item, and updates the
+// entry's measured rate.
+func (s *Server) handleNeedDone(r *relayConn, d *proto.NeedDone) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := r.needs[d.Need]
+	if o == nil {
+		r.log.Debug("need_done for unknown need", "need", d.Need)
+		return
+	}
+	bytes := min(max(d.Bytes, 0), o.len)
+	if e := o.entry; e != nil {
+		e.entryParts++
+		e.entryBytes += bytes
+		if bytes >= minRateSample && d.MS > 0 && (r.class == ClassOperator || e == r) {
+			sample := min(float64(bytes)/float64(d.MS), maxRateSample)
+			if e.entryRate == 0 {
+				e.entryRate = sample
+			} else {
+				e.entryRate += rateAlpha * (sample - e.entryRate)
+			}
+		}
+	}
+	if it := s.items[o.item]; it != nil {
+		it.carried.add(o.entry, bytes)
+	}
+	s.stats.partsDone.Add(1)
+	s.forgetOrderLocked(o)
+}
+
+// carried counts what the mesh carried for one item (issue 10, status).
+type carried struct {
+	parts    int64
+	bytes    int64
+	reorders int64            // needs that asked to avoid a failed entry
+	entries  map[string]int64 // parts by entry relay id
+}
+
+func (c *carried) add(entry *relayConn, bytes int64) {
+	c.parts++
+	c.bytes += bytes
+	if entry == nil {
+		return
+	}
+	if c.entries == nil {
+		c.entries = map[string]int64{}
+	}
+	if _, ok := c.entries[entry.id]; ok || len(c.entries) < maxRelayPeers {
+		c.entries[entry.id]++
+	}
+}
+
+// entryStatus is a relay's work as an entry, in GET /v1/status.
+type entryStatus struct {
+	Parts    int64   `json:"parts"`
+	Bytes    int64   `json:"bytes"`
+	RateMBps float64 `json:"rate_mbps"`
+	Orders   int     `json:"orders"`
+}
+
+// transferStatus is one item's traffic in GET /v1/status. Item ids are
+// capabilities, so only a prefix too short to name the item is shown.
+type transferStatus struct {
+	Item     string `json:"item"`  // the id's first 6 characters
+	Parts    int64  `json:"parts"` // parts delivered whole
+	Bytes    int64  `json:"bytes"`
+	Reorders int64  `json:"reorders"`
+	// ReadAhead is the item's orders outstanding now: the parts being
+	// carried, over every exit.
+	ReadAhead int              `json:"read_ahead"`
+	Entries   map[string]int64 `json:"entries"` // parts by entry relay id
+}
+
+// maxTransfers bounds the items listed in GET /v1/status.
+const maxTransfers = 100
+
+// transferStatusesLocked lists the items the mesh carried or is carrying,
+// the busiest first, at most maxTransfers.
+func (s *Server) transferStatusesLocked() []transferStatus {
+	readAhead := map[proto.ItemID]int{}
+	for _, o := range s.orders {
+		readAhead[o.item]++
+	}
+	out := []transferStatus{}
+	for id, it := range s.items {
+		c := &it.carried
+		if c.parts == 0 && readAhead[id] == 0 {
+			continue
+		}
+		out = append(out, transferStatus{
+			Item: id.String()[:6], Parts: c.parts, Bytes: c.bytes, Reorders: c.reorders,
+			ReadAhead: readAhead[id], Entries: maps.Clone(c.entries),
+		})
+	}
+	slices.SortFunc(out, func(a, b transferStatus) int {
+		return cmp.Or(cmp.Compare(b.ReadAhead, a.ReadAhead), cmp.Compare(b.Bytes, a.Bytes), strings.Compare(a.Item, b.Item))
+	})
+	return out[:min(len(out), maxTransfers)]
+}
+
+// shortID returns the last characters of a peer id, for log lines and
+// reasons.
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[len(id)-8:]
+	}
+	return id
+}
