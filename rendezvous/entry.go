@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"cmp"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -14,36 +15,38 @@ import (
 // keeps Prefetch parts of a consumer's request open at once (read-ahead).
 // Each need is ordered through the entry relay with the best score:
 //
-//		score = rate × path × reach × health / (1 + outstanding orders)
+//	score = rate × path × reach × health / (1 + outstanding orders)
 //
-//	  - rate: the entry's measured throughput, an exponentially weighted
-//	    average of the parts that went through it (need_done: bytes over the
-//	    time from first to last byte). An entry not yet measured gets the
-//	    average of the measured candidates, so that every relay is tried.
-//	  - path: how the part reaches the exit. The exit itself needs no hop
-//	    (1); a direct or hole-punched mesh connection costs a hop (pathMesh);
-//	    a relayed circuit crosses a third node (pathRelayed). A candidate
-//	    that neither the exit nor itself reports a mesh connection to (in
-//	    their heartbeats) is left out: the entry would have to dial the
-//	    exit while the publisher waits.
-//	  - reach: how the publisher reaches the entry. A relay it can reach
-//	    directly counts 1; one reached through the rendezvous tunnel puts the
-//	    rendezvous on the data path (reachTunnel).
-//	  - health: an entry through which an order failed in the last
-//	    entryFailHold counts entryFailPenalty, so the next parts go
-//	    elsewhere while it recovers or is declared dead.
-//	  - outstanding orders: orders sent and not yet settled by need_done,
-//	    a failure or a cancel. Dividing by them spreads the read-ahead of one
-//	    consumer, and the load of many, over the entries in proportion to
-//	    their rates.
+// where:
+//
+//   - rate is the throughput measured from the entry to this exit, an
+//     exponentially weighted average over the parts that took that way
+//     (need_done: bytes over the time from first to last byte). A way not
+//     yet measured gets the average of the exit's measured ways, so that
+//     every entry is tried.
+//   - path is how the part reaches the exit. The exit itself needs no hop
+//     (1); a direct or hole-punched mesh connection costs a hop (pathMesh);
+//     a relayed circuit crosses a third node (pathRelayed). A candidate
+//     that neither the exit nor itself reports a mesh connection to (in
+//     their heartbeats) is left out: the entry would have to dial the exit
+//     while the publisher waits.
+//   - reach is how the publisher reaches the entry. A relay it can reach
+//     directly counts 1; one reached through the rendezvous tunnel puts the
+//     rendezvous on the data path (reachTunnel).
+//   - health: an entry through which an order failed in the last
+//     entryFailHold counts entryFailPenalty, so the next parts go
+//     elsewhere while it recovers or is declared dead.
+//   - outstanding orders are the orders sent through the entry and not yet
+//     settled by need_done, a failure or a cancel. Dividing by them spreads
+//     the read-ahead of one consumer, and the load of many, over the
+//     entries in proportion to their rates.
 //
 // The relays an exit names in Need.Avoid (it saw them die or stall on
 // these bytes) are left out unless no other candidate is left.
 //
-// Trust: a relay's rate is believed only from exits of class operator or
-// from the relay measuring itself (the exit was the entry), and each
-// sample is bounded by the part's length and maxRateSample. A volunteer
-// exit cannot make another relay look slow or fast.
+// Trust: rates are kept per exit, from that exit's own reports, and each
+// sample is bounded by the part's length and maxRateSample: an exit that
+// lies about its rates only steers its own parts, never another exit's.
 const (
 	pathMesh         = 0.8
 	pathRelayed      = 0.3
@@ -139,16 +142,17 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 			anyAvoided = true
 			continue
 		}
-		sc := entryScore{rate: c.entryRate, path: path, reach: 1, health: 1, inflight: c.entryOrders}
+		rate := exit.rates[c.id]
+		sc := entryScore{rate: rate, path: path, reach: 1, health: 1, inflight: c.entryOrders}
 		if !s.directLocked(c) {
 			sc.reach = reachTunnel
 		}
 		if !c.entryFailedAt.IsZero() && now.Sub(c.entryFailedAt) < entryFailHold {
 			sc.health = entryFailPenalty
 		}
-		if c.entryRate > 0 {
+		if rate > 0 {
 			measured++
-			rateSum += c.entryRate
+			rateSum += rate
 		}
 		cands = append(cands, cand{c, sc})
 	}
@@ -186,8 +190,8 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 }
 
 // handleNeedDone settles the order for relay r's need: every byte arrived.
-// It counts the part for its entry relay and item, and updates the
-// entry's measured rate.
+// It counts the part for its entry relay and item, and updates r's
+// measured rate from that entry.
 func (s *Server) handleNeedDone(r *relayConn, d *proto.NeedDone) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,12 +204,15 @@ func (s *Server) handleNeedDone(r *relayConn, d *proto.NeedDone) {
 	if e := o.entry; e != nil {
 		e.entryParts++
 		e.entryBytes += bytes
-		if bytes >= minRateSample && d.MS > 0 && (r.class == ClassOperator || e == r) {
+		if bytes >= minRateSample && d.MS > 0 {
 			sample := min(float64(bytes)/float64(d.MS), maxRateSample)
-			if e.entryRate == 0 {
-				e.entryRate = sample
-			} else {
-				e.entryRate += rateAlpha * (sample - e.entryRate)
+			if r.rates == nil {
+				r.rates = map[string]float64{}
+			}
+			if old, ok := r.rates[e.id]; ok {
+				r.rates[e.id] = old + rateAlpha*(sample-old)
+			} else if len(r.rates) < maxRelayPeers {
+				r.rates[e.id] = sample
 			}
 		}
 	}
@@ -240,10 +247,18 @@ func (c *carried) add(entry *relayConn, bytes int64) {
 
 // entryStatus is a relay's work as an entry, in GET /v1/status.
 type entryStatus struct {
-	Parts    int64   `json:"parts"`
-	Bytes    int64   `json:"bytes"`
-	RateMBps float64 `json:"rate_mbps"`
-	Orders   int     `json:"orders"`
+	Parts  int64 `json:"parts"`
+	Bytes  int64 `json:"bytes"`
+	Orders int   `json:"orders"`
+}
+
+// ratesMBps returns r's measured rates from each entry, in MB/s.
+func ratesMBps(r *relayConn) map[string]float64 {
+	out := make(map[string]float64, len(r.rates))
+	for id, v := range r.rates {
+		out[id] = math.Round(v/10) / 100 // bytes per ms = kB/s; two decimals of MB/s
+	}
+	return out
 }
 
 // transferStatus is one item's traffic in GET /v1/status. Item ids are

@@ -63,18 +63,18 @@ type relayConn struct {
 	reserved        int64
 	served          int64
 	ordersSinceBeat int
-	needs           map[uint64]*order // by need id; nil once the relay is removed
-	mesh            *proto.MeshStatus // the relay's last reported view of the mesh
-	entryOrders     int               // outstanding orders that push to this relay
-	entryParts      int64             // parts carried as entry, settled by need_done
-	entryBytes      int64             // their bytes
-	entryRate       float64           // measured throughput as entry, bytes per ms (entry.go); 0 before
-	entryFailedAt   time.Time         // when an order through it last failed
-	reorders        int64             // its needs that asked to avoid a failed entry
-	verified        bool              // its http_url answered the last challenge
-	verifiedAt      time.Time         // when the last challenge ended
-	verifyErr       string            // why the last challenge failed
-	sentDir         map[string]string // the directory as sent to it: id -> fingerprint
+	needs           map[uint64]*order  // by need id; nil once the relay is removed
+	mesh            *proto.MeshStatus  // the relay's last reported view of the mesh
+	entryOrders     int                // outstanding orders that push to this relay
+	entryParts      int64              // parts carried as entry, settled by need_done
+	entryBytes      int64              // their bytes
+	rates           map[string]float64 // measured throughput from each entry relay to it as exit, bytes per ms (entry.go)
+	entryFailedAt   time.Time          // when an order through it last failed
+	reorders        int64              // its needs that asked to avoid a failed entry
+	verified        bool               // its http_url answered the last challenge
+	verifiedAt      time.Time          // when the last challenge ended
+	verifyErr       string             // why the last challenge failed
+	sentDir         map[string]string  // the directory as sent to it: id -> fingerprint
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -534,13 +534,14 @@ type relayStatus struct {
 	Served   int64  `json:"served"`
 	Orders   int    `json:"orders"` // orders outstanding
 	// The mesh (issue 10): what the relay carried as an entry (parts
-	// settled by need_done), its measured rate as an entry in MB/s (0
-	// before the first measurement), the orders outstanding through it,
-	// and how many of its needs asked to avoid a failed entry.
-	Entry    entryStatus `json:"entry"`
-	Reorders int64       `json:"reorders"`
-	LastSeen string      `json:"last_seen"`
-	Alive    bool        `json:"alive"`
+	// settled by need_done) and the orders outstanding through it; as an
+	// exit, the rates measured from each entry relay in MB/s, and how
+	// many of its needs asked to avoid a failed entry.
+	Entry    entryStatus        `json:"entry"`
+	Rates    map[string]float64 `json:"rates_mbps"`
+	Reorders int64              `json:"reorders"`
+	LastSeen string             `json:"last_seen"`
+	Alive    bool               `json:"alive"`
 	// Local is false for a relay known only through the cluster's gossip;
 	// Home is the cluster member it is registered with (empty when the
 	// rendezvous is not in a cluster), Expires when its record lapses.
@@ -583,7 +584,8 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			Reserved:    r.reserved,
 			Served:      r.served,
 			Orders:      len(r.needs),
-			Entry:       entryStatus{Parts: r.entryParts, Bytes: r.entryBytes, RateMBps: r.entryRate / 1000, Orders: r.entryOrders},
+			Entry:       entryStatus{Parts: r.entryParts, Bytes: r.entryBytes, Orders: r.entryOrders},
+			Rates:       ratesMBps(r),
 			Reorders:    r.reorders,
 			LastSeen:    r.lastSeen.UTC().Format(time.RFC3339Nano),
 			Alive:       true,
