@@ -419,7 +419,7 @@ func TestHostileRelay(t *testing.T) {
 				defer hostile.set(nil, nil)
 				file := filepath.Join(dir, "retry "+l.name)
 				var retries []error
-				before := honest.Server.Stats().BytesOut
+				before := honest.Server.Stats().BytesServed
 				n, err := client.DownloadFile(ctx(t), link(hostile.ID()), file, client.FileOptions{OnRetry: func(err error) { retries = append(retries, err) }})
 				if err != nil || n != int64(len(data)) {
 					t.Fatalf("DownloadFile: %d, %v, want %d, nil", n, err, len(data))
@@ -433,7 +433,7 @@ func TestHostileRelay(t *testing.T) {
 				}
 				cs, _ := proto.E2ECipherSize(int64(len(data)))
 				eventually(t, fmt.Sprintf("the honest relay to count the bytes from chunk %d on", l.chunk), func() bool {
-					return honest.Server.Stats().BytesOut-before == cs-int64(l.chunk)*schunk
+					return honest.Server.Stats().BytesServed-before == cs-int64(l.chunk)*schunk
 				})
 			})
 		}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -167,7 +168,7 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 	defer s.budget.release(reserve)
 
 	rc := http.NewResponseController(w)
-	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout}
+	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}
 	// Ask for the first part before the headers go out, so that an
 	// offline publisher can still be reported with a proper status.
 	f := newFetcher(s, r.Context(), id(r), ranges, code == http.StatusPartialContent)
@@ -216,11 +217,14 @@ type deadlineWriter struct {
 	w       io.Writer
 	rc      *http.ResponseController
 	timeout time.Duration
+	served  *atomic.Int64 // counts the bytes written
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
 	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.w.Write(p)
+	n, err := d.w.Write(p)
+	d.served.Add(int64(n))
+	return n, err
 }
 
 // Flush sends buffered bytes to the consumer.

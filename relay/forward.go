@@ -189,6 +189,7 @@ func (s *Server) handlePart(st mesh.Stream) {
 	}
 	if err != nil {
 		s.stats.refused("mesh_token")
+		s.refusedForward(claims, st.RemotePeer(), b, err)
 		refuse(st, proto.TokenStatus(err), err.Error())
 		return
 	}

@@ -193,6 +193,20 @@ func (s *Server) needDone(ps *partStream, first time.Time) {
 	l.send(proto.NeedDone{Need: ps.need, Bytes: ps.n, MS: ms})
 }
 
+// refusedForward is called when this relay, the exit, refused a part
+// forwarded by entry because its token did not check out. When the token
+// is authentic and only its time is off (this relay's clock is wrong), the
+// consumer waiting for the part is told why at once: every entry would be
+// refused alike.
+func (s *Server) refusedForward(c proto.Claims, entry string, b proto.PartBegin, err error) {
+	if proto.TokenStatus(err) != proto.StatusExpired || c.Fwd != s.id || c.Relay != entry {
+		return
+	}
+	if ps := s.takeNeed(c.Ref, b.Item, int64(b.Off), int64(b.Len)); ps != nil {
+		ps.fail(err)
+	}
+}
+
 // needFailed ends the stream waiting for need with the rendezvous's reason.
 func (s *Server) needFailed(m *proto.NeedFailed) {
 	s.mu.Lock()

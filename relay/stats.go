@@ -15,7 +15,8 @@ import (
 // stats are the relay's counters.
 type stats struct {
 	bytesIn         atomic.Int64 // part bytes received from publishers
-	bytesOut        atomic.Int64 // part bytes written to consumers
+	bytesOut        atomic.Int64 // part bytes written to consumers and exit relays
+	bytesServed     atomic.Int64 // item bytes written to HTTP consumers
 	needs           atomic.Int64 // parts asked of the rendezvous
 	partRetries     atomic.Int64 // parts asked again mid-response after a transient failure
 	cutShort        atomic.Int64 // responses ended before their last byte, not by the consumer
@@ -97,7 +98,8 @@ func (s *stats) refused(reason string) {
 // Stats is a snapshot of a relay's counters.
 type Stats struct {
 	BytesIn     int64            `json:"bytes_in"`
-	BytesOut    int64            `json:"bytes_out"`
+	BytesOut    int64            `json:"bytes_out"`    // part bytes written to consumers and exit relays
+	BytesServed int64            `json:"bytes_served"` // item bytes written to HTTP consumers (this relay as exit)
 	Needs       int64            `json:"needs"`
 	PartRetries int64            `json:"part_retries"` // parts asked again mid-response (source gone, link down)
 	CutShort    int64            `json:"cut_short"`    // responses ended before their last byte, not by the consumer
@@ -150,6 +152,7 @@ func (s *Server) Stats() Stats {
 		BytesIn:       s.stats.bytesIn.Load(),
 		UnknownFrames: s.stats.unknownFrames.Load(),
 		BytesOut:      s.stats.bytesOut.Load(),
+		BytesServed:   s.stats.bytesServed.Load(),
 		Needs:         s.stats.needs.Load(),
 		PartRetries:   s.stats.partRetries.Load(),
 		CutShort:      s.stats.cutShort.Load(),

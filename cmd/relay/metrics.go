@@ -38,6 +38,7 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 		counters: []counter{
 			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
 			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
+			c("bytes_served_total", "Item bytes written to HTTP consumers (this relay as exit).", func(s relay.Stats) int64 { return s.BytesServed }),
 			c("requests_total", "Consumer requests served.", func(s relay.Stats) int64 { return s.Requests }),
 			c("range_requests_total", "Consumer requests answered 206, with a Range.", func(s relay.Stats) int64 { return s.Ranges }),
 			c("parts_done_total", "Parts delivered in full.", func(s relay.Stats) int64 { return s.PartsDone }),

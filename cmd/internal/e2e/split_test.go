@@ -266,4 +266,3 @@ func TestEntryRelayKills(t *testing.T) {
 		t.Errorf("%d kills hit a busy entry and the exit asked again for %d parts: the test did not kill an entry mid-part", hits, st.Stats.PartRetries)
 	}
 }
-
