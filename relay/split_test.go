@@ -3,8 +3,13 @@ package relay_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/mesh/meshtest"
@@ -25,6 +30,15 @@ func meshEnv(t *testing.T, n, prefetch int) *env {
 		cfgs[i].Prefetch = prefetch
 	}
 	e := newEnv(t, cfgs...)
+	waitMeshEnv(t, e)
+	return e
+}
+
+// waitMeshEnv waits until the rendezvous sees every relay of e connected to
+// every other (from their heartbeats).
+func waitMeshEnv(t *testing.T, e *env) {
+	t.Helper()
+	n := len(e.relays)
 	eventually(t, "every relay connected to every other, as the rendezvous sees it", func() bool {
 		var st struct {
 			Relays []struct {
@@ -43,7 +57,6 @@ func meshEnv(t *testing.T, n, prefetch int) *env {
 		}
 		return true
 	})
-	return e
 }
 
 // TestSplitAcrossEntries reads one item through one exit while the
@@ -149,5 +162,107 @@ func TestEntryDiesMidPart(t *testing.T) {
 	}
 	if st.EntryFailovers == 0 || st.PartRetries == 0 {
 		t.Errorf("entry failovers %d, part retries %d: want the killed entry's part asked again through another", st.EntryFailovers, st.PartRetries)
+	}
+}
+
+// freezeProxy is a TCP proxy in front of a relay's HTTP listener, standing
+// for a relay whose uplink from the publisher stops mid-part: once frozen,
+// it stops passing bytes towards the relay (the other way still flows), so
+// the relay has begun parts that never receive another byte.
+type freezeProxy struct {
+	ln     net.Listener
+	target atomic.Value // string: host:port of the relay
+	frozen atomic.Bool
+}
+
+func newFreezeProxy(t *testing.T) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(t, c)
+		}
+	}()
+	return p
+}
+
+func (p *freezeProxy) serve(t *testing.T, c net.Conn) {
+	defer c.Close()
+	target, _ := p.target.Load().(string)
+	u, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go io.Copy(c, u)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		for p.frozen.Load() {
+			time.Sleep(10 * time.Millisecond)
+			select {
+			case <-t.Context().Done():
+				return
+			default:
+			}
+		}
+		if n > 0 {
+			if _, werr := u.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestEntryStalls: an entry relay stops receiving the publisher's bytes
+// mid-part (its uplink freezes). After StallTimeout the exit asks for the
+// rest of the part through another entry, avoids the stalled one for the
+// parts after it, and the consumer gets every byte in order.
+func TestEntryStalls(t *testing.T) {
+	t.Parallel()
+	proxy := newFreezeProxy(t)
+	cfg := func(public string) relay.Config {
+		c := testRelayConfig()
+		c.Prefetch, c.StallTimeout, c.PublicURL = 3, 500*time.Millisecond, public
+		return c
+	}
+	e := newEnv(t, cfg(""), cfg("http://"+proxy.ln.Addr().String()), cfg(""))
+	// relaytest fills in no PublicURL here: the stalling relay is reached
+	// through the proxy from its start.
+	stalling := e.relays[1]
+	proxy.target.Store(strings.TrimPrefix(stalling.URL, "http://"))
+	waitMeshEnv(t, e)
+
+	data := meshtest.RandomBytes(16*partSize+3, 23)
+	_, it := e.publish(t, data, client.Config{})
+	exit := e.relays[0]
+	d := startDownload(t, e.itemURL(it.ID, exit), partSize/2)
+	d.waitPaused(t)
+	eventually(t, "a part begun through the stalling relay", func() bool {
+		return stalling.Server.Stats().OpenParts > 0 && exit.Server.Stats().ForwardsIn > 0
+	})
+	proxy.frozen.Store(true)
+	d.resume()
+	code, got, err := d.wait(t)
+	proxy.frozen.Store(false)
+	if code != http.StatusOK || err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download: status %d, error %v, %d bytes, first difference at %d; want 200, no error, the %d bytes", code, err, len(got), meshtest.FirstDiff(got, data), len(data))
+	}
+	st := exit.Server.Stats()
+	t.Logf("exit: entries %v, entry failovers %d, part retries %d", st.Entries, st.EntryFailovers, st.PartRetries)
+	if st.EntryFailovers == 0 || st.CutShort != 0 {
+		t.Errorf("entry failovers %d, cut short %d: want the stalled part asked again elsewhere, nothing cut", st.EntryFailovers, st.CutShort)
 	}
 }

@@ -34,8 +34,9 @@ import (
 //     directly counts 1; one reached through the rendezvous tunnel puts the
 //     rendezvous on the data path (reachTunnel).
 //   - health: an entry through which an order failed in the last
-//     entryFailHold counts entryFailPenalty, so the next parts go
-//     elsewhere while it recovers or is declared dead.
+//     entryFailHold, or that this exit named in Need.Avoid in that time,
+//     counts entryFailPenalty, so the next parts go elsewhere while it
+//     recovers or is declared dead.
 //   - outstanding orders are the orders sent through the entry and not yet
 //     settled by need_done, a failure or a cancel. Dividing by them spreads
 //     the read-ahead of one consumer, and the load of many, over the
@@ -122,6 +123,15 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 	avoid := map[string]bool{}
 	for _, id := range n.Avoid[:min(len(n.Avoid), proto.MaxAvoid)] {
 		avoid[id] = true
+		// The exit saw this entry fail: its next parts avoid it for a
+		// while too. Kept per exit, so an exit's claims steer only its
+		// own parts.
+		if exit.avoided == nil {
+			exit.avoided = map[string]time.Time{}
+		}
+		if _, ok := exit.avoided[id]; ok || len(exit.avoided) < maxRelayPeers {
+			exit.avoided[id] = now
+		}
 	}
 	type cand struct {
 		r     *relayConn
@@ -147,7 +157,7 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 		if !s.directLocked(c) {
 			sc.reach = reachTunnel
 		}
-		if !c.entryFailedAt.IsZero() && now.Sub(c.entryFailedAt) < entryFailHold {
+		if recent(c.entryFailedAt, now) || recent(exit.avoided[c.id], now) {
 			sc.health = entryFailPenalty
 		}
 		if rate > 0 {
@@ -187,6 +197,11 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 	e := best[s.rr%uint64(len(best))]
 	s.rr++
 	return e, nil
+}
+
+// recent reports whether t is within entryFailHold before now.
+func recent(t, now time.Time) bool {
+	return !t.IsZero() && now.Sub(t) < entryFailHold
 }
 
 // handleNeedDone settles the order for relay r's need: every byte arrived.

@@ -63,18 +63,19 @@ type relayConn struct {
 	reserved        int64
 	served          int64
 	ordersSinceBeat int
-	needs           map[uint64]*order  // by need id; nil once the relay is removed
-	mesh            *proto.MeshStatus  // the relay's last reported view of the mesh
-	entryOrders     int                // outstanding orders that push to this relay
-	entryParts      int64              // parts carried as entry, settled by need_done
-	entryBytes      int64              // their bytes
-	rates           map[string]float64 // measured throughput from each entry relay to it as exit, bytes per ms (entry.go)
-	entryFailedAt   time.Time          // when an order through it last failed
-	reorders        int64              // its needs that asked to avoid a failed entry
-	verified        bool               // its http_url answered the last challenge
-	verifiedAt      time.Time          // when the last challenge ended
-	verifyErr       string             // why the last challenge failed
-	sentDir         map[string]string  // the directory as sent to it: id -> fingerprint
+	needs           map[uint64]*order    // by need id; nil once the relay is removed
+	mesh            *proto.MeshStatus    // the relay's last reported view of the mesh
+	entryOrders     int                  // outstanding orders that push to this relay
+	entryParts      int64                // parts carried as entry, settled by need_done
+	entryBytes      int64                // their bytes
+	rates           map[string]float64   // measured throughput from each entry relay to it as exit, bytes per ms (entry.go)
+	avoided         map[string]time.Time // entry relays it last named in Need.Avoid, and when
+	entryFailedAt   time.Time            // when an order through it last failed
+	reorders        int64                // its needs that asked to avoid a failed entry
+	verified        bool                 // its http_url answered the last challenge
+	verifiedAt      time.Time            // when the last challenge ended
+	verifyErr       string               // why the last challenge failed
+	sentDir         map[string]string    // the directory as sent to it: id -> fingerprint
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
