@@ -333,10 +333,11 @@ const MaxAvoid = 8
 // NeedDone (relay -> rendezvous) says every byte of a Need arrived and was
 // delivered. It settles the order, and its figures measure the entry relay
 // the part came through (issue 10: the scheduler weights entries by
-// measured throughput). MS is the milliseconds from the part's first byte
-// to its last; Bytes is the part's length. The rendezvous bounds what it
-// believes by what it ordered: a relay cannot claim more bytes than the
-// order's length.
+// measured throughput). MS is the milliseconds the part spent filling:
+// from its first byte to its last, less the time it waited, full, for the
+// consumer to take bytes (a read-ahead part waits for its turn), rounded
+// up; Bytes is the part's length. The rendezvous bounds what it believes by
+// what it ordered: a relay cannot claim more bytes than the order's length.
 type NeedDone struct {
 	Need  uint64 `json:"need"`
 	Bytes int64  `json:"bytes"`

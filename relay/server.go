@@ -175,9 +175,9 @@ func (s *Server) forgetNeed(need uint64, tell bool) {
 }
 
 // needDone tells the rendezvous that every byte of ps, a part this relay
-// needed, arrived, and how fast: it settles the order and measures the
-// entry relay (proto.NeedDone).
-func (s *Server) needDone(ps *partStream, first time.Time) {
+// needed, arrived, and the time it spent filling: it settles the order
+// and measures the way from the entry relay (proto.NeedDone).
+func (s *Server) needDone(ps *partStream, fill time.Duration) {
 	if ps.need == 0 {
 		return // the entry's side of a forwarded part: the exit reports it
 	}
@@ -186,11 +186,9 @@ func (s *Server) needDone(ps *partStream, first time.Time) {
 	if l == nil {
 		return
 	}
-	var ms int64
-	if !first.IsZero() {
-		ms = time.Since(first).Milliseconds()
-	}
-	l.send(proto.NeedDone{Need: ps.need, Bytes: ps.n, MS: ms})
+	// Whole milliseconds, rounded up: a part that filled in under one
+	// still says it took one, never zero (no rate).
+	l.send(proto.NeedDone{Need: ps.need, Bytes: ps.n, MS: int64((fill + time.Millisecond - 1) / time.Millisecond)})
 }
 
 // refusedForward is called when this relay, the exit, refused a part

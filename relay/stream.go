@@ -47,7 +47,13 @@ type partStream struct {
 	mu        sync.Mutex // guards the fields below
 	src       source     // nil until a publisher begins the part
 	stream    uint32     // the part's stream id on a push connection
-	first     time.Time  // when the first byte arrived; zero before
+	// The entry's rate is measured over the time the part was filling:
+	// from one arrival to the next while the part had room, leaving out
+	// the waits for the consumer to take bytes (a read-ahead part sits
+	// full until its turn), which say nothing of the way it came.
+	lastPut time.Time     // when the last bytes arrived; zero before the first
+	full    bool          // the last bytes filled the credit
+	fill    time.Duration // time spent filling, as above
 	chunks    [][]byte   // received, undelivered bytes in order; pooled
 	received  int64
 	delivered int64
@@ -140,10 +146,13 @@ func (ps *partStream) put(buf []byte) error {
 		ps.s.pool.put(buf)
 		return err
 	}
-	if ps.received == 0 {
-		ps.first = time.Now()
+	now := time.Now()
+	if !ps.lastPut.IsZero() && !ps.full {
+		ps.fill += now.Sub(ps.lastPut)
 	}
+	ps.lastPut = now
 	ps.received += int64(len(buf))
+	ps.full = ps.received >= min(ps.acked+ps.window, ps.n)
 	rest := buf
 	if k := len(ps.chunks); k > 0 {
 		tail := ps.chunks[k-1]
@@ -231,11 +240,11 @@ func (ps *partStream) writeTo(ctx context.Context, w io.Writer) error {
 			if done {
 				ps.finished = true
 			}
-			src, first := ps.src, ps.first
+			src, fill := ps.src, ps.fill
 			ps.mu.Unlock()
 			if done {
 				src.end(ps, proto.StatusOK, "")
-				ps.s.needDone(ps, first)
+				ps.s.needDone(ps, fill)
 				return nil
 			}
 			if ackDue {

@@ -25,9 +25,14 @@ type splitMesh struct {
 }
 
 type splitRelay struct {
-	id, url string
+	id, url string // url as registered
+	api     string // where its HTTP API listens
 	p       *proc
 	key     string // key file: a restarted relay keeps its peer id
+	// behindNAT makes the relay claim a public URL nobody can reach, as
+	// a relay behind NAT would have: the rendezvous's challenge fails,
+	// and consumers and publishers reach it through the tunnel.
+	behindNAT bool
 }
 
 // e2eSize returns MESHUP_E2E_SIZE, or def.
@@ -42,18 +47,20 @@ func e2eSize(t *testing.T, def int64) int64 {
 	return def
 }
 
-func startSplitMesh(t *testing.T, n int) *splitMesh {
+// startSplitMesh starts a rendezvous and n relays; with firstBehindNAT the
+// first relay is reached only through the rendezvous tunnel.
+func startSplitMesh(t *testing.T, n int, firstBehindNAT bool) *splitMesh {
 	t.Helper()
 	port := freePort(t)
 	m := &splitMesh{t: t, rdv: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	start(t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", port),
 		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", m.rdv,
 		"--dead-after", "3s", "--stun", "127.0.0.1:0",
-		"--allow-private-addrs", "--trust-all-relays") // loopback, and the relays are the test's own
+		"--allow-private-addrs") // loopback
 	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(m.rdv) != nil })
 	dir := t.TempDir()
 	for i := range n {
-		r := &splitRelay{key: fmt.Sprintf("%s/relay-%d.pem", dir, i)}
+		r := &splitRelay{key: fmt.Sprintf("%s/relay-%d.pem", dir, i), behindNAT: i == 0 && firstBehindNAT}
 		m.relays = append(m.relays, r)
 		m.startRelay(r)
 	}
@@ -65,19 +72,28 @@ func startSplitMesh(t *testing.T, n int) *splitMesh {
 func (m *splitMesh) startRelay(r *splitRelay) {
 	t := m.t
 	port := freePort(t)
-	r.url = fmt.Sprintf("http://127.0.0.1:%d", port)
-	r.p = start(t, "relay", nil, "--rendezvous", m.rdv, "--http", fmt.Sprintf("127.0.0.1:%d", port),
+	r.api = fmt.Sprintf("http://127.0.0.1:%d", port)
+	r.url = r.api
+	public := r.url
+	if r.behindNAT {
+		public = fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens there
+		r.url = public
+	}
+	r.p = start(t, "relay", nil, "--rendezvous", m.rdv, "--http", fmt.Sprintf("127.0.0.1:%d", port), "--public-url", public,
 		"--key-file", r.key, "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs",
-		"--budget", strconv.Itoa(128<<20), "--prefetch", "3", "--part-size", strconv.Itoa(4<<20),
+		"--budget", strconv.Itoa(128<<20), "--prefetch", "4", "--part-size", strconv.Itoa(4<<20),
 		"--peer-interval", "200ms", "--stall-timeout", "5s", "--need-timeout", "20s", "--log", "warn")
 	waitFor(t, "relay to register", 20*time.Second, func() bool {
-		for id, u := range liveRelays(m.rdv) {
-			if u == r.url {
-				r.id = id
-				return true
-			}
+		var st struct {
+			ID         string `json:"id"`
+			Registered bool   `json:"registered"`
 		}
-		return false
+		if getJSON(r.api+"/v1/status", &st) != nil || !st.Registered {
+			return false
+		}
+		r.id = st.ID
+		_, live := liveRelays(m.rdv)[st.ID]
+		return live
 	})
 }
 
@@ -123,7 +139,7 @@ type relayStats struct {
 
 func (r *splitRelay) stats() (relayStats, error) {
 	var st relayStats
-	err := getJSON(r.url+"/v1/status", &st)
+	err := getJSON(r.api+"/v1/status", &st)
 	return st, err
 }
 
@@ -135,7 +151,7 @@ func TestMeshSplit(t *testing.T) {
 		t.Skip("builds and runs the real binaries; run without -short")
 	}
 	size := e2eSize(t, 1<<30)
-	m := startSplitMesh(t, 3)
+	m := startSplitMesh(t, 3, false)
 	file, sum := randomFile(t, size)
 	_, _, download := sender(t, m.rdv, file, "--plain", "--volunteers")
 	exit := m.relays[0]
@@ -218,21 +234,29 @@ func TestEntryRelayKills(t *testing.T) {
 	}
 	t.Logf("seed %d (MESHUP_E2E_SEED to repeat)", seed)
 	rng := rand.New(rand.NewPCG(seed, 10))
-	m := startSplitMesh(t, 4)
+	// The exit is behind NAT: the publisher reaches it through the
+	// tunnel, so the scheduler brings the parts to it from the entries
+	// the publisher reaches directly, and those are the ones killed.
+	m := startSplitMesh(t, 4, true)
 	file, sum := randomFile(t, size)
 	_, _, download := sender(t, m.rdv, file, "--plain", "--volunteers")
 	exit := m.relays[0]
 
 	hits := 0
 	for round := range 10 {
-		at := size/10 + rng.Int64N(size*8/10)
+		at := size/10 + rng.Int64N(size/2) // while read-ahead parts are still to come
 		var victim *splitRelay
 		kill := func() {
 			// The entry to kill: one carrying a part now, if any.
+			// The consumer is paused here, so the read-ahead parts fill
+			// up to their window and stay open; give the scheduler a
+			// moment to have one through an entry other than the exit.
 			var busy []*splitRelay
-			for _, r := range m.relays[1:] {
-				if st, err := r.stats(); err == nil && st.Stats.OpenParts > 0 {
-					busy = append(busy, r)
+			for deadline := time.Now().Add(3 * time.Second); len(busy) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				for _, r := range m.relays[1:] {
+					if st, err := r.stats(); err == nil && st.Stats.OpenParts > 0 {
+						busy = append(busy, r)
+					}
 				}
 			}
 			if len(busy) > 0 {
@@ -262,7 +286,9 @@ func TestEntryRelayKills(t *testing.T) {
 	if st.Stats.CutShort != 0 {
 		t.Errorf("exit cut %d responses short, want 0", st.Stats.CutShort)
 	}
-	if hits == 0 || st.Stats.PartRetries == 0 {
-		t.Errorf("%d kills hit a busy entry and the exit asked again for %d parts: the test did not kill an entry mid-part", hits, st.Stats.PartRetries)
+	// An entry is busy at nearly every kill; a few may fall between
+	// parts. Most must hit, and each hit is a part asked again.
+	if hits < 7 || st.Stats.PartRetries < int64(hits) {
+		t.Errorf("%d of 10 kills hit a busy entry and the exit asked again for %d parts: want at least 7 hits, each asked again", hits, st.Stats.PartRetries)
 	}
 }
