@@ -93,7 +93,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	body.Sessions = len(s.sessions)
 	body.Items = len(s.items)
 	for _, it := range s.items {
-		if it.sess != nil {
+		if it.online() {
 			body.ItemsOnline++
 		}
 	}

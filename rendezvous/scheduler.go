@@ -71,7 +71,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 		return s.missingItem(n.Item)
 	case it.kind == proto.KindMessage:
 		return proto.Errorf(proto.StatusNotFound, "message items are served by the rendezvous")
-	case it.sess == nil:
+	case !it.online():
 		return proto.Errorf(proto.StatusOffline, "publisher of %s is offline", n.Item)
 	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
 		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
@@ -99,7 +99,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 		return proto.Errorf(proto.StatusForbidden, "a plaintext item goes through operator relays only, and a volunteer relay asked")
 	}
 	s.lastOrder++
-	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.sess, created: now}
+	o := &order{id: s.lastOrder, item: it.id, relay: r, need: n.Need, sess: it.publisherLocked(), created: now}
 	tok := proto.SignToken(s.key, proto.Claims{
 		Dir:   proto.DirPush,
 		Relay: entry.id,
