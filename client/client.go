@@ -85,6 +85,17 @@ type Source struct {
 	// the key of the share link published earlier. Zero for a new item
 	// (a fresh key is drawn).
 	Key proto.E2EKey
+	// Swarm publishes the item as one member of a swarm (issue 10,
+	// proto.Publish.Swarm): with Reclaim, the item is joined as one more
+	// publisher instead of being taken over from the sessions that
+	// publish it, and the rendezvous spreads its orders over all of them.
+	// Every member must hold the same bytes and, for an encrypted item,
+	// the same Key (the ciphertext is deterministic). With Publish, a new
+	// item is published that others can join with its id, owner secret
+	// and key. Reconnects keep the flag, so a member that comes back
+	// rejoins rather than pushing the others out. A member announcing
+	// another size is refused with proto.StatusConflict.
+	Swarm bool
 	// Modified is the modification time sealed into an encrypted item's
 	// metadata. Zero means the Reader's Stat().ModTime() when it has one
 	// (an *os.File does).
@@ -226,7 +237,8 @@ func (c *Client) Publish(ctx context.Context, src Source) (*Item, error) {
 // item. The rendezvous checks that id derives from owner (see
 // proto.ItemID) and refuses with proto.StatusForbidden otherwise. An
 // encrypted item needs its key in src.Key, so that the link's #k= stays
-// valid.
+// valid. With src.Swarm set it joins the item's publishers instead of
+// taking it over (see Source.Swarm).
 func (c *Client) Reclaim(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
 	if id.IsZero() || owner == "" {
 		return nil, errors.New("client: Reclaim needs an id and its owner secret")
@@ -256,7 +268,7 @@ func (c *Client) publish(ctx context.Context, src Source, id proto.ItemID, owner
 // publishPlain publishes src as it is, under id when owner is set (a
 // reclaim).
 func (c *Client) publishPlain(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
-	p := proto.Publish{ID: id, Owner: owner, Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers}
+	p := proto.Publish{ID: id, Owner: owner, Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers, Swarm: src.Swarm}
 	pub, err := c.publishRetry(ctx, p)
 	if err != nil {
 		return nil, err
@@ -587,7 +599,11 @@ func (c *Client) startOrder(o *proto.Order) {
 			cancel()
 		}()
 		err := c.pushPart(ctx, it, o)
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			c.log.Info("part pushed", "item", o.Item, "off", o.Off, "len", o.Len, "relay", o.Relay)
+			return
+		}
+		if ctx.Err() != nil {
 			return
 		}
 		var pe *proto.Error

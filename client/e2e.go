@@ -71,7 +71,7 @@ func (c *Client) publishEncrypted(ctx context.Context, src Source, id proto.Item
 	}
 	meta := proto.E2EMeta{Name: src.Name, Type: src.MIME, Modified: mod}
 	key := src.Key
-	p := proto.Publish{Kind: src.Kind, MIME: "application/octet-stream", Size: cipherSize, Enc: proto.E2EVersion, Via: src.Via}
+	p := proto.Publish{Kind: src.Kind, MIME: "application/octet-stream", Size: cipherSize, Enc: proto.E2EVersion, Via: src.Via, Swarm: src.Swarm}
 	if owner != "" {
 		if key == (proto.E2EKey{}) {
 			return nil, errors.New("client: taking back an encrypted item needs its key (Source.Key)")
@@ -123,7 +123,7 @@ func (it *Item) publishMsg(ref string) proto.Publish {
 	p := proto.Publish{
 		Ref: ref, ID: it.ID, Owner: it.owner,
 		Kind: it.src.Kind, Name: it.src.Name, MIME: it.src.MIME, Size: it.size, Text: it.src.Text,
-		Via: it.src.Via, Volunteers: it.src.Volunteers,
+		Via: it.src.Via, Volunteers: it.src.Volunteers, Swarm: it.src.Swarm,
 	}
 	if it.enc != nil {
 		p.Name, p.MIME, p.Enc, p.Meta, p.Volunteers = "", "application/octet-stream", proto.E2EVersion, it.enc.meta, false

@@ -96,7 +96,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	body.Items = len(s.items)
 	body.Transfers = s.transferStatusesLocked()
 	for _, it := range s.items {
-		if it.sess != nil {
+		if it.online() {
 			body.ItemsOnline++
 		}
 	}

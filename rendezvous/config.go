@@ -13,6 +13,9 @@ import (
 	"github.com/meshup/meshup/proto"
 )
 
+// DefaultMaxPublishersPerItem bounds a swarm (Config.MaxPublishersPerItem).
+const DefaultMaxPublishersPerItem = 16
+
 // Default limits and intervals. Each applies when the matching Config field
 // is zero.
 const (
@@ -107,6 +110,9 @@ type Config struct {
 	// MaxItemsPerSession limits the items one session has published.
 	// Defaults to 1000.
 	MaxItemsPerSession int
+	// MaxPublishersPerItem limits the sessions publishing one item
+	// together (a swarm, proto.Publish.Swarm). Defaults to 16.
+	MaxPublishersPerItem int
 	// MaxItems limits the items held, online and offline. Defaults to
 	// 100000.
 	MaxItems int
@@ -311,6 +317,7 @@ func (c *Config) Validate() error {
 		{"MaxSessions", int64(c.MaxSessions)},
 		{"MaxItemsPerSession", int64(c.MaxItemsPerSession)},
 		{"MaxItems", int64(c.MaxItems)},
+		{"MaxPublishersPerItem", int64(c.MaxPublishersPerItem)},
 		{"MaxTextMessage", int64(c.MaxTextMessage)},
 		{"MaxItemSize", c.MaxItemSize},
 		{"MaxNeedsPerRelay", int64(c.MaxNeedsPerRelay)},
@@ -372,6 +379,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxSessions, DefaultMaxSessions)
 	setDefault(&c.MaxItemsPerSession, DefaultMaxItemsPerSession)
 	setDefault(&c.MaxItems, DefaultMaxItems)
+	setDefault(&c.MaxPublishersPerItem, DefaultMaxPublishersPerItem)
 	setDefault(&c.MaxTextMessage, DefaultMaxTextMessage)
 	setDefault(&c.MaxItemSize, DefaultMaxItemSize)
 	setDefault(&c.MaxNeedsPerRelay, DefaultMaxNeedsPerRelay)
@@ -433,6 +441,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Int("max_sessions", c.MaxSessions),
 		slog.Int("max_items_per_session", c.MaxItemsPerSession),
 		slog.Int("max_items", c.MaxItems),
+		slog.Int("max_publishers_per_item", c.MaxPublishersPerItem),
 		slog.Int("max_text_message", c.MaxTextMessage),
 		slog.Int64("max_item_size", c.MaxItemSize),
 		slog.Int("max_needs_per_relay", c.MaxNeedsPerRelay),

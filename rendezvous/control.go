@@ -418,9 +418,9 @@ func (s *Server) endSession(c *session) {
 	delete(s.sessions, c)
 	n := 0
 	for _, it := range c.items {
-		if it.sess == c {
-			it.sess = nil
-			it.offlineSince = now
+		// A swarm item stays online while another member is left; the
+		// orders failed below are asked again and go to one of them.
+		if it.removeMemberLocked(c, now); !it.online() {
 			n++
 		}
 	}

@@ -286,7 +286,8 @@ type transferStatus struct {
 	// ReadAhead is the item's orders outstanding now: the parts being
 	// carried, over every exit.
 	ReadAhead int              `json:"read_ahead"`
-	Entries   map[string]int64 `json:"entries"` // parts by entry relay id
+	Entries   map[string]int64 `json:"entries"`    // parts by entry relay id
+	Members   int              `json:"publishers"` // publishers online (several in a swarm)
 }
 
 // maxTransfers bounds the items listed in GET /v1/status.
@@ -307,7 +308,7 @@ func (s *Server) transferStatusesLocked() []transferStatus {
 		}
 		out = append(out, transferStatus{
 			Item: id.String()[:6], Parts: c.parts, Bytes: c.bytes, Reorders: c.reorders,
-			ReadAhead: readAhead[id], Entries: maps.Clone(c.entries),
+			ReadAhead: readAhead[id], Entries: maps.Clone(c.entries), Members: len(it.members),
 		})
 	}
 	slices.SortFunc(out, func(a, b transferStatus) int {

@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"mime"
 	"net/netip"
+	"slices"
 	"time"
 	"unicode"
 
@@ -31,8 +32,13 @@ type item struct {
 	published time.Time
 	src       netip.Addr // the publisher's IP, counted in MaxItemsPerIP; zero if exempt
 
-	sess         *session  // the publisher's session; nil while offline
-	offlineSince time.Time // when sess became nil
+	// members are the item's publisher sessions, in the order they
+	// joined: one, or several for a swarm (proto.Publish.Swarm, issue 10).
+	// Empty while the item is offline. Each member lists the item in its
+	// session's items.
+	members      []*session
+	turn         int       // where publisherLocked starts its round-robin
+	offlineSince time.Time // when the last member left
 
 	// End-to-end encryption (proto/e2e.go, proto.Publish).
 	enc        string // proto.E2EVersion for an encrypted item, or ""
@@ -58,12 +64,109 @@ type itemView struct {
 	meta      string
 	published time.Time
 	online    bool
+	// publishers is the number of member sessions (several for a swarm).
+	publishers int
 }
 
 func (it *item) view() itemView {
 	return itemView{
 		id: it.id, kind: it.kind, name: it.name, mime: it.mime, size: it.size,
-		text: it.text, enc: it.enc, meta: it.meta, published: it.published, online: it.sess != nil,
+		text: it.text, enc: it.enc, meta: it.meta, published: it.published,
+		online: it.online(), publishers: len(it.members),
+	}
+}
+
+// Swarm upload (issue 10). An item has a set of publisher sessions, its
+// members. A Publish with ID, Owner and Swarm joins the item as one more
+// member (or creates it when this rendezvous does not know it); its Kind,
+// Size and Enc must be the item's, or it is refused with
+// proto.StatusConflict. Every member holds the owner secret and the same
+// bytes (for an encrypted item the same key: the ciphertext is
+// deterministic, proto/e2e.go), so any member can serve any part. A
+// joining member takes the item as it is: its name, type, via and
+// volunteers stay; only an encrypted item's sealed Meta is replaced.
+//
+// Orders are spread over the members by publisherLocked. When a member's
+// session ends, its orders fail back to the relays that needed them
+// (endSession), which ask again from the last byte they hold; the item
+// stays online while any member is left. Unpublish by a member takes only
+// that member out (its orders of the item fail back the same way); the
+// item ends when its last member unpublishes. A Publish with ID and Owner
+// but without Swarm takes the item over: its session becomes the only
+// member, as after a reconnect.
+//
+// Limits: a member counts the item in its session's MaxItemsPerSession;
+// the item counts once in MaxItems and in MaxItemsPerIP, against the IP of
+// the session that created it; at most MaxPublishersPerItem members.
+
+// Rejection reasons of swarm publishing (see counters.reject).
+const (
+	RejectSwarmConflict = "swarm_conflict"      // a member announced another kind, size or encryption
+	RejectPublishers    = "publishers_per_item" // MaxPublishersPerItem reached
+)
+
+// online reports whether the item has a publisher. The caller holds
+// Server.mu.
+func (it *item) online() bool { return len(it.members) > 0 }
+
+// isMember reports whether session c publishes the item. The caller holds
+// Server.mu.
+func (it *item) isMember(c *session) bool {
+	for _, m := range it.members {
+		if m == c {
+			return true
+		}
+	}
+	return false
+}
+
+// publisherLocked picks the member the item's next order goes to, or nil
+// while the item is offline: the one with the fewest orders outstanding,
+// ties taken in turn, so that parts spread over a swarm; a member whose
+// session is closing only when no other is left. The caller holds
+// Server.mu and sends the order.
+func (it *item) publisherLocked() *session {
+	n := len(it.members)
+	best, at := (*session)(nil), 0
+	for k := range n {
+		i := (it.turn + k) % n
+		m := it.members[i]
+		if best == nil || publisherBefore(m, best) {
+			best, at = m, i
+		}
+	}
+	if best != nil {
+		it.turn = at + 1
+	}
+	return best
+}
+
+// publisherBefore reports whether member a should take an order before b:
+// live before closing, then fewer orders outstanding.
+func publisherBefore(a, b *session) bool {
+	if ad, bd := a.isDone(), b.isDone(); ad != bd {
+		return bd
+	}
+	return len(a.orders) < len(b.orders)
+}
+
+// addMemberLocked makes session c a publisher of it. The caller holds
+// Server.mu and has checked the limits.
+func (it *item) addMemberLocked(c *session) {
+	it.members = append(it.members, c)
+	it.offlineSince = time.Time{}
+	c.items[it.id] = it
+}
+
+// removeMemberLocked takes session c out of it's publishers; the item goes
+// offline at now when c was the last. The caller holds Server.mu.
+func (it *item) removeMemberLocked(c *session, now time.Time) {
+	it.members = slices.DeleteFunc(it.members, func(m *session) bool { return m == c })
+	if c.items[it.id] == it {
+		delete(c.items, it.id)
+	}
+	if len(it.members) == 0 {
+		it.offlineSince = now
 	}
 }
 
@@ -193,21 +296,27 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 // addItem stores a new item with id, published by session c with p's
 // metadata (already checked), unless a limit refuses it.
 func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.items[id] != nil {
+		return proto.Errorf(proto.StatusProtocol, "item %s exists", id)
+	}
+	return s.addItemLocked(c, p, id)
+}
+
+// addItemLocked is addItem for a caller holding s.mu that has checked that
+// id is unknown.
+func (s *Server) addItemLocked(c *session, p *proto.Publish, id proto.ItemID) *proto.Error {
 	it := &item{
 		id: id, kind: p.Kind, name: p.Name, mime: p.MIME,
 		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta, volunteers: p.Volunteers,
-		published: s.cfg.Now(), sess: c, src: c.ip,
+		published: s.cfg.Now(), src: c.ip,
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(c.items) >= s.cfg.MaxItemsPerSession {
 		return proto.Errorf(proto.StatusOverLimit, "session has %d items, the limit", len(c.items))
 	}
 	if len(s.items) >= s.cfg.MaxItems {
 		return proto.Errorf(proto.StatusOverLimit, "server holds %d items, the limit", s.cfg.MaxItems)
-	}
-	if s.items[id] != nil {
-		return proto.Errorf(proto.StatusProtocol, "item %s exists", id) // a reclaim raced another
 	}
 	if !s.itemAllowedLocked(it.src) {
 		s.stats.reject(RejectItemsPerIP)
@@ -215,7 +324,7 @@ func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.E
 	}
 	s.countItemLocked(it, 1)
 	s.items[it.id] = it
-	c.items[it.id] = it
+	it.addMemberLocked(c)
 	return nil
 }
 
@@ -226,9 +335,16 @@ func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.E
 // again under its id with p's metadata, so its share links work again.
 // A known encrypted item takes p's sealed Meta, which the publisher can
 // seal only once it knows the id.
+//
+// Without p.Swarm, c becomes the item's only publisher (the newest session
+// of the owner wins); with it, c joins the item's members (see "Swarm
+// upload" above).
 func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	if p.ID.IsZero() || p.Owner == "" {
 		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusMalformed, "reclaiming an item needs both id and owner"))
+	}
+	if p.Swarm && p.Kind == proto.KindMessage {
+		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusMalformed, "a message is served by the rendezvous: it cannot be published by a swarm"))
 	}
 	if ok, _ := proto.OwnerOf(p.ID, p.Owner); !ok {
 		return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusForbidden, "owner secret does not match item %s", p.ID))
@@ -236,46 +352,97 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	s.mu.Lock()
 	it := s.items[p.ID]
 	if it == nil {
+		// Checked outside the lock; another member of a swarm may create
+		// the item meanwhile, and then c joins it.
 		s.mu.Unlock()
 		if perr := s.checkPublish(p); perr != nil {
 			return s.publishRefused(c, p.Ref, perr)
 		}
-		if e := s.addItem(c, p, p.ID); e != nil {
-			return s.publishRefused(c, p.Ref, e)
-		}
-		s.stats.reclaims.Add(1)
-		c.log.Info("item reclaimed, unknown until now", "item", p.ID, "kind", p.Kind, "size", p.Size)
-		return s.published(p.Ref, p.ID, p.Owner)
-	}
-	if it.sess != c {
-		if len(c.items) >= s.cfg.MaxItemsPerSession {
+		s.mu.Lock()
+		if it = s.items[p.ID]; it == nil {
+			e := s.addItemLocked(c, p, p.ID)
 			s.mu.Unlock()
-			return s.publishRefused(c, p.Ref, proto.Errorf(proto.StatusOverLimit, "session has %d items, the limit", len(c.items)))
+			if e != nil {
+				return s.publishRefused(c, p.Ref, e)
+			}
+			s.stats.reclaims.Add(1)
+			c.log.Info("item reclaimed, unknown until now", "item", p.ID, "kind", p.Kind, "size", p.Size, "swarm", p.Swarm)
+			return s.published(p.Ref, p.ID, p.Owner)
 		}
-		if it.sess != nil {
-			// The publisher reconnected before its old session ended;
-			// the newest session wins.
-			delete(it.sess.items, it.id)
-		}
-		it.sess = c
-		it.offlineSince = time.Time{}
-		c.items[it.id] = it
 	}
-	if len(p.Via) <= maxPeerIDLen {
+	var e *proto.Error
+	if p.Swarm {
+		e = s.joinLocked(c, it, p)
+	} else {
+		e = s.takeOverLocked(c, it)
+	}
+	if e != nil {
+		s.mu.Unlock()
+		return s.publishRefused(c, p.Ref, e)
+	}
+	if len(p.Via) <= maxPeerIDLen && (!p.Swarm || p.Via != "") {
 		it.via = p.Via
 	}
-	// The item's encryption was fixed when it was published; a reclaim
-	// may change only whether volunteers may carry it in plaintext.
-	it.volunteers = p.Volunteers
+	if !p.Swarm {
+		// The item's encryption was fixed when it was published; a
+		// reclaim may change only whether volunteers may carry it in
+		// plaintext. A swarm member takes the item as it is.
+		it.volunteers = p.Volunteers
+	}
 	if it.enc != "" && p.Meta != "" && len(p.Meta) <= proto.E2EMaxMeta {
 		// Sealed metadata needs the item id, which the publisher learns
 		// from Published: it sends Meta when it takes the item back.
 		it.meta = p.Meta
 	}
+	members := len(it.members)
 	s.mu.Unlock()
 	s.stats.reclaims.Add(1)
-	c.log.Info("item reclaimed", "item", p.ID)
+	c.log.Info("item reclaimed", "item", p.ID, "swarm", p.Swarm, "publishers", members)
 	return s.published(p.Ref, p.ID, p.Owner)
+}
+
+// takeOverLocked makes session c the only publisher of it. Orders already
+// sent to the sessions it replaces stay theirs until they settle. The
+// caller holds s.mu.
+func (s *Server) takeOverLocked(c *session, it *item) *proto.Error {
+	if it.isMember(c) && len(it.members) == 1 {
+		return nil
+	}
+	if !it.isMember(c) && len(c.items) >= s.cfg.MaxItemsPerSession {
+		return proto.Errorf(proto.StatusOverLimit, "session has %d items, the limit", len(c.items))
+	}
+	for _, m := range it.members {
+		if m != c {
+			// The publisher reconnected before its old session ended;
+			// the newest session wins.
+			delete(m.items, it.id)
+		}
+	}
+	it.members = it.members[:0]
+	it.addMemberLocked(c)
+	return nil
+}
+
+// joinLocked adds session c to the members of it, after checking that p
+// announces the same bytes. The caller holds s.mu.
+func (s *Server) joinLocked(c *session, it *item, p *proto.Publish) *proto.Error {
+	if p.Kind != it.kind || p.Size != it.size || p.Enc != it.enc {
+		s.stats.reject(RejectSwarmConflict)
+		return proto.Errorf(proto.StatusConflict, "item %s is a %s of %d bytes, encryption %q; this publisher announces a %.20s of %d bytes, encryption %.20q",
+			it.id, it.kind, it.size, it.enc, p.Kind, p.Size, p.Enc)
+	}
+	if it.isMember(c) {
+		return nil
+	}
+	if len(c.items) >= s.cfg.MaxItemsPerSession {
+		return proto.Errorf(proto.StatusOverLimit, "session has %d items, the limit", len(c.items))
+	}
+	if len(it.members) >= s.cfg.MaxPublishersPerItem {
+		s.stats.reject(RejectPublishers)
+		return proto.Errorf(proto.StatusOverLimit, "item %s has %d publishers, the limit", it.id, len(it.members))
+	}
+	it.addMemberLocked(c)
+	return nil
 }
 
 func (s *Server) published(ref string, id proto.ItemID, owner string) *proto.Published {
@@ -295,8 +462,11 @@ func (s *Server) publishRefused(c *session, ref string, e *proto.Error) *proto.E
 }
 
 // unpublish handles an Unpublish from session c. It returns an error reply,
-// or nil on success (unpublish has no positive reply). Relays waiting for
-// parts of the item are told it is gone.
+// or nil on success (unpublish has no positive reply). Session c stops
+// publishing the item: its orders of the item fail back to the relays that
+// needed them, which ask again and are served by another member. When c
+// was the last member the item ends, and relays waiting for its parts are
+// told it is gone.
 func (s *Server) unpublish(c *session, u *proto.Unpublish) proto.Message {
 	s.mu.Lock()
 	it := s.items[u.ID]
@@ -304,7 +474,7 @@ func (s *Server) unpublish(c *session, u *proto.Unpublish) proto.Message {
 	switch {
 	case it == nil:
 		e = proto.Errorf(proto.StatusNotFound, "no item %s", u.ID)
-	case it.sess != c:
+	case !it.isMember(c):
 		e = proto.Errorf(proto.StatusForbidden, "item %s is not published by this session", u.ID)
 	}
 	if e != nil {
@@ -312,17 +482,26 @@ func (s *Server) unpublish(c *session, u *proto.Unpublish) proto.Message {
 		s.stats.reject(RejectUnpublish)
 		return &proto.ErrorMsg{Status: e.Status, Reason: e.Msg}
 	}
-	delete(s.items, it.id)
-	s.countItemLocked(it, -1)
-	delete(c.items, it.id)
+	it.removeMemberLocked(c, s.cfg.Now())
+	left := len(it.members)
+	if left == 0 {
+		delete(s.items, it.id)
+		s.countItemLocked(it, -1)
+	}
 	for _, o := range s.orders {
-		if o.item == it.id {
+		switch {
+		case o.item != it.id:
+		case left == 0:
 			s.needFailedLocked(o.relay, o.need, proto.StatusNotFound, "item unpublished")
+			s.forgetOrderLocked(o)
+		case o.sess == c:
+			c.enqueue(&proto.Cancel{Order: o.id})
+			s.needFailedLocked(o.relay, o.need, proto.StatusOffline, "publisher left the swarm")
 			s.forgetOrderLocked(o)
 		}
 	}
 	s.mu.Unlock()
 	s.stats.unpublishes.Add(1)
-	c.log.Info("item unpublished", "item", u.ID)
+	c.log.Info("item unpublished", "item", u.ID, "publishers_left", left)
 	return nil
 }

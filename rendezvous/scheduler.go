@@ -76,7 +76,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 		return s.missingItem(n.Item)
 	case it.kind == proto.KindMessage:
 		return proto.Errorf(proto.StatusNotFound, "message items are served by the rendezvous")
-	case it.sess == nil:
+	case !it.online():
 		return proto.Errorf(proto.StatusOffline, "publisher of %s is offline", n.Item)
 	case n.Off < 0 || n.Len <= 0 || n.Off > it.size-n.Len:
 		return proto.Errorf(proto.StatusMalformed, "bytes %d+%d outside item of %d", n.Off, n.Len, it.size)
@@ -117,7 +117,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 		s.stats.reorders.Add(1)
 	}
 	s.lastOrder++
-	o := &order{id: s.lastOrder, item: it.id, relay: r, len: n.Len, need: n.Need, sess: it.sess, created: now}
+	o := &order{id: s.lastOrder, item: it.id, relay: r, len: n.Len, need: n.Need, sess: it.publisherLocked(), created: now}
 	tok := proto.SignToken(s.key, proto.Claims{
 		Dir:   proto.DirPush,
 		Relay: entry.id,

@@ -194,7 +194,7 @@ func (s *Server) sweep(now time.Time) {
 		}
 	}
 	for id, it := range s.items {
-		if it.sess == nil && now.Sub(it.offlineSince) > s.cfg.ItemTTL {
+		if !it.online() && now.Sub(it.offlineSince) > s.cfg.ItemTTL {
 			delete(s.items, id)
 			s.countItemLocked(it, -1)
 			s.stats.itemsPurged.Add(1)

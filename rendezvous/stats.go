@@ -181,7 +181,7 @@ func (s *Server) Stats() Stats {
 	st.Sessions = len(s.sessions)
 	st.Items = len(s.items)
 	for _, it := range s.items {
-		if it.sess != nil {
+		if it.online() {
 			st.ItemsOnline++
 		}
 	}

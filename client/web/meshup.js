@@ -21,7 +21,7 @@
 //
 //	control WebSocket /v1/control, subprotocol meshup.v1, JSON messages
 //	  <- welcome {session, max_message, ping_seconds, relays[{id, push_url}]}
-//	  -> publish {ref, kind, name, mime, size[, text][, id, owner][, enc, meta][, volunteers]}
+//	  -> publish {ref, kind, name, mime, size[, text][, id, owner][, enc, meta][, volunteers][, swarm]}
 //	  <- published {ref, id, owner, share_url, download_url} | error {ref, ...}
 //	  <- order {order, item, off, len, relay, push_url, token}
 //	  <- cancel {order}
@@ -54,6 +54,7 @@ export const Status = Object.freeze({
   SOURCE_ERROR: 109,
   CANCELLED: 110,
   TIMEOUT: 112,
+  CONFLICT: 113,
   MALFORMED: 200,
   TOO_LARGE: 201,
 });
@@ -113,6 +114,10 @@ export class MeshupError extends Error {
  * @property {Uint8Array|string} [key] the item key K (bytes or base64url), to take back an
  *   encrypted item with the key it was published under; defaults to a fresh key
  * @property {boolean} [volunteers] let volunteer relays carry a plaintext item
+ * @property {boolean} [swarm] publish as one member of a swarm (issue 10): with id, owner
+ *   and key, join the item as one more publisher instead of taking it over; every member
+ *   holds the same bytes and key, and a member announcing another size is refused with
+ *   Status.CONFLICT. Reconnects keep it, so this tab rejoins rather than pushing others out.
  */
 
 /**
@@ -153,6 +158,8 @@ export class Item {
     /** @type {string} sealed metadata, as published */
     this.meta = '';
     this.volunteers = false;
+    /** publishes as one member of a swarm (PublishOptions.swarm) */
+    this.swarm = false;
     /** @type {e2e.Sealer|null} */
     this.sealer = null;
   }
@@ -277,6 +284,7 @@ export class Client extends EventTarget {
     const it = new Item({ kind, name, type: opts.type ?? blob.type, size: blob.size, blob, text: '' });
     it.modified = Math.floor((/** @type {File} */ (blob).lastModified ?? Date.now()) / 1000);
     it.volunteers = !!opts.volunteers;
+    it.swarm = !!opts.swarm;
     if (opts.encrypt ?? true) {
       const key = typeof opts.key === 'string' ? e2e.b64urlDecode(opts.key) : opts.key ?? e2e.newKey();
       if (key.length !== e2e.KEY_SIZE) return Promise.reject(new MeshupError(Status.MALFORMED, `key of ${key.length} bytes, want ${e2e.KEY_SIZE}`));
@@ -410,6 +418,7 @@ export class Client extends EventTarget {
     else if (it.volunteers) msg.volunteers = true;
     if (it.kind === Kind.MESSAGE) msg.text = it.text;
     if (id && owner) Object.assign(msg, { id, owner });
+    if (it.swarm) msg.swarm = true;
     return msg;
   }
 

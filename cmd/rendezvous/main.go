@@ -104,6 +104,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
 	fs.IntVar(&c.MaxSessions, "max-sessions", rendezvous.DefaultMaxSessions, "limit on concurrent control sessions")
 	fs.IntVar(&c.MaxItemsPerSession, "max-items-per-session", rendezvous.DefaultMaxItemsPerSession, "limit on items one session publishes")
+	fs.IntVar(&c.MaxPublishersPerItem, "max-publishers-per-item", rendezvous.DefaultMaxPublishersPerItem, "limit on sessions publishing one item together (swarm upload)")
 	fs.IntVar(&c.MaxItems, "max-items", rendezvous.DefaultMaxItems, "limit on items held, online and offline")
 	fs.IntVar(&c.MaxTextMessage, "max-text-message", rendezvous.DefaultMaxTextMessage, "limit on the text of a message item, in `bytes`")
 	fs.Int64Var(&c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
