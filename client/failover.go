@@ -239,7 +239,14 @@ func (f *fetcher) try(ctx context.Context, off int64) (*Download, error) {
 	case ctx.Err() != nil:
 		return nil, err
 	default: // no answer: the exit (when redirected) or the rendezvous is unreachable
-		return nil, &transientError{relay: target, err: err}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its URL holds a read token
+		}
+		if target != "" {
+			return nil, &transientError{relay: target, err: fmt.Errorf("client: exit relay %s does not answer: %w", target, err)}
+		}
+		return nil, &transientError{err: fmt.Errorf("client: the rendezvous does not answer: %w", err)}
 	}
 }
 

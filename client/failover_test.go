@@ -1,0 +1,240 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh/meshtest"
+	"github.com/meshup/meshup/relay"
+	"github.com/meshup/meshup/relay/relaytest"
+	"github.com/meshup/meshup/rendezvous"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
+)
+
+// failoverSize is big enough that the exit is killed long before the last
+// byte: the relays hold one window (256 KiB) ahead, the sockets a few MiB.
+const failoverSize = 24 << 20
+
+// killAt is how far a download goes before its exit is killed.
+const killAt = 2 << 20
+
+// mesh2 is a rendezvous with two relays, by id.
+type mesh2 struct {
+	rv     *rendezvoustest.Server
+	relays map[string]*relaytest.Server
+}
+
+func newMesh2(t *testing.T) *mesh2 {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mesh2{rv: rendezvoustest.Start(t, rendezvous.Config{SigningKey: key, DeadAfter: time.Minute}), relays: map[string]*relaytest.Server{}}
+	for range 2 {
+		r := relaytest.Start(t, m.rv.URL, relay.Config{PartSize: partSize, Window: 256 << 10})
+		m.relays[r.ID()] = r
+	}
+	return m
+}
+
+// urlLog is an http.RoundTripper that records the URLs it is asked for.
+type urlLog struct {
+	mu   sync.Mutex // guards urls
+	urls []*url.URL
+}
+
+func (l *urlLog) RoundTrip(r *http.Request) (*http.Response, error) {
+	l.mu.Lock()
+	l.urls = append(l.urls, r.URL)
+	l.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// avoided returns the avoid parameters of the item requests made.
+func (l *urlLog) avoided() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, u := range l.urls {
+		if a := u.Query().Get("avoid"); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// killer closes the exit relay of a download once killAt bytes arrived.
+type killer struct {
+	m    *mesh2
+	exit string
+	once sync.Once
+	done chan struct{}
+}
+
+func (k *killer) onStart(d *client.Download) { k.exit = d.Relay }
+
+func (k *killer) onProgress(done, _ int64) {
+	if done < killAt {
+		return
+	}
+	k.once.Do(func() {
+		r := k.m.relays[k.exit]
+		go func() {
+			defer close(k.done)
+			if r != nil {
+				r.Close()
+			}
+		}()
+	})
+}
+
+// TestExitRelayFails kills the exit relay of a download mid-transfer (its
+// HTTP server and its connections close, as when the process dies): the
+// download resumes through the other relay, asking the rendezvous to
+// avoid the dead one, and the bytes come out intact.
+func TestExitRelayFails(t *testing.T) {
+	t.Parallel()
+	data := meshtest.RandomBytes(failoverSize, 40)
+	want := sha256.Sum256(data)
+	for _, tt := range []struct {
+		name   string
+		plain  bool
+		toFile bool
+	}{
+		{"plain to a file", true, true},
+		{"plain to a writer", true, false},
+		{"encrypted to a file", false, true},
+		{"encrypted to a writer", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMesh2(t)
+			c, err := client.New(client.Config{Rendezvous: m.rv.URL, Logger: relaytest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			it := publish(t, c, client.Source{Plain: tt.plain, Volunteers: true, Name: "big.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+			link := it.ShareURL
+			if tt.plain {
+				link = it.DownloadURL
+			}
+
+			k := &killer{m: m, done: make(chan struct{})}
+			log := &urlLog{}
+			var retries []string
+			opt := client.FileOptions{
+				HTTPClient: &http.Client{Transport: log},
+				OnStart:    k.onStart,
+				OnProgress: k.onProgress,
+				OnRetry:    func(err error) { retries = append(retries, err.Error()) },
+			}
+			var got []byte
+			if tt.toFile {
+				file := filepath.Join(t.TempDir(), "out")
+				n, err := client.DownloadFile(ctx(t), link, file, opt)
+				if err != nil || n != int64(len(data)) {
+					t.Fatalf("DownloadFile: got %d, %v, want %d, nil", n, err, len(data))
+				}
+				got, _ = os.ReadFile(file)
+			} else {
+				var buf bytes.Buffer
+				pw := &progressBuffer{w: &buf, fn: k.onProgress}
+				opt.OnProgress = nil
+				n, err := client.DownloadTo(ctx(t), link, pw, opt)
+				if err != nil || n != int64(len(data)) {
+					t.Fatalf("DownloadTo: got %d, %v, want %d, nil", n, err, len(data))
+				}
+				got = buf.Bytes()
+			}
+			<-k.done
+			if sha256.Sum256(got) != want {
+				t.Fatalf("SHA-256 differs from the item's (%d bytes, first difference at %d)", len(got), meshtest.FirstDiff(got, data))
+			}
+			if k.exit == "" || m.relays[k.exit] == nil {
+				t.Fatalf("the first response named exit %q, not one of the relays", k.exit)
+			}
+			var other *relaytest.Server
+			for id, r := range m.relays {
+				if id != k.exit {
+					other = r
+				}
+			}
+			if out := other.Server.Stats().BytesOut; out == 0 {
+				t.Errorf("the other relay sent no byte: the download did not resume through it")
+			}
+			if a := log.avoided(); len(a) == 0 || !strings.Contains(a[0], k.exit) {
+				t.Errorf("avoid parameters: got %q, want the killed exit %s", a, k.exit)
+			}
+			if len(retries) == 0 || !strings.Contains(retries[0], "exit relay "+k.exit+" failed at byte") || !strings.Contains(retries[0], "resuming through another relay") {
+				t.Errorf("retries: got %q, want the first saying exit relay %s failed", retries, k.exit)
+			}
+			t.Logf("retries: %q", retries)
+		})
+	}
+}
+
+// progressBuffer calls fn with the bytes written so far.
+type progressBuffer struct {
+	w  io.Writer
+	n  int64
+	fn func(done, size int64)
+}
+
+func (p *progressBuffer) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	p.fn(p.n, 0)
+	return n, err
+}
+
+// TestExitRelayFailsAlone kills the only relay mid-transfer: with no other
+// exit, the download ends with an error naming the dead exit, and what it
+// wrote is a prefix of the item.
+func TestExitRelayFailsAlone(t *testing.T) {
+	t.Parallel()
+	data := meshtest.RandomBytes(failoverSize, 41)
+	for _, plain := range []bool{true, false} {
+		t.Run(fmt.Sprint("plain=", plain), func(t *testing.T) {
+			e := newEnv(t)
+			c := e.newClient(t, client.Config{})
+			it := publish(t, c, client.Source{Plain: plain, Volunteers: true, Name: "big.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+			link := it.ShareURL
+			if plain {
+				link = it.DownloadURL
+			}
+			m := &mesh2{relays: map[string]*relaytest.Server{e.relay.ID(): e.relay}}
+			k := &killer{m: m, done: make(chan struct{})}
+			file := filepath.Join(t.TempDir(), "out")
+			// No waiting: the one resume goes at once and finds no exit.
+			n, err := client.DownloadFile(ctx(t), link, file, client.FileOptions{OnStart: k.onStart, OnProgress: k.onProgress, RetryWait: -1})
+			<-k.done
+			if err == nil {
+				t.Fatalf("DownloadFile: got %d, nil, want an error", n)
+			}
+			if errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), e.relay.ID()) && !strings.Contains(err.Error(), "no relay is live") {
+				t.Errorf("error %q names neither the dead exit %s nor the lack of a live relay", err, e.relay.ID())
+			}
+			got, _ := os.ReadFile(file)
+			if int64(len(got)) != n || len(got) < killAt || !bytes.Equal(got, data[:len(got)]) {
+				t.Errorf("file: %d bytes (written %d), first difference at %d; want a prefix of the item of at least %d bytes", len(got), n, meshtest.FirstDiff(got, data), killAt)
+			}
+			t.Logf("error: %v", err)
+		})
+	}
+}
