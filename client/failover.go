@@ -277,7 +277,7 @@ func (f *fetcher) pause(ctx context.Context, cause error, retryAfter time.Durati
 		if f.retryWait < 0 {
 			return cause
 		}
-		return fmt.Errorf("%w (nothing arrived for %s: giving up)", cause, f.retryWait.Round(time.Second))
+		return fmt.Errorf("%w (nothing arrived for %s: giving up)", cause, f.retryWait)
 	}
 	d := min(max(f.bo.NextBackOff(), retryAfter), left)
 	f.report(fmt.Errorf("%w; trying again in %s", cause, d.Round(100*time.Millisecond)))

@@ -10,11 +10,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,4 +240,106 @@ func TestExitRelayFailsAlone(t *testing.T) {
 			t.Logf("error: %v", err)
 		})
 	}
+}
+
+// TestExitRelayFailsAloneWaits kills the only relay mid-transfer with a
+// short RetryWait: the download keeps asking (through the rendezvous)
+// with backoff, then gives up, saying so; the file is a prefix of the
+// item.
+func TestExitRelayFailsAloneWaits(t *testing.T) {
+	t.Parallel()
+	data := meshtest.RandomBytes(failoverSize, 42)
+	e := newEnv(t)
+	c := e.newClient(t, client.Config{})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "big.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	m := &mesh2{relays: map[string]*relaytest.Server{e.relay.ID(): e.relay}}
+	k := &killer{m: m, done: make(chan struct{})}
+	log := &urlLog{}
+	file := filepath.Join(t.TempDir(), "out")
+	n, err := client.DownloadFile(ctx(t), it.DownloadURL, file, client.FileOptions{
+		HTTPClient: &http.Client{Transport: log}, OnStart: k.onStart, OnProgress: k.onProgress, RetryWait: 1500 * time.Millisecond,
+	})
+	<-k.done
+	if err == nil || !strings.Contains(err.Error(), "giving up") {
+		t.Fatalf("DownloadFile: got %d, %v, want an error saying it gave up", n, err)
+	}
+	tries := 0
+	log.mu.Lock()
+	for _, u := range log.urls {
+		if u.Path == "/v1/items/"+it.ID.String() && u.Host == strings.TrimPrefix(e.rv.URL, "http://") {
+			tries++
+		}
+	}
+	log.mu.Unlock()
+	if tries < 3 {
+		t.Errorf("item requests to the rendezvous: got %d, want the first, an immediate resume and at least one after a pause", tries)
+	}
+	got, _ := os.ReadFile(file)
+	if int64(len(got)) != n || !bytes.Equal(got, data[:len(got)]) {
+		t.Errorf("file: %d bytes (written %d), first difference at %d; want a prefix of the item", len(got), n, meshtest.FirstDiff(got, data))
+	}
+	t.Logf("%d item requests; error: %v", tries, err)
+}
+
+// startVersionLiar starts a real relay behind a proxy that gives every
+// Range response (a resume) another ETag, as a relay serving another
+// version of the item would. The relay advertises the proxy as its URL.
+func startVersionLiar(t *testing.T, rvURL string) *relaytest.Server {
+	t.Helper()
+	var backend atomic.Pointer[url.URL]
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(backend.Load())
+			r.Out.Host = r.In.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusPartialContent {
+				resp.Header.Set("ETag", `"another-version"`)
+			}
+			return nil
+		},
+	}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if backend.Load() == nil {
+			http.Error(w, "relay not started yet", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	r := relaytest.Start(t, rvURL, relay.Config{PublicURL: proxy.URL, PartSize: partSize, Window: 256 << 10})
+	u, _ := url.Parse(r.URL)
+	backend.Store(u)
+	return r
+}
+
+// TestResumeRefusesAnotherVersion kills the exit of a plaintext download
+// mid-transfer; the only other relay answers the resume with another
+// validator (ETag). The download asks once more, then fails with
+// ErrItemChanged, and the file holds only bytes of the first version.
+func TestResumeRefusesAnotherVersion(t *testing.T) {
+	t.Parallel()
+	data := meshtest.RandomBytes(failoverSize, 43)
+	e := newEnv(t)
+	liar := startVersionLiar(t, e.rv.URL)
+	c := e.newClient(t, client.Config{})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "big.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	m := &mesh2{relays: map[string]*relaytest.Server{e.relay.ID(): e.relay}}
+	k := &killer{m: m, done: make(chan struct{})}
+	var retries []string
+	file := filepath.Join(t.TempDir(), "out")
+	// Start on the honest relay; the resume can go to the liar only.
+	n, err := client.DownloadFile(ctx(t), e.via(t, it), file, client.FileOptions{
+		OnStart: k.onStart, OnProgress: k.onProgress, RetryWait: -1,
+		OnRetry: func(err error) { retries = append(retries, err.Error()) },
+	})
+	<-k.done
+	if !errors.Is(err, client.ErrItemChanged) || !strings.Contains(err.Error(), liar.ID()) {
+		t.Fatalf("DownloadFile: got %d, %v, want ErrItemChanged naming relay %s", n, err, liar.ID())
+	}
+	got, _ := os.ReadFile(file)
+	if int64(len(got)) != n || len(got) < killAt || !bytes.Equal(got, data[:len(got)]) {
+		t.Errorf("file: %d bytes (written %d), first difference at %d; want a prefix of the item of at least %d bytes", len(got), n, meshtest.FirstDiff(got, data), killAt)
+	}
+	t.Logf("retries: %q; error: %v", retries, err)
 }
