@@ -92,6 +92,15 @@ func TestBrowserExitRelayFails(t *testing.T) {
 		}
 	}
 
+	t.Run("service worker, encrypted", func(t *testing.T) { exitFails(t, node, testDir, "worker") })
+	// Without a Service Worker (blocked) the page fetches a plaintext
+	// item of up to 64 MiB into memory, with the same failover.
+	t.Run("in memory, plaintext", func(t *testing.T) { exitFails(t, node, testDir, "memory") })
+}
+
+// exitFails runs exitfail.mjs in mode (worker or memory) against a mesh
+// of its own and kills the exit relay of its download.
+func exitFails(t *testing.T, node, testDir, mode string) {
 	const (
 		size   = 32<<20 + 777
 		gate   = 16 << 20
@@ -144,7 +153,8 @@ func TestBrowserExitRelayFails(t *testing.T) {
 	t.Cleanup(release)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	it, err := pub.Publish(ctx, client.Source{Name: "exit-fail.bin", Size: size, Reader: src})
+	plain := mode == "memory"
+	it, err := pub.Publish(ctx, client.Source{Name: "exit-fail.bin", Size: size, Reader: src, Plain: plain, Volunteers: plain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +182,7 @@ func TestBrowserExitRelayFails(t *testing.T) {
 		}
 	}()
 
-	cmd := exec.CommandContext(ctx, node, "exitfail.mjs", it.ShareURL, hex.EncodeToString(sum[:]), fmt.Sprint(size))
+	cmd := exec.CommandContext(ctx, node, "exitfail.mjs", mode, it.ShareURL, hex.EncodeToString(sum[:]), fmt.Sprint(size))
 	cmd.Dir = testDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
 	cmd.Stderr = os.Stderr
