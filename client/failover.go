@@ -42,6 +42,16 @@ import (
 // waits, with no byte arriving, for a relay to carry it again.
 const DefaultRetryWait = 2 * time.Minute
 
+// DefaultStallTimeout is FileOptions.StallTimeout's default. It is longer
+// than a relay's own wait for a publisher that went quiet (the relay's
+// --need-timeout, 30 s by default, during which the reader sees a pause),
+// so that only an exit that is itself gone (a machine that died without
+// closing its connections, a frozen process) is left.
+const DefaultStallTimeout = time.Minute
+
+// errStalled ends a response that delivered nothing for StallTimeout.
+var errStalled = errors.New("client: no byte arrived for the stall timeout")
+
 // ErrItemChanged means a resumed response was for other bytes than the
 // download started with: another size, another validator (ETag), or
 // another starting byte than asked for.
@@ -70,6 +80,7 @@ type fetcher struct {
 	size      int64  // of the item, from the first response; -1 before
 	etag      string // of the first response
 	retryWait time.Duration
+	stall     time.Duration // <= 0: no watchdog
 	bo        *backoff.ExponentialBackOff
 	// progressAt is when the last byte was written; moved is whether one
 	// was written since the last failure.
@@ -81,7 +92,7 @@ type fetcher struct {
 }
 
 func newFetcher(itemURL string, plain bool, opt FileOptions) *fetcher {
-	f := &fetcher{hc: opt.HTTPClient, plain: plain, size: -1, retryWait: opt.RetryWait,
+	f := &fetcher{hc: opt.HTTPClient, plain: plain, size: -1, retryWait: opt.RetryWait, stall: opt.StallTimeout,
 		bo: backoff.NewExponentialBackOff(), progressAt: time.Now(), moved: true,
 		onRetry: opt.OnRetry, log: opt.Logger}
 	if f.hc == nil {
@@ -89,6 +100,9 @@ func newFetcher(itemURL string, plain bool, opt FileOptions) *fetcher {
 	}
 	if f.retryWait == 0 {
 		f.retryWait = DefaultRetryWait
+	}
+	if f.stall == 0 {
+		f.stall = DefaultStallTimeout
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
@@ -221,32 +235,43 @@ func (f *fetcher) try(ctx context.Context, off int64) (*Download, error) {
 		}
 		return nil
 	}
-	d, err := open(ctx, &hc, http.MethodGet, f.requestURL(), off)
+	// The request's own context: the stall watchdog ends it.
+	rctx, cancel := context.WithCancelCause(ctx)
+	d, err := open(rctx, &hc, http.MethodGet, f.requestURL(), off)
+	if err != nil {
+		cancel(nil)
+		return nil, classify(ctx, err, target)
+	}
+	if d.Relay == "" {
+		d.Relay = target
+	}
+	d.Body = watchBody(rctx, d.Body, f.stall, cancel)
+	return d, nil
+}
+
+// classify marks the failures of a request worth retrying; target is the
+// exit the rendezvous redirected to, if any.
+func classify(ctx context.Context, err error, target string) error {
 	var se *statusError
 	switch {
-	case err == nil:
-		if d.Relay == "" {
-			d.Relay = target
-		}
-		return d, nil
 	case errors.Is(err, errComplete):
-		return nil, err
+		return err
 	case errors.As(err, &se):
 		if se.code >= 500 || se.code == http.StatusTooManyRequests {
-			return nil, &transientError{relay: se.relay, retryAfter: se.retryAfter, err: err}
+			return &transientError{relay: se.relay, retryAfter: se.retryAfter, err: err}
 		}
-		return nil, err
+		return err
 	case ctx.Err() != nil:
-		return nil, err
+		return err
 	default: // no answer: the exit (when redirected) or the rendezvous is unreachable
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // its URL holds a read token
 		}
 		if target != "" {
-			return nil, &transientError{relay: target, err: fmt.Errorf("client: exit relay %s does not answer: %w", target, err)}
+			return &transientError{relay: target, err: fmt.Errorf("client: exit relay %s does not answer: %w", target, err)}
 		}
-		return nil, &transientError{err: fmt.Errorf("client: the rendezvous does not answer: %w", err)}
+		return &transientError{err: fmt.Errorf("client: the rendezvous does not answer: %w", err)}
 	}
 }
 
@@ -296,6 +321,44 @@ func (f *fetcher) report(err error) {
 	if f.onRetry != nil {
 		f.onRetry(err)
 	}
+}
+
+// watchedBody ends its request (through cancel) when no byte arrives
+// for stall; Read then fails with errStalled.
+type watchedBody struct {
+	io.ReadCloser
+	stall  time.Duration
+	timer  *time.Timer
+	ctx    context.Context // the request's
+	cancel context.CancelCauseFunc
+}
+
+func watchBody(ctx context.Context, b io.ReadCloser, stall time.Duration, cancel context.CancelCauseFunc) io.ReadCloser {
+	w := &watchedBody{ReadCloser: b, stall: stall, ctx: ctx, cancel: cancel}
+	if stall > 0 {
+		w.timer = time.AfterFunc(stall, func() { cancel(errStalled) })
+	}
+	return w
+}
+
+func (w *watchedBody) Read(p []byte) (int, error) {
+	n, err := w.ReadCloser.Read(p)
+	if n > 0 && w.timer != nil {
+		w.timer.Reset(w.stall)
+	}
+	if err != nil && err != io.EOF && errors.Is(context.Cause(w.ctx), errStalled) {
+		err = fmt.Errorf("%w (%s)", errStalled, w.stall)
+	}
+	return n, err
+}
+
+func (w *watchedBody) Close() error {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	err := w.ReadCloser.Close()
+	w.cancel(nil)
+	return err
 }
 
 // progressOf returns a writer that records f's progress as w takes bytes,

@@ -343,3 +343,98 @@ func TestResumeRefusesAnotherVersion(t *testing.T) {
 	}
 	t.Logf("retries: %q; error: %v", retries, err)
 }
+
+// stallBody passes n bytes, then sends nothing more until its request
+// is cancelled: a relay that froze with its connection open.
+type stallBody struct {
+	io.ReadCloser
+	n    int64
+	done <-chan struct{}
+}
+
+func (s *stallBody) Read(p []byte) (int, error) {
+	if s.n <= 0 {
+		<-s.done
+		return 0, errors.New("stalled relay: request cancelled")
+	}
+	if int64(len(p)) > s.n {
+		p = p[:s.n]
+	}
+	n, err := s.ReadCloser.Read(p)
+	s.n -= int64(n)
+	return n, err
+}
+
+// startStaller starts a real relay behind a proxy whose item responses
+// stop after 1 MiB of body and hang, the connection open. The relay
+// advertises the proxy as its URL.
+func startStaller(t *testing.T, rvURL string) *relaytest.Server {
+	t.Helper()
+	var backend atomic.Pointer[url.URL]
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(backend.Load())
+			r.Out.Host = r.In.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if strings.HasPrefix(resp.Request.URL.Path, "/v1/items/") && resp.StatusCode/100 == 2 {
+				resp.Body = &stallBody{ReadCloser: resp.Body, n: 1 << 20, done: resp.Request.Context().Done()}
+			}
+			return nil
+		},
+	}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if backend.Load() == nil {
+			http.Error(w, "relay not started yet", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	r := relaytest.Start(t, rvURL, relay.Config{PublicURL: proxy.URL, PartSize: partSize, Window: 256 << 10})
+	u, _ := url.Parse(r.URL)
+	backend.Store(u)
+	return r
+}
+
+// TestExitRelayStalls reads through an exit that stops sending mid-body
+// but keeps its connection open: after StallTimeout without a byte the
+// download leaves it and resumes through the other relay, intact.
+func TestExitRelayStalls(t *testing.T) {
+	t.Parallel()
+	data := meshtest.RandomBytes(8<<20+99, 44)
+	want := sha256.Sum256(data)
+	for _, plain := range []bool{true, false} {
+		t.Run(fmt.Sprint("plain=", plain), func(t *testing.T) {
+			e := newEnv(t)
+			staller := startStaller(t, e.rv.URL)
+			c := e.newClient(t, client.Config{})
+			it := publish(t, c, client.Source{Plain: plain, Volunteers: true, Name: "s.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+			link, err := client.ItemURL(it.ShareURL, staller.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var retries []string
+			var buf bytes.Buffer
+			// A short stall timeout keeps the test short; nothing is
+			// asserted about time.
+			n, err := client.DownloadTo(ctx(t), link, &buf, client.FileOptions{
+				StallTimeout: 300 * time.Millisecond,
+				OnRetry:      func(err error) { retries = append(retries, err.Error()) },
+			})
+			if err != nil || n != int64(len(data)) {
+				t.Fatalf("DownloadTo: got %d, %v, want %d, nil", n, err, len(data))
+			}
+			if sha256.Sum256(buf.Bytes()) != want {
+				t.Fatalf("SHA-256 differs from the item's (first difference at %d)", meshtest.FirstDiff(buf.Bytes(), data))
+			}
+			if len(retries) == 0 || !strings.Contains(retries[0], "exit relay "+staller.ID()+" failed") || !strings.Contains(retries[0], "no byte arrived") {
+				t.Errorf("retries: got %q, want the first saying the stalled exit %s failed", retries, staller.ID())
+			}
+			if out := e.relay.Server.Stats().BytesOut; out == 0 {
+				t.Errorf("the other relay sent no byte")
+			}
+			t.Logf("retries: %q", retries)
+		})
+	}
+}

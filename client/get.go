@@ -161,6 +161,12 @@ type FileOptions struct {
 	// waiting, only one immediate resume after each failure that came
 	// after some progress.
 	RetryWait time.Duration
+	// StallTimeout ends a response of the exit relay that delivers no
+	// byte for this long, and resumes through another exit (as for an
+	// exit that failed): a machine that died without closing its
+	// connections, a frozen relay. Defaults to DefaultStallTimeout (1
+	// minute); negative: never.
+	StallTimeout time.Duration
 	// Logger receives the download's warnings. Defaults to discarding.
 	Logger *slog.Logger
 }
