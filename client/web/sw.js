@@ -56,6 +56,10 @@ const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
 // The most exits a resume asks the rendezvous to avoid (proto.MaxAvoid).
 const MAX_AVOID = 8;
+// A response that delivers no byte for this long while it is read is left
+// like one whose exit died (meshup get --stall-timeout): longer than a
+// relay's own pause while it waits for a quiet publisher (30 s).
+const STALL_MS = 60_000;
 const ASK_KEY_MS = 2000;
 // Chunks a preview asks the relays for at once: a player reads ahead only
 // as far as it needs, and a request bounded to 8 MiB keeps the relays
@@ -254,6 +258,8 @@ class PlainReader {
     this.report = report;
     this.wait = !!opts.wait;
     this.abort = new AbortController();
+    /** @type {AbortController|null} the current request's, for the stall watchdog */
+    this.req = null;
     /** @type {ReadableStreamDefaultReader<Uint8Array>|null} */
     this.reader = null;
     this.base = 0; // plaintext offset of the next value the reader yields
@@ -316,11 +322,18 @@ class PlainReader {
         }
       }
       let r;
+      let stalled = false;
+      const req = this.req;
+      const watchdog = setTimeout(() => {
+        stalled = true;
+        req?.abort();
+      }, STALL_MS);
       try {
         r = await /** @type {ReadableStreamDefaultReader<Uint8Array>} */ (this.reader).read();
       } catch (err) {
         this.reader = null;
         if (this.abort.signal.aborted) throw err;
+        if (stalled) err = new Error(`no byte for ${STALL_MS / 1000} s`);
         if (err instanceof e2e.E2EError && err.kind !== 'truncated') {
           if (this.retried) throw new HTTPError(502, `integrity error: ${err.message}`);
           this.retried = true;
@@ -334,6 +347,8 @@ class PlainReader {
           delay = Math.min(delay * 2, RETRY_MAX_MS);
         }
         continue;
+      } finally {
+        clearTimeout(watchdog);
       }
       if (r.done && this.pos >= this.windowEnd) {
         this.reader = null; // a bounded window is done: ask for the next one
@@ -390,7 +405,8 @@ class PlainReader {
     else if (this.avoid.length) url += `?avoid=${this.avoid.map(encodeURIComponent).join(',')}`;
     let res;
     try {
-      res = await fetch(url, { headers, cache: 'no-store', signal: this.abort.signal });
+      this.req = new AbortController();
+      res = await fetch(url, { headers, cache: 'no-store', signal: AbortSignal.any([this.abort.signal, this.req.signal]) });
     } catch (err) {
       if (this.abort.signal.aborted) throw err;
       return `cannot reach the item (${err.message})`;
