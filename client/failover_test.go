@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/mesh/meshtest"
+	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 	"github.com/meshup/meshup/relay/relaytest"
 	"github.com/meshup/meshup/rendezvous"
@@ -435,6 +436,58 @@ func TestExitRelayStalls(t *testing.T) {
 				t.Errorf("the other relay sent no byte")
 			}
 			t.Logf("retries: %q", retries)
+		})
+	}
+}
+
+// TestPermanentErrorsFailAtOnce: an unknown item (404) and a file longer
+// than the item (416) end the download at the first answer, with no
+// retry.
+func TestPermanentErrorsFailAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	data := meshtest.RandomBytes(3*partSize, 45)
+	c := e.newClient(t, client.Config{})
+	it := publish(t, c, client.Source{Plain: true, Volunteers: true, Name: "p.bin", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, url string
+		have      []byte
+	}{
+		{"unknown item", e.rv.URL + "/v1/items/" + proto.NewItemID().String(), nil},
+		{"file longer than the item", it.DownloadURL, append(bytes.Clone(data), "more"...)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(dir, tt.name)
+			if tt.have != nil {
+				if err := os.WriteFile(file, tt.have, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			log := &urlLog{}
+			var retries []string
+			_, err := client.DownloadFile(ctx(t), tt.url, file, client.FileOptions{
+				HTTPClient: &http.Client{Transport: log},
+				OnRetry:    func(err error) { retries = append(retries, err.Error()) },
+			})
+			if err == nil {
+				t.Fatal("DownloadFile: got nil, want an error")
+			}
+			gets := 0
+			log.mu.Lock()
+			for _, u := range log.urls {
+				if strings.HasPrefix(u.Path, "/v1/items/") && !strings.HasSuffix(u.Path, "/meta") && u.Query().Get("t") == "" {
+					gets++
+				}
+			}
+			log.mu.Unlock()
+			if gets != 1 || len(retries) != 0 {
+				t.Errorf("item requests to the rendezvous: got %d, retries %q; want 1 and none", gets, retries)
+			}
+			if got, _ := os.ReadFile(file); tt.have != nil && !bytes.Equal(got, tt.have) {
+				t.Errorf("the file changed")
+			}
+			t.Logf("error: %v", err)
 		})
 	}
 }
