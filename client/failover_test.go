@@ -97,14 +97,13 @@ func (k *killer) onProgress(done, _ int64) {
 	if done < killAt {
 		return
 	}
+	// The download waits while its exit dies: the kill always lands
+	// mid-transfer, whatever the speeds.
 	k.once.Do(func() {
-		r := k.m.relays[k.exit]
-		go func() {
-			defer close(k.done)
-			if r != nil {
-				r.Close()
-			}
-		}()
+		defer close(k.done)
+		if r := k.m.relays[k.exit]; r != nil {
+			r.Close()
+		}
 	})
 }
 
