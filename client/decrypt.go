@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -58,7 +57,6 @@ type link struct {
 	base string // rendezvous base URL: everything before /v1/items/ID
 	url  string // download URL, without fragment, with via if any
 	id   proto.ItemID
-	via  string // pinned by the user
 	key  proto.E2EKey
 	has  bool // key found in the fragment
 }
@@ -80,20 +78,8 @@ func parseLink(raw string) (link, error) {
 	base.Path, base.RawPath, base.RawQuery = strings.TrimSuffix(dir, "v1/items/"), "", ""
 	return link{
 		base: strings.TrimSuffix(base.String(), "/"), url: pu.String(), id: id,
-		via: pu.Query().Get("via"), key: key, has: has,
+		key: key, has: has,
 	}, nil
-}
-
-// withVia returns the link's download URL pinned to relay via.
-func (l link) withVia(via string) string {
-	u, _ := url.Parse(l.url)
-	q := u.Query()
-	q.Del("via")
-	if via != "" {
-		q.Set("via", via)
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // itemMeta is GET /v1/items/{id}/meta.
@@ -190,30 +176,31 @@ func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
 
 // decryptTo fetches the plaintext of an encrypted item from plaintext
 // offset from to its end and writes it to w, one authenticated chunk per
-// Write. When a chunk fails to authenticate (or the body ends early), it
-// reports the failure through onRetry and fetches the rest through
+// Write. When the exit relay fails (the body ends early, the connection
+// breaks) it resumes at the chunk boundary through another exit, as the
+// fetcher does for any download. When a chunk fails to authenticate, it
+// reports the failure through opt.OnRetry and fetches the rest through
 // another live relay, as long as one is left; otherwise it returns the
 // *proto.E2EChunkError, wrapped with the relay. It returns the plaintext
 // bytes written.
-func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64, w io.Writer, onStart func(*Download), onRetry func(error), log *slog.Logger) (int64, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+func decryptTo(ctx context.Context, info *ItemInfo, from int64, w io.Writer, opt FileOptions) (int64, error) {
 	l := info.link
-	via := l.via
+	f := newFetcher(l.url, false, opt)
+	hc := f.hc
 	tried := map[string]bool{}
 	var written int64
 	started := false
 	for {
 		chunk := from / proto.E2EChunkSize
 		off := chunk * proto.E2ESealedChunkSize
-		d, relay, err := openCipher(ctx, hc, l.withVia(via), off)
+		d, err := f.open(ctx, off)
 		if errors.Is(err, errComplete) && off == info.CipherSize {
 			return written, nil
 		}
 		if err != nil {
 			return written, err
 		}
+		relay := d.Relay
 		var fault error // the relay's, to be retried elsewhere
 		failed := uint64(chunk)
 		switch {
@@ -225,8 +212,8 @@ func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64,
 			fault = fmt.Errorf("client: relay %s answered from byte %d, not at a chunk boundary", orUnknown(relay), d.Start)
 		default:
 			chunk = d.Start / proto.E2ESealedChunkSize // 0 when the relay ignored the Range
-			if !started && onStart != nil {
-				onStart(&Download{Start: from, Size: info.Size, Name: info.Name, MIME: info.MIME})
+			if !started && opt.OnStart != nil {
+				opt.OnStart(&Download{Start: from, Size: info.Size, Name: info.Name, MIME: info.MIME, Relay: relay})
 			}
 			started = true
 			r, err := info.item.NewReader(d.Body, info.CipherSize, uint64(chunk), info.CipherSize)
@@ -234,7 +221,7 @@ func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64,
 				d.Body.Close()
 				return written, fmt.Errorf("client: %w", err)
 			}
-			sw := &skipWriter{w: w, skip: from - chunk*proto.E2EChunkSize}
+			sw := &skipWriter{w: f.progressOf(w), skip: from - chunk*proto.E2EChunkSize}
 			_, err = r.WriteTo(sw)
 			d.Body.Close()
 			written += sw.n
@@ -242,12 +229,20 @@ func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64,
 			if err == nil {
 				return written, nil
 			}
+			if sw.err != nil {
+				return written, fmt.Errorf("client: write: %w", sw.err)
+			}
 			var ce *proto.E2EChunkError
-			if !errors.As(err, &ce) {
-				if sw.err != nil {
-					return written, fmt.Errorf("client: write: %w", sw.err)
+			if !errors.As(err, &ce) || errors.Is(ce, proto.ErrE2ETruncated) {
+				// The body ended early or broke: the exit failed (or
+				// cut it short). Resume at the chunk boundary.
+				if ctx.Err() != nil {
+					return written, fmt.Errorf("client: download cut short at byte %d of %d: %w", from, info.Size, err)
 				}
-				return written, fmt.Errorf("client: download cut short at byte %d of %d: %w", from, info.Size, err)
+				if err := f.failed(ctx, relay, from, err); err != nil {
+					return written, err
+				}
+				continue
 			}
 			failed = ce.Chunk
 			fault = fmt.Errorf("client: integrity error from relay %s: %w", orUnknown(relay), err)
@@ -257,18 +252,19 @@ func decryptTo(ctx context.Context, hc *http.Client, info *ItemInfo, from int64,
 		}
 		// Even a relay the user pinned is left: its bytes are wrong.
 		tried[relay] = true
-		if via != "" {
-			tried[via] = true
+		if f.via != "" {
+			tried[f.via] = true
 		}
+		f.avoidExit(relay)
 		next := otherRelay(ctx, hc, l.base, tried)
 		if next == "" {
 			return written, fault
 		}
-		if onRetry != nil {
-			onRetry(fmt.Errorf("%w; retrying from chunk %d through relay %s", fault, failed, next))
+		if opt.OnRetry != nil {
+			opt.OnRetry(fmt.Errorf("%w; retrying from chunk %d through relay %s", fault, failed, next))
 		}
-		log.Warn("relay fault; retrying through another relay", "err", fault, "chunk", failed, "relay", next)
-		via = next
+		f.log.Warn("relay fault; retrying through another relay", "err", fault, "chunk", failed, "relay", next)
+		f.via = next
 	}
 }
 
@@ -277,28 +273,6 @@ func orUnknown(s string) string {
 		return "(unknown)"
 	}
 	return s
-}
-
-// openCipher opens the ciphertext from off and reports which relay
-// serves it, read from the redirect's read token (unverified: it only
-// chooses where to retry).
-func openCipher(ctx context.Context, hc *http.Client, u string, off int64) (*Download, string, error) {
-	var relay string
-	hc2 := *hc
-	hc2.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if t := req.URL.Query().Get("t"); t != "" {
-			relay = tokenRelay(t)
-		}
-		if hc.CheckRedirect != nil {
-			return hc.CheckRedirect(req, via)
-		}
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		return nil
-	}
-	d, err := Open(ctx, &hc2, u, off)
-	return d, relay, err
 }
 
 // tokenRelay returns the audience of a token without checking it.
@@ -419,11 +393,7 @@ func downloadEncrypted(ctx context.Context, info *ItemInfo, file string, opt Fil
 		}
 	}()
 	pw := &progressWriter{w: lf, done: have, size: info.Size, fn: opt.OnProgress}
-	log := opt.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	written, err = decryptTo(ctx, opt.HTTPClient, info, have, pw, opt.OnStart, opt.OnRetry, log)
+	written, err = decryptTo(ctx, info, have, pw, opt)
 	if err == nil && info.Size == 0 {
 		_, err = lf.Write(nil) // the empty item authenticated: create the file
 	}

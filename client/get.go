@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meshup/meshup/proto"
 )
@@ -25,6 +26,11 @@ type Download struct {
 	Size  int64         // size of the whole item
 	Name  string        // from Content-Disposition, may be empty
 	MIME  string
+	// Relay is the exit relay that serves Body, from its Meshup-Relay
+	// header; empty when the server did not say.
+	Relay string
+	// ETag is the response's validator, empty when none.
+	ETag string
 }
 
 // ItemURL turns a share link (.../i/ID) or a download URL
@@ -52,6 +58,17 @@ func ItemURL(raw, via string) (string, error) {
 
 // errComplete means a resumed download already has every byte.
 var errComplete = errors.New("client: already complete")
+
+// statusError is an HTTP refusal of an item request.
+type statusError struct {
+	code       int
+	relay      string        // the relay that answered, from Meshup-Relay; "" for the rendezvous
+	retryAfter time.Duration // from Retry-After, 0 when none
+	err        error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
 
 // Open requests an item's bytes from off on, following the rendezvous's
 // redirect to an exit relay. For an end-to-end encrypted item these are
@@ -82,7 +99,8 @@ func open(ctx context.Context, hc *http.Client, method, itemURL string, off int6
 	if err != nil {
 		return nil, fmt.Errorf("client: get item: %w", err)
 	}
-	d := &Download{Body: resp.Body, MIME: resp.Header.Get("Content-Type")}
+	d := &Download{Body: resp.Body, MIME: resp.Header.Get("Content-Type"),
+		Relay: resp.Header.Get("Meshup-Relay"), ETag: resp.Header.Get("ETag")}
 	if _, params, err := mime.ParseMediaType(resp.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
 		d.Name = path.Base(params["filename"])
 	}
@@ -101,18 +119,22 @@ func open(ctx context.Context, hc *http.Client, method, itemURL string, off int6
 		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes */%d", &size); err == nil && size == off {
 			return nil, errComplete
 		}
-		return nil, fmt.Errorf("client: get item: %s", resp.Status)
+		return nil, &statusError{code: resp.StatusCode, relay: d.Relay, err: fmt.Errorf("client: get item: %s", resp.Status)}
 	default:
 		defer resp.Body.Close()
+		se := &statusError{code: resp.StatusCode, relay: d.Relay, err: fmt.Errorf("client: get item: %s", resp.Status)}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			se.retryAfter = time.Duration(secs) * time.Second
+		}
 		var e struct {
 			Status proto.Status `json:"status"`
 			Error  string       `json:"error"`
 		}
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("client: get item: %s: %w", resp.Status, &proto.Error{Status: e.Status, Msg: e.Error})
+			se.err = fmt.Errorf("client: get item: %s: %w", resp.Status, &proto.Error{Status: e.Status, Msg: e.Error})
 		}
-		return nil, fmt.Errorf("client: get item: %s", resp.Status)
+		return nil, se
 	}
 	return d, nil
 }
@@ -126,10 +148,25 @@ type FileOptions struct {
 	// OnStart, if set, is called once the response is open, before any
 	// byte is written.
 	OnStart func(d *Download)
-	// OnRetry, if set, is called when a chunk of an encrypted item failed
-	// its integrity check (or the body ended early) and the rest is
-	// fetched through another relay; err names the chunk and both relays.
+	// OnRetry, if set, is called when the download is interrupted and
+	// goes on: the exit relay failed (its body ended early, its
+	// connection broke, it refused) and the rest is asked for through
+	// another, or a chunk of an encrypted item failed its integrity
+	// check and is fetched through another relay; err says what failed,
+	// where, and what happens next.
 	OnRetry func(err error)
+	// RetryWait bounds how long an interrupted download keeps trying,
+	// with backoff, while no byte arrives; a byte written starts the wait
+	// anew. Defaults to DefaultRetryWait (2 minutes); negative: no
+	// waiting, only one immediate resume after each failure that came
+	// after some progress.
+	RetryWait time.Duration
+	// StallTimeout ends a response of the exit relay that delivers no
+	// byte for this long, and resumes through another exit (as for an
+	// exit that failed): a machine that died without closing its
+	// connections, a frozen relay. Defaults to DefaultStallTimeout (1
+	// minute); negative: never.
+	StallTimeout time.Duration
 	// Logger receives the download's warnings. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -180,29 +217,18 @@ func DownloadTo(ctx context.Context, itemURL string, w io.Writer, opt FileOption
 	}
 	pw := &progressWriter{w: w, size: info.Size, fn: opt.OnProgress}
 	if info.Encrypted {
-		log := opt.Logger
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
-		}
-		return decryptTo(ctx, opt.HTTPClient, info, 0, pw, opt.OnStart, opt.OnRetry, log)
+		return decryptTo(ctx, info, 0, pw, opt)
 	}
-	d, err := Open(ctx, opt.HTTPClient, l.url, 0)
+	f := newFetcher(l.url, true, opt)
+	d, err := f.open(ctx, 0)
 	if err != nil {
 		return 0, err
 	}
-	defer d.Body.Close()
 	pw.size = d.Size
 	if opt.OnStart != nil {
 		opt.OnStart(d)
 	}
-	n, err := io.CopyBuffer(pw, d.Body, make([]byte, 256<<10))
-	if err != nil {
-		return n, fmt.Errorf("client: download cut short at byte %d of %d: %w", n, d.Size, err)
-	}
-	if n != d.Size {
-		return n, fmt.Errorf("client: download ended at byte %d of %d", n, d.Size)
-	}
-	return n, nil
+	return f.copyPlain(ctx, d, pw)
 }
 
 // downloadPlain is DownloadFile for a plaintext item.
@@ -220,7 +246,8 @@ func downloadPlain(ctx context.Context, itemURL, file string, opt FileOptions) (
 	if err != nil {
 		return 0, fmt.Errorf("client: %w", err)
 	}
-	d, err := Open(ctx, opt.HTTPClient, itemURL, have)
+	ft := newFetcher(itemURL, true, opt)
+	d, err := ft.open(ctx, have)
 	if errors.Is(err, errComplete) {
 		if opt.OnProgress != nil {
 			opt.OnProgress(have, have)
@@ -230,12 +257,13 @@ func downloadPlain(ctx context.Context, itemURL, file string, opt FileOptions) (
 	if err != nil {
 		return 0, err
 	}
-	defer d.Body.Close()
 	if d.Start != have { // the server ignored the Range: start over
 		if err := f.Truncate(0); err != nil {
+			d.Body.Close()
 			return 0, fmt.Errorf("client: %w", err)
 		}
 		if _, err := f.Seek(d.Start, io.SeekStart); err != nil {
+			d.Body.Close()
 			return 0, fmt.Errorf("client: %w", err)
 		}
 	}
@@ -243,14 +271,7 @@ func downloadPlain(ctx context.Context, itemURL, file string, opt FileOptions) (
 		opt.OnStart(d)
 	}
 	pw := &progressWriter{w: f, done: d.Start, size: d.Size, fn: opt.OnProgress}
-	n, err := io.CopyBuffer(pw, d.Body, make([]byte, 256<<10))
-	if err != nil {
-		return n, fmt.Errorf("client: download cut short at byte %d of %d: %w", d.Start+n, d.Size, err)
-	}
-	if d.Start+n != d.Size {
-		return n, fmt.Errorf("client: download ended at byte %d of %d", d.Start+n, d.Size)
-	}
-	return n, nil
+	return ft.copyPlain(ctx, d, pw)
 }
 
 type progressWriter struct {

@@ -12,7 +12,19 @@
 // an encrypted item, from the chunk boundary where it stopped. It reports
 // progress on the BroadcastChannel "meshup-downloads" as {key, id, state,
 // received, size, message, chunk}, where state is running, waiting,
-// integrity, done or failed.
+// integrity, resuming, done or failed.
+//
+// Failover (issue 10). Every relay names itself in the Meshup-Relay header
+// of its item responses. When the exit relay fails mid-transfer (the
+// connection breaks, the body ends short, it answers 5xx), the worker
+// resumes at once with a Range request from where it stopped through the
+// rendezvous, with ?avoid=ID1,ID2 naming the exits that failed, so that
+// the rendezvous sends it to another live relay; it reports state
+// resuming with a message naming the relay. The consumer sees a pause,
+// not an error. Further tries without progress wait, with a backoff. A
+// resumed response must start at the byte asked for and be of the same
+// size (for a plaintext item: also of the same ETag), else the download
+// fails rather than mixing two versions of the item.
 //
 // Previews. A media element (or fetch) of the page reads
 // /sw/plain/ID[/anything]: the worker answers with the item's plaintext,
@@ -28,8 +40,9 @@
 //
 // Integrity. A chunk that does not open is never handed out. The worker
 // reports it (state integrity, with the chunk index) and reads the range
-// once more through another relay (?via=RELAY_ID, from GET /v1/status);
-// if that fails too the response fails.
+// once more through another relay (?via=RELAY_ID, from GET /v1/status,
+// neither the relay that served it nor one that failed); if that fails too
+// the response fails.
 //
 // Every other request goes to the network untouched.
 
@@ -41,6 +54,12 @@ const CHANNEL = 'meshup-downloads';
 const PROGRESS_EVERY_MS = 100;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
+// The most exits a resume asks the rendezvous to avoid (proto.MaxAvoid).
+const MAX_AVOID = 8;
+// A response that delivers no byte for this long while it is read is left
+// like one whose exit died (meshup get --stall-timeout): longer than a
+// relay's own pause while it waits for a quiet publisher (30 s).
+const STALL_MS = 60_000;
 const ASK_KEY_MS = 2000;
 // Chunks a preview asks the relays for at once: a player reads ahead only
 // as far as it needs, and a request bounded to 8 MiB keeps the relays
@@ -199,16 +218,19 @@ async function loadInfo(id) {
 
 /**
  * Picks a live relay other than the one whose response came from
- * servedFrom, for a second try after an integrity error.
+ * servedFrom (named exit when it said so) and those in avoid, for a second
+ * try after an integrity error.
  * @param {string} servedFrom the URL of the failed response
+ * @param {string} exit the relay id the response named, or ''
+ * @param {string[]} avoid relay ids that failed
  * @returns {Promise<string>} a relay id, or '' when there is no other
  */
-async function otherRelay(servedFrom) {
+async function otherRelay(servedFrom, exit, avoid) {
   try {
     const st = await (await fetch('/v1/status', { cache: 'no-store' })).json();
     const live = (st.relays ?? []).filter((r) => r.alive !== false);
-    const from = live.find((r) => (r.reach && servedFrom.startsWith(r.reach)) || (r.http_url && servedFrom.startsWith(r.http_url)));
-    return live.find((r) => r !== from)?.id ?? '';
+    const from = live.find((r) => (exit && r.id === exit) || (r.reach && servedFrom.startsWith(r.reach)) || (r.http_url && servedFrom.startsWith(r.http_url)));
+    return live.find((r) => r !== from && !avoid.includes(r.id))?.id ?? '';
   } catch {
     return '';
   }
@@ -236,6 +258,8 @@ class PlainReader {
     this.report = report;
     this.wait = !!opts.wait;
     this.abort = new AbortController();
+    /** @type {AbortController|null} the current request's, for the stall watchdog */
+    this.req = null;
     /** @type {ReadableStreamDefaultReader<Uint8Array>|null} */
     this.reader = null;
     this.base = 0; // plaintext offset of the next value the reader yields
@@ -244,6 +268,43 @@ class PlainReader {
     this.failures = 0;
     this.servedFrom = '';
     this.windowEnd = 0; // plaintext end of the range the current response asked for
+    this.exit = ''; // the relay serving the current response (Meshup-Relay)
+    /** @type {string[]} exits that failed, for ?avoid= */
+    this.avoid = [];
+    this.etag = ''; // validator of the first response (plaintext items)
+    this.moved = true; // bytes were handed out since the last failure
+  }
+
+  /**
+   * Notes that the exit relay failed at the current position: the next
+   * request asks the rendezvous to avoid it.
+   * @param {string} exit
+   */
+  avoidExit(exit) {
+    if (!exit) return;
+    this.avoid = this.avoid.filter((id) => id !== exit);
+    this.avoid.push(exit);
+    if (this.avoid.length > MAX_AVOID) this.avoid.shift();
+    this.via = '';
+  }
+
+  /**
+   * The exit relay's response broke or ended short: the next request
+   * asks the rendezvous to avoid it. It throws when the reader is not to
+   * wait (a preview) and has failed too often.
+   * @param {string} why
+   * @returns {boolean} whether to pause before the next request: no
+   *   bytes came since the last failure (the first resume goes at once)
+   */
+  exitFailed(why) {
+    const exit = this.exit;
+    this.avoidExit(exit);
+    this.reader = null;
+    if (!this.wait && ++this.failures > 2) throw new HTTPError(503, `the transfer stopped (${why})`);
+    this.report('resuming', `relay ${exit || '(unknown)'} stopped at byte ${this.pos} (${why}); resuming through another relay`);
+    const paused = !this.moved;
+    this.moved = false;
+    return paused;
   }
 
   /** @returns {Promise<Uint8Array|null>} the next bytes, or null at the end */
@@ -261,34 +322,46 @@ class PlainReader {
         }
       }
       let r;
+      let stalled = false;
+      const req = this.req;
+      const watchdog = setTimeout(() => {
+        stalled = true;
+        req?.abort();
+      }, STALL_MS);
       try {
         r = await /** @type {ReadableStreamDefaultReader<Uint8Array>} */ (this.reader).read();
       } catch (err) {
         this.reader = null;
         if (this.abort.signal.aborted) throw err;
+        if (stalled) err = new Error(`no byte for ${STALL_MS / 1000} s`);
         if (err instanceof e2e.E2EError && err.kind !== 'truncated') {
           if (this.retried) throw new HTTPError(502, `integrity error: ${err.message}`);
           this.retried = true;
-          this.via = await otherRelay(this.servedFrom);
+          this.via = await otherRelay(this.servedFrom, this.exit, this.avoid);
+          if (this.exit) this.avoid = [...this.avoid.filter((id) => id !== this.exit), this.exit].slice(-MAX_AVOID);
           this.report('integrity', `${err.message}; ${this.via ? 'reading it again through another relay' : 'reading it again'}`, err.chunk);
           continue;
         }
-        if (!this.wait && ++this.failures > 2) throw err;
-        this.report('waiting', `the transfer stopped (${err.message})`);
+        if (this.exitFailed(err.message)) {
+          await sleep(delay);
+          delay = Math.min(delay * 2, RETRY_MAX_MS);
+        }
         continue;
+      } finally {
+        clearTimeout(watchdog);
       }
       if (r.done && this.pos >= this.windowEnd) {
         this.reader = null; // a bounded window is done: ask for the next one
         continue;
       }
       if (r.done) {
-        // Ended short (relays end the body early when the sender goes
-        // away, they never pad it): wait a moment and resume.
-        this.reader = null;
-        if (!this.wait && ++this.failures > 2) throw new HTTPError(503, 'the transfer stopped');
-        this.report('waiting', 'the transfer stopped');
-        await sleep(delay);
-        delay = Math.min(delay * 2, RETRY_MAX_MS);
+        // Ended short: the exit died, or the sender went away (relays
+        // end the body early, they never pad it). Resume through another
+        // exit; the rendezvous says 503 when the sender is away.
+        if (this.exitFailed('the body ended short')) {
+          await sleep(delay);
+          delay = Math.min(delay * 2, RETRY_MAX_MS);
+        }
         continue;
       }
       const v = r.value;
@@ -297,6 +370,7 @@ class PlainReader {
       this.base += v.length;
       if (to <= from) continue;
       this.pos += to - from;
+      this.moved = true;
       return from === 0 && to === v.length ? v : v.subarray(from, to);
     }
     this.cancel();
@@ -326,25 +400,45 @@ class PlainReader {
     }
     const whole = start === 0 && end === it.cipherSize;
     const headers = whole ? {} : { Range: `bytes=${start}-${end - 1}` };
-    const url = `/v1/items/${it.id}` + (this.via ? `?via=${encodeURIComponent(this.via)}` : '');
+    let url = `/v1/items/${it.id}`;
+    if (this.via) url += `?via=${encodeURIComponent(this.via)}`;
+    else if (this.avoid.length) url += `?avoid=${this.avoid.map(encodeURIComponent).join(',')}`;
     let res;
     try {
-      res = await fetch(url, { headers, cache: 'no-store', signal: this.abort.signal });
+      this.req = new AbortController();
+      res = await fetch(url, { headers, cache: 'no-store', signal: AbortSignal.any([this.abort.signal, this.req.signal]) });
     } catch (err) {
       if (this.abort.signal.aborted) throw err;
       return `cannot reach the item (${err.message})`;
     }
     if (res.status === 404 || res.status === 410) throw new HTTPError(404, 'the item is gone');
+    // Relays name themselves on every item response, errors included;
+    // the rendezvous's own answers carry no Meshup-Relay.
+    const exit = res.headers.get('Meshup-Relay') ?? '';
     if (res.status === 503 || res.status === 429 || res.status >= 500) {
       res.body?.cancel();
-      if (this.via) this.via = ''; // that relay is gone: let the rendezvous choose
-      return res.status === 503 ? 'the sender is offline' : `the relay answered ${res.status}`;
+      if (exit) this.avoidExit(exit); // that exit refuses: let the rendezvous choose another
+      else if (this.via) this.via = ''; // the pinned relay is gone: let the rendezvous choose
+      if (exit) return `relay ${exit} answered ${res.status}`;
+      return res.status === 503 ? 'the sender is offline' : `the server answered ${res.status}`;
     }
-    const got = res.status === 206 ? Number(/^bytes (\d+)-/.exec(res.headers.get('Content-Range') ?? '')?.[1]) : 0;
-    if ((res.status !== 200 && res.status !== 206) || got !== start || !res.body) {
+    const cr = res.status === 206 ? /^bytes (\d+)-\d+\/(\d+)$/.exec(res.headers.get('Content-Range') ?? '') : null;
+    const got = cr ? Number(cr[1]) : 0;
+    if ((res.status !== 200 && res.status !== 206) || (res.status === 206 && !cr) || got !== start || !res.body) {
       res.body?.cancel();
       throw new HTTPError(502, `unexpected answer ${res.status} at byte ${start}`);
     }
+    // Never mix two versions of the item: the size is the one the
+    // rendezvous described, and a plaintext item keeps its validator
+    // (an encrypted one needs none: every chunk is authenticated).
+    const total = cr ? Number(cr[2]) : Number(res.headers.get('Content-Length') ?? it.cipherSize);
+    const etag = res.headers.get('ETag') ?? '';
+    if (total !== it.cipherSize || (!it.encrypted && this.etag && etag !== this.etag)) {
+      res.body?.cancel();
+      throw new HTTPError(502, `the item changed during the download (relay ${exit || '(unknown)'} serves ${total} bytes, version ${etag || '(none)'})`);
+    }
+    if (!this.etag) this.etag = etag;
+    this.exit = exit;
     this.servedFrom = res.url;
     const body = it.kp ? res.body.pipeThrough(e2e.decryptStream(it.kp, it.cipherSize, first, last)) : res.body;
     this.reader = body.getReader();

@@ -22,8 +22,10 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "output file, or - for stdout (default: the item's name in the current directory)")
 	via := fs.String("via", "", "pin the exit relay by its id (diagnosis)")
+	stall := fs.Duration("stall-timeout", client.DefaultStallTimeout, "a response of the exit relay that delivers no byte for this long is given up, and the download resumes through another relay; 0 or less: never")
+	retryWait := fs.Duration("retry-wait", client.DefaultRetryWait, "when the exit relay fails, keep trying (with backoff, through other relays) this long while no byte arrives; 0 or less: resume once, at once, then give up")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshup get [flags] URL\n\nDownloads an item. URL is a share link (.../i/ID) or a download URL\n(.../v1/items/ID). A partial output file is resumed with a Range request.\nAn encrypted item is decrypted with the key in the URL's fragment\n(quote it: 'https://.../i/ID#k=...'); only authenticated bytes are written.")
+		fmt.Fprintln(stderr, "usage: meshup get [flags] URL\n\nDownloads an item. URL is a share link (.../i/ID) or a download URL\n(.../v1/items/ID). A partial output file is resumed with a Range request.\nWhen the exit relay fails mid-transfer the download resumes with a Range\nrequest through another relay.\nAn encrypted item is decrypted with the key in the URL's fragment\n(quote it: 'https://.../i/ID#k=...'); only authenticated bytes are written.")
 		fs.PrintDefaults()
 	}
 	// Accept flags after the URL too: meshup get URL -o FILE.
@@ -47,8 +49,16 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	onRetry := func(err error) { fmt.Fprintf(stderr, "\r%v\n", err) }
+	wait := *retryWait
+	if wait <= 0 {
+		wait = -1 // FileOptions: no waiting
+	}
+	stallTimeout := *stall
+	if stallTimeout <= 0 {
+		stallTimeout = -1 // FileOptions: never
+	}
 	if *out == "-" {
-		_, err := client.DownloadTo(ctx, u, stdout, client.FileOptions{OnRetry: onRetry})
+		_, err := client.DownloadTo(ctx, u, stdout, client.FileOptions{OnRetry: onRetry, RetryWait: wait, StallTimeout: stallTimeout})
 		return err
 	}
 	file := *out
@@ -82,7 +92,9 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var lastDraw time.Time
 	var startAt int64 = -1
 	opt := client.FileOptions{
-		OnRetry: onRetry,
+		OnRetry:      onRetry,
+		RetryWait:    wait,
+		StallTimeout: stallTimeout,
 		OnStart: func(d *client.Download) {
 			startAt = d.Start
 			if d.Start > 0 {

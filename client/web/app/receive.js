@@ -187,6 +187,13 @@ function onDownload(m) {
       setStatus('waiting', 'Waiting for the sender to come back… The download continues by itself.');
       checkOnline();
       break;
+    case 'resuming':
+      // The exit relay failed (issue 10): the download goes on through
+      // another relay by itself.
+      setStatus('resuming', 'A relay dropped out; continuing through another… The download continues by itself.');
+      statusEl.dataset.resumed = String(Number(statusEl.dataset.resumed ?? 0) + 1);
+      statusEl.dataset.resumeMessage = m.message ?? '';
+      break;
     case 'done':
       setStatus('done', 'Download complete.');
       break;
@@ -248,26 +255,43 @@ function downloadWithWorker(sw) {
 
 /**
  * Downloads a small item into memory, resuming with Range when the sender
- * goes away, then saves it.
+ * goes away or the exit relay fails (then through another exit: the
+ * rendezvous is asked to avoid the relays that failed, named by their
+ * Meshup-Relay header), then saves it.
  */
 async function downloadInMemory() {
   /** @type {Uint8Array[]} */
   const chunks = [];
   let received = 0;
+  /** @type {string[]} exits that failed */
+  const avoid = [];
+  let etag = ''; // validator of the first response: never mix two versions
+  let moved = true; // bytes arrived since the last failure
   while (received < item.size) {
     let res = null;
+    const url = avoid.length ? `${itemURL}?avoid=${avoid.map(encodeURIComponent).join(',')}` : itemURL;
     try {
-      res = await fetch(itemURL, { headers: received ? { Range: `bytes=${received}-` } : {}, cache: 'no-store' });
+      res = await fetch(url, { headers: received ? { Range: `bytes=${received}-` } : {}, cache: 'no-store' });
     } catch {
       // unreachable: wait below
     }
     if (res?.status === 404) return onDownload({ state: 'failed', received, message: 'the item is gone' });
+    const exit = res?.headers.get('Meshup-Relay') ?? '';
     if (!res || !res.body || (res.status !== 200 && res.status !== 206)) {
+      res?.body?.cancel();
+      if (exit && !avoid.includes(exit)) avoid.push(exit); // that exit refused
       onDownload({ state: 'waiting', received });
       await new Promise((r) => setTimeout(r, POLL_MS));
       await waitOnline();
       continue;
     }
+    const start = res.status === 206 ? Number(/^bytes (\d+)-/.exec(res.headers.get('Content-Range') ?? '')?.[1]) : 0;
+    const tag = res.headers.get('ETag') ?? '';
+    if (start !== received || (etag && tag !== etag)) {
+      res.body.cancel();
+      return onDownload({ state: 'failed', received, message: `the item changed during the download (answer from byte ${start}, version ${tag})` });
+    }
+    etag ||= tag;
     const reader = res.body.getReader();
     try {
       for (;;) {
@@ -275,10 +299,20 @@ async function downloadInMemory() {
         if (done) break;
         chunks.push(value);
         received += value.byteLength;
+        moved = true;
         onDownload({ state: 'running', received });
       }
     } catch {
       // cut short: resume from received
+    }
+    if (received < item.size) {
+      // The exit failed (or the sender went away): resume through
+      // another exit, at once the first time.
+      if (exit) avoid.splice(0, avoid.length, ...avoid.filter((id) => id !== exit), exit);
+      if (avoid.length > 8) avoid.shift();
+      onDownload({ state: 'resuming', received, message: `relay ${exit || '(unknown)'} stopped at byte ${received}; resuming through another relay` });
+      if (!moved) await new Promise((r) => setTimeout(r, POLL_MS));
+      moved = false;
     }
   }
   const url = URL.createObjectURL(new Blob(chunks, { type: item.mime }));
