@@ -378,16 +378,23 @@ const (
 	// reserves on the public relays the directory names first.
 	firstDirectoryWait = 2 * time.Second
 	// reserveRetryFirst and reserveRetryMax bound the backoff after a
-	// reservation failed.
-	reserveRetryFirst = 5 * time.Second
+	// reservation failed. The first retry comes soon: a public relay
+	// refuses a relay that registered a moment ago until the directory
+	// naming it reaches the public relay (DirectoryInterval, 1s).
+	reserveRetryFirst = time.Second
 	reserveRetryMax   = 5 * time.Minute
+	// rdvFallbackFailures is how many times in a row every public relay
+	// must have refused or failed before the relay reserves on the
+	// rendezvous.
+	rdvFallbackFailures = 3
 )
 
 // held is one reservation the relay holds, or tries to.
 type held struct {
-	rsv     mesh.Reservation // zero while none is held
-	next    time.Time        // when to reserve (renew, or retry) again
-	backoff time.Duration    // after failures; 0 after a success
+	rsv      mesh.Reservation // zero while none is held
+	next     time.Time        // when to reserve (renew, or retry) again
+	backoff  time.Duration    // after failures; 0 after a success
+	failures int              // in a row
 }
 
 // reserveLoop holds circuit reservations while ctx lasts, so that peers
@@ -430,7 +437,16 @@ func (s *Server) reserveLoop(ctx context.Context, rdvAddrs []string) {
 				circuits[id] = h.rsv.Addrs
 			}
 		}
-		if len(circuits) == 0 && !time.Now().Before(rdv.next) {
+		// The rendezvous's circuit is the last resort: taken when no
+		// public relay is in the directory, or all of them failed a few
+		// times in a row.
+		fallback := true
+		for id := range targets {
+			if pub[id].failures < rdvFallbackFailures {
+				fallback = false
+			}
+		}
+		if len(circuits) == 0 && fallback && !time.Now().Before(rdv.next) {
 			s.reserve(ctx, &rdv, "rendezvous", rdvAddrs)
 		}
 		var rdvCircuits []string
@@ -443,7 +459,7 @@ func (s *Server) reserveLoop(ctx context.Context, rdvAddrs []string) {
 		for id := range targets {
 			wake = minTime(wake, pub[id].next)
 		}
-		if len(circuits) == 0 {
+		if len(circuits) == 0 && fallback {
 			wake = minTime(wake, rdv.next)
 		}
 		select {
@@ -471,6 +487,7 @@ func (s *Server) reserve(ctx context.Context, h *held, name string, addrs []stri
 	now := time.Now()
 	if err != nil {
 		h.rsv = mesh.Reservation{}
+		h.failures++
 		h.backoff = min(max(2*h.backoff, reserveRetryFirst), reserveRetryMax)
 		h.next = now.Add(h.backoff)
 		if ctx.Err() == nil {
@@ -481,7 +498,7 @@ func (s *Server) reserve(ctx context.Context, h *held, name string, addrs []stri
 	if len(h.rsv.Addrs) == 0 {
 		s.log.Info("circuit reservation held", "on", shortID(rsv.Relay), "expires", rsv.Expires)
 	}
-	h.rsv, h.backoff = rsv, 0
+	h.rsv, h.backoff, h.failures = rsv, 0, 0
 	h.next = now.Add(max(time.Until(rsv.Expires)*3/4, time.Second))
 }
 
