@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
@@ -203,5 +204,94 @@ func TestRelayTunnelRefuses(t *testing.T) {
 	var st relay.Status
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &st) != nil || st.ID != nat.ID() {
 		t.Errorf("status through the tunnel: %d %.200s, want 200 and the relay behind NAT's status", resp.StatusCode, body)
+	}
+}
+
+// TestCircuitOverPublicRelay: relays behind NAT hold their circuit
+// reservations on a public relay running the circuit relay service (gated
+// by relay.CircuitGate), advertise those circuits rather than the
+// rendezvous's, and connect to each other over it: a part forwarded
+// between them crosses the public relay, and nothing crosses the
+// rendezvous, neither its circuits nor its tunnel.
+func TestCircuitOverPublicRelay(t *testing.T) {
+	t.Parallel()
+	e := newEnvRV(t, rendezvous.Config{STUNAddr: "off"})
+	var gate relay.CircuitGate
+	node, err := mesh.New(mesh.Config{
+		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger:            relaytest.Logger(t),
+		RelayService:      &mesh.RelayService{Allow: gate.Allow},
+		HolePunching:      true,
+		AllowPrivateAddrs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	pcfg := testRelayConfig()
+	pcfg.PublicIP, pcfg.Node = "127.0.0.1", node
+	pub := relaytest.Start(t, e.rv.URL, pcfg)
+	gate.Bind(pub.Server)
+	a := relaytest.Start(t, e.rv.URL, testRelayConfig())
+	b := relaytest.Start(t, e.rv.URL, testRelayConfig())
+
+	viaPub := func(r *relaytest.Server) bool {
+		st := r.Server.Status()
+		n := 0
+		for _, ad := range st.Addrs.Advertised {
+			if strings.Contains(ad, "/p2p-circuit") {
+				if !strings.Contains(ad, "/p2p/"+pub.ID()+"/p2p-circuit") {
+					return false // a circuit through the rendezvous
+				}
+				n++
+			}
+		}
+		return n > 0
+	}
+	eventually(t, "both relays behind NAT to advertise circuits through the public relay only", func() bool { return viaPub(a) && viaPub(b) })
+	peerKind := func(of, peer *relaytest.Server) string {
+		for _, p := range of.Server.Status().Peers {
+			if p.ID == peer.ID() {
+				return p.Kind
+			}
+		}
+		return ""
+	}
+	eventually(t, "the relays behind NAT to connect over a circuit", func() bool {
+		return peerKind(a, b) == proto.PeerRelayed && peerKind(b, a) == proto.PeerRelayed
+	})
+
+	data := meshtest.RandomBytes(3*partSize+5, 13)
+	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: a.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rendezvous to hand out the public relay's tunnel for B", func() bool {
+		for _, r := range relayStatuses(t, e.rv) {
+			if r["id"] == b.ID() {
+				return r["reach_kind"] == "relay-tunnel"
+			}
+		}
+		return false
+	})
+	resp, body := do(t, http.MethodGet, e.itemURL(it.ID, b))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("GET through B: status %d, %d bytes, equal %v; want 200 and the %d bytes", resp.StatusCode, len(body), bytes.Equal(body, data), len(data))
+	}
+	if sb := b.Server.Stats(); sb.MeshStreams[proto.PeerRelayed] < 4 {
+		t.Errorf("B's mesh streams by kind: got %v, want the 4 parts over the relayed connection", sb.MeshStreams)
+	}
+	if as := pub.Server.Stats().Assist; as.CircuitBytes < int64(len(data)) || as.Reservations < 2 {
+		t.Errorf("public relay: %+v; want the item's bytes over its circuits and the 2 reservations", as)
+	}
+	if d := e.rv.Server.DataPath(); d.Bytes != 0 {
+		t.Errorf("rendezvous data path: %+v, want nothing", d)
 	}
 }
