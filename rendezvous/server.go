@@ -29,19 +29,19 @@ import (
 
 // Server is a rendezvous. Its methods are safe for concurrent use.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	key    ed25519.PrivateKey
-	pub    ed25519.PublicKey
-	mux    *http.ServeMux
-	h      http.Handler // mux behind the limits per source
-	lim    limitState
-	tunnel *httputil.ReverseProxy
-	// tunnelCount counts the tunnel's requests and bytes (DataPath).
-	tunnelCount httptunnel.Counters
-	web         map[string]webFile // the web app's files by path (client/web)
-	stats       counters
-	verifier    *http.Client // fetches relay URL challenges
+	cfg      Config
+	log      *slog.Logger
+	key      ed25519.PrivateKey
+	pub      ed25519.PublicKey
+	mux      *http.ServeMux
+	h        http.Handler // mux behind the limits per source
+	lim      limitState
+	tunnel   *httputil.ReverseProxy
+	web      map[string]webFile // the web app's files by path (client/web)
+	stats    counters
+	verifier *http.Client // fetches relay URL challenges
+
+	tunnelCount httptunnel.Counters // the tunnel's requests and bytes (DataPath)
 
 	stun      *STUNServer // nil when STUN is off
 	stunAddrs []string    // advertised "host:port" of the STUN ports
