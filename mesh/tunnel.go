@@ -44,6 +44,14 @@ func (n *Node) DialConn(ctx context.Context, peerID, proto string) (net.Conn, er
 	return dialedConn{s}, nil
 }
 
+// DialConnConnected is DialConn over a connection the node already has to
+// peerID: it never dials. A public relay tunnels HTTP to the relays behind
+// NAT that keep a connection to it, and must not be made to dial anything
+// a client names (issue 10).
+func (n *Node) DialConnConnected(ctx context.Context, peerID, proto string) (net.Conn, error) {
+	return n.DialConn(network.WithNoDial(ctx, "meshup tunnel: connected peers only"), peerID, proto)
+}
+
 // dialedConn is a stream as a net.Conn whose Close resets.
 type dialedConn struct{ network.Stream }
 

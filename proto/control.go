@@ -177,6 +177,11 @@ type Register struct {
 	// more than the token clock skew it allows: such a relay would refuse
 	// or accept tokens at the wrong times. Zero: not checked.
 	Time int64 `json:"time,omitempty"`
+	// Tunnel says the relay serves the HTTP tunnel (/v1/relays/{id}/...)
+	// into the relays behind NAT connected to it, when it is public
+	// itself (issue 10): the rendezvous then hands out its tunnel rather
+	// than its own for those relays.
+	Tunnel bool `json:"tunnel,omitempty"`
 }
 
 // NAT types a relay reports, as learnt with STUN.

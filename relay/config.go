@@ -145,6 +145,11 @@ type Config struct {
 	BodyTimeout time.Duration
 	MinBodyRate int
 
+	// Assist configures what a public relay does for relays behind NAT
+	// (the HTTP tunnel) and what a relay behind NAT asks of public relays
+	// (circuit reservations); see tunnel.go.
+	Assist AssistConfig
+
 	// Tap, if set, is called with every PartData payload a publisher
 	// pushes, before the relay queues it: the item, the offset of the
 	// part it belongs to (payloads of a part come in order), and the
@@ -178,6 +183,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.NATProbeInterval, DefaultNATProbeInterval)
 	setDefault(&c.PeerInterval, DefaultPeerInterval)
 	c.setLimitDefaults()
+	c.Assist.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -234,5 +240,5 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
-	}, c.limitAttrs()...)
+	}, append(c.limitAttrs(), c.Assist.logAttrs()...)...)
 }

@@ -96,10 +96,13 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// The rendezvous reaches the relay's HTTP API through libp2p streams
 	// when browsers cannot reach the relay directly.
+	// Public relays do the same for the relays behind NAT connected to
+	// them; nobody else may (tunnelListener).
 	tl, err := s.cfg.Node.Listen(proto.ProtoHTTP)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
+	tl = tunnelListener{tl, s}
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.HandshakeTimeout, IdleTimeout: s.cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	go hs.Serve(tl)
 	defer hs.Close()
@@ -169,6 +172,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		Window:    s.cfg.Window,
 		NAT:       s.natType(),
 		Public:    s.isPublic(),
+		Tunnel:    s.servesTunnel(),
 		Record:    s.signRecord(peer),
 		Admission: s.cfg.AdmissionToken,
 		Time:      s.cfg.Now().UnixMilli(),

@@ -1,7 +1,10 @@
 package relay
 
 import (
+	"cmp"
 	"context"
+	"hash/fnv"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -19,17 +22,23 @@ import (
 // meshState is guarded by its own mutex; the relay's hot paths never take
 // it.
 type meshState struct {
-	mu        sync.Mutex     // guards the fields below
-	nat       string         // one of the proto.NAT* constants
-	report    mesh.NATReport // the last STUN probe
-	stun      string         // the STUN-mapped address, as a multiaddr
-	natAddrs  []string       // public addresses derived from STUN or --public
-	observed  []string       // this relay's address as the rendezvous sees it
-	circuits  []string       // circuit addresses of current reservations
-	directory []proto.PeerInfo
-	retry     map[string]peerRetry // peers whose last dial failed
-	punch     map[string]peerRetry // relayed peers: when to try a hole punch again
-	wake      chan struct{}        // cap 1; a new directory arrived
+	mu       sync.Mutex     // guards the fields below
+	nat      string         // one of the proto.NAT* constants
+	report   mesh.NATReport // the last STUN probe
+	stun     string         // the STUN-mapped address, as a multiaddr
+	natAddrs []string       // public addresses derived from STUN or --public
+	observed []string       // this relay's address as the rendezvous sees it
+	circuits []string       // circuit addresses of the reservation on the rendezvous
+	// pubCircuits are the circuit addresses of reservations on public
+	// relays, by relay id. While there are any, they are advertised
+	// instead of circuits: relayed traffic then crosses public relays,
+	// not the rendezvous (issue 10).
+	pubCircuits map[string][]string
+	directory   []proto.PeerInfo
+	retry       map[string]peerRetry // peers whose last dial failed
+	punch       map[string]peerRetry // relayed peers: when to try a hole punch again
+	wake        chan struct{}        // cap 1; a new directory arrived
+	resWake     chan struct{}        // cap 1; the same, for the reservation loop
 }
 
 type peerRetry struct {
@@ -42,6 +51,8 @@ func (m *meshState) init() {
 	m.retry = make(map[string]peerRetry)
 	m.punch = make(map[string]peerRetry)
 	m.wake = make(chan struct{}, 1)
+	m.resWake = make(chan struct{}, 1)
+	m.pubCircuits = make(map[string][]string)
 }
 
 // natType returns the relay's NAT type.
@@ -71,20 +82,30 @@ func (s *Server) setObserved(addrs ...string) {
 	}
 }
 
-// setCircuits records the circuit addresses of the relay's reservations
-// and advertises them.
-func (s *Server) setCircuits(addrs []string) {
+// setCircuits records the circuit addresses of the relay's reservations:
+// on the rendezvous (rdv) and on public relays (pub, by relay id), and
+// advertises them.
+func (s *Server) setCircuits(rdv []string, pub map[string][]string) {
 	s.mesh.mu.Lock()
-	s.mesh.circuits = addrs
+	s.mesh.circuits = rdv
+	s.mesh.pubCircuits = pub
 	s.mesh.mu.Unlock()
 	s.advertise()
 }
 
 // advertise tells the node which addresses to advertise on top of its
-// listen addresses.
+// listen addresses: the NAT's public addresses, and the circuits of
+// public relays, or the rendezvous's circuit when it holds none.
 func (s *Server) advertise() {
 	s.mesh.mu.Lock()
-	addrs := append(slices.Clone(s.mesh.natAddrs), s.mesh.circuits...)
+	addrs := slices.Clone(s.mesh.natAddrs)
+	if len(s.mesh.pubCircuits) > 0 {
+		for _, id := range slices.Sorted(maps.Keys(s.mesh.pubCircuits)) {
+			addrs = append(addrs, s.mesh.pubCircuits[id]...)
+		}
+	} else {
+		addrs = append(addrs, s.mesh.circuits...)
+	}
 	s.mesh.mu.Unlock()
 	s.cfg.Node.SetAdvertised(addrs)
 }
@@ -138,9 +159,11 @@ func (s *Server) applyDirectory(m *proto.Peers) {
 }
 
 func (s *Server) wakePeering() {
-	select {
-	case s.mesh.wake <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{s.mesh.wake, s.mesh.resWake} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -348,29 +371,188 @@ func (s *Server) dialPeer(ctx context.Context, id string, addrs []string) {
 	s.log.Info("mesh peer unreachable", "peer", shortID(id), "err", err, "retry_in", r.backoff)
 }
 
-// reserveLoop holds a circuit reservation on the rendezvous (addrs) while
-// ctx lasts, so that peers reach this relay behind its NAT.
-func (s *Server) reserveLoop(ctx context.Context, addrs []string) {
-	defer s.setCircuits(nil)
-	backoff := time.Second
+// Timings of the reservation loop.
+const (
+	// firstDirectoryWait is how long a relay behind NAT waits for its
+	// first directory before it reserves on the rendezvous, so that it
+	// reserves on the public relays the directory names first.
+	firstDirectoryWait = 2 * time.Second
+	// reserveRetryFirst and reserveRetryMax bound the backoff after a
+	// reservation failed. The first retry comes soon: a public relay
+	// refuses a relay that registered a moment ago until the directory
+	// naming it reaches the public relay (DirectoryInterval, 1s).
+	reserveRetryFirst = time.Second
+	reserveRetryMax   = 5 * time.Minute
+	// rdvFallbackFailures is how many times in a row every public relay
+	// must have refused or failed before the relay reserves on the
+	// rendezvous.
+	rdvFallbackFailures = 3
+)
+
+// held is one reservation the relay holds, or tries to.
+type held struct {
+	rsv      mesh.Reservation // zero while none is held
+	next     time.Time        // when to reserve (renew, or retry) again
+	backoff  time.Duration    // after failures; 0 after a success
+	failures int              // in a row
+}
+
+// reserveLoop holds circuit reservations while ctx lasts, so that peers
+// reach this relay behind its NAT: on up to Assist.Reservations public
+// relays of the directory (reservationTargets), and on the rendezvous
+// (rdvAddrs) only while it holds none of those, so that relayed traffic
+// crosses public relays rather than the rendezvous (issue 10).
+func (s *Server) reserveLoop(ctx context.Context, rdvAddrs []string) {
+	defer s.setCircuits(nil, map[string][]string{})
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.mesh.resWake:
+	case <-time.After(firstDirectoryWait):
+	}
+	pub := make(map[string]*held)
+	var rdv held
 	for {
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
-		rsv, err := s.cfg.Node.Reserve(rctx, addrs)
-		cancel()
-		var wait time.Duration
-		if err != nil {
-			s.log.Warn("circuit reservation failed", "err", err, "retry_in", backoff)
-			wait, backoff = backoff, min(2*backoff, time.Minute)
-		} else {
-			backoff = time.Second
-			s.setCircuits(rsv.Addrs)
-			s.log.Debug("circuit reservation held", "relay", shortID(rsv.Relay), "expires", rsv.Expires)
-			wait = max(time.Until(rsv.Expires)*3/4, time.Second)
+		now := time.Now()
+		targets := s.reservationTargets(pub, now)
+		for id, h := range pub {
+			if _, ok := targets[id]; !ok && h.backoff == 0 {
+				delete(pub, id) // a failed one stays, to keep its backoff
+			}
+		}
+		for id, addrs := range targets {
+			h := pub[id]
+			if h == nil {
+				h = &held{}
+				pub[id] = h
+			}
+			if now.Before(h.next) {
+				continue
+			}
+			s.reserve(ctx, h, id, addrs)
+		}
+		circuits := make(map[string][]string)
+		for id, h := range pub {
+			if _, ok := targets[id]; ok && len(h.rsv.Addrs) > 0 && time.Now().Before(h.rsv.Expires) {
+				circuits[id] = h.rsv.Addrs
+			}
+		}
+		// The rendezvous's circuit is the last resort: taken when no
+		// public relay is in the directory, or all of them failed a few
+		// times in a row.
+		fallback := true
+		for id := range targets {
+			if pub[id].failures < rdvFallbackFailures {
+				fallback = false
+			}
+		}
+		if len(circuits) == 0 && fallback && !time.Now().Before(rdv.next) {
+			s.reserve(ctx, &rdv, "rendezvous", rdvAddrs)
+		}
+		var rdvCircuits []string
+		if time.Now().Before(rdv.rsv.Expires) {
+			rdvCircuits = rdv.rsv.Addrs
+		}
+		s.setCircuits(rdvCircuits, circuits)
+
+		wake := time.Now().Add(30 * time.Second)
+		for id := range targets {
+			wake = minTime(wake, pub[id].next)
+		}
+		if len(circuits) == 0 && fallback {
+			wake = minTime(wake, rdv.next)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-s.mesh.resWake:
+		case <-time.After(max(time.Until(wake), 100*time.Millisecond)):
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// reserve reserves (or renews) a slot on the circuit relay at addrs and
+// records the outcome in h.
+func (s *Server) reserve(ctx context.Context, h *held, name string, addrs []string) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	rsv, err := s.cfg.Node.Reserve(rctx, addrs)
+	cancel()
+	now := time.Now()
+	if err != nil {
+		h.rsv = mesh.Reservation{}
+		h.failures++
+		h.backoff = min(max(2*h.backoff, reserveRetryFirst), reserveRetryMax)
+		h.next = now.Add(h.backoff)
+		if ctx.Err() == nil {
+			s.log.Warn("circuit reservation failed", "on", shortID(name), "err", err, "retry_in", h.backoff)
+		}
+		return
+	}
+	if len(h.rsv.Addrs) == 0 {
+		s.log.Info("circuit reservation held", "on", shortID(rsv.Relay), "expires", rsv.Expires)
+	}
+	h.rsv, h.backoff, h.failures = rsv, 0, 0
+	h.next = now.Add(max(time.Until(rsv.Expires)*3/4, time.Second))
+}
+
+// reservationTargets returns the public relays of the directory to hold
+// reservations on, with their direct addresses: up to
+// Assist.Reservations, in an order of their own for each relay (a hash of
+// both ids), so that relays behind NAT spread over the public relays;
+// those whose last attempt failed (in held) come after the others.
+func (s *Server) reservationTargets(held map[string]*held, now time.Time) map[string][]string {
+	n := s.cfg.Assist.Reservations
+	out := make(map[string][]string)
+	if n <= 0 {
+		return out
+	}
+	type cand struct {
+		id     string
+		addrs  []string
+		score  uint64
+		failed bool
+	}
+	var cs []cand
+	s.mesh.mu.Lock()
+	for _, p := range s.mesh.directory {
+		if p.NAT != proto.NATPublic || p.ID == s.id {
+			continue
+		}
+		var direct []string
+		for _, a := range p.Addrs {
+			if !strings.Contains(a, "/p2p-circuit") {
+				direct = append(direct, a)
+			}
+		}
+		if len(direct) == 0 {
+			continue
+		}
+		f := fnv.New64a()
+		f.Write([]byte(s.id))
+		f.Write([]byte{0})
+		f.Write([]byte(p.ID))
+		h := held[p.ID]
+		cs = append(cs, cand{p.ID, direct, f.Sum64(), h != nil && h.backoff > 0 && now.Before(h.next)})
+	}
+	s.mesh.mu.Unlock()
+	slices.SortFunc(cs, func(a, b cand) int {
+		if a.failed != b.failed {
+			if a.failed {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.score, a.score)
+	})
+	for _, c := range cs[:min(n, len(cs))] {
+		out[c.id] = c.addrs
+	}
+	return out
 }

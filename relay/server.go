@@ -9,10 +9,12 @@ import (
 	"crypto/ed25519"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshup/meshup/internal/httptunnel"
 	"github.com/meshup/meshup/mesh/srclimit"
 	"github.com/meshup/meshup/proto"
 )
@@ -36,6 +38,9 @@ type Server struct {
 	key  atomic.Pointer[ed25519.PublicKey]
 	link atomic.Pointer[link] // the registered rendezvous link, or nil
 	mesh meshState
+
+	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
+	tunCount httptunnel.Counters
 
 	mu       sync.Mutex // guards the fields below
 	needs    map[uint64]*partStream
@@ -74,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 		s.mesh.nat = proto.NATPublic
 	}
 	cfg.Node.Handle(proto.ProtoPart, s.handlePart)
+	s.tunnel = s.newTunnel()
 	return s, nil
 }
 
@@ -96,12 +102,14 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/items/{id}   item bytes with Range (HEAD too); needs a read token
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
+//	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
+	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
 	return s.limitHandler(mux)
 }
 

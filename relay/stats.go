@@ -132,6 +132,9 @@ type Stats struct {
 	// DialsRefused counts dials to non-public addresses the connection
 	// gater refused (mesh.Config.AllowPrivateAddrs off).
 	DialsRefused int64 `json:"dials_refused"`
+	// Assist counts what the relay did for relays behind NAT: its tunnel
+	// and circuits (tunnel.go).
+	Assist AssistStats `json:"assist"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -179,6 +182,7 @@ func (s *Server) Stats() Stats {
 			proto.PeerRelayed:     s.stats.meshRelayed.Load(),
 		},
 		DialsRefused: s.cfg.Node.DialsRefused(),
+		Assist:       s.assistStats(),
 	}
 }
 

@@ -74,6 +74,9 @@ type statusBody struct {
 	Sessions    int           `json:"sessions"`
 	Items       int           `json:"items"`
 	ItemsOnline int           `json:"items_online"`
+	// DataPath counts the bytes that crossed the rendezvous (its tunnel
+	// and its circuit relay service): paths of last resort.
+	DataPath DataPath `json:"data_path"`
 	// Cluster is present when the rendezvous is a cluster member.
 	Cluster *clusterStatus `json:"cluster,omitempty"`
 	// Transfers shows what the mesh carries per item (issue 10).
@@ -90,7 +93,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusUnauthorized, "status token not valid")
 		return
 	}
-	body := statusBody{Relays: s.relayStatuses(s.cfg.Now())}
+	body := statusBody{Relays: s.relayStatuses(s.cfg.Now()), DataPath: s.DataPath()}
 	s.mu.Lock()
 	body.Sessions = len(s.sessions)
 	body.Items = len(s.items)

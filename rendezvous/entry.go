@@ -30,9 +30,10 @@ import (
 //     that neither the exit nor itself reports a mesh connection to (in
 //     their heartbeats) is left out: the entry would have to dial the exit
 //     while the publisher waits.
-//   - reach is how the publisher reaches the entry. A relay it can reach
-//     directly counts 1; one reached through the rendezvous tunnel puts the
-//     rendezvous on the data path (reachTunnel).
+//   - reach is how the publisher reaches the entry (reachLocked). A relay
+//     it can reach directly counts 1; one behind a public relay's tunnel
+//     costs that relay a hop (reachRelayTunnel); one reached through the
+//     rendezvous tunnel puts the rendezvous on the data path (reachTunnel).
 //   - health: an entry through which an order failed in the last
 //     entryFailHold, or that this exit named in Need.Avoid in that time,
 //     counts entryFailPenalty, so the next parts go elsewhere while it
@@ -51,6 +52,7 @@ import (
 const (
 	pathMesh         = 0.8
 	pathRelayed      = 0.3
+	reachRelayTunnel = 0.5
 	reachTunnel      = 0.25
 	entryFailPenalty = 0.1
 	entryFailHold    = 30 * time.Second
@@ -97,15 +99,7 @@ func (s *Server) pathLocked(c, exit *relayConn) (float64, bool) {
 
 // meshKind returns how relay r reported its connection to peer, or "".
 func meshKind(r *relayConn, peer string) string {
-	if r.mesh == nil {
-		return ""
-	}
-	for _, p := range r.mesh.Peers {
-		if p.ID == peer {
-			return p.Kind
-		}
-	}
-	return ""
+	return r.meshPeers[peer]
 }
 
 // pickEntryLocked chooses the entry relay for need n of exit, for item it.
@@ -139,6 +133,7 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 	}
 	var cands []cand
 	var measured, rateSum float64
+	hosts := s.tunnelHostsLocked()
 	anyAvoided := false
 	for _, c := range s.liveRelaysLocked(now) {
 		if !it.anyRelay() && c.class != ClassOperator {
@@ -154,7 +149,10 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 		}
 		rate := exit.rates[c.id]
 		sc := entryScore{rate: rate, path: path, reach: 1, health: 1, inflight: c.entryOrders}
-		if !s.directLocked(c) {
+		switch _, reach := s.reachAmongLocked(c, hosts); reach {
+		case ReachRelayTunnel:
+			sc.reach = reachRelayTunnel
+		case ReachRendezvousTunnel:
 			sc.reach = reachTunnel
 		}
 		if recent(c.entryFailedAt, now) || recent(exit.avoided[c.id], now) {

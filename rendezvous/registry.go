@@ -40,6 +40,7 @@ type relayConn struct {
 	budget   int64
 	window   int
 	public   bool   // reachable directly: consumers and publishers use httpURL
+	tunnel   bool   // serves the HTTP tunnel into relays behind NAT connected to it
 	nat      string // as the relay reported it
 	observed string // the relay's address on its register connection
 	ip       string // the IP of observed, for MaxRelaysPerIP
@@ -65,6 +66,7 @@ type relayConn struct {
 	ordersSinceBeat int
 	needs           map[uint64]*order    // by need id; nil once the relay is removed
 	mesh            *proto.MeshStatus    // the relay's last reported view of the mesh
+	meshPeers       map[string]string    // mesh.Peers by id: their connection kinds
 	entryOrders     int                  // outstanding orders that push to this relay
 	entryParts      int64                // parts carried as entry, settled by need_done
 	entryBytes      int64                // their bytes
@@ -169,6 +171,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		budget:     reg.Budget,
 		window:     reg.Window,
 		public:     reg.Public,
+		tunnel:     reg.Tunnel,
 		nat:        natOrUnknown(reg.NAT),
 		observed:   st.RemoteAddr(),
 		ip:         mesh.AddrIP(st.RemoteAddr()),
@@ -278,20 +281,19 @@ func (s *Server) readRegister(st mesh.Stream) (*proto.Register, error) {
 }
 
 // relayPushURL returns the WebSocket push URL of relay r: its own when
-// it may be reached directly (directLocked), else the rendezvous
-// tunnel's. The caller holds s.mu.
+// it may be reached directly (directLocked), else a tunnel's, a public
+// relay's before the rendezvous's (reachLocked). The caller holds s.mu.
 func (s *Server) relayPushURL(r *relayConn) string {
 	return pushURL(s.relayBase(r))
 }
 
 // relayBase returns the base URL under which consumers reach relay r's
-// API: its own when it may be reached directly (directLocked), else the
-// tunnel's. The caller holds s.mu.
+// API: its own when it may be reached directly (directLocked), else a
+// tunnel's, a public relay's before the rendezvous's (reachLocked). The
+// caller holds s.mu.
 func (s *Server) relayBase(r *relayConn) string {
-	if s.directLocked(r) {
-		return r.httpURL
-	}
-	return s.tunnelBase(r.id)
+	base, _ := s.reachLocked(r)
+	return base
 }
 
 // pushURL returns the WebSocket push URL of a relay with HTTP base URL
@@ -350,6 +352,10 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
 		changed := !slices.Equal(dirAddrs, r.dirAddrs) || natOrUnknown(ms.NAT) != r.nat
 		r.mesh = ms
+		r.meshPeers = make(map[string]string, len(ms.Peers))
+		for _, p := range ms.Peers {
+			r.meshPeers[p.ID] = p.Kind
+		}
 		r.nat = natOrUnknown(ms.NAT)
 		r.addrs = ms.Addrs.Advertised
 		r.dirAddrs = dirAddrs
@@ -455,22 +461,28 @@ func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 	return out
 }
 
-// pickRelayLocked returns the least loaded live relay (of class operator
-// when operatorOnly), leaving out the relays in avoid unless no other is
-// live, breaking ties round robin, or nil when none is live. A relay's
-// load is relayLoadLocked.
+// pickRelayLocked returns the exit relay for an HTTP consumer: a live
+// relay (of class operator when operatorOnly) that the consumer reaches
+// directly whenever one is live, so that no item byte crosses a tunnel
+// (issue 10); else one reached through a public relay's tunnel; only when
+// neither is live, one behind the rendezvous's own tunnel. Within the best
+// reach it takes the least loaded relay (relayLoadLocked), breaking ties
+// round robin. The relays in avoid are left out unless no other is live
+// (an avoided relay beats none). It returns nil when none is live.
 func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool) *relayConn {
 	var best []*relayConn
-	bestLoad := 0
+	bestReach, bestLoad := Reach(0), 0
+	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
 		if operatorOnly && r.class != ClassOperator || avoid[r.id] {
 			continue
 		}
+		_, reach := s.reachAmongLocked(r, hosts)
 		load := relayLoadLocked(r)
 		switch {
-		case best == nil || load < bestLoad:
-			best, bestLoad = []*relayConn{r}, load
-		case load == bestLoad:
+		case best == nil || reach < bestReach || reach == bestReach && load < bestLoad:
+			best, bestReach, bestLoad = []*relayConn{r}, reach, load
+		case reach == bestReach && load == bestLoad:
 			best = append(best, r)
 		}
 	}
@@ -486,13 +498,27 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 }
 
 // pushRelays lists the live relays a client may be ordered to push to, for
-// its Welcome.
+// its Welcome: the relays it reaches directly first, then those behind a
+// public relay's tunnel, then those behind the rendezvous's tunnel, by id
+// within each, so that a publisher that connects ahead to the first ones
+// keeps its bytes off the rendezvous (issue 10).
 func (s *Server) pushRelays() []proto.RelayInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := []proto.RelayInfo{} // "relays": [] rather than null
+	type entry struct {
+		info  proto.RelayInfo
+		reach Reach
+	}
+	var es []entry
+	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
-		out = append(out, proto.RelayInfo{ID: r.id, PushURL: s.relayPushURL(r)})
+		base, reach := s.reachAmongLocked(r, hosts)
+		es = append(es, entry{proto.RelayInfo{ID: r.id, PushURL: pushURL(base)}, reach})
+	}
+	slices.SortStableFunc(es, func(a, b entry) int { return int(a.reach) - int(b.reach) })
+	out := make([]proto.RelayInfo, 0, len(es)) // "relays": [] rather than null
+	for _, e := range es {
+		out = append(out, e.info)
 	}
 	return out
 }
@@ -522,6 +548,11 @@ type relayStatus struct {
 	HTTPURL string `json:"http_url"`
 	Public  bool   `json:"public"` // claims to be reachable directly
 	Reach   string `json:"reach"`  // the base URL consumers are sent to
+	// ReachKind says how: direct, relay-tunnel (a public relay's tunnel)
+	// or rendezvous-tunnel.
+	ReachKind string `json:"reach_kind"`
+	// Tunnel says the relay serves the tunnel into relays behind NAT.
+	Tunnel bool `json:"tunnel,omitempty"`
 	// Class is the relay's trust class: operator or volunteer.
 	Class string `json:"class,omitempty"`
 	// Verified says its http_url answered the last challenge (only
@@ -556,6 +587,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []relayStatus{}
+	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
 		ms := proto.MeshStatus{
 			NAT:   r.nat,
@@ -571,11 +603,14 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 				ms.Peers = []proto.MeshPeer{}
 			}
 		}
+		base, reach := s.reachAmongLocked(r, hosts)
 		out = append(out, relayStatus{
 			ID:          r.id,
 			HTTPURL:     r.httpURL,
 			Public:      r.public,
-			Reach:       s.relayBase(r),
+			Reach:       base,
+			ReachKind:   reach.String(),
+			Tunnel:      r.tunnel,
 			Class:       r.class,
 			Verified:    r.verified,
 			VerifyError: r.verifyErr,

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshup/meshup/internal/httptunnel"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -39,6 +40,8 @@ type Server struct {
 	web      map[string]webFile // the web app's files by path (client/web)
 	stats    counters
 	verifier *http.Client // fetches relay URL challenges
+
+	tunnelCount httptunnel.Counters // the tunnel's requests and bytes (DataPath)
 
 	stun      *STUNServer // nil when STUN is off
 	stunAddrs []string    // advertised "host:port" of the STUN ports

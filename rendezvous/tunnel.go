@@ -2,14 +2,13 @@ package rendezvous
 
 import (
 	"context"
-	"errors"
-	"mime"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
-	"time"
 
+	"github.com/meshup/meshup/internal/httptunnel"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -19,12 +18,18 @@ import (
 // connection the relay keeps with the rendezvous. WebSocket upgrades (the
 // push channel) pass through too. Only registered relays are reachable, and
 // only their /v1/ API: the tunnel never dials an address a client names.
+//
+// The rendezvous's tunnel is the path of last resort (issue 10: the
+// rendezvous carries item bytes only when no other path exists). Public
+// relays serve the same tunnel (relay/tunnel.go, internal/httptunnel) for
+// the relays behind NAT connected to them, and relayBase hands out theirs
+// first. The bytes this tunnel carries are counted (DataPath).
 
 // tunnelPrefix is the path under which relays are tunnelled.
-const tunnelPrefix = "/v1/relays/"
+const tunnelPrefix = httptunnel.Prefix
 
-// tunnelBase returns the base URL under which relay id is tunnelled: on
-// Config.TunnelURL when set, else on the public URL.
+// tunnelBase returns the base URL under which relay id is tunnelled by the
+// rendezvous: on Config.TunnelURL when set, else on the public URL.
 func (s *Server) tunnelBase(id string) string {
 	if s.cfg.TunnelURL != "" {
 		return s.cfg.TunnelURL + tunnelPrefix + id
@@ -32,108 +37,20 @@ func (s *Server) tunnelBase(id string) string {
 	return s.cfg.PublicURL + tunnelPrefix + id
 }
 
-// tunnelHeaders are the response headers a relay may send through the
-// tunnel; every other header is dropped. The relay is a stranger's
-// software answering under an origin of ours: no Set-Cookie,
-// Service-Worker-Allowed, Clear-Site-Data, Refresh, Link, Location,
-// Content-Security-Policy of its own or anything else that changes what a
-// browser does with the origin. Connection and Upgrade matter for a 101
-// only (other hop-by-hop headers are removed by the proxy before).
-var tunnelHeaders = []string{
-	"Accept-Ranges",
-	"Access-Control-Allow-Origin",
-	"Access-Control-Expose-Headers",
-	"Cache-Control",
-	"Connection",
-	"Content-Disposition",
-	"Content-Length",
-	"Content-Range",
-	"Content-Type",
-	"Date",
-	"Etag",
-	"Last-Modified",
-	"Meshup-Relay",
-	"Retry-After",
-	"Sec-Websocket-Accept",
-	"Sec-Websocket-Extensions",
-	"Sec-Websocket-Protocol",
-	"Upgrade",
-	"Vary",
-}
-
-// filterTunnelResponse keeps the allowed headers of a relay's response and
-// forces the item policy on it: nosniff, a sandbox CSP, and attachment
-// unless the type may be shown inline (JSON, the relay's API, is text that
-// never runs).
-func filterTunnelResponse(res *http.Response) error {
-	kept := make(http.Header, len(tunnelHeaders)+3)
-	for _, k := range tunnelHeaders {
-		if v, ok := res.Header[k]; ok {
-			kept[k] = v
-		}
-	}
-	res.Header = kept
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		return nil
-	}
-	kept.Set("X-Content-Type-Options", "nosniff")
-	mt := proto.NormalizeMIME(kept.Get("Content-Type"))
-	// A response without a type gets one: Go's server would otherwise
-	// sniff the body and might call it text/html.
-	if !proto.InlineMIME(mt) && mt != "application/json" {
-		name := ""
-		if _, params, err := mime.ParseMediaType(kept.Get("Content-Disposition")); err == nil {
-			name = params["filename"]
-		}
-		proto.SetItemHeaders(kept, mt, name)
-		return nil
-	}
-	csp := proto.ItemCSP
-	if proto.InlineMIME(mt) && mt != "text/plain" {
-		csp = proto.MediaCSP
-	}
-	kept.Set("Content-Security-Policy", csp)
-	return nil
-}
-
 // newTunnel returns the reverse proxy that serves the tunnel.
 func (s *Server) newTunnel() *httputil.ReverseProxy {
-	tr := &http.Transport{
-		// The URL host is the relay's peer id; the "port" is http's.
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			return s.cfg.Node.DialConn(ctx, host, proto.ProtoHTTP)
+	return httptunnel.NewProxy(httptunnel.Config{
+		Dial: func(ctx context.Context, relay string) (net.Conn, error) {
+			return s.cfg.Node.DialConn(ctx, relay, proto.ProtoHTTP)
 		},
-		MaxIdleConnsPerHost:   16,
-		MaxConnsPerHost:       s.cfg.MaxTunnelConns,
-		IdleConnTimeout:       time.Minute,
-		ResponseHeaderTimeout: 0, // a relay answers once the publisher pushes: NeedTimeout bounds it
-	}
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			relay := pr.In.PathValue("relay")
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = relay
-			pr.Out.URL.Path = "/" + pr.In.PathValue("rest")
-			pr.Out.URL.RawPath = ""
-			pr.Out.Host = relay
-			pr.SetXForwarded()
-		},
-		ModifyResponse: filterTunnelResponse,
-		Transport:      tr,
-		FlushInterval:  -1, // bytes go on as they arrive: the relay streams cut-through
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, context.Canceled) {
-				return // the client went away
-			}
+		MaxConnsPerRelay: s.cfg.MaxTunnelConns,
+		Counters:         &s.tunnelCount,
+		OnError: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.stats.tunnelFailures.Add(1)
 			s.log.Info("tunnel to relay failed", "relay", r.PathValue("relay"), "err", err)
 			writeError(w, http.StatusBadGateway, proto.StatusUnavailable, "relay unreachable through the tunnel")
 		},
-	}
+	})
 }
 
 // handleTunnel serves /v1/relays/{relay}/{rest...}.
@@ -151,5 +68,117 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stats.tunnelled.Add(1)
+	s.tunnelCount.Requests.Add(1)
 	s.tunnel.ServeHTTP(w, r)
+}
+
+// DataPath counts the item bytes that crossed the rendezvous: its tunnel
+// into relays behind NAT and its circuit relay service. Both are paths of
+// last resort (issue 10); a mesh with a public relay keeps them near zero.
+type DataPath struct {
+	// Tunnel counts the rendezvous's HTTP tunnel: requests, and bytes on
+	// its streams to relays (headers included).
+	Tunnel httptunnel.Stats `json:"tunnel"`
+	// CircuitBytes counts the bytes relayed over circuits between
+	// relays, both directions.
+	CircuitBytes int64 `json:"circuit_bytes"`
+	// Bytes is the sum of the tunnel's bytes in and out and CircuitBytes:
+	// every byte of data that crossed the rendezvous.
+	Bytes int64 `json:"bytes"`
+}
+
+// DataPath returns the counters of the bytes that crossed the rendezvous.
+func (s *Server) DataPath() DataPath {
+	d := DataPath{Tunnel: s.tunnelCount.Snapshot(), CircuitBytes: s.cfg.Node.RelayStats().Bytes}
+	d.Bytes = d.Tunnel.BytesIn + d.Tunnel.BytesOut + d.CircuitBytes
+	return d
+}
+
+// Reach says how consumers and publishers reach a relay's HTTP API.
+type Reach uint8
+
+const (
+	// ReachDirect is the relay's own, verified URL.
+	ReachDirect Reach = iota
+	// ReachRelayTunnel is the tunnel of a public relay connected to it.
+	ReachRelayTunnel
+	// ReachRendezvousTunnel is the rendezvous's own tunnel: item bytes
+	// then cross the rendezvous.
+	ReachRendezvousTunnel
+)
+
+func (k Reach) String() string {
+	switch k {
+	case ReachDirect:
+		return "direct"
+	case ReachRelayTunnel:
+		return "relay-tunnel"
+	case ReachRendezvousTunnel:
+		return "rendezvous-tunnel"
+	}
+	return "unknown"
+}
+
+// reachLocked returns the base URL of relay r's API for consumers and
+// publishers, and how it reaches r: r's own URL when it is directly
+// reachable (directLocked); else the tunnel of a public relay that has a
+// direct or hole-punched connection to r (tunnelHost); else the
+// rendezvous's tunnel. The caller holds s.mu.
+func (s *Server) reachLocked(r *relayConn) (string, Reach) {
+	return s.reachAmongLocked(r, s.tunnelHostsLocked())
+}
+
+// reachAmongLocked is reachLocked with the tunnel hosts given
+// (tunnelHostsLocked), for callers that ask for many relays. The caller
+// holds s.mu.
+func (s *Server) reachAmongLocked(r *relayConn, hosts []*relayConn) (string, Reach) {
+	if s.directLocked(r) {
+		return r.httpURL, ReachDirect
+	}
+	if h := tunnelHost(r, hosts); h != nil {
+		return h.httpURL + tunnelPrefix + r.id, ReachRelayTunnel
+	}
+	return s.tunnelBase(r.id), ReachRendezvousTunnel
+}
+
+// tunnelHostsLocked returns the relays whose tunnels may be handed out:
+// live, serving the tunnel, reached directly themselves (directLocked),
+// with a mesh view. The caller holds s.mu.
+func (s *Server) tunnelHostsLocked() []*relayConn {
+	now := s.cfg.Now()
+	var hosts []*relayConn
+	for _, h := range s.relays {
+		if h.tunnel && h.meshPeers != nil && s.relayAlive(h, now) && s.directLocked(h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
+// tunnelHost picks among hosts the public relay whose tunnel reaches relay
+// r, or nil when none can: one that reported at its last heartbeat a
+// direct or hole-punched connection to r, and may see r's traffic (an
+// operator relay, which may carry plaintext items, is tunnelled by
+// operator relays only). Among several, the choice is a hash of both ids
+// (rendezvous hashing), so that r keeps its host while the hosts stay, and
+// relays behind NAT spread over the hosts.
+func tunnelHost(r *relayConn, hosts []*relayConn) *relayConn {
+	var best *relayConn
+	var bestScore uint64
+	for _, h := range hosts {
+		if h == r || r.class == ClassOperator && h.class != ClassOperator {
+			continue
+		}
+		if k := h.meshPeers[r.id]; k != proto.PeerDirect && k != proto.PeerHolePunched {
+			continue
+		}
+		f := fnv.New64a()
+		f.Write([]byte(h.id))
+		f.Write([]byte{0})
+		f.Write([]byte(r.id))
+		if sc := f.Sum64(); best == nil || sc > bestScore || sc == bestScore && h.id < best.id {
+			best, bestScore = h, sc
+		}
+	}
+	return best
 }

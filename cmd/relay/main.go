@@ -58,6 +58,18 @@ func run(ctx context.Context, args []string) error {
 	var clusterFlags clusterflag.Flags
 	clusterFlags.Register(fs)
 	var cfg relay.Config
+	// For relays behind NAT (issue 10): the tunnel and the circuit relay
+	// service a public relay runs, the reservations a relay behind NAT
+	// holds on public relays.
+	tunnel := fs.Bool("tunnel", true, "when public, serve the HTTP tunnel (/v1/relays/ID/...) into the relays behind NAT connected to this relay")
+	fs.IntVar(&cfg.Assist.TunnelConns, "tunnel-conns", relay.DefaultTunnelConns, "limit on concurrent tunnelled HTTP connections to one relay behind NAT")
+	fs.IntVar(&cfg.Assist.Reservations, "circuit-reservations", relay.DefaultCircuitReservations, "behind NAT: public relays to hold circuit reservations on (negative: none, the rendezvous's only)")
+	circuitRelay := fs.Bool("circuit-relay", true, "when public, run the circuit relay v2 service for the relays of the rendezvous's directory")
+	var circuits mesh.RelayService
+	fs.DurationVar(&circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
+	fs.Int64Var(&circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
+	fs.IntVar(&circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
+	fs.IntVar(&circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
 	fs.StringVar(&cfg.AdmissionToken, "admission-token", "", "the operator's admission `token` for this relay (class operator); default $"+envAdmissionToken)
 	fs.StringVar(&cfg.PublicIP, "public", "", "declare this relay reachable from the internet at this `IP` (its libp2p ports and --public-url); default: learn the NAT with STUN")
 	fs.DurationVar(&cfg.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
@@ -88,6 +100,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	hcfg.LimitLoopback = cfg.LimitLoopback
+	cfg.Assist.NoTunnel = !*tunnel
 	if *rdv == "" {
 		fs.Usage()
 		return errors.New("--rendezvous is required")
@@ -114,12 +127,22 @@ func run(ctx context.Context, args []string) error {
 	if *publicURL == "" {
 		*publicURL = defaultPublicURL(ln.Addr().(*net.TCPAddr), cfg.PublicIP)
 	}
+	// The circuit relay service admits the directory's relays, and only
+	// while this relay is public (relay.CircuitGate); the gate is bound
+	// to the relay once it exists.
+	var gate relay.CircuitGate
+	var service *mesh.RelayService
+	if *circuitRelay {
+		circuits.Allow = gate.Allow
+		service = &circuits
+	}
 	node, err := mesh.New(mesh.Config{
 		ListenAddrs:  splitList(*p2p),
 		Identity:     p2pKey,
 		Logger:       log,
 		HolePunching: true,
 		NATPortMap:   *portmap,
+		RelayService: service,
 		// No dial to an address a stranger supplied, unless allowed.
 		AllowPrivateAddrs: *allowPrivate,
 	})
@@ -151,10 +174,16 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Close()
+	gate.Bind(srv)
 	eff := srv.Config()
 	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
 	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate)...)
 	log.Info("http server limits", hcfg.LogAttrs()...)
+	if service != nil {
+		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", circuits.LogAttrs()...)
+	} else {
+		log.Info("circuit relay service off (--circuit-relay=false)")
+	}
 	hs := httpserve.New(hcfg, srv.Handler(), log)
 
 	// Metrics and pprof are on the debug listener (loopback by default),

@@ -50,6 +50,11 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("entry_failovers_total", "Parts asked again through another entry relay after theirs died or stalled.", func(s relay.Stats) int64 { return s.EntryFailovers }),
 			{prometheus.NewDesc(ns+"read_ahead", "Parts open ahead of the ones being delivered, over all consumer requests.", nil, nil), func(s relay.Stats) int64 { return s.ReadAhead }, true},
 			c("dials_refused_total", "Dials to non-public addresses refused by the connection gater.", func(s relay.Stats) int64 { return s.DialsRefused }),
+			// What a public relay carries for relays behind NAT (issue 10).
+			c("tunnel_requests_total", "Requests tunnelled into relays behind NAT.", func(s relay.Stats) int64 { return s.Assist.Tunnel.Requests }),
+			c("tunnel_bytes_in_total", "Bytes the tunnel read from relays behind NAT (headers included).", func(s relay.Stats) int64 { return s.Assist.Tunnel.BytesIn }),
+			c("tunnel_bytes_out_total", "Bytes the tunnel wrote to relays behind NAT (headers included).", func(s relay.Stats) int64 { return s.Assist.Tunnel.BytesOut }),
+			c("circuit_bytes_total", "Bytes relayed over circuits between relays behind NAT.", func(s relay.Stats) int64 { return s.Assist.CircuitBytes }),
 		},
 	}
 }

@@ -11,9 +11,10 @@ import (
 // connections by kind, hole punches) and the rendezvous's own part in it
 // (circuits relayed, tunnelled requests).
 type meshCollector struct {
-	srv     *rendezvous.Server
-	relays  meshmetrics.Descs
-	circuit []statMetric
+	srv      *rendezvous.Server
+	relays   meshmetrics.Descs
+	circuit  []statMetric
+	dataPath []dataPathMetric
 }
 
 func newMeshCollector(srv *rendezvous.Server) *meshCollector {
@@ -45,13 +46,27 @@ func newMeshCollector(srv *rendezvous.Server) *meshCollector {
 			counter("directories_total", "Relay directories sent.", func(s rendezvous.Stats) int64 { return int64(s.Directories) }),
 			counter("forwarded_orders_total", "Orders whose entry relay forwards to another exit relay.", func(s rendezvous.Stats) int64 { return int64(s.Forwarded) }),
 		},
+		dataPath: []dataPathMetric{
+			{prometheus.NewDesc(ns+"tunnel_bytes_in_total", "Bytes the rendezvous's tunnel read from relays behind NAT (responses, headers included).", nil, nil), func(d rendezvous.DataPath) int64 { return d.Tunnel.BytesIn }},
+			{prometheus.NewDesc(ns+"tunnel_bytes_out_total", "Bytes the rendezvous's tunnel wrote to relays behind NAT (requests and pushed parts, headers included).", nil, nil), func(d rendezvous.DataPath) int64 { return d.Tunnel.BytesOut }},
+			{prometheus.NewDesc(ns+"data_path_bytes_total", "Bytes that crossed the rendezvous: tunnel in and out plus circuits (paths of last resort).", nil, nil), func(d rendezvous.DataPath) int64 { return d.Bytes }},
+		},
 	}
+}
+
+// dataPathMetric is a counter of rendezvous.DataPath.
+type dataPathMetric struct {
+	desc  *prometheus.Desc
+	value func(rendezvous.DataPath) int64
 }
 
 // Describe implements prometheus.Collector.
 func (c *meshCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.relays.Describe(ch)
 	for _, m := range c.circuit {
+		ch <- m.desc
+	}
+	for _, m := range c.dataPath {
 		ch <- m.desc
 	}
 }
@@ -61,6 +76,10 @@ func (c *meshCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Stats()
 	for _, m := range c.circuit {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(st))
+	}
+	dp := c.srv.DataPath()
+	for _, m := range c.dataPath {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(m.value(dp)))
 	}
 	for id, ms := range c.srv.MeshViews() {
 		c.relays.Collect(ch, ms, id)

@@ -1,0 +1,297 @@
+package relay_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/mesh/meshtest"
+	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/relay"
+	"github.com/meshup/meshup/relay/relaytest"
+	"github.com/meshup/meshup/rendezvous"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
+)
+
+// natAndPublic starts a rendezvous without STUN, a public relay (declared
+// with PublicIP) and a relay that does not know a public address of its
+// own, so registers as not public. The relay behind NAT dials the public
+// one; the test waits until the rendezvous hands out the public relay's
+// tunnel for it.
+func natAndPublic(t *testing.T) (e *env, pub, nat *relaytest.Server) {
+	t.Helper()
+	e = newEnvRV(t, rendezvous.Config{STUNAddr: "off"})
+	pcfg := testRelayConfig()
+	pcfg.PublicIP = "127.0.0.1"
+	pub = relaytest.Start(t, e.rv.URL, pcfg)
+	nat = relaytest.Start(t, e.rv.URL, testRelayConfig())
+	if st := nat.Server.Status(); st.Public {
+		t.Fatalf("relay behind NAT: public %v, want false", st.Public)
+	}
+	base := pub.URL + "/v1/relays/" + nat.ID()
+	eventually(t, "the rendezvous to hand out the public relay's tunnel for the relay behind NAT", func() bool {
+		for _, r := range relayStatuses(t, e.rv) {
+			if r["id"] == nat.ID() {
+				return r["reach"] == base && r["reach_kind"] == "relay-tunnel"
+			}
+		}
+		return false
+	})
+	return e, pub, nat
+}
+
+// relayStatuses returns the relays of rv's status as JSON objects.
+func relayStatuses(t *testing.T, rv *rendezvoustest.Server) []map[string]any {
+	t.Helper()
+	var st struct {
+		Relays []map[string]any `json:"relays"`
+	}
+	rendezvoustest.GetJSON(t, rv.URL+"/v1/status", &st)
+	return st.Relays
+}
+
+// TestRelayTunnel: a publisher and a consumer reach a relay behind NAT
+// through the tunnel of a public relay it is connected to, not through the
+// rendezvous: the item arrives whole, the exit names itself, the public
+// relay counts the bytes it tunnelled and the rendezvous's tunnel carried
+// nothing. A consumer that pins no relay is sent straight to the public
+// relay.
+func TestRelayTunnel(t *testing.T) {
+	t.Parallel()
+	e, pub, nat := natAndPublic(t)
+	data := meshtest.RandomBytes(3*partSize+77, 11)
+	_, it := e.publish(t, data, client.Config{})
+
+	resp, err := noRedirect.Get(e.itemURL(it.ID, nat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pub.URL+"/v1/relays/"+nat.ID()+"/v1/items/"+it.ID.String()+"?t=") {
+		t.Fatalf("redirect to %q, want the public relay's tunnel to the relay behind NAT", loc)
+	}
+	resp, body := do(t, http.MethodGet, e.itemURL(it.ID, nat))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("GET through the tunnel: status %d, %d bytes, equal %v; want 200 and the %d bytes", resp.StatusCode, len(body), bytes.Equal(body, data), len(data))
+	}
+	if got := resp.Header.Get("Meshup-Relay"); got != nat.ID() {
+		t.Errorf("Meshup-Relay: got %q, want the relay behind NAT %s", got, nat.ID())
+	}
+	if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Errorf("X-Content-Type-Options through the tunnel: got %q, want nosniff", got)
+	}
+	resp, body = do(t, http.MethodGet, e.itemURL(it.ID, nat), "Range", "bytes=100-199")
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, data[100:200]) {
+		t.Errorf("Range through the tunnel: status %d, %d bytes; want 206 and bytes 100-199", resp.StatusCode, len(body))
+	}
+
+	as := pub.Server.Stats().Assist.Tunnel
+	if as.Requests < 3 || as.BytesIn < int64(len(data)) || as.BytesOut < int64(len(data)) {
+		t.Errorf("public relay's tunnel: %+v; want the requests, the item read from the relay behind NAT and pushed to it (>= %d bytes each way)", as, len(data))
+	}
+	if nb := nat.Server.Stats().BytesOut; nb < int64(len(data)) {
+		t.Errorf("relay behind NAT served %d bytes, want at least %d", nb, len(data))
+	}
+	if d := e.rv.Server.DataPath(); d.Tunnel.Requests != 0 || d.Bytes > int64(len(data))/100 {
+		t.Errorf("rendezvous data path: %+v; want no tunnelled request and under 1%% of the item", d)
+	}
+
+	// Without a pinned relay the consumer goes straight to the public one.
+	resp, err = noRedirect.Get(e.rv.URL + "/v1/items/" + it.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pub.URL+"/v1/items/") {
+		t.Errorf("unpinned redirect to %q, want the public relay %s", loc, pub.URL)
+	}
+}
+
+// TestRelayTunnelRefuses: a client cannot make a public relay's tunnel
+// reach anything but a relay of the rendezvous's directory connected to it:
+// not a peer that is connected but not registered (which sees no stream),
+// not an address, not the public relay itself, not outside a relay's /v1/
+// API. A relay behind NAT takes tunnelled HTTP only from the rendezvous and
+// public relays of its directory. An honest request beside them works.
+func TestRelayTunnelRefuses(t *testing.T) {
+	t.Parallel()
+	e, pub, nat := natAndPublic(t)
+
+	// A stranger: a real libp2p node connected to both relays, serving
+	// HTTP on the tunnel protocol, never registered.
+	stranger := rendezvoustest.NewNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for _, r := range []*relaytest.Server{pub, nat} {
+		if _, err := stranger.Connect(ctx, r.Node.Addrs()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := stranger.Listen(proto.ProtoHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reached atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			reached.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+
+	tunnel := pub.URL + "/v1/relays/"
+	tests := []struct {
+		name string
+		path string
+		want int
+	}{
+		{"connected peer not in the directory", tunnel + stranger.ID() + "/v1/status", http.StatusServiceUnavailable},
+		{"unknown peer id", tunnel + "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/v1/status", http.StatusServiceUnavailable},
+		{"an address", tunnel + "127.0.0.1:" + strings.TrimPrefix(e.rv.URL, "http://127.0.0.1:") + "/v1/status", http.StatusServiceUnavailable},
+		{"a multiaddr", tunnel + url.PathEscape("/ip4/127.0.0.1/tcp/1/p2p/"+nat.ID()) + "/v1/status", http.StatusServiceUnavailable},
+		{"the public relay itself", tunnel + pub.ID() + "/v1/status", http.StatusServiceUnavailable},
+		{"outside /v1/", tunnel + nat.ID() + "/debug/pprof/", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := do(t, http.MethodGet, tt.path)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("GET %s: status %d, want %d", tt.path, resp.StatusCode, tt.want)
+			}
+			apiError(t, resp, body)
+		})
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the stranger received %d tunnelled streams, want 0", n)
+	}
+	if r := pub.Server.Stats().Refusals["tunnel_unknown_relay"]; r < 4 {
+		t.Errorf("public relay's tunnel_unknown_relay refusals: got %d, want at least 4", r)
+	}
+
+	// The stranger opens the tunnel protocol to the relay behind NAT
+	// itself: the stream is closed before any answer.
+	c, err := stranger.DialConn(ctx, nat.ID(), proto.ProtoHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+	if res, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+		res.Body.Close()
+		t.Errorf("a stranger's tunnelled request got status %d, want the stream closed", res.StatusCode)
+	}
+	eventually(t, "the relay behind NAT to count the refused stream", func() bool {
+		return nat.Server.Stats().Refusals["tunnel_peer"] >= 1
+	})
+
+	// The honest path beside: the relay behind NAT's status through the
+	// public relay.
+	resp, body := do(t, http.MethodGet, tunnel+nat.ID()+"/v1/status")
+	var st relay.Status
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &st) != nil || st.ID != nat.ID() {
+		t.Errorf("status through the tunnel: %d %.200s, want 200 and the relay behind NAT's status", resp.StatusCode, body)
+	}
+}
+
+// TestCircuitOverPublicRelay: relays behind NAT hold their circuit
+// reservations on a public relay running the circuit relay service (gated
+// by relay.CircuitGate), advertise those circuits rather than the
+// rendezvous's, and connect to each other over it: a part forwarded
+// between them crosses the public relay, and nothing crosses the
+// rendezvous, neither its circuits nor its tunnel.
+func TestCircuitOverPublicRelay(t *testing.T) {
+	t.Parallel()
+	e := newEnvRV(t, rendezvous.Config{STUNAddr: "off"})
+	var gate relay.CircuitGate
+	node, err := mesh.New(mesh.Config{
+		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger:            relaytest.Logger(t),
+		RelayService:      &mesh.RelayService{Allow: gate.Allow},
+		HolePunching:      true,
+		AllowPrivateAddrs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	pcfg := testRelayConfig()
+	pcfg.PublicIP, pcfg.Node = "127.0.0.1", node
+	pub := relaytest.Start(t, e.rv.URL, pcfg)
+	gate.Bind(pub.Server)
+	a := relaytest.Start(t, e.rv.URL, testRelayConfig())
+	b := relaytest.Start(t, e.rv.URL, testRelayConfig())
+
+	viaPub := func(r *relaytest.Server) bool {
+		st := r.Server.Status()
+		n := 0
+		for _, ad := range st.Addrs.Advertised {
+			if strings.Contains(ad, "/p2p-circuit") {
+				if !strings.Contains(ad, "/p2p/"+pub.ID()+"/p2p-circuit") {
+					return false // a circuit through the rendezvous
+				}
+				n++
+			}
+		}
+		return n > 0
+	}
+	eventually(t, "both relays behind NAT to advertise circuits through the public relay only", func() bool { return viaPub(a) && viaPub(b) })
+	peerKind := func(of, peer *relaytest.Server) string {
+		for _, p := range of.Server.Status().Peers {
+			if p.ID == peer.ID() {
+				return p.Kind
+			}
+		}
+		return ""
+	}
+	eventually(t, "the relays behind NAT to connect over a circuit", func() bool {
+		return peerKind(a, b) == proto.PeerRelayed && peerKind(b, a) == proto.PeerRelayed
+	})
+
+	data := meshtest.RandomBytes(3*partSize+5, 13)
+	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: a.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rendezvous to hand out the public relay's tunnel for B", func() bool {
+		for _, r := range relayStatuses(t, e.rv) {
+			if r["id"] == b.ID() {
+				return r["reach_kind"] == "relay-tunnel"
+			}
+		}
+		return false
+	})
+	resp, body := do(t, http.MethodGet, e.itemURL(it.ID, b))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("GET through B: status %d, %d bytes, equal %v; want 200 and the %d bytes", resp.StatusCode, len(body), bytes.Equal(body, data), len(data))
+	}
+	if sb := b.Server.Stats(); sb.MeshStreams[proto.PeerRelayed] < 4 {
+		t.Errorf("B's mesh streams by kind: got %v, want the 4 parts over the relayed connection", sb.MeshStreams)
+	}
+	if as := pub.Server.Stats().Assist; as.CircuitBytes < int64(len(data)) || as.Reservations < 2 {
+		t.Errorf("public relay: %+v; want the item's bytes over its circuits and the 2 reservations", as)
+	}
+	if d := e.rv.Server.DataPath(); d.Bytes != 0 {
+		t.Errorf("rendezvous data path: %+v, want nothing", d)
+	}
+}
