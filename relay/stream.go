@@ -47,6 +47,13 @@ type partStream struct {
 	mu        sync.Mutex // guards the fields below
 	src       source     // nil until a publisher begins the part
 	stream    uint32     // the part's stream id on a push connection
+	chunks    [][]byte   // received, undelivered bytes in order; pooled
+	received  int64
+	delivered int64
+	acked     int64 // delivered as last told to the publisher
+	err       error
+	finished  bool // every byte delivered or err set
+
 	// The entry's rate is measured over the time the part was filling:
 	// from one arrival to the next while the part had room, leaving out
 	// the waits for the consumer to take bytes (a read-ahead part sits
@@ -54,12 +61,6 @@ type partStream struct {
 	lastPut time.Time     // when the last bytes arrived; zero before the first
 	full    bool          // the last bytes filled the credit
 	fill    time.Duration // time spent filling, as above
-	chunks    [][]byte   // received, undelivered bytes in order; pooled
-	received  int64
-	delivered int64
-	acked     int64 // delivered as last told to the publisher
-	err       error
-	finished  bool // every byte delivered or err set
 }
 
 func (ps *partStream) signal() {
