@@ -35,12 +35,12 @@ type splitRelay struct {
 	behindNAT bool
 }
 
-// e2eSize returns MESHUP_E2E_SIZE, or def.
-func e2eSize(t *testing.T, def int64) int64 {
-	if s := os.Getenv("MESHUP_E2E_SIZE"); s != "" {
+// e2eSize returns the size in environment variable env, or def.
+func e2eSize(t *testing.T, env string, def int64) int64 {
+	if s := os.Getenv(env); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			t.Fatalf("MESHUP_E2E_SIZE: %v", err)
+			t.Fatalf("%s: %v", env, err)
 		}
 		return v
 	}
@@ -150,7 +150,7 @@ func TestMeshSplit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binaries; run without -short")
 	}
-	size := e2eSize(t, 1<<30)
+	size := e2eSize(t, "MESHUP_E2E_SIZE", 1<<30)
 	m := startSplitMesh(t, 3, false)
 	file, sum := randomFile(t, size)
 	_, _, download := sender(t, m.rdv, file, "--plain", "--volunteers")
@@ -227,7 +227,7 @@ func TestEntryRelayKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binaries; run without -short")
 	}
-	size := e2eSize(t, 96<<20)
+	size := e2eSize(t, "MESHUP_KILL_SIZE", 96<<20)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("MESHUP_E2E_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
