@@ -94,9 +94,15 @@ func TestRelayTunnel(t *testing.T) {
 		t.Errorf("Range through the tunnel: status %d, %d bytes; want 206 and bytes 100-199", resp.StatusCode, len(body))
 	}
 
+	// The reads cross the tunnel; the publisher pushes to the public
+	// relay, which it reaches directly, and the scheduler brings the parts
+	// to the relay behind NAT over the mesh.
 	as := pub.Server.Stats().Assist.Tunnel
-	if as.Requests < 3 || as.BytesIn < int64(len(data)) || as.BytesOut < int64(len(data)) {
-		t.Errorf("public relay's tunnel: %+v; want the requests, the item read from the relay behind NAT and pushed to it (>= %d bytes each way)", as, len(data))
+	if as.Requests < 3 || as.BytesIn < int64(len(data)) {
+		t.Errorf("public relay's tunnel: %+v; want the requests and the item read from the relay behind NAT (>= %d bytes)", as, len(data))
+	}
+	if fw := pub.Server.Stats().ForwardsOut; fw == 0 {
+		t.Errorf("public relay forwarded %d parts to the relay behind NAT, want the parts pushed to it", fw)
 	}
 	if nb := nat.Server.Stats().BytesOut; nb < int64(len(data)) {
 		t.Errorf("relay behind NAT served %d bytes, want at least %d", nb, len(data))

@@ -122,8 +122,8 @@ func (m *splitMesh) waitMesh() {
 	})
 }
 
-// relayStats is the part of a relay's /v1/status the tests read.
-type relayStats struct {
+// splitRelayStatus is the part of a relay's /v1/status the tests read.
+type splitRelayStatus struct {
 	Stats struct {
 		OpenParts      int64 `json:"open_parts"`
 		ForwardsOut    int64 `json:"forwards_out"`
@@ -137,8 +137,8 @@ type relayStats struct {
 	} `json:"stats"`
 }
 
-func (r *splitRelay) stats() (relayStats, error) {
-	var st relayStats
+func (r *splitRelay) stats() (splitRelayStatus, error) {
+	var st splitRelayStatus
 	err := getJSON(r.api+"/v1/status", &st)
 	return st, err
 }
