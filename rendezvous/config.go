@@ -129,7 +129,11 @@ type Config struct {
 	// one relay behind NAT (each is a libp2p stream). Defaults to 256.
 	MaxTunnelConns int
 	// SessionQueue is the number of messages queued for one control
-	// session before it is closed as too slow. Defaults to 256.
+	// session before it is closed as too slow. Orders may fill it only to
+	// seven eighths: beyond that the publisher is busy, and needs for its
+	// items are refused (StatusOverLimit, so relays answer 429 or retry)
+	// rather than the session being dropped, which would cut every reader
+	// of its items. Defaults to 256.
 	SessionQueue int
 	// RelayQueue is the number of messages queued for one relay before it
 	// is dropped as too slow. A relay multiplexes many consumers, so it

@@ -104,6 +104,15 @@ func (c *session) enqueue(m proto.Message) bool {
 	return true
 }
 
+// roomForOrder reports whether the send queue has room for one more order,
+// keeping an eighth of it for replies, cancels and pings (see
+// Config.SessionQueue).
+func (c *session) roomForOrder() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.queue) < c.maxQueue-max(1, c.maxQueue/8)
+}
+
 // writeLoop is the session's only writer: queued messages and pings, then
 // the close frame.
 func (c *session) writeLoop(ping, timeout time.Duration) {

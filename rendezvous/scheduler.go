@@ -111,13 +111,21 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 	if entry != r {
 		fwd = r.id
 	}
+	sess := it.publisherLocked()
+	if !sess.roomForOrder() {
+		// Refused, not queued: a publisher that cannot take more orders
+		// now is busy, and dropping its session would cut every reader
+		// of its items (issue 14).
+		s.stats.reject(RejectPublisherBusy)
+		return proto.Errorf(proto.StatusOverLimit, "publisher of %s is busy: its queue of orders is full", n.Item)
+	}
 	if len(n.Avoid) > 0 {
 		r.reorders++
 		it.carried.reorders++
 		s.stats.reorders.Add(1)
 	}
 	s.lastOrder++
-	o := &order{id: s.lastOrder, item: it.id, relay: r, len: n.Len, need: n.Need, sess: it.publisherLocked(), created: now}
+	o := &order{id: s.lastOrder, item: it.id, relay: r, len: n.Len, need: n.Need, sess: sess, created: now}
 	tok := proto.SignToken(s.key, proto.Claims{
 		Dir:   proto.DirPush,
 		Relay: entry.id,

@@ -2,6 +2,7 @@ package rendezvous_test
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,8 +221,9 @@ func TestOfflineItemExpires(t *testing.T) {
 	}
 }
 
-// TestSlowPublisher checks that a publisher that stops reading is dropped
-// instead of stalling the scheduler, and that others are served meanwhile.
+// TestSlowPublisher checks that a publisher that stops reading is busy:
+// needs for its item are refused (over limit) instead of stalling the
+// scheduler or dropping its session, and others are served meanwhile.
 func TestSlowPublisher(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
@@ -278,14 +280,15 @@ func TestSlowPublisher(t *testing.T) {
 	}()
 	for {
 		nf := recvAs[proto.NeedFailed](t, relay.Recv)
-		if nf.Status == proto.StatusOffline {
+		if nf.Status == proto.StatusOverLimit && strings.Contains(nf.Reason, "busy") {
 			break
 		}
 	}
 	close(stop)
-	t.Logf("needs sent before the slow publisher was dropped: %d", <-flooded)
-	if got := rv.Server.Stats().Rejected[rendezvous.RejectQueueFull]; got == 0 {
-		t.Error("no queue_full rejection counted")
+	t.Logf("needs sent before the slow publisher was busy: %d", <-flooded)
+	st := rv.Server.Stats()
+	if st.Rejected[rendezvous.RejectPublisherBusy] == 0 || st.Rejected[rendezvous.RejectQueueFull] != 0 {
+		t.Errorf("rejections %v: want publisher_busy counted and no queue_full", st.Rejected)
 	}
 
 	const fastNeed = 1 << 40
@@ -295,5 +298,9 @@ func TestSlowPublisher(t *testing.T) {
 	if o := recvAs[proto.Order](t, fast.Recv); o.Item != fastItem.ID {
 		t.Errorf("order for %s, want %s", o.Item, fastItem.ID)
 	}
-	eventually(t, "slow publisher's item to go offline", func() bool { return getStatus(t, rv).ItemsOnline == 1 })
+	// The busy publisher keeps its session: its readers pause, and are not
+	// cut.
+	if got := getStatus(t, rv); got.ItemsOnline != 2 || got.Sessions != 2 {
+		t.Errorf("items online %d, sessions %d: want both publishers still online", got.ItemsOnline, got.Sessions)
+	}
 }

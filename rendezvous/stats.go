@@ -37,6 +37,7 @@ const (
 	RejectNeedRate       = "need_rate"       // need over the relay's or the item's rate
 	RejectPlaintext      = "plaintext"       // plaintext item refused to a volunteer relay
 	RejectStatusToken    = "status_token"    // GET /v1/status with a wrong bearer token
+	RejectPublisherBusy  = "publisher_busy"  // need refused: the publisher's send queue is nearly full
 )
 
 // Stats is a snapshot of the server's counters. Counters only grow; gauges
