@@ -72,8 +72,10 @@ func TestEncryptedRoundTrip(t *testing.T) {
 			if i := meshtest.FirstDiff(got, data); i >= 0 {
 				t.Fatalf("file of %d bytes differs from the item at byte %d", len(got), i)
 			}
+			// At least the ciphertext: a part asked again after a stall
+			// on a loaded machine sends some bytes twice.
 			eventually(t, "the relay to count the ciphertext it sent", func() bool {
-				return e.relay.Server.Stats().BytesOut-before == cs
+				return e.relay.Server.Stats().BytesOut-before >= cs
 			})
 
 			// What curl sees: the ciphertext, no name.
