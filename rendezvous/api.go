@@ -246,6 +246,12 @@ func (s *Server) handleItemMeta(w http.ResponseWriter, r *http.Request) {
 	}
 	v, ok := s.lookupItem(id)
 	if !ok {
+		if e := s.missingItem(id); e.Status == proto.StatusOffline {
+			// Just after a restart: its publisher may still reclaim it.
+			w.Header().Set("Retry-After", retryOffline)
+			writeError(w, 0, e.Status, e.Msg)
+			return
+		}
 		writeError(w, 0, proto.StatusNotFound, "no such item")
 		return
 	}

@@ -404,6 +404,16 @@ func TestReclaimAfterRestart(t *testing.T) {
 	if resp, _ := do(t, http.MethodGet, rv2.URL+"/v1/items/"+pub.ID.String()); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("GET before the reclaim: got %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+	// So do its metadata and its page, which reloads.
+	if resp, _ := do(t, http.MethodGet, rv2.URL+"/v1/items/"+pub.ID.String()+"/meta"); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("meta before the reclaim: got %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if resp, body := do(t, http.MethodGet, rv2.URL+"/i/"+pub.ID.String()); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "Waiting for the sender") || !strings.Contains(string(body), `http-equiv="refresh"`) {
+		t.Errorf("page before the reclaim: got %d, want 503 saying it waits for the sender and reloading", resp.StatusCode)
+	}
+	if resp, _ := do(t, http.MethodGet, rv1.URL+"/v1/items/"+proto.NewItemID().String()+"/meta"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("meta of an unknown id after the grace: got %d, want 404", resp.StatusCode)
+	}
 
 	c := rendezvoustest.DialControl(t, rv2)
 	meta := proto.Publish{Kind: proto.KindFile, Name: "video.mp4", MIME: "video/mp4", Size: 500}

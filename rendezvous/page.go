@@ -73,6 +73,9 @@ type pageData struct {
 	Text      string
 	Download  string
 	Enc       string // proto.E2EVersion for an encrypted item: the page decrypts its metadata
+	// Pending is set for an id the rendezvous does not know just after it
+	// restarted (Config.ReclaimGrace): its publisher may yet reclaim it.
+	Pending bool
 }
 
 // handlePage serves the page of an item.
@@ -80,7 +83,12 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	var d pageData
 	code := http.StatusNotFound
 	if id, err := proto.ParseItemID(r.PathValue("id")); err == nil {
-		if v, ok := s.lookupItem(id); ok {
+		v, ok := s.lookupItem(id)
+		if !ok && s.missingItem(id).Status == proto.StatusOffline {
+			code, d.Pending = http.StatusServiceUnavailable, true
+			w.Header().Set("Retry-After", retryOffline)
+		}
+		if ok {
 			code = http.StatusOK
 			d = pageData{
 				Found:     true,
