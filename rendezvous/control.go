@@ -41,13 +41,23 @@ type session struct {
 	log     *slog.Logger
 	stats   *counters
 
-	// Messages to send wait in queue, at most maxQueue of them; wake
-	// (cap 1) tells the writer. A slice grown on demand rather than a
-	// channel of SessionQueue slots: an idle session holds no queue.
-	qmu         sync.Mutex // guards queue
-	queue       []proto.Message
-	maxQueue    int
-	wake        chan struct{}
+	// Messages to send wait in queue, at most maxQueue of them. A slice
+	// grown on demand rather than a channel of SessionQueue slots: an
+	// idle session holds no queue. The writer is a goroutine started when
+	// there is something to write (kick) and gone when it is written, and
+	// pings come from a timer: an idle session runs one goroutine, its
+	// reader (issue 14: an idle WebSocket should cost at most 16 KiB).
+	qmu        sync.Mutex // guards the fields below
+	queue      []proto.Message
+	writing    bool // a writer (drain) is running; at most one ever is
+	pingDue    bool // the ping timer fired; the writer sends a ping
+	finished   bool // the writer sent the close and closed conn
+	maxQueue   int
+	ping       time.Duration
+	timeout    time.Duration // per write
+	pinger     *time.Timer
+	writerDone chan struct{} // closed when finished is set
+
 	done        chan struct{} // closed by fail
 	readerDone  chan struct{} // closed when the reader has returned
 	failOnce    sync.Once
@@ -67,6 +77,7 @@ func (c *session) fail(code int, reason string) {
 		c.closeCode = code
 		c.closeReason = proto.TruncateReason(reason)
 		close(c.done)
+		c.kick() // the writer sends the close frame and closes conn
 	})
 }
 
@@ -97,10 +108,7 @@ func (c *session) enqueue(m proto.Message) bool {
 		c.fail(proto.StatusOverLimit.CloseCode(), "send queue full: reading too slowly")
 		return false
 	}
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.kick()
 	return true
 }
 
@@ -113,55 +121,105 @@ func (c *session) roomForOrder() bool {
 	return len(c.queue) < c.maxQueue-max(1, c.maxQueue/8)
 }
 
-// writeLoop is the session's only writer: queued messages and pings, then
-// the close frame.
-func (c *session) writeLoop(ping, timeout time.Duration) {
-	t := time.NewTicker(ping)
-	defer t.Stop()
+// kick starts the writer if there is something to write (messages, a
+// ping, or the end of the session) and it is not running.
+func (c *session) kick() {
+	c.qmu.Lock()
+	start := !c.writing && !c.finished && (len(c.queue) > 0 || c.pingDue || c.isDone())
+	if start {
+		c.writing = true
+	}
+	c.qmu.Unlock()
+	if start {
+		go c.drain()
+	}
+}
+
+// pingTick runs on the ping timer: it asks the writer for a ping and sets
+// the next one.
+func (c *session) pingTick() {
+	c.qmu.Lock()
+	if c.finished {
+		c.qmu.Unlock()
+		return
+	}
+	c.pingDue = true
+	c.qmu.Unlock()
+	c.kick()
+	c.qmu.Lock()
+	if !c.finished {
+		c.pinger.Reset(c.ping)
+	}
+	c.qmu.Unlock()
+}
+
+// drain is the session's only writer while it runs (kick starts at most
+// one): it writes the queued messages and a due ping until there is
+// nothing left, then returns; once the session is done, it sends the close
+// frame, closes conn and closes writerDone.
+func (c *session) drain() {
 	for {
-		select {
-		case <-c.done:
-			if c.closeCode != 0 {
-				msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
-				if err := c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(timeout)); err == nil {
-					// Let the peer answer the close, so that it sees our
-					// code rather than a reset connection.
-					select {
-					case <-c.readerDone:
-					case <-time.After(closeGrace):
-					}
-				}
-			}
-			c.conn.Close() // ends the reader
-			return
-		case <-c.wake:
-			c.qmu.Lock()
-			msgs := c.queue
-			c.queue = nil
+		c.qmu.Lock()
+		if c.isDone() {
 			c.qmu.Unlock()
-			for _, m := range msgs {
-				data, err := proto.EncodeMessage(m)
-				if err != nil {
-					c.log.Error("encode control message", "type", m.MessageType(), "err", err)
-					continue
-				}
-				c.conn.SetWriteDeadline(time.Now().Add(timeout))
-				if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-					c.log.Debug("write control message", "err", err)
-					c.fail(0, "")
-					c.conn.Close()
-					return
-				}
-			}
-		case <-t.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(timeout)); err != nil {
-				c.log.Debug("write ping", "err", err)
-				c.fail(0, "")
-				c.conn.Close()
-				return
+			c.closeConn()
+			c.qmu.Lock()
+			c.writing, c.finished, c.queue = false, true, nil
+			c.qmu.Unlock()
+			close(c.writerDone)
+			return
+		}
+		msgs, ping := c.queue, c.pingDue
+		c.queue, c.pingDue = nil, false
+		if len(msgs) == 0 && !ping {
+			c.writing = false
+			c.qmu.Unlock()
+			return
+		}
+		c.qmu.Unlock()
+		if err := c.write(msgs, ping); err != nil {
+			c.log.Debug("write control message", "err", err)
+			c.fail(0, "") // the next round closes
+		}
+	}
+}
+
+// write writes msgs, then a ping if ping is set.
+func (c *session) write(msgs []proto.Message, ping bool) error {
+	for _, m := range msgs {
+		data, err := proto.EncodeMessage(m)
+		if err != nil {
+			c.log.Error("encode control message", "type", m.MessageType(), "err", err)
+			continue
+		}
+		c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+			return err
+		}
+	}
+	if ping {
+		return c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.timeout))
+	}
+	return nil
+}
+
+// closeConn ends the connection of a session that is done: the close
+// frame first when fail gave a code, then conn.Close, which ends the
+// reader.
+func (c *session) closeConn() {
+	c.pinger.Stop()
+	if c.closeCode != 0 {
+		msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
+		if err := c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.timeout)); err == nil {
+			// Let the peer answer the close, so that it sees our code
+			// rather than a reset connection.
+			select {
+			case <-c.readerDone:
+			case <-time.After(closeGrace):
 			}
 		}
 	}
+	c.conn.Close()
 }
 
 // handleControl is the HTTP adapter of the control channel: it checks the
@@ -271,7 +329,9 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 		ip:         ip,
 		stats:      &s.stats,
 		maxQueue:   s.cfg.SessionQueue,
-		wake:       make(chan struct{}, 1),
+		ping:       s.cfg.PingInterval,
+		timeout:    s.cfg.WriteTimeout,
+		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		items:      make(map[proto.ItemID]*item),
@@ -293,6 +353,7 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 	c.log.Info("session started", "remote", remote)
 
 	conn.SetReadLimit(int64(s.cfg.MaxMessage))
+	c.pinger = time.AfterFunc(c.ping, c.pingTick)
 	// The Welcome goes out before the writer starts: nothing else can be
 	// queued for a session that has not read a message yet.
 	welcome, err := proto.EncodeMessage(&proto.Welcome{
@@ -312,15 +373,10 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 	}
 	go func() {
 		defer done()
-		writerDone := make(chan struct{})
-		go func() {
-			defer close(writerDone)
-			c.writeLoop(s.cfg.PingInterval, s.cfg.WriteTimeout)
-		}()
 		s.readSession(c)
 		close(c.readerDone)
 		c.fail(0, "") // the reader ended first: nothing to say
-		<-writerDone
+		<-c.writerDone
 		conn.Close()
 		s.endSession(c)
 	}()

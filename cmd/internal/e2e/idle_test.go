@@ -53,14 +53,14 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		"--allow-private-addrs", "--debug-addr", rdvDebug,
 		"--max-sessions", strconv.Itoa(2*n), "--handshake-timeout", "10m", "--log-level", "warn")
 	waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(rdv) != nil })
-	relay := start(t, "relay", nil, "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0",
+	// The relay's own port: its URL is not in the rendezvous's public
+	// status while unverified (no STUN here, so it is not public).
+	relayPort := freePort(t)
+	relay := start(t, "relay", nil, "--rendezvous", rdv, "--http", fmt.Sprintf("127.0.0.1:%d", relayPort), "--p2p", "/ip4/127.0.0.1/tcp/0",
 		"--allow-private-addrs", "--debug-addr", relayDebug,
 		"--max-conns", strconv.Itoa(2*n), "--handshake-timeout", "10m", "--log", "warn")
 	waitFor(t, "relay to register", 20*time.Second, func() bool { return len(liveRelays(rdv)) == 1 })
-	var pushURL string
-	for _, u := range liveRelays(rdv) {
-		pushURL = "ws://" + strings.TrimPrefix(u, "http://") + "/v1/push"
-	}
+	pushURL := fmt.Sprintf("ws://127.0.0.1:%d/v1/push", relayPort)
 
 	// measure opens n connections with dial, lets the server settle and
 	// returns its RSS growth per connection.
