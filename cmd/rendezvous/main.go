@@ -110,7 +110,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.Int64Var(&c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
 	fs.IntVar(&c.MaxNeedsPerRelay, "max-needs-per-relay", rendezvous.DefaultMaxNeedsPerRelay, "limit on outstanding needs of one relay")
 	fs.IntVar(&c.MaxTunnelConns, "max-tunnel-conns", rendezvous.DefaultMaxTunnelConns, "limit on concurrent tunnelled HTTP connections to one relay behind NAT")
-	fs.IntVar(&c.SessionQueue, "session-queue", rendezvous.DefaultSessionQueue, "messages queued per control session before it is closed as too slow")
+	fs.IntVar(&c.SessionQueue, "session-queue", rendezvous.DefaultSessionQueue, "messages queued per control session before it is closed as too slow; orders fill at most 7/8 of it, beyond which the publisher is busy and needs get 429")
 	fs.IntVar(&c.RelayQueue, "relay-queue", rendezvous.DefaultRelayQueue, "messages queued per relay before it is dropped as too slow")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", rendezvous.DefaultHeartbeatInterval, "heartbeat interval told to relays")
 	fs.DurationVar(&c.DeadAfter, "dead-after", rendezvous.DefaultDeadAfter, "drop a relay silent this long")
