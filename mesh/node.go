@@ -154,6 +154,7 @@ func New(cfg Config) (*Node, error) {
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.AddrsFactory(n.addrsFactory),
 	}
+	opts = append(opts, transportOptions()...)
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())
 	}
