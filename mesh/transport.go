@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	pool "github.com/libp2p/go-buffer-pool"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -107,7 +106,10 @@ func transportOptions() []libp2p.Option {
 // own write(2); yamux hands it up to 64 KiB per Write, so a relay
 // forwarding 1 GiB made some 65,000 write syscalls on each connection.
 // batchedTLS gathers the records of one Write and sends them together.
-type batchedTLS struct{ *libp2ptls.Transport }
+type batchedTLS struct {
+	*libp2ptls.Transport
+	bufs *sync.Pool // of *[]byte of cap maxBatch, shared by the conns
+}
 
 // newBatchedTLS has the signature libp2p.Security expects of a security
 // transport's constructor.
@@ -116,12 +118,12 @@ func newBatchedTLS(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer
 	if err != nil {
 		return nil, err
 	}
-	return &batchedTLS{t}, nil
+	return &batchedTLS{Transport: t, bufs: &sync.Pool{}}, nil
 }
 
 // SecureInbound implements sec.SecureTransport.
 func (t *batchedTLS) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
-	bc := &batchConn{Conn: insecure}
+	bc := &batchConn{Conn: insecure, bufs: t.bufs}
 	sc, err := t.Transport.SecureInbound(ctx, bc, p)
 	if err != nil {
 		return nil, err
@@ -131,7 +133,7 @@ func (t *batchedTLS) SecureInbound(ctx context.Context, insecure net.Conn, p pee
 
 // SecureOutbound implements sec.SecureTransport.
 func (t *batchedTLS) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
-	bc := &batchConn{Conn: insecure}
+	bc := &batchConn{Conn: insecure, bufs: t.bufs}
 	sc, err := t.Transport.SecureOutbound(ctx, bc, p)
 	if err != nil {
 		return nil, err
@@ -166,9 +168,10 @@ func (c *batchedSecureConn) Write(p []byte) (int, error) {
 type batchConn struct {
 	net.Conn
 	batching atomic.Int32
+	bufs     *sync.Pool
 
 	mu  sync.Mutex // guards buf and serializes writes to Conn
-	buf []byte     // pooled while not empty
+	buf []byte     // from bufs while not nil
 }
 
 // maxBatch bounds the bytes gathered before a write: yamux's largest
@@ -180,7 +183,11 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	defer b.mu.Unlock()
 	if b.batching.Load() > 0 && len(b.buf)+len(p) <= maxBatch {
 		if b.buf == nil {
-			b.buf = pool.Get(maxBatch)[:0]
+			if v, ok := b.bufs.Get().(*[]byte); ok {
+				b.buf = (*v)[:0]
+			} else {
+				b.buf = make([]byte, 0, maxBatch)
+			}
 		}
 		b.buf = append(b.buf, p...)
 		return len(p), nil
@@ -202,7 +209,8 @@ func (b *batchConn) flushLocked() error {
 		return nil
 	}
 	_, err := b.Conn.Write(b.buf)
-	pool.Put(b.buf)
+	buf := b.buf
+	b.bufs.Put(&buf)
 	b.buf = nil
 	return err
 }

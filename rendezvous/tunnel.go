@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -125,6 +126,7 @@ func (s *Server) newTunnel() *httputil.ReverseProxy {
 		ModifyResponse: filterTunnelResponse,
 		Transport:      tr,
 		FlushInterval:  -1, // bytes go on as they arrive: the relay streams cut-through
+		BufferPool:     &tunnelBufPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return // the client went away
@@ -135,6 +137,25 @@ func (s *Server) newTunnel() *httputil.ReverseProxy {
 		},
 	}
 }
+
+// tunnelBufSize is the proxy's copy buffer: a response body moves from the
+// relay's stream to the client in reads of up to this much, each written
+// and flushed at once. The library's default of 32 KiB cost a client
+// write(2) and a flush per 32 KiB, and a mesh.Stream Read returns what has
+// arrived, which on a busy stream is more (issue 10).
+const tunnelBufSize = 64 << 10
+
+// tunnelBufPool recycles the proxy's copy buffers (httputil.BufferPool).
+type tunnelBufPool struct{ p sync.Pool }
+
+func (b *tunnelBufPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, tunnelBufSize)
+}
+
+func (b *tunnelBufPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // handleTunnel serves /v1/relays/{relay}/{rest...}.
 func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
