@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/sec"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
@@ -86,6 +88,46 @@ func isPlainTCP(a ma.Multiaddr) bool {
 		}
 	}
 	return tcp
+}
+
+// DefaultMaxStreamsPerPeer is the default of Config.MaxStreamsPerPeer.
+const DefaultMaxStreamsPerPeer = 1024
+
+// resourceManager returns go-libp2p's default resource manager (limits
+// scaled to the machine's memory and file descriptors) with the stream
+// limits per peer raised to maxStreams per protocol and direction.
+//
+// The defaults let one peer hold only 64 streams of one protocol, plus 4
+// per GiB of the memory the manager may use (an eighth of the machine's):
+// 75 on a 24 GiB machine, measured. That is below meshup's own limits,
+// which then never bind: a relay forwards up to Budget/Window parts (128
+// by default) from one entry relay, each a /meshup/part/1 stream, and the
+// rendezvous tunnels up to MaxTunnelConns (256) HTTP connections into one
+// relay, each a /meshup/http/1 stream; the 76th was reset. Memory, file
+// descriptor and connection limits stay as go-libp2p scales them, and
+// the streams of all protocols together stay bounded by the system scope.
+func resourceManager(maxStreams int) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	pp := &limits.ProtocolPeerBaseLimit
+	pp.StreamsInbound, pp.StreamsOutbound, pp.Streams = maxStreams, maxStreams, 2*maxStreams
+	ppi := &limits.ProtocolPeerLimitIncrease
+	ppi.StreamsInbound, ppi.StreamsOutbound, ppi.Streams = 0, 0, 0
+	p := &limits.PeerBaseLimit
+	p.StreamsInbound = max(p.StreamsInbound, 2*maxStreams)
+	p.StreamsOutbound = max(p.StreamsOutbound, 2*maxStreams)
+	p.Streams = max(p.Streams, 4*maxStreams)
+	// One protocol across all peers (the rendezvous's registrations, its
+	// tunnels) may use what the whole node may.
+	pr, sys := &limits.ProtocolBaseLimit, limits.SystemBaseLimit
+	pr.StreamsInbound, pr.StreamsOutbound, pr.Streams = sys.StreamsInbound, sys.StreamsOutbound, sys.Streams
+	pri, sysi := &limits.ProtocolLimitIncrease, limits.SystemLimitIncrease
+	pri.StreamsInbound, pri.StreamsOutbound, pri.Streams = sysi.StreamsInbound, sysi.StreamsOutbound, sysi.Streams
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
+	if err != nil {
+		return nil, fmt.Errorf("mesh: resource manager: %w", err)
+	}
+	return rm, nil
 }
 
 // transportOptions are the libp2p options of every node: security,

@@ -67,3 +67,50 @@ func TestStreamsPreferTCP(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestManyStreamsPerPeer holds 300 streams of one protocol from one peer
+// open at once: go-libp2p's default resource manager reset the 76th (on a
+// 24 GiB machine), below meshup's own limits (128 forwarded parts from
+// one entry relay, 256 tunnelled connections into one relay). With
+// MaxStreamsPerPeer 100, the 101st is refused.
+func TestManyStreamsPerPeer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		max, open, want int
+	}{
+		{0, 300, 300},   // DefaultMaxStreamsPerPeer
+		{100, 150, 100}, // the limit binds
+	} {
+		a := newNode(t, mesh.Config{MaxStreamsPerPeer: tc.max})
+		b := newNode(t, mesh.Config{MaxStreamsPerPeer: tc.max})
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if _, err := a.Connect(ctx, b.Addrs()); err != nil {
+			t.Fatal(err)
+		}
+		hold := make(chan struct{})
+		b.Handle("/test/hold", func(st mesh.Stream) {
+			st.Write([]byte{1})
+			<-hold
+			st.Close()
+		})
+		opened := 0
+		for range tc.open {
+			st, err := a.Open(ctx, b.ID(), "/test/hold")
+			if err != nil {
+				break
+			}
+			defer st.Close()
+			// The handler's byte proves b accepted the stream; a refused
+			// one is reset.
+			if _, err := io.ReadFull(st, make([]byte, 1)); err != nil {
+				break
+			}
+			opened++
+		}
+		close(hold)
+		if opened != tc.want {
+			t.Errorf("MaxStreamsPerPeer %d: %d streams open at once, want %d", tc.max, opened, tc.want)
+		}
+	}
+}
