@@ -336,9 +336,11 @@ func BenchmarkMeshPaths(b *testing.B) {
 // BenchmarkMeshSpread reads one item through meshes of one, two and three
 // relays (MESHUP_BENCH_RELAYS=N for 1..N), publisher and consumer as
 // separate processes, and prints the rate for each, with the part bytes
-// each relay took in (from publishers and from entry relays): when the
-// scheduler spreads a transfer over several entry relays, more than one
-// relay takes bytes in and the rate grows with the relays.
+// each relay took in (from the publisher and from entry relays) and gave
+// out (to the consumer and to the exit relay): the exit relay takes in and
+// gives out the whole item; when the scheduler spreads a transfer over
+// several entry relays, the others show their share in and out, and the
+// rate grows with the relays.
 func BenchmarkMeshSpread(b *testing.B) {
 	size := benchSizeEnv(b, "MESHUP_BENCH_SIZE", cliBenchSize)
 	maxRelays := int(benchSizeEnv(b, "MESHUP_BENCH_RELAYS", 3))
@@ -362,20 +364,22 @@ func BenchmarkMeshSpread(b *testing.B) {
 	for n := 1; n <= maxRelays; n++ {
 		m := startBenchMesh(b, n, false)
 		link, _ := m.send(src, false, "")
-		before := m.relayCounters("meshup_relay_bytes_in_total")
+		inBefore := m.relayCounters("meshup_relay_bytes_in_total")
+		outBefore := m.relayCounters("meshup_relay_bytes_out_total")
 		rate := 0.0
 		for range b.N {
 			r, _ := m.get(link, "", dst, size, sum)
 			rate += r
 		}
 		rate /= float64(b.N)
-		after := m.relayCounters("meshup_relay_bytes_in_total")
-		var in []string
-		for i := range after {
-			in = append(in, fmt.Sprintf("%.0f", (after[i]-before[i])/float64(b.N)/1e6))
+		in := m.relayCounters("meshup_relay_bytes_in_total")
+		out := m.relayCounters("meshup_relay_bytes_out_total")
+		var flows []string
+		for i := range in {
+			flows = append(flows, fmt.Sprintf("%.0f/%.0f", (in[i]-inBefore[i])/float64(b.N)/1e6, (out[i]-outBefore[i])/float64(b.N)/1e6))
 		}
 		b.ReportMetric(rate/1e6, fmt.Sprintf("relays%d_MB/s", n))
-		fmt.Printf("  %d relay(s): %5.0f MB/s %.2fx raw | MB taken in per relay per read: %s\n", n, rate/1e6, rate/raw, strings.Join(in, " "))
+		fmt.Printf("  %d relay(s): %5.0f MB/s %.2fx raw | MB in/out per relay per read: %s\n", n, rate/1e6, rate/raw, strings.Join(flows, " "))
 		m.stop()
 	}
 }
