@@ -67,6 +67,17 @@ type Config struct {
 	// names; a key kept across restarts keeps the peer id. Defaults to a
 	// fresh key that lives only in memory.
 	Identity ed25519.PrivateKey
+	// MaxStreamsPerPeer bounds the streams of one protocol one peer may
+	// have open with the node, in each direction (go-libp2p's resource
+	// manager; see resourceManager). meshup's own limits (parts per
+	// relay, tunnel connections per relay) are lower and bind first.
+	// Defaults to DefaultMaxStreamsPerPeer (1024).
+	MaxStreamsPerPeer int
+}
+
+// LogAttrs returns the node's limits for the start-up log.
+func (c Config) LogAttrs() []any {
+	return []any{"max_streams_per_peer", c.MaxStreamsPerPeer}
 }
 
 // ConnKind says how a connection reaches its peer.
@@ -142,7 +153,17 @@ func New(cfg Config) (*Node, error) {
 	if len(listen) == 0 {
 		listen = DefaultListenAddrs
 	}
+	if cfg.MaxStreamsPerPeer == 0 {
+		cfg.MaxStreamsPerPeer = DefaultMaxStreamsPerPeer
+	}
+	if cfg.MaxStreamsPerPeer < 0 {
+		return nil, fmt.Errorf("mesh: config: MaxStreamsPerPeer %d is negative", cfg.MaxStreamsPerPeer)
+	}
 	key, err := identity(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := resourceManager(cfg.MaxStreamsPerPeer)
 	if err != nil {
 		return nil, err
 	}
@@ -154,15 +175,19 @@ func New(cfg Config) (*Node, error) {
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.AddrsFactory(n.addrsFactory),
 	}
+	opts = append(opts, transportOptions()...)
+	opts = append(opts, libp2p.ResourceManager(rm)) // closed by the host
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
+		rm.Close()
 		return nil, fmt.Errorf("mesh: start libp2p host: %w", err)
 	}
 	n.host = h
 	n.log = cfg.Logger.With("node", h.ID().ShortString())
+	n.log.Info("libp2p limits", cfg.LogAttrs()...)
 	h.Network().Notify(&network.NotifyBundle{
 		ConnectedF:    func(_ network.Network, c network.Conn) { n.connected(c) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.disconnected(c) },

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -56,6 +57,20 @@ func (n *Node) DialConnConnected(ctx context.Context, peerID, proto string) (net
 type dialedConn struct{ network.Stream }
 
 func (c dialedConn) Close() error { return c.Stream.Reset() }
+
+// tunnelCopyBuf is the buffer ReadFrom copies through.
+const tunnelCopyBuf = 64 << 10
+
+// ReadFrom copies r into the stream in writes of up to 64 KiB, one yamux
+// frame each: a WebSocket proxied into the tunnel (httputil.ReverseProxy
+// copies upgraded connections with io.Copy) would otherwise move in the
+// 32 KiB pieces of io.Copy's own buffer.
+func (c dialedConn) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, tunnelCopyBuf) // once per tunnelled connection
+	// Both wrappers hide the other side's ReadFrom and WriteTo, which
+	// would bring back their own buffers.
+	return io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{r}, buf)
+}
 
 func (c dialedConn) LocalAddr() net.Addr { return peerAddr(c.Conn().LocalPeer()) }
 

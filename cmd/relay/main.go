@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string) error {
 	portmap := fs.Bool("nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
 	allowPrivate := fs.Bool("allow-private-addrs", false, "dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab); off, the connection gater refuses them")
 	keyFile := fs.String("key-file", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the peer id across restarts (and with it an operator admission token); the only file the relay writes (default: a new key in memory at every start)")
+	maxStreams := fs.Int("max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with this relay, per direction")
 	debugAddr := fs.String("debug-addr", debugsrv.DefaultAddr, "listen `address` of /metrics and /debug/pprof; off disables")
 	var clusterFlags clusterflag.Flags
 	clusterFlags.Register(fs)
@@ -145,6 +146,7 @@ func run(ctx context.Context, args []string) error {
 		RelayService: service,
 		// No dial to an address a stranger supplied, unless allowed.
 		AllowPrivateAddrs: *allowPrivate,
+		MaxStreamsPerPeer: *maxStreams,
 	})
 	if err != nil {
 		return err

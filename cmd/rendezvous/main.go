@@ -67,6 +67,7 @@ type options struct {
 	trust     trustOptions
 	portmap   bool
 	circuits  mesh.RelayService
+	streams   int // libp2p streams per peer and protocol
 	cluster   clusterflag.Flags
 	cfg       rendezvous.Config
 	httpCfg   httpserve.Config
@@ -99,6 +100,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
 	fs.Int64Var(&o.circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
 	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
+	fs.IntVar(&o.streams, "max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with the rendezvous, per direction (tunnelled connections into one relay are streams)")
 	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
 
 	fs.IntVar(&c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
@@ -190,6 +192,7 @@ func run(ctx context.Context, args []string) error {
 		// The same rule as the directory's: no dial to a private
 		// address unless the operator allows it.
 		AllowPrivateAddrs: o.cfg.AllowPrivateAddrs,
+		MaxStreamsPerPeer: o.streams,
 	})
 	if err != nil {
 		return err

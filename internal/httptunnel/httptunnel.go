@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -176,6 +177,7 @@ func NewProxy(cfg Config) *httputil.ReverseProxy {
 		ModifyResponse: FilterResponse,
 		Transport:      tr,
 		FlushInterval:  -1, // bytes go on as they arrive: relays stream cut-through
+		BufferPool:     bufPool,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return // the client went away
@@ -203,3 +205,24 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.n.BytesOut.Add(int64(n))
 	return n, err
 }
+
+// bufSize is the proxy's copy buffer: a response body moves from the
+// relay's stream to the client in reads of up to this much, each written
+// and flushed at once. The library's default of 32 KiB cost a client
+// write(2) and a flush per 32 KiB, and a mesh stream's Read returns what
+// has arrived, which on a busy stream is more (issue 10).
+const bufSize = 64 << 10
+
+// bufPool recycles the proxies' copy buffers (httputil.BufferPool).
+var bufPool = &pool{}
+
+type pool struct{ p sync.Pool }
+
+func (b *pool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, bufSize)
+}
+
+func (b *pool) Put(buf []byte) { b.p.Put(&buf) }

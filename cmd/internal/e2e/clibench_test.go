@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -211,41 +210,6 @@ func startB(b *testing.B, bin string, args ...string) *exec.Cmd {
 // senderB runs meshup send and returns the first line it prints (the
 // share link).
 func senderB(b *testing.B, bin string, args ...string) string {
-	pr, pw := io.Pipe()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = pw
-	log := &lockedBuffer{}
-	cmd.Stderr = log
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make(chan string, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		var s strings.Builder
-		for {
-			n, err := pr.Read(buf)
-			s.Write(buf[:n])
-			if i := strings.IndexByte(s.String(), '\n'); i >= 0 {
-				line <- s.String()[:i]
-				io.Copy(io.Discard, pr)
-				return
-			}
-			if err != nil {
-				close(line)
-				return
-			}
-		}
-	}()
-	select {
-	case l, ok := <-line:
-		if !ok {
-			b.Fatalf("meshup send printed nothing:\n%s", log.String())
-		}
-		return l
-	case <-time.After(30 * time.Second):
-		b.Fatalf("meshup send printed no link:\n%s", log.String())
-	}
-	return ""
+	link, _ := sendB(b, bin, args...)
+	return link
 }
