@@ -96,8 +96,10 @@ type Source struct {
 	// rejoins rather than pushing the others out. A member announcing
 	// another size is refused with proto.StatusConflict.
 	Swarm bool
-	// Modified is the modification time sealed into an encrypted item's
-	// metadata. Zero means the Reader's Stat().ModTime() when it has one
+	// Modified is the source's modification time: sealed into an
+	// encrypted item's metadata, or sent in clear for a plaintext one,
+	// where it makes the item's Last-Modified and ETag stable across
+	// restarts. Zero means the Reader's Stat().ModTime() when it has one
 	// (an *os.File does).
 	Modified time.Time
 }
@@ -269,6 +271,9 @@ func (c *Client) publish(ctx context.Context, src Source, id proto.ItemID, owner
 // reclaim).
 func (c *Client) publishPlain(ctx context.Context, src Source, id proto.ItemID, owner string) (*Item, error) {
 	p := proto.Publish{ID: id, Owner: owner, Kind: src.Kind, Name: src.Name, MIME: src.MIME, Size: src.Size, Text: src.Text, Via: src.Via, Volunteers: src.Volunteers, Swarm: src.Swarm}
+	if src.Kind != proto.KindMessage {
+		p.Modified = sourceModTime(src)
+	}
 	pub, err := c.publishRetry(ctx, p)
 	if err != nil {
 		return nil, err
@@ -635,4 +640,19 @@ func dialError(what string, resp *http.Response, err error) error {
 		return fmt.Errorf("%s: dial: %s: %s", what, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return fmt.Errorf("%s: dial: %w", what, err)
+}
+
+// sourceModTime returns src's modification time in Unix seconds: Modified,
+// else the Reader's Stat().ModTime() when it has one, else 0 (unknown).
+func sourceModTime(src Source) int64 {
+	t := src.Modified
+	if st, ok := src.Reader.(statter); ok && t.IsZero() {
+		if fi, err := st.Stat(); err == nil {
+			t = fi.ModTime()
+		}
+	}
+	if t.IsZero() || t.Unix() <= 0 {
+		return 0
+	}
+	return t.Unix()
 }

@@ -98,6 +98,14 @@ type Publish struct {
 	// a mismatch is refused with StatusConflict. Without Swarm, the newest
 	// session of the owner wins, as after a reconnect.
 	Swarm bool `json:"swarm,omitempty"`
+	// Modified is the modification time of a plaintext item's source, in
+	// Unix seconds, or 0 when unknown. It is the item's Last-Modified and
+	// part of its ETag, so that a validator stays the same when the item
+	// is reclaimed after a restart of the rendezvous and a reader's
+	// If-Range still matches (issue 14). An encrypted item sends 0: its
+	// time is sealed in Meta, and its ETag is its id and size (its bytes
+	// are authenticated by the reader anyway).
+	Modified int64 `json:"modified,omitempty"`
 }
 
 // Published (rendezvous -> client) confirms a Publish.

@@ -16,7 +16,7 @@ func sampleMessages() map[string]Message {
 	return map[string]Message{
 		"hello":        Hello{Client: "meshup-cli/1.0"},
 		"welcome":      Welcome{Session: "s1", MaxMessage: DefaultMaxMessage, PingSeconds: 20, Relays: []RelayInfo{{ID: "12D3KooW", PushURL: "wss://r/v1/push"}}},
-		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9", Via: "12D3KooWA", Enc: E2EVersion, Meta: "c2VhbGVk", Volunteers: true, Swarm: true},
+		"publish":      Publish{Ref: "r1", ID: id, Owner: "own", Kind: KindFile, Name: "a \"b\".txt", MIME: "text/plain", Size: 1 << 40, Text: "<hi> & \u00e9", Via: "12D3KooWA", Enc: E2EVersion, Meta: "c2VhbGVk", Volunteers: true, Swarm: true, Modified: 1796000000},
 		"published":    Published{Ref: "r1", ID: id, Owner: "own", ShareURL: "https://x/s/1", DownloadURL: "https://x/d/1"},
 		"unpublish":    Unpublish{ID: id},
 		"order":        Order{Order: 1<<64 - 1, Item: id, Off: 1 << 20, Len: 1 << 20, Relay: "12D3KooW", PushURL: "wss://r/v1/push", Token: "a.b"},

@@ -188,7 +188,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		Size:     v.size,
 		Name:     v.name,
 		MIME:     v.mime,
-		Modified: v.published.Unix(),
+		Modified: v.validatorTime(),
 	})
 	s.stats.redirects.Add(1)
 	// Only the token travels: other query parameters are the consumer's

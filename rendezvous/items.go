@@ -44,6 +44,7 @@ type item struct {
 	enc        string // proto.E2EVersion for an encrypted item, or ""
 	meta       string // sealed name, type and modification time
 	volunteers bool   // volunteer relays may carry this plaintext item
+	modified   int64  // the source's modification time (Publish.Modified), Unix seconds; 0 if unknown
 
 	carried carried // what the mesh carried for it (entry.go)
 }
@@ -63,15 +64,31 @@ type itemView struct {
 	enc       string
 	meta      string
 	published time.Time
+	modified  int64 // Publish.Modified
 	online    bool
 	// publishers is the number of member sessions (several for a swarm).
 	publishers int
 }
 
+// validatorTime is the time in an item's read tokens (Claims.Modified),
+// from which relays make its Last-Modified and ETag: the source's
+// modification time when the publisher said it, none for an encrypted
+// item (its ETag is then its id and a 0, the same after any reclaim), else
+// when it was published.
+func (v itemView) validatorTime() int64 {
+	switch {
+	case v.modified > 0:
+		return v.modified
+	case v.enc != "":
+		return 0
+	}
+	return v.published.Unix()
+}
+
 func (it *item) view() itemView {
 	return itemView{
 		id: it.id, kind: it.kind, name: it.name, mime: it.mime, size: it.size,
-		text: it.text, enc: it.enc, meta: it.meta, published: it.published,
+		text: it.text, enc: it.enc, meta: it.meta, published: it.published, modified: it.modified,
 		online: it.online(), publishers: len(it.members),
 	}
 }
@@ -309,7 +326,7 @@ func (s *Server) addItem(c *session, p *proto.Publish, id proto.ItemID) *proto.E
 func (s *Server) addItemLocked(c *session, p *proto.Publish, id proto.ItemID) *proto.Error {
 	it := &item{
 		id: id, kind: p.Kind, name: p.Name, mime: p.MIME,
-		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta, volunteers: p.Volunteers,
+		size: p.Size, text: p.Text, via: p.Via, enc: p.Enc, meta: p.Meta, volunteers: p.Volunteers, modified: max(p.Modified, 0),
 		published: s.cfg.Now(), src: c.ip,
 	}
 	if len(c.items) >= s.cfg.MaxItemsPerSession {

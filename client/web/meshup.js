@@ -415,7 +415,12 @@ export class Client extends EventTarget {
     /** @type {Record<string, any>} */
     const msg = { type: 'publish', kind: it.kind, name: it.name, mime: it.type, size: it.size };
     if (it.enc) Object.assign(msg, { name: '', mime: 'application/octet-stream', enc: it.enc, meta: it.meta || undefined });
-    else if (it.volunteers) msg.volunteers = true;
+    else {
+      if (it.volunteers) msg.volunteers = true;
+      // The source's time makes the item's ETag the same after a restart
+      // of the rendezvous (an encrypted item's is sealed in meta).
+      if (it.kind !== Kind.MESSAGE && it.modified > 0) msg.modified = it.modified;
+    }
     if (it.kind === Kind.MESSAGE) msg.text = it.text;
     if (id && owner) Object.assign(msg, { id, owner });
     if (it.swarm) msg.swarm = true;
