@@ -119,8 +119,11 @@ func TestCircuit(t *testing.T) {
 		t.Errorf("b's peers: %+v, want a relayed", peers)
 	}
 	rs := r.RelayStats()
-	if rs.Bytes < 2*int64(len(payload)) || rs.CircuitsTotal != 1 || rs.Reservations != 1 || rs.ReservationsDenied != 1 {
-		t.Errorf("relay stats: %+v, want >= %d bytes, 1 circuit, 1 reservation, 1 denied", rs, 2*len(payload))
+	// At least one circuit: a slow first dial on a loaded machine may
+	// start a second over the other transport (the TCP-first ranker dials
+	// QUIC 250 ms later), and one of the two is kept.
+	if rs.Bytes < 2*int64(len(payload)) || rs.CircuitsTotal < 1 || rs.Reservations != 1 || rs.ReservationsDenied != 1 {
+		t.Errorf("relay stats: %+v, want >= %d bytes, a circuit, 1 reservation, 1 denied", rs, 2*len(payload))
 	}
 }
 

@@ -225,3 +225,34 @@ func (n *Node) markPunched(p peer.ID) {
 	}
 	ps.punched = true
 }
+
+// RelayedVia returns the ids of the relays that carry the node's
+// connections to peerID when every one of them is relayed, and nil when
+// it has a direct or hole-punched one, or none.
+func (n *Node) RelayedVia(peerID string) []string {
+	p, err := peer.Decode(peerID)
+	if err != nil {
+		return nil
+	}
+	var via []string
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if n.connKind(c) != Relayed {
+			return nil
+		}
+		// A relayed connection's remote address is the relay's, then
+		// /p2p-circuit: its first /p2p component names the relay.
+		if id, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_P2P); err == nil {
+			via = append(via, id)
+		}
+	}
+	return via
+}
+
+// ClosePeer closes every connection to peerID.
+func (n *Node) ClosePeer(peerID string) error {
+	p, err := peer.Decode(peerID)
+	if err != nil {
+		return fmt.Errorf("mesh: close peer: %w", err)
+	}
+	return n.host.Network().ClosePeer(p)
+}

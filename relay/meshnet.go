@@ -245,6 +245,52 @@ func dialPlan(self, selfNAT string, p proto.PeerInfo) (addrs []string, dial bool
 	}
 }
 
+// dropStaleCircuit closes this relay's connection to peer when it is
+// relayed through a node that peer no longer advertises a circuit on,
+// while addrs (the dial plan) has circuits through others: the next round
+// of peerLoop dials one of those. A connection made over the rendezvous's
+// circuit before a public relay took the reservations would otherwise
+// keep the relay-to-relay traffic on the rendezvous for its whole life
+// (issue 10: the rendezvous off the data path). Only the side that dials
+// drops, so that the two never race.
+func (s *Server) dropStaleCircuit(peer string, addrs []string) {
+	hops := map[string]bool{}
+	for _, a := range addrs {
+		if hop := circuitHop(a); hop != "" {
+			hops[hop] = true
+		}
+	}
+	if len(hops) == 0 {
+		return
+	}
+	via := s.cfg.Node.RelayedVia(peer)
+	if len(via) == 0 {
+		return
+	}
+	for _, v := range via {
+		if hops[v] {
+			return
+		}
+	}
+	s.log.Info("moving a relayed connection to a current circuit", "peer", shortID(peer), "via", shortID(via[0]))
+	s.stats.circuitMoves.Add(1)
+	s.cfg.Node.ClosePeer(peer)
+}
+
+// circuitHop returns the relay's id in a circuit address
+// (.../p2p/RELAY/p2p-circuit/...), or "".
+func circuitHop(addr string) string {
+	before, _, ok := strings.Cut(addr, "/p2p-circuit")
+	if !ok {
+		return ""
+	}
+	i := strings.LastIndex(before, "/p2p/")
+	if i < 0 {
+		return ""
+	}
+	return before[i+len("/p2p/"):]
+}
+
 // peerLoop keeps connections to the directory's peers until ctx is done.
 func (s *Server) peerLoop(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.PeerInterval)
@@ -262,6 +308,10 @@ func (s *Server) peerLoop(ctx context.Context) {
 		s.retryHolePunches(ctx, dir, nat, &wg, now)
 		for _, p := range dir {
 			addrs, ok := dialPlan(s.id, nat, p)
+			if ok && s.cfg.Node.Connected(p.ID) {
+				s.dropStaleCircuit(p.ID, addrs)
+				continue
+			}
 			if !ok || s.cfg.Node.Connected(p.ID) {
 				continue
 			}

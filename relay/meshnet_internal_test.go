@@ -77,3 +77,16 @@ func TestApplyDirectory(t *testing.T) {
 		}
 	}
 }
+
+func TestCircuitHop(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"/ip4/11.0.0.1/tcp/4001/p2p/R/p2p-circuit/p2p/B", "R"},
+		{"/ip4/11.0.0.1/tcp/4001/p2p/R/p2p-circuit", "R"},
+		{"/ip4/11.0.0.9/tcp/4001/p2p/B", ""},
+		{"/p2p-circuit/p2p/B", ""},
+	} {
+		if got := circuitHop(tc.addr); got != tc.want {
+			t.Errorf("circuitHop(%q): got %q, want %q", tc.addr, got, tc.want)
+		}
+	}
+}

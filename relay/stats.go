@@ -37,6 +37,7 @@ type stats struct {
 	meshRelayed     atomic.Int64
 	readAhead       atomic.Int64 // parts open ahead of the one being delivered, all requests
 	entryFailovers  atomic.Int64 // parts asked again through another entry after theirs failed
+	circuitMoves    atomic.Int64 // relayed connections dropped to redial over a current circuit
 
 	entryMu sync.Mutex // guards entries
 	// entries counts the parts this relay needed, by the entry relay that
@@ -127,6 +128,7 @@ type Stats struct {
 	// entry relay they came through (this relay's own id when pushed to
 	// it directly).
 	ReadAhead      int64                 `json:"read_ahead"`
+	CircuitMoves   int64                 `json:"circuit_moves"` // relayed connections dropped to redial over a current circuit
 	EntryFailovers int64                 `json:"entry_failovers"`
 	Entries        map[string]EntryStats `json:"entries"`
 	// DialsRefused counts dials to non-public addresses the connection
@@ -174,6 +176,7 @@ func (s *Server) Stats() Stats {
 		ForwardsIn:     s.stats.forwardsIn.Load(),
 		ForwardedBytes: s.stats.forwardedBytes.Load(),
 		ReadAhead:      s.stats.readAhead.Load(),
+		CircuitMoves:   s.stats.circuitMoves.Load(),
 		EntryFailovers: s.stats.entryFailovers.Load(),
 		Entries:        entries,
 		MeshStreams: map[string]int64{

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -265,6 +266,16 @@ func TestCircuitOverPublicRelay(t *testing.T) {
 	}
 	eventually(t, "the relays behind NAT to connect over a circuit", func() bool {
 		return peerKind(a, b) == proto.PeerRelayed && peerKind(b, a) == proto.PeerRelayed
+	})
+	// A connection made over the rendezvous's circuit before the public
+	// relay held the reservations is dropped and made again over the
+	// public relay's (dropStaleCircuit).
+	viaPubOnly := func(of, peer *relaytest.Server) bool {
+		via := of.Node.RelayedVia(peer.ID())
+		return len(via) > 0 && !slices.ContainsFunc(via, func(v string) bool { return v != pub.ID() })
+	}
+	eventually(t, "the relays behind NAT connected over the public relay's circuit only", func() bool {
+		return viaPubOnly(a, b) && viaPubOnly(b, a)
 	})
 
 	data := meshtest.RandomBytes(3*partSize+5, 13)
