@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -197,6 +199,39 @@ func TestMeshSplit(t *testing.T) {
 	}
 }
 
+// getDirect follows the rendezvous's redirect for url by hand, to the
+// exit relay's own listener at api: a consumer on the exit's network,
+// which reaches it without a tunnel, so that the relays killed are only
+// ever entries, never a tunnel the consumer's bytes cross.
+func getDirect(t *testing.T, url, api string) *http.Response {
+	t.Helper()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := neturl.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusTemporaryRedirect || err != nil {
+		t.Fatalf("GET %s: %s, Location %q; want a redirect", url, resp.Status, resp.Header.Get("Location"))
+	}
+	// The tunnel's path is /v1/relays/{id}/v1/items/...; the relay's own
+	// is /v1/items/....
+	path := loc.Path
+	if i := strings.Index(path, "/v1/items/"); i >= 0 {
+		path = path[i:]
+	}
+	resp, err = http.Get(api + path + "?" + loc.RawQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		t.Fatalf("GET %s from the exit: %s", path, resp.Status)
+	}
+	return resp
+}
+
 // killingReader reads a response and, once it has passed byte at, calls
 // kill once (synchronously: the response waits meanwhile).
 type killingReader struct {
@@ -267,7 +302,7 @@ func TestEntryRelayKills(t *testing.T) {
 			}
 			victim.p.kill()
 		}
-		resp := get(t, download+"?via="+exit.id, "")
+		resp := getDirect(t, download+"?via="+exit.id, exit.api)
 		h := sha256.New()
 		n, err := io.Copy(h, &killingReader{r: resp.Body, at: at, kill: kill})
 		resp.Body.Close()
