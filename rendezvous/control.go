@@ -432,23 +432,44 @@ func (s *Server) readSession(c *session) {
 			c.fail(proto.StatusProtocol.CloseCode(), "binary messages are not allowed on the control channel")
 			continue
 		}
-		m, err := proto.DecodeMessage(data, s.cfg.MaxMessage)
-		if err == nil {
-			c.greeted = true
-		}
-		switch {
-		case errors.Is(err, proto.ErrUnknownType):
-			s.stats.reject(RejectUnknownType)
-			c.enqueue(&proto.ErrorMsg{Status: proto.StatusMalformed, Reason: strings.TrimPrefix(err.Error(), "proto: ")})
-			continue
-		case err != nil:
-			s.stats.reject(RejectMalformed)
-			c.log.Info("malformed control message", "err", err)
-			c.fail(proto.StatusMalformed.CloseCode(), strings.TrimPrefix(err.Error(), "proto: "))
-			continue
-		}
-		s.handleControlMsg(c, m)
+		offStack(func() { s.handleControlData(c, data) })
 	}
+}
+
+// offStack runs f on a goroutine of its own and waits for it. Decoding
+// and handling a message grows a goroutine's stack to 8 KiB and more; the
+// reader, which spends its life blocked on an idle connection, would keep
+// that stack (issue 14: an idle WebSocket should cost at most 16 KiB).
+// Control messages are few, so a goroutine per message costs nothing that
+// shows.
+func offStack(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+// handleControlData decodes one text message from the client and acts on
+// it.
+func (s *Server) handleControlData(c *session, data []byte) {
+	m, err := proto.DecodeMessage(data, s.cfg.MaxMessage)
+	if err == nil {
+		c.greeted = true
+	}
+	switch {
+	case errors.Is(err, proto.ErrUnknownType):
+		s.stats.reject(RejectUnknownType)
+		c.enqueue(&proto.ErrorMsg{Status: proto.StatusMalformed, Reason: strings.TrimPrefix(err.Error(), "proto: ")})
+		return
+	case err != nil:
+		s.stats.reject(RejectMalformed)
+		c.log.Info("malformed control message", "err", err)
+		c.fail(proto.StatusMalformed.CloseCode(), strings.TrimPrefix(err.Error(), "proto: "))
+		return
+	}
+	s.handleControlMsg(c, m)
 }
 
 // handleControlMsg acts on one decoded client message.
