@@ -26,9 +26,9 @@ import (
 // relays unless its publisher allowed volunteers.
 
 // order is an order sent to a publisher and not yet settled. It lives until
-// the relay cancels its need, the publisher reports failure, the session or
-// relay ends, or its push token expires. Its fields are guarded by
-// Server.mu.
+// the relay reports the part arrived (need_done) or cancels its need, the
+// publisher reports failure, the session or relay ends, or its push token
+// expires. Its fields are guarded by Server.mu.
 type order struct {
 	id      uint64
 	item    proto.ItemID
