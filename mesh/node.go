@@ -73,11 +73,19 @@ type Config struct {
 	// relay, tunnel connections per relay) are lower and bind first.
 	// Defaults to DefaultMaxStreamsPerPeer (1024).
 	MaxStreamsPerPeer int
+	// MaxStreamWindow bounds the bytes one stream may have in flight
+	// towards the node and unread (yamux's receive window, which it
+	// otherwise grows to 16 MiB). A relay reads a forwarded part only as
+	// its consumer takes bytes: the rest waits in this window, outside
+	// the relay's memory budget, so it must stay small. 4 MiB carries
+	// 40 MB/s per stream at 100 ms round trip; parts run in parallel.
+	// Defaults to DefaultMaxStreamWindow (4 MiB).
+	MaxStreamWindow int
 }
 
 // LogAttrs returns the node's limits for the start-up log.
 func (c Config) LogAttrs() []any {
-	return []any{"max_streams_per_peer", c.MaxStreamsPerPeer}
+	return []any{"max_streams_per_peer", c.MaxStreamsPerPeer, "max_stream_window", c.MaxStreamWindow}
 }
 
 // ConnKind says how a connection reaches its peer.
@@ -156,6 +164,12 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MaxStreamsPerPeer == 0 {
 		cfg.MaxStreamsPerPeer = DefaultMaxStreamsPerPeer
 	}
+	if cfg.MaxStreamWindow == 0 {
+		cfg.MaxStreamWindow = DefaultMaxStreamWindow
+	}
+	if cfg.MaxStreamWindow < minStreamWindow || cfg.MaxStreamWindow > 1<<30 {
+		return nil, fmt.Errorf("mesh: config: MaxStreamWindow %d is outside %d..%d", cfg.MaxStreamWindow, minStreamWindow, 1<<30)
+	}
 	if cfg.MaxStreamsPerPeer < 0 {
 		return nil, fmt.Errorf("mesh: config: MaxStreamsPerPeer %d is negative", cfg.MaxStreamsPerPeer)
 	}
@@ -175,7 +189,7 @@ func New(cfg Config) (*Node, error) {
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.AddrsFactory(n.addrsFactory),
 	}
-	opts = append(opts, transportOptions()...)
+	opts = append(opts, transportOptions(cfg.MaxStreamWindow)...)
 	opts = append(opts, libp2p.ResourceManager(rm)) // closed by the host
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())

@@ -216,3 +216,15 @@ func TestIdentity(t *testing.T) {
 		t.Error("New with a 10-byte Identity: got no error")
 	}
 }
+
+// TestMaxStreamWindowInvalid: a window yamux cannot use is refused. (The
+// bound itself does not show on loopback: yamux grows a stream's window
+// only when the reader empties it within a few round trips, which on
+// loopback, with round trips of microseconds, it never does.)
+func TestMaxStreamWindowInvalid(t *testing.T) {
+	for _, w := range []int{-1, 1000} {
+		if _, err := mesh.New(mesh.Config{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, MaxStreamWindow: w}); err == nil {
+			t.Errorf("MaxStreamWindow %d: got no error", w)
+		}
+	}
+}

@@ -93,6 +93,12 @@ func isPlainTCP(a ma.Multiaddr) bool {
 // DefaultMaxStreamsPerPeer is the default of Config.MaxStreamsPerPeer.
 const DefaultMaxStreamsPerPeer = 1024
 
+// DefaultMaxStreamWindow is the default of Config.MaxStreamWindow.
+const DefaultMaxStreamWindow = 4 << 20
+
+// minStreamWindow is yamux's initial window, below which it cannot go.
+const minStreamWindow = 256 << 10
+
 // resourceManager returns go-libp2p's default resource manager (limits
 // scaled to the machine's memory and file descriptors) with the stream
 // limits per peer raised to maxStreams per protocol and direction.
@@ -131,12 +137,15 @@ func resourceManager(maxStreams int) (network.ResourceManager, error) {
 }
 
 // transportOptions are the libp2p options of every node: security,
-// muxer and dial preference.
-func transportOptions() []libp2p.Option {
+// muxer (with a receive window of at most maxWindow bytes per stream) and
+// dial preference.
+func transportOptions(maxWindow int) []libp2p.Option {
+	yc := *yamux.DefaultTransport.Config() // a copy: the default is shared
+	yc.MaxStreamWindowSize = uint32(maxWindow)
 	return []libp2p.Option{
 		libp2p.Security(libp2ptls.ID, newBatchedTLS),
 		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Muxer(yamux.ID, (*yamux.Transport)(&yc)),
 		libp2p.SwarmOpts(swarm.WithDialRanker(tcpFirstRanker)),
 	}
 }

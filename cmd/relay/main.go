@@ -13,10 +13,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +57,7 @@ func run(ctx context.Context, args []string) error {
 	allowPrivate := fs.Bool("allow-private-addrs", false, "dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab); off, the connection gater refuses them")
 	keyFile := fs.String("key-file", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the peer id across restarts (and with it an operator admission token); the only file the relay writes (default: a new key in memory at every start)")
 	maxStreams := fs.Int("max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with this relay, per direction")
+	maxWindow := fs.Int("max-stream-window", mesh.DefaultMaxStreamWindow, "bytes one libp2p stream may have in flight towards this relay, unread (yamux receive window): forwarded parts wait there outside --budget")
 	debugAddr := fs.String("debug-addr", debugsrv.DefaultAddr, "listen `address` of /metrics and /debug/pprof; off disables")
 	var clusterFlags clusterflag.Flags
 	clusterFlags.Register(fs)
@@ -76,6 +79,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
 	fs.DurationVar(&cfg.PeerInterval, "peer-interval", relay.DefaultPeerInterval, "interval of dials to mesh peers not yet connected")
 	fs.Int64Var(&cfg.Budget, "budget", relay.DefaultBudget, "bytes of memory for part data, all streams")
+	memLimit := fs.Int64("memory-limit", 0, "soft limit of the Go runtime's memory, `bytes` (0: 1.5 x --budget + 64 MiB; negative: none; the GOMEMLIMIT environment variable overrides it)")
 	fs.IntVar(&cfg.Window, "window", relay.DefaultWindow, "bytes in flight per part stream")
 	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
 	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "read-ahead: parts of one consumer request open at once, possibly through several entry relays")
@@ -147,6 +151,7 @@ func run(ctx context.Context, args []string) error {
 		// No dial to an address a stranger supplied, unless allowed.
 		AllowPrivateAddrs: *allowPrivate,
 		MaxStreamsPerPeer: *maxStreams,
+		MaxStreamWindow:   *maxWindow,
 	})
 	if err != nil {
 		return err
@@ -178,8 +183,9 @@ func run(ctx context.Context, args []string) error {
 	defer srv.Close()
 	gate.Bind(srv)
 	eff := srv.Config()
+	limit := setMemoryLimit(*memLimit, eff.Budget)
 	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
-	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate)...)
+	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate, "memory_limit", limit)...)
 	log.Info("http server limits", hcfg.LogAttrs()...)
 	if service != nil {
 		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", circuits.LogAttrs()...)
@@ -238,4 +244,26 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit and returns it
+// (math.MaxInt64 for none). The budget counts the memory that part data
+// pins; the heap holds that, the per-connection state and the garbage not
+// yet collected, and with the default GOGC it may grow to twice what is
+// live before a collection: a relay working at its budget would peak near
+// twice it. Under the limit the collector works harder instead, so the
+// relay stays near what its operator allowed (issue 14). GOMEMLIMIT, when
+// set, wins: the runtime has read it already.
+func setMemoryLimit(limit, budget int64) int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1) // reads the current limit
+	}
+	switch {
+	case limit == 0:
+		limit = budget + budget/2 + 64<<20
+	case limit < 0:
+		limit = math.MaxInt64
+	}
+	debug.SetMemoryLimit(limit)
+	return limit
 }

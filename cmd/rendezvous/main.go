@@ -68,6 +68,7 @@ type options struct {
 	portmap   bool
 	circuits  mesh.RelayService
 	streams   int // libp2p streams per peer and protocol
+	window    int // yamux receive window per stream, bytes
 	cluster   clusterflag.Flags
 	cfg       rendezvous.Config
 	httpCfg   httpserve.Config
@@ -100,6 +101,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
 	fs.Int64Var(&o.circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
 	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
+	fs.IntVar(&o.window, "max-stream-window", mesh.DefaultMaxStreamWindow, "bytes one libp2p stream may have in flight towards the rendezvous, unread (yamux receive window)")
 	fs.IntVar(&o.streams, "max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with the rendezvous, per direction (tunnelled connections into one relay are streams)")
 	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
 
@@ -193,6 +195,7 @@ func run(ctx context.Context, args []string) error {
 		// address unless the operator allows it.
 		AllowPrivateAddrs: o.cfg.AllowPrivateAddrs,
 		MaxStreamsPerPeer: o.streams,
+		MaxStreamWindow:   o.window,
 	})
 	if err != nil {
 		return err

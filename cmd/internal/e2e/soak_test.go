@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +121,51 @@ type soakStats struct {
 	refused429, refused503, otherStatus       atomic.Int64
 	connErrors, reads, failed, bytes          atomic.Int64
 	retryAfterMissing, rangeMismatch, started atomic.Int64
+
+	mu      sync.Mutex       // guards reasons
+	reasons map[string]int64 // refusals by status and reason, digits elided
+}
+
+// refused counts a refusal by its status and the reason in its body, with
+// numbers replaced by N so that the same limit counts once.
+func (st *soakStats) refused(code int, body []byte) {
+	var e struct {
+		Error string `json:"error"`
+	}
+	json.Unmarshal(body, &e)
+	reason := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return 'N'
+		}
+		return r
+	}, e.Error)
+	for strings.Contains(reason, "NN") {
+		reason = strings.ReplaceAll(reason, "NN", "N")
+	}
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	key := fmt.Sprintf("%d %s", code, reason)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.reasons == nil {
+		st.reasons = map[string]int64{}
+	}
+	if _, ok := st.reasons[key]; ok || len(st.reasons) < 50 {
+		st.reasons[key]++
+	}
+}
+
+// topReasons returns the refusals by reason, the most frequent first.
+func (st *soakStats) topReasons() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []string
+	for k, n := range st.reasons {
+		out = append(out, fmt.Sprintf("%6d  %s", n, k))
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(out)))
+	return out
 }
 
 // soakMesh is the set of processes of a soak.
@@ -439,6 +486,9 @@ func TestSoak(t *testing.T) {
 	t.Logf("reads started %d: completed %d, corrupt %d, resumed %d, cut on a live relay %d, failed %d; refused before any body: 429 %d, 503 %d, other %d; connection errors %d; %d MiB read",
 		st.started.Load(), st.completed.Load(), st.corrupt.Load(), st.resumed.Load(), st.brokenCuts.Load(), st.failed.Load(),
 		st.refused429.Load(), st.refused503.Load(), st.otherStatus.Load(), st.connErrors.Load(), st.bytes.Load()>>20)
+	for _, r := range st.topReasons() {
+		t.Logf("refused: %s", r)
+	}
 	t.Logf("relay peak RSS %d MiB, budget %d MiB", m.peakRSS>>20, cfg.budget>>20)
 	if st.corrupt.Load() != 0 {
 		t.Errorf("%d corrupt reads", st.corrupt.Load())
@@ -524,6 +574,8 @@ func soakRead(ctx context.Context, m *soakMesh, st *soakStats, url string, size 
 			} else {
 				st.refused503.Add(1)
 			}
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			st.refused(resp.StatusCode, body)
 			resp.Body.Close()
 			time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 			continue
