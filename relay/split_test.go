@@ -171,8 +171,21 @@ func TestEntryDiesMidPart(t *testing.T) {
 // the relay has begun parts that never receive another byte.
 type freezeProxy struct {
 	ln     net.Listener
-	target atomic.Value // string: host:port of the relay
-	frozen atomic.Bool
+	target atomic.Value                  // string: host:port of the relay
+	frozen atomic.Pointer[chan struct{}] // set while frozen; closed to thaw
+}
+
+// freeze stops the bytes towards the relay until thaw.
+func (p *freezeProxy) freeze() {
+	ch := make(chan struct{})
+	p.frozen.Store(&ch)
+}
+
+// thaw lets the bytes flow again.
+func (p *freezeProxy) thaw() {
+	if ch := p.frozen.Swap(nil); ch != nil {
+		close(*ch)
+	}
 }
 
 func newFreezeProxy(t *testing.T) *freezeProxy {
@@ -207,12 +220,11 @@ func (p *freezeProxy) serve(t *testing.T, c net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := c.Read(buf)
-		for p.frozen.Load() {
-			time.Sleep(10 * time.Millisecond)
+		if ch := p.frozen.Load(); ch != nil {
 			select {
+			case <-*ch:
 			case <-t.Context().Done():
 				return
-			default:
 			}
 		}
 		if n > 0 {
@@ -253,10 +265,10 @@ func TestEntryStalls(t *testing.T) {
 	eventually(t, "a part begun through the stalling relay", func() bool {
 		return stalling.Server.Stats().OpenParts > 0 && exit.Server.Stats().ForwardsIn > 0
 	})
-	proxy.frozen.Store(true)
+	proxy.freeze()
 	d.resume()
 	code, got, err := d.wait(t)
-	proxy.frozen.Store(false)
+	proxy.thaw()
 	if code != http.StatusOK || err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("download: status %d, error %v, %d bytes, first difference at %d; want 200, no error, the %d bytes", code, err, len(got), meshtest.FirstDiff(got, data), len(data))
 	}
