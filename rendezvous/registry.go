@@ -68,6 +68,7 @@ type relayConn struct {
 	mesh            *proto.MeshStatus    // the relay's last reported view of the mesh
 	meshPeers       map[string]string    // mesh.Peers by id: their connection kinds
 	entryOrders     int                  // outstanding orders that push to this relay
+	exitForwards    int                  // outstanding orders for its needs that another entry forwards to it
 	entryParts      int64                // parts carried as entry, settled by need_done
 	entryBytes      int64                // their bytes
 	rates           map[string]float64   // measured throughput from each entry relay to it as exit, bytes per ms (entry.go)
@@ -425,7 +426,7 @@ func (s *Server) removeRelay(r *relayConn) {
 		delete(s.orders, o.id)
 		delete(o.sess.orders, o.id)
 	}
-	r.needs = nil
+	r.needs, r.exitForwards = nil, 0
 	s.mu.Unlock()
 	s.stats.relaysDead.Add(1)
 	if current {

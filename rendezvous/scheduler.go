@@ -149,6 +149,9 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 	o.sess.orders[o.id] = o
 	o.entry = entry
 	entry.entryOrders++
+	if entry != r {
+		r.exitForwards++
+	}
 	entry.ordersSinceBeat++
 	s.stats.ordersSent.Add(1)
 	if fwd != "" {
@@ -228,6 +231,9 @@ func (s *Server) needFailedLocked(r *relayConn, need uint64, st proto.Status, re
 func (s *Server) forgetOrderLocked(o *order) {
 	if _, ok := s.orders[o.id]; ok && o.entry != nil {
 		o.entry.entryOrders--
+		if o.entry != o.relay {
+			o.relay.exitForwards--
+		}
 	}
 	delete(s.orders, o.id)
 	if o.relay.needs[o.need] == o {

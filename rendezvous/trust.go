@@ -250,13 +250,7 @@ func (s *Server) directLocked(r *relayConn) bool {
 // rendezvous has outstanding that it carries (as entry, or as the exit of
 // a part another entry forwards to it), plus the orders given since.
 func relayLoadLocked(r *relayConn) int {
-	carried := r.entryOrders
-	for _, o := range r.needs {
-		if o.entry != r {
-			carried++
-		}
-	}
-	return max(r.streams, carried) + r.ordersSinceBeat
+	return max(r.streams, r.entryOrders+r.exitForwards) + r.ordersSinceBeat
 }
 
 // statusAuthorized reports whether req carries the StatusToken.
