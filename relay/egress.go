@@ -311,6 +311,10 @@ func retryable(err error) bool {
 const (
 	minRetryWait = 100 * time.Millisecond
 	maxRetryWait = 2 * time.Second
+	// busyWaits is how many need timeouts in a row a response already
+	// begun waits for a busy publisher to begin its next part: with the
+	// default NeedTimeout, two minutes in all.
+	busyWaits = 3
 )
 
 // openRetry opens part [off, off+n), retrying while the rendezvous link is
@@ -428,13 +432,34 @@ func (f *fetcher) copyRange(w io.Writer, i int) error {
 // written when the part fails for a transient reason. When the entry relay
 // the part came through failed (its mesh stream ended, or it stalled), the
 // rest is asked for through another entry (issue 10, failover).
+//
+// A publisher that is online but busy (many readers want its items at once)
+// may not begin a part within NeedTimeout. Once the response has begun
+// that is no reason to cut it (issue 14): the part is asked again, up to
+// busyWaits need timeouts in a row without a byte, and the rendezvous
+// answers Offline, ending the response, if the publisher has gone.
 func (f *fetcher) copyPart(w io.Writer, ps *partStream) error {
 	var deadline time.Time
 	var avoid []string
 	wait := minRetryWait
+	timeouts := 0
 	for {
 		err := ps.writeTo(f.ctx, w)
-		if err == nil || !retryable(err) || f.ctx.Err() != nil {
+		if err == nil || f.ctx.Err() != nil {
+			return err
+		}
+		if err == errNeedTimeout && timeouts < busyWaits {
+			timeouts++
+			f.s.stats.busyWaits.Add(1)
+			f.s.stats.partRetries.Add(1)
+			off, n, _ := ps.rest()
+			f.s.log.Debug("publisher busy: part not begun in time; asking again", "item", f.item, "off", off, "len", n, "waits", timeouts)
+			if ps, err = f.openRetry(off, n, time.Now().Add(f.s.cfg.NeedTimeout), avoid); err != nil {
+				return err
+			}
+			continue
+		}
+		if !retryable(err) {
 			return err
 		}
 		if e := ps.entryID(); entryFault(err) && e != "" && e != f.s.id && !slices.Contains(avoid, e) && len(avoid) < proto.MaxAvoid {
@@ -442,6 +467,9 @@ func (f *fetcher) copyPart(w io.Writer, ps *partStream) error {
 			f.s.stats.entryFailovers.Add(1)
 		}
 		off, n, progressed := ps.rest()
+		if progressed {
+			timeouts = 0
+		}
 		now := time.Now()
 		if progressed || deadline.IsZero() {
 			deadline, wait = now.Add(f.s.cfg.NeedTimeout), minRetryWait

@@ -407,3 +407,60 @@ func TestRelayClose(t *testing.T) {
 	checkPrefix(t, got, data)
 	eventually(t, "the rendezvous to drop the relay", func() bool { return e.rv.Server.Stats().Relays == 0 })
 }
+
+// TestBusyPublisher drives a publisher by hand that pushes the first part
+// of a download at once but, busy, does not begin the second within the
+// relay's NeedTimeout (it is online: its control session is open). The
+// response has begun, so it must not be cut (issue 14): the relay asks for
+// the part again, and the body completes intact when the publisher pushes
+// the part it is asked for again.
+func TestBusyPublisher(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.NeedTimeout = time.Second
+	cfg.Prefetch = 1
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	data := meshtest.RandomBytes(2*partSize, 21)
+	ctl := rendezvoustest.DialControl(t, e.rv)
+	pub := ctl.Publish(t, proto.Publish{Kind: proto.KindFile, Name: "busy.bin", MIME: "application/x-test", Size: int64(len(data))})
+	d := startDownload(t, e.itemURL(pub.ID, r), -1)
+
+	o := recvOrder(t, ctl)
+	if o.Off != 0 {
+		t.Fatalf("first order: got offset %d, want 0", o.Off)
+	}
+	p := dialPush(t, o.PushURL, nil)
+	p.pushPart(t, 1, o, data)
+
+	// The second part's order: left alone until the relay gives up on it.
+	late := recvOrder(t, ctl)
+	if late.Off != partSize {
+		t.Fatalf("second order: got offset %d, want %d", late.Off, partSize)
+	}
+	for {
+		m, err := ctl.Recv(wait)
+		if err != nil {
+			t.Fatalf("waiting for the relay to withdraw the order of the part not begun: %v", err)
+		}
+		if c, ok := m.(*proto.Cancel); ok && c.Order == late.Order {
+			break
+		}
+	}
+	again := recvOrder(t, ctl)
+	if again.Off != partSize || again.Len != late.Len {
+		t.Fatalf("order after the busy wait: got bytes %d+%d, want %d+%d", again.Off, again.Len, partSize, late.Len)
+	}
+	p.pushPart(t, 2, again, data)
+
+	code, got, err := d.wait(t)
+	if code != http.StatusOK || err != nil {
+		t.Fatalf("download: status %d, error %v after %d bytes, want 200 and the whole item", code, err, len(got))
+	}
+	if i := meshtest.FirstDiff(got, data); i >= 0 {
+		t.Fatalf("body of %d bytes differs from the item at offset %d", len(got), i)
+	}
+	if st := r.Server.Stats(); st.BusyWaits == 0 || st.CutShort != 0 {
+		t.Errorf("relay stats: busy_waits %d cut_short %d, want a busy wait and no cut", st.BusyWaits, st.CutShort)
+	}
+}

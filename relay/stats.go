@@ -19,6 +19,7 @@ type stats struct {
 	bytesServed     atomic.Int64 // item bytes written to HTTP consumers
 	needs           atomic.Int64 // parts asked of the rendezvous
 	partRetries     atomic.Int64 // parts asked again mid-response after a transient failure
+	busyWaits       atomic.Int64 // parts asked again mid-response because a busy publisher had not begun them
 	cutShort        atomic.Int64 // responses ended before their last byte, not by the consumer
 	partsBegun      atomic.Int64
 	partsDone       atomic.Int64
@@ -103,6 +104,7 @@ type Stats struct {
 	BytesServed int64            `json:"bytes_served"` // item bytes written to HTTP consumers (this relay as exit)
 	Needs       int64            `json:"needs"`
 	PartRetries int64            `json:"part_retries"` // parts asked again mid-response (source gone, link down)
+	BusyWaits   int64            `json:"busy_waits"`   // parts asked again mid-response: the publisher, busy, had not begun them within the need timeout
 	CutShort    int64            `json:"cut_short"`    // responses ended before their last byte, not by the consumer
 	PartsBegun  int64            `json:"parts_begun"`
 	PartsDone   int64            `json:"parts_done"`
@@ -160,6 +162,7 @@ func (s *Server) Stats() Stats {
 		BytesServed:   s.stats.bytesServed.Load(),
 		Needs:         s.stats.needs.Load(),
 		PartRetries:   s.stats.partRetries.Load(),
+		BusyWaits:     s.stats.busyWaits.Load(),
 		CutShort:      s.stats.cutShort.Load(),
 		PartsBegun:    s.stats.partsBegun.Load(),
 		PartsDone:     s.stats.partsDone.Load(),

@@ -16,13 +16,16 @@ func TestSetMemoryLimit(t *testing.T) {
 		name       string
 		flag, want int64
 	}{
-		{"default from the budget", 0, budget + budget/2 + 64<<20},
+		{"default from the budget", 0, budget + budget/4},
 		{"set", 1 << 30, 1 << 30},
 		{"off", -1, math.MaxInt64},
 	} {
 		if got := setMemoryLimit(tc.flag, budget); got != tc.want || debug.SetMemoryLimit(-1) != tc.want {
 			t.Errorf("%s: got %d (runtime %d), want %d", tc.name, got, debug.SetMemoryLimit(-1), tc.want)
 		}
+	}
+	if got := defaultMemoryLimit(32 << 20); got != 96<<20 {
+		t.Errorf("default for a 32 MiB budget: got %d, want %d (64 MiB above it)", got, 96<<20)
 	}
 	debug.SetMemoryLimit(123 << 20) // as GOMEMLIMIT=123MiB would have
 	t.Setenv("GOMEMLIMIT", "123MiB")

@@ -47,6 +47,7 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("forwards_in_total", "Parts received from entry relays.", func(s relay.Stats) int64 { return s.ForwardsIn }),
 			c("forwarded_bytes_total", "Bytes of parts forwarded in full to exit relays.", func(s relay.Stats) int64 { return s.ForwardedBytes }),
 			c("part_retries_total", "Parts asked again mid-response after a transient failure.", func(s relay.Stats) int64 { return s.PartRetries }),
+			c("busy_waits_total", "Parts asked again mid-response because the busy publisher had not begun them within the need timeout.", func(s relay.Stats) int64 { return s.BusyWaits }),
 			c("entry_failovers_total", "Parts asked again through another entry relay after theirs died or stalled.", func(s relay.Stats) int64 { return s.EntryFailovers }),
 			{prometheus.NewDesc(ns+"read_ahead", "Parts open ahead of the ones being delivered, over all consumer requests.", nil, nil), func(s relay.Stats) int64 { return s.ReadAhead }, true},
 			c("dials_refused_total", "Dials to non-public addresses refused by the connection gater.", func(s relay.Stats) int64 { return s.DialsRefused }),
