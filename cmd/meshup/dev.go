@@ -20,7 +20,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	relays := fs.Int("relays", 2, "number of relays (at least 1)")
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshup dev [flags]\n\nRuns a rendezvous and relays in this process, on loopback, until interrupted.")
+		fmt.Fprintln(fs.Output(), "usage: meshup dev [flags]\n\nRuns a rendezvous and relays in this process, on loopback, until interrupted.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	pos, err := parseArgs(fs, args, stdout)
