@@ -72,13 +72,13 @@ func (e *transientError) Unwrap() error { return e.err }
 // rendezvous, steering around exit relays that failed. It is used by one
 // download, from one goroutine.
 type fetcher struct {
-	hc        *http.Client
-	url       string // the download URL, without via and avoid
-	via       string // the exit pinned by the user, or for a retry after an integrity error
-	avoid     []string
-	plain     bool   // check the responses' start, size and validator here
-	size      int64  // of the item, from the first response; -1 before
-	etag      string // of the first response
+	hc    *http.Client
+	url   string // the download URL, without via and avoid
+	via   string // the exit pinned by the user, or for a retry after an integrity error
+	avoid []string
+	plain bool   // check the responses' start, size and validator here
+	size  int64  // of the item, from the first response; -1 before
+	etag  string // of the first response
 	// validator is sent as If-Range with every request from an offset
 	// past 0: the ETag of the first response, or the caller's
 	// (FileOptions.IfRange) for the bytes it already holds.
