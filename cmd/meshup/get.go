@@ -305,9 +305,12 @@ func waitingLine(tty bool, w io.Writer, since time.Time) (stop func()) {
 // cause.
 func explain(err error, id string) error {
 	var pe *proto.Error
+	var nm *client.NotMeshupError
 	switch {
+	case errors.As(err, &nm):
+		return nm
 	case errors.As(err, &pe) && pe.Status == proto.StatusNotFound:
-		return fmt.Errorf("item %s not found: the link is wrong, or its sender stopped sharing it (%w)", id, err)
+		return fmt.Errorf("item %s not found: the link is wrong, or its sender stopped sharing it (%w)", id, pe)
 	case errors.As(err, &pe) && pe.Status == proto.StatusOffline:
 		return fmt.Errorf("the sender of item %s is offline (%w)", id, err)
 	case errors.Is(err, errOffline):
