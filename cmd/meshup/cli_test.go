@@ -631,3 +631,29 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestGetRelayURL: a relay's URL with a read token (the rendezvous's
+// redirect) has no description to ask for; get takes the item's size and
+// name from its headers, and still writes NAME.part, then NAME.
+func TestGetRelayURL(t *testing.T) {
+	m := startMesh(t, nil)
+	data := meshtest.RandomBytes(100<<10, 6)
+	s := startSend(t, 1, writeFile(t, t.TempDir(), "r.bin", data), "--plain", "--rendezvous", m.URL)
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Head(s.links[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(loc, "t=") {
+		t.Fatalf("rendezvous: got %s, Location %q, want a redirect with a token", resp.Status, loc)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if _, stderr, err := get(t, loc); err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, stderr)
+	}
+	checkFile(t, filepath.Join(dir, "r.bin"), data)
+	checkGone(t, filepath.Join(dir, "r.bin"+partSuffix), filepath.Join(dir, "r.bin"+recordSuffix))
+}
