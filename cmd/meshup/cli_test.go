@@ -634,7 +634,8 @@ func TestParseArgs(t *testing.T) {
 
 // TestGetRelayURL: a relay's URL with a read token (the rendezvous's
 // redirect) has no description to ask for; get takes the item's size and
-// name from its headers, and still writes NAME.part, then NAME.
+// name from its headers, and still writes NAME.part, then NAME. -o DIR
+// puts NAME in DIR.
 func TestGetRelayURL(t *testing.T) {
 	m := startMesh(t, nil)
 	data := meshtest.RandomBytes(100<<10, 6)
@@ -656,4 +657,13 @@ func TestGetRelayURL(t *testing.T) {
 	}
 	checkFile(t, filepath.Join(dir, "r.bin"), data)
 	checkGone(t, filepath.Join(dir, "r.bin"+partSuffix), filepath.Join(dir, "r.bin"+recordSuffix))
+
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := get(t, s.links[0], "-o", sub); err != nil { // -o DIR
+		t.Fatalf("%v; stderr:\n%s", err, stderr)
+	}
+	checkFile(t, filepath.Join(sub, "r.bin"), data)
 }

@@ -44,7 +44,7 @@ Flags:
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output file, or - for stdout (default: the item's name in the current directory)")
+	out := fs.String("o", "", "output file, a directory to put the item's name in, or - for stdout (default: the item's name in the current directory)")
 	force := fs.Bool("force", false, "replace an existing output file, and start over a partial download (.part) that is not of this item")
 	wait := waitFlag(-1)
 	fs.Var(&wait, "wait", "how long to wait for an offline sender to come online: a duration (30s, 5m), 0 not to wait, or forever")
@@ -113,8 +113,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	file := *out
-	if file == "" {
-		file = safeName(it.Name)
+	if fi, err := os.Stat(file); file == "" || err == nil && fi.IsDir() {
+		file = filepath.Join(file, safeName(it.Name)) // -o DIR: the item's name in DIR
 	}
 	ifRange, err := preparePart(file, it, *force)
 	if err != nil {
