@@ -234,7 +234,11 @@ type FileOptions struct {
 }
 
 // DownloadFile downloads an item to the file at path. If the file already
-// holds a prefix of the item, only the rest is requested (a Range request).
+// holds a prefix of the item, only the rest is requested (a Range request;
+// with opt.IfRange, one that holds only while the item has that validator,
+// else the file is started over). No byte past a response's announced
+// length is written (ErrBodyTooLong, and the rest comes from another
+// relay).
 //
 // An end-to-end encrypted item is decrypted with the key in itemURL's
 // fragment (#k=...): the file only ever receives authenticated plaintext;
