@@ -57,6 +57,10 @@ type Progress struct {
 	Item  proto.ItemID
 	Relay string
 	Acked int64 // bytes of this item acknowledged end to end, all parts, since publish
+	// Off and Len are the bytes [Off, Off+Len) of the item as published
+	// (the ciphertext of an encrypted item) that this call reports
+	// newly acknowledged.
+	Off, Len int64
 }
 
 // Source is what a publisher publishes.
@@ -623,13 +627,13 @@ func (c *Client) startOrder(o *proto.Order) {
 	}()
 }
 
-func (c *Client) progress(it *Item, relay string, n int64) {
+func (c *Client) progress(it *Item, relay string, off, n int64) {
 	c.mu.Lock()
 	it.acked += n
 	acked := it.acked
 	c.mu.Unlock()
 	if c.cfg.OnProgress != nil {
-		c.cfg.OnProgress(Progress{Item: it.ID, Relay: relay, Acked: acked})
+		c.cfg.OnProgress(Progress{Item: it.ID, Relay: relay, Acked: acked, Off: off, Len: n})
 	}
 }
 

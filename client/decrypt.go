@@ -32,6 +32,10 @@ var (
 	ErrWrongKey = errors.New("client: the key in the link does not open this item")
 )
 
+// errStartOver means the bytes already written are of another version of
+// the item than the server now serves: a file download starts over.
+var errStartOver = errors.New("the bytes so far are of another version")
+
 // errNoDescription means GET /v1/items/{id}/meta failed: the link may
 // point at a relay rather than a rendezvous, or the item is unknown.
 var errNoDescription = errors.New("client: item description")
@@ -169,9 +173,45 @@ func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return fmt.Errorf("%s: %w", resp.Status, &proto.Error{Status: e.Status, Msg: e.Error})
 		}
+		if resp.StatusCode < 500 {
+			// meshup answers every API error with a JSON body; a
+			// proxy's 5xx page may stand in front of one.
+			return &NotMeshupError{URL: u, Detail: answered(resp, body)}
+		}
 		return fmt.Errorf("%s", resp.Status)
 	}
-	return json.Unmarshal(body, v)
+	if err := json.Unmarshal(body, v); err != nil {
+		return &NotMeshupError{URL: u, Detail: answered(resp, body)}
+	}
+	return nil
+}
+
+// NotMeshupError means a URL answered, but not as meshup does: a web page,
+// another service. Retrying does not help.
+type NotMeshupError struct {
+	URL    string // the request's
+	Detail string // what answered, for people
+}
+
+func (e *NotMeshupError) Error() string {
+	u, err := url.Parse(e.URL)
+	base := e.URL
+	if err == nil {
+		u.Path, u.RawPath, u.RawQuery, u.Fragment = "", "", "", ""
+		base = u.String()
+	}
+	return fmt.Sprintf("%s is not a meshup rendezvous: %s", base, e.Detail)
+}
+
+// answered describes a response that is not meshup's: status, type and
+// the start of its body, on one line.
+func answered(resp *http.Response, body []byte) string {
+	snippet := strings.Join(strings.Fields(string(body[:min(len(body), 80)])), " ")
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "no Content-Type"
+	}
+	return fmt.Sprintf("GET %s answered %s (%s): %q", resp.Request.URL.Path, resp.Status, ct, snippet)
 }
 
 // decryptTo fetches the plaintext of an encrypted item from plaintext
@@ -186,6 +226,7 @@ func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
 func decryptTo(ctx context.Context, info *ItemInfo, from int64, w io.Writer, opt FileOptions) (int64, error) {
 	l := info.link
 	f := newFetcher(l.url, false, opt)
+	f.validator = opt.validator
 	hc := f.hc
 	tried := map[string]bool{}
 	var written int64
@@ -193,6 +234,7 @@ func decryptTo(ctx context.Context, info *ItemInfo, from int64, w io.Writer, opt
 	for {
 		chunk := from / proto.E2EChunkSize
 		off := chunk * proto.E2ESealedChunkSize
+		sent := f.validator // the If-Range of this request
 		d, err := f.open(ctx, off)
 		if errors.Is(err, errComplete) && off == info.CipherSize {
 			return written, nil
@@ -210,10 +252,15 @@ func decryptTo(ctx context.Context, info *ItemInfo, from int64, w io.Writer, opt
 		case d.Start%proto.E2ESealedChunkSize != 0 || d.Start > off:
 			d.Body.Close()
 			fault = fmt.Errorf("client: relay %s answered from byte %d, not at a chunk boundary", orUnknown(relay), d.Start)
+		case d.Start < off && sent != "" && d.ETag != sent:
+			// If-Range did not match: another version of the item, whose
+			// bytes must not continue the ones written.
+			d.Body.Close()
+			return written, fmt.Errorf("%w: %w (%s): relay %s serves version %s", ErrItemChanged, errStartOver, sent, orUnknown(relay), d.ETag)
 		default:
 			chunk = d.Start / proto.E2ESealedChunkSize // 0 when the relay ignored the Range
 			if !started && opt.OnStart != nil {
-				opt.OnStart(&Download{Start: from, Size: info.Size, Name: info.Name, MIME: info.MIME, Relay: relay})
+				opt.OnStart(&Download{Start: from, Size: info.Size, Name: info.Name, MIME: info.MIME, Relay: relay, ETag: d.ETag})
 			}
 			started = true
 			r, err := info.item.NewReader(d.Body, info.CipherSize, uint64(chunk), info.CipherSize)
@@ -227,6 +274,12 @@ func decryptTo(ctx context.Context, info *ItemInfo, from int64, w io.Writer, opt
 			written += sw.n
 			from += sw.n
 			if err == nil {
+				return written, nil
+			}
+			if sw.err == nil && from == info.Size && errors.Is(err, ErrBodyTooLong) {
+				// Every chunk, the last one included, authenticated:
+				// only junk past the announced end failed.
+				f.report(fmt.Errorf("client: exit relay %s: %w; every byte arrived, the rest is ignored", orUnknown(relay), err))
 				return written, nil
 			}
 			if sw.err != nil {
@@ -393,7 +446,21 @@ func downloadEncrypted(ctx context.Context, info *ItemInfo, file string, opt Fil
 		}
 	}()
 	pw := &progressWriter{w: lf, done: have, size: info.Size, fn: opt.OnProgress}
+	if have > 0 {
+		opt.validator = opt.IfRange
+	}
 	written, err = decryptTo(ctx, info, have, pw, opt)
+	if errors.Is(err, errStartOver) && written == 0 && have > 0 {
+		// The file's bytes are of another version: start over.
+		if opt.OnRetry != nil {
+			opt.OnRetry(fmt.Errorf("%w; starting over", err))
+		}
+		if err := os.Truncate(file, 0); err != nil {
+			return 0, fmt.Errorf("client: %w", err)
+		}
+		lf.at, pw.done, opt.validator = 0, 0, ""
+		written, err = decryptTo(ctx, info, 0, pw, opt)
+	}
 	if err == nil && info.Size == 0 {
 		_, err = lf.Write(nil) // the empty item authenticated: create the file
 	}

@@ -72,13 +72,18 @@ func (e *transientError) Unwrap() error { return e.err }
 // rendezvous, steering around exit relays that failed. It is used by one
 // download, from one goroutine.
 type fetcher struct {
-	hc        *http.Client
-	url       string // the download URL, without via and avoid
-	via       string // the exit pinned by the user, or for a retry after an integrity error
-	avoid     []string
-	plain     bool   // check the responses' start, size and validator here
-	size      int64  // of the item, from the first response; -1 before
-	etag      string // of the first response
+	hc    *http.Client
+	url   string // the download URL, without via and avoid
+	via   string // the exit pinned by the user, or for a retry after an integrity error
+	avoid []string
+	plain bool   // check the responses' start, size and validator here
+	size  int64  // of the item, from the first response; -1 before
+	etag  string // of the first response
+	// validator is sent as If-Range with every request from an offset
+	// past 0: the ETag of the first response, or the caller's
+	// (FileOptions.IfRange) for the bytes it already holds.
+	validator string
+	opened    bool // a response was taken
 	retryWait time.Duration
 	stall     time.Duration // <= 0: no watchdog
 	bo        *backoff.ExponentialBackOff
@@ -201,6 +206,12 @@ func (f *fetcher) open(ctx context.Context, off int64) (*Download, error) {
 
 // check refuses a response that does not continue the download.
 func (f *fetcher) check(d *Download, off int64) error {
+	if !f.opened {
+		// The first response sets the validator of every resume: the
+		// caller's, when the server kept it, or the item's new one
+		// (the server then sent it whole, and the caller starts over).
+		f.opened, f.validator = true, d.ETag
+	}
 	if !f.plain {
 		return nil // decryptTo checks sizes and chunk boundaries
 	}
@@ -237,7 +248,11 @@ func (f *fetcher) try(ctx context.Context, off int64) (*Download, error) {
 	}
 	// The request's own context: the stall watchdog ends it.
 	rctx, cancel := context.WithCancelCause(ctx)
-	d, err := open(rctx, &hc, http.MethodGet, f.requestURL(), off)
+	ifRange := ""
+	if off > 0 {
+		ifRange = f.validator
+	}
+	d, err := open(rctx, &hc, http.MethodGet, f.requestURL(), off, ifRange)
 	if err != nil {
 		cancel(nil)
 		return nil, classify(ctx, err, target)

@@ -75,16 +75,20 @@ func (e *statusError) Unwrap() error { return e.err }
 // ciphertext bytes, as any HTTP client gets them; DownloadFile and
 // DownloadTo decrypt, Inspect tells the plaintext name, type and size.
 func Open(ctx context.Context, hc *http.Client, itemURL string, off int64) (*Download, error) {
-	return open(ctx, hc, http.MethodGet, itemURL, off)
+	return open(ctx, hc, http.MethodGet, itemURL, off, "")
 }
 
 // Stat returns an item's size, name and type with a HEAD request; its Body
 // is empty.
 func Stat(ctx context.Context, hc *http.Client, itemURL string) (*Download, error) {
-	return open(ctx, hc, http.MethodHead, itemURL, 0)
+	return open(ctx, hc, http.MethodHead, itemURL, 0, "")
 }
 
-func open(ctx context.Context, hc *http.Client, method, itemURL string, off int64) (*Download, error) {
+// open requests the bytes from off on. With ifRange set (a validator, the
+// ETag of an earlier response), the Range applies only while the item
+// still has that validator (RFC 9110 13.1.5): otherwise the answer is the
+// whole item (200, Start 0).
+func open(ctx context.Context, hc *http.Client, method, itemURL string, off int64, ifRange string) (*Download, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -94,6 +98,9 @@ func open(ctx context.Context, hc *http.Client, method, itemURL string, off int6
 	}
 	if off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+		if ifRange != "" {
+			req.Header.Set("If-Range", ifRange)
+		}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -107,17 +114,27 @@ func open(ctx context.Context, hc *http.Client, method, itemURL string, off int6
 	switch resp.StatusCode {
 	case http.StatusOK:
 		d.Size = resp.ContentLength
+		if method == http.MethodGet && d.Size >= 0 {
+			d.Body = &exactBody{ReadCloser: resp.Body, left: d.Size, relay: d.Relay}
+		}
 	case http.StatusPartialContent:
 		var end int64
-		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &d.Start, &end, &d.Size); err != nil {
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &d.Start, &end, &d.Size); err != nil || d.Start < 0 || end < d.Start || end >= d.Size {
 			resp.Body.Close()
 			return nil, fmt.Errorf("client: bad Content-Range %q", resp.Header.Get("Content-Range"))
+		}
+		if method == http.MethodGet {
+			// A chunked body has no Content-Length for the transport to
+			// hold it to: hold it to its Content-Range.
+			d.Body = &exactBody{ReadCloser: resp.Body, left: end - d.Start + 1, relay: d.Relay}
 		}
 	case http.StatusRequestedRangeNotSatisfiable:
 		resp.Body.Close()
 		var size int64
 		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes */%d", &size); err == nil && size == off {
 			return nil, errComplete
+		} else if err == nil && off > size {
+			return nil, &statusError{code: resp.StatusCode, relay: d.Relay, err: fmt.Errorf("client: %w: asked for bytes from %d, the item has %d", ErrLongerThanItem, off, size)}
 		}
 		return nil, &statusError{code: resp.StatusCode, relay: d.Relay, err: fmt.Errorf("client: get item: %s", resp.Status)}
 	default:
@@ -139,9 +156,52 @@ func open(ctx context.Context, hc *http.Client, method, itemURL string, off int6
 	return d, nil
 }
 
+// ErrLongerThanItem means a file to resume holds more bytes than the item.
+var ErrLongerThanItem = errors.New("the file is longer than the item")
+
+// ErrBodyTooLong means a response carried more bytes than its
+// Content-Range or Content-Length announced: the relay is broken or lies.
+// No byte past the announced end is written.
+var ErrBodyTooLong = errors.New("client: the response carries more bytes than it announced")
+
+// exactBody holds a response body to its announced length: it never
+// returns a byte past it, and fails with ErrBodyTooLong when the body goes
+// on.
+type exactBody struct {
+	io.ReadCloser
+	left  int64 // bytes announced and not read yet
+	relay string
+}
+
+func (b *exactBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%w (relay %s)", ErrBodyTooLong, orUnknown(b.relay))
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
 // FileOptions configures DownloadFile.
 type FileOptions struct {
 	HTTPClient *http.Client
+	// IfRange, when set, is the validator (ETag) the bytes already in the
+	// file were of: a resumed download asks for the rest with If-Range,
+	// so that a server whose item changed sends it whole and the file is
+	// started over instead of being completed with other bytes. Empty: the
+	// file is resumed without a validator (the caller vouches for it).
+	IfRange string
 	// OnProgress, if set, is called with bytes on disk and the item size
 	// as the download goes.
 	OnProgress func(done, size int64)
@@ -169,10 +229,16 @@ type FileOptions struct {
 	StallTimeout time.Duration
 	// Logger receives the download's warnings. Defaults to discarding.
 	Logger *slog.Logger
+
+	validator string // IfRange, when the file holds bytes (set by the download)
 }
 
 // DownloadFile downloads an item to the file at path. If the file already
-// holds a prefix of the item, only the rest is requested (a Range request).
+// holds a prefix of the item, only the rest is requested (a Range request;
+// with opt.IfRange, one that holds only while the item has that validator,
+// else the file is started over). No byte past a response's announced
+// length is written (ErrBodyTooLong, and the rest comes from another
+// relay).
 //
 // An end-to-end encrypted item is decrypted with the key in itemURL's
 // fragment (#k=...): the file only ever receives authenticated plaintext;
@@ -247,6 +313,9 @@ func downloadPlain(ctx context.Context, itemURL, file string, opt FileOptions) (
 		return 0, fmt.Errorf("client: %w", err)
 	}
 	ft := newFetcher(itemURL, true, opt)
+	if have > 0 {
+		ft.validator = opt.IfRange
+	}
 	d, err := ft.open(ctx, have)
 	if errors.Is(err, errComplete) {
 		if opt.OnProgress != nil {
@@ -301,4 +370,23 @@ func FormatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// CheckRendezvous fetches GET /v1/info from the rendezvous at base. A
+// server that answers, but not as a meshup rendezvous does (a web page,
+// another API), gives a *NotMeshupError: a permanent error, not worth
+// retrying. Other errors (no answer, a 5xx) may pass.
+func CheckRendezvous(ctx context.Context, hc *http.Client, base string) (*proto.Info, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	u := strings.TrimSuffix(base, "/") + "/v1/info"
+	var info proto.Info
+	if err := getJSON(ctx, hc, u, &info); err != nil {
+		return nil, err
+	}
+	if info.Version == 0 || info.PeerID == "" || info.TokenKey == "" {
+		return nil, &NotMeshupError{URL: u, Detail: "GET /v1/info answered JSON that is not a rendezvous's description (no version, peer_id, token_key)"}
+	}
+	return &info, nil
 }

@@ -359,13 +359,13 @@ func (c *Client) pushPartOn(ctx context.Context, p *pusher, it *Item, o *proto.O
 		limit, acked, end := s.limit, s.acked, s.end
 		s.mu.Unlock()
 		if acked > reported {
-			c.progress(it, o.Relay, int64(acked-reported))
+			c.progress(it, o.Relay, o.Off+int64(reported), int64(acked-reported))
 			reported = acked
 		}
 		if end != nil {
 			if end.Status == proto.StatusOK {
 				if n > reported {
-					c.progress(it, o.Relay, int64(n-reported))
+					c.progress(it, o.Relay, o.Off+int64(reported), int64(n-reported))
 				}
 				return false, nil
 			}

@@ -1,8 +1,8 @@
 // Command meshup is meshup's command-line client and development launcher:
 //
 //	meshup dev                 run a rendezvous and two relays on loopback
-//	meshup send FILE           publish FILE and serve it until interrupted
-//	meshup get URL [-o FILE]   download an item, resuming a partial file
+//	meshup send FILE...        publish files and serve them until interrupted
+//	meshup get URL [-o FILE]   download an item to FILE.part, resuming it, then rename it
 package main
 
 import (
@@ -20,28 +20,38 @@ import (
 const usage = `usage: meshup <command> [flags] [args]
 
 commands:
-  dev        run a rendezvous and relays on loopback, with the web app
-  send FILE  publish FILE; print its share link and download URL; serve it until interrupted
-  get URL    download an item (share link or download URL)
+  dev           run a rendezvous and relays on loopback, with the web app
+  send FILE...  publish each FILE; print its share link and download URL; serve them until interrupted
+  get URL       download an item (share link or download URL)
 
+Flags may come before or after the arguments.
 Run 'meshup <command> -h' for a command's flags.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "meshup:", err)
-		}
-		os.Exit(1)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode returns the process's exit status for run's error, printing
+// the error when it was not printed already: 0 for none or a help
+// request, 2 for a wrong command line, 1 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
 	}
+	fmt.Fprintln(stderr, "meshup:", err)
+	return 1
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		return errUsage
 	}
 	switch args[0] {
 	case "dev":
@@ -54,8 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	fmt.Fprintf(stderr, "meshup: unknown command %q\n%s", args[0], usage)
+	return errUsage
 }
 
 // newLogger returns a text logger on w at the level named by level.

@@ -27,7 +27,8 @@ type Config struct {
 	// HTTPAddr is the rendezvous's listen address. Defaults to
 	// "127.0.0.1:0".
 	HTTPAddr string
-	// Relays is the number of relays. Defaults to 2.
+	// Relays is the number of relays. Defaults to 2 (0 means the
+	// default; negative is an error).
 	Relays int
 	// Rendezvous and Relay are templates for the servers' configs; the
 	// fields devmesh owns (nodes, URLs) are overwritten. An empty
@@ -69,11 +70,17 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Relays < 0 {
+		return nil, fmt.Errorf("devmesh: %d relays", cfg.Relays)
+	}
 	rctx, cancel := context.WithCancel(context.Background())
-	m = &Mesh{cancel: cancel}
+	mm := &Mesh{cancel: cancel}
+	m = mm
 	defer func() {
+		// The early returns below set m to nil: close what was started
+		// through mm.
 		if err != nil {
-			m.Close()
+			mm.Close()
 		}
 	}()
 

@@ -96,7 +96,7 @@ func TestExitRelayKilled(t *testing.T) {
 				}
 			} else {
 				waitFor(t, "meshup get to write some bytes", 60*time.Second, func() bool {
-					fi, err := os.Stat(out)
+					fi, err := os.Stat(out + ".part") // meshup get renames it to out at the end
 					return err == nil && fi.Size() >= killAt
 				})
 				if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
