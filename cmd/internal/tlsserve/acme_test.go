@@ -56,6 +56,9 @@ const (
 var names = map[string]string{rvName + ".": "127.0.0.1", relayName + ".": "127.0.0.2"}
 
 func TestACMEPebble(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs pebble and two binaries; run without -short (scripts/test does)")
+	}
 	pebble := os.Getenv("MESHUP_PEBBLE")
 	if pebble == "" {
 		pebble, _ = exec.LookPath("pebble")

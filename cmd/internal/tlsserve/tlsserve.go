@@ -113,6 +113,7 @@ func (f *Flags) mode() (string, error) {
 // certificate manager and the redirect listener.
 type listener struct {
 	net.Listener
+	kp      *keypair // manual mode
 	once    sync.Once
 	closers []func()
 }
@@ -161,6 +162,7 @@ func (f *Flags) Wrap(ctx context.Context, ln net.Listener, publicURL string, log
 			return nil, err
 		}
 		kp.watch(ctx)
+		l.kp = kp
 		l.closers = append(l.closers, kp.stop)
 		tcfg = &tls.Config{GetCertificate: kp.get}
 		log.Info("tls manual", "cert", f.CertFile, "key", f.KeyFile, "host", host, "not_after", kp.notAfter())
