@@ -145,6 +145,8 @@ func (f *Flags) Wrap(ctx context.Context, ln net.Listener, publicURL string, log
 		}
 		if u, err := url.Parse(publicURL); err == nil && u.Scheme == "https" {
 			log.Info("tls off: https public URL, TLS terminated in front (behind a proxy)", "public_url", publicURL)
+		} else {
+			log.Info("tls off (--tls auto or --tls-cert to serve https)")
 		}
 		return ln, nil
 	}
