@@ -9,7 +9,7 @@ package tlsserve_test
 //	  pebble --dnsserver ------ HTTP-01 --> 127.0.0.1:H  rendezvous --http-redirect
 //	        |  (ACME, https)  \- TLS-ALPN-01 -> 127.0.0.2:T  relay --tls auto
 //	        v
-//	  rendezvous --tls auto (127.0.0.1:T) <-- registers -- relay --tls auto (127.0.0.2:T)
+//	  rendezvous --tls auto (127.0.0.1:R) <-- registers -- relay --tls auto (127.0.0.2:T)
 //
 // The binaries resolve each other's names through a private /etc/hosts,
 // bind-mounted in their own mount namespace (unshare -m): the machine's
@@ -139,10 +139,13 @@ func TestACMEPebble(t *testing.T) {
 	bin := buildBinaries(t)
 	env := []string{"SSL_CERT_FILE=" + rootFile}
 	acme := []string{"--tls", "auto", "--acme-ca", fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort), "--acme-ca-root", acmeCert, "--acme-email", "ops@meshup.test"}
-	rvURL := fmt.Sprintf("https://%s:%d", rvName, tlsPort)
+	// The rendezvous's TLS port is not pebble's tlsPort: its TLS-ALPN-01
+	// validation, if tried first, fails, and it passes HTTP-01.
+	rvPort := freePort(t, "127.0.0.1")
+	rvURL := fmt.Sprintf("https://%s:%d", rvName, rvPort)
 	rv := startProc(t, ctx, "rendezvous", env, "unshare", append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts,
 		filepath.Join(bin, "rendezvous"),
-		"--http", fmt.Sprintf("127.0.0.1:%d", tlsPort), "--public-url", rvURL,
+		"--http", fmt.Sprintf("127.0.0.1:%d", rvPort), "--public-url", rvURL,
 		"--http-redirect", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--p2p", "/ip4/127.0.0.1/tcp/0", "--stun", "off", "--debug-addr", "off", "--allow-private-addrs"}, acme...)...)
 	relayURL := fmt.Sprintf("https://%s:%d", relayName, tlsPort)
@@ -154,8 +157,9 @@ func TestACMEPebble(t *testing.T) {
 
 	rv.waitFor(t, "tls certificate obtained")
 	rl.waitFor(t, "tls certificate obtained")
-	// The rendezvous (with --http-redirect) passed HTTP-01; the relay
-	// (without) can only have passed TLS-ALPN-01.
+	// The rendezvous passed HTTP-01 (its TLS port is not where pebble
+	// validates TLS-ALPN-01); the relay, without --http-redirect, can only
+	// have passed TLS-ALPN-01.
 	peb.waitFor(t, "validate w/ HTTP: http://"+rvName)
 	// The rendezvous admits the relay's https URL only after fetching a
 	// challenge from it: the relay's certificate verified too.
@@ -211,6 +215,20 @@ func TestACMEPebble(t *testing.T) {
 	resp.Body.Close()
 	if len(st.Relays) != 1 {
 		t.Fatalf("got %d relays in /v1/status, want 1", len(st.Relays))
+	}
+
+	// The certificates and the ACME accounts stayed in memory: neither
+	// binary wrote to storage.
+	for _, p := range []*proc{rv, rl} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.pid))
+		if err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "write_bytes: "); ok && v != "0" {
+				t.Errorf("%s wrote %s bytes to storage, want 0 (certificates in memory)", p.name, v)
+			}
+		}
 	}
 
 	// The redirect listener sends plain HTTP to https.
@@ -368,6 +386,7 @@ func buildBinaries(t *testing.T) string {
 type proc struct {
 	name string
 	ctx  context.Context
+	pid  int // the binary's: unshare and sh exec it
 
 	mu    sync.Mutex // guards the fields below
 	lines []string
@@ -387,6 +406,7 @@ func startProc(t *testing.T, ctx context.Context, name string, env []string, pat
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	p.pid = cmd.Process.Pid
 	go func() {
 		cmd.Wait()
 		w.Close()
