@@ -151,10 +151,15 @@ func TestACMEPebble(t *testing.T) {
 	relayURL := fmt.Sprintf("https://%s:%d", relayName, tlsPort)
 	rl := startProc(t, ctx, "relay", env, "unshare", append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts,
 		filepath.Join(bin, "relay"),
-		"--rendezvous", rvURL,
+		"--rendezvous", rvURL, "--public", "127.0.0.2",
 		"--http", fmt.Sprintf("127.0.0.2:%d", tlsPort), "--public-url", relayURL,
 		"--p2p", "/ip4/127.0.0.1/tcp/0", "--debug-addr", "off", "--allow-private-addrs"}, acme...)...)
 
+	// Storage writes are counted from the start of certificate management
+	// (start-up, in the mount namespace's shell, is not under test).
+	rv.waitFor(t, `msg="tls auto"`)
+	rl.waitFor(t, `msg="tls auto"`)
+	written := map[*proc]int64{rv: writeBytes(t, rv), rl: writeBytes(t, rl)}
 	rv.waitFor(t, "tls certificate obtained")
 	rl.waitFor(t, "tls certificate obtained")
 	// The rendezvous passed HTTP-01 (its TLS port is not where pebble
@@ -164,6 +169,7 @@ func TestACMEPebble(t *testing.T) {
 	// The rendezvous admits the relay's https URL only after fetching a
 	// challenge from it: the relay's certificate verified too.
 	rv.waitFor(t, "relay registered")
+	rv.waitFor(t, "relay url verified")
 
 	client := &http.Client{
 		Transport: &http.Transport{
@@ -208,26 +214,21 @@ func TestACMEPebble(t *testing.T) {
 	}
 	var st struct {
 		Relays []struct {
-			Reach string `json:"reach"`
+			Reach     string `json:"reach"`
+			ReachKind string `json:"reach_kind"`
 		} `json:"relays"`
 	}
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
-	if len(st.Relays) != 1 {
-		t.Fatalf("got %d relays in /v1/status, want 1", len(st.Relays))
+	if len(st.Relays) != 1 || st.Relays[0].Reach != relayURL || st.Relays[0].ReachKind != "direct" {
+		t.Errorf("relays in /v1/status: got %+v, want one reached directly at %s", st.Relays, relayURL)
 	}
 
 	// The certificates and the ACME accounts stayed in memory: neither
 	// binary wrote to storage.
-	for _, p := range []*proc{rv, rl} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.pid))
-		if err != nil {
-			t.Fatalf("%s: %v", p.name, err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "write_bytes: "); ok && v != "0" {
-				t.Errorf("%s wrote %s bytes to storage, want 0 (certificates in memory)", p.name, v)
-			}
+	for p, before := range written {
+		if n := writeBytes(t, p) - before; n != 0 {
+			t.Errorf("%s wrote %d bytes to storage while managing its certificate, want 0 (kept in memory)", p.name, n)
 		}
 	}
 
@@ -242,6 +243,27 @@ func TestACMEPebble(t *testing.T) {
 	if got, want := resp.Header.Get("Location"), rvURL+"/v1/info?x=1"; resp.StatusCode != http.StatusPermanentRedirect || got != want {
 		t.Errorf("http redirect: got %d %q, want 308 %q", resp.StatusCode, got, want)
 	}
+}
+
+// writeBytes returns the bytes p caused to be written to storage
+// (/proc/PID/io write_bytes).
+func writeBytes(t *testing.T, p *proc) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.pid))
+	if err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("%s: write_bytes %q", p.name, v)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s: no write_bytes in /proc/%d/io", p.name, p.pid)
+	return 0
 }
 
 // awaitListening returns once addr accepts a TCP connection, retrying
@@ -428,10 +450,17 @@ func startProc(t *testing.T, ctx context.Context, name string, env []string, pat
 	}()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		if t.Failed() {
-			p.mu.Lock()
 			t.Logf("--- %s output:\n%s", name, strings.Join(p.lines, "\n"))
-			p.mu.Unlock()
+			return
+		}
+		// What an operator sees: the TLS lines.
+		for _, l := range p.lines {
+			if strings.Contains(l, `msg="tls`) || strings.Contains(l, "relay registered") || strings.Contains(l, "relay url verified") {
+				t.Logf("%s: %s", name, l)
+			}
 		}
 	})
 	return p
