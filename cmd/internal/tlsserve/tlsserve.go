@@ -344,10 +344,11 @@ type keypair struct {
 	log               *slog.Logger
 	stop              func()
 
-	mu      sync.Mutex // guards the fields below
-	cert    *tls.Certificate
-	mtime   time.Time
-	checked time.Time
+	mu       sync.Mutex // guards the fields below
+	cert     *tls.Certificate
+	mtime    time.Time
+	checked  time.Time
+	reloaded chan struct{} // closed and replaced at each reload attempt
 }
 
 // reloadCheck bounds how often a handshake looks at the files' times.
@@ -357,7 +358,7 @@ func newKeypair(certFile, keyFile string, log *slog.Logger) (*keypair, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("--tls manual needs --tls-cert and --tls-key")
 	}
-	k := &keypair{certFile: certFile, keyFile: keyFile, log: log, stop: func() {}}
+	k := &keypair{certFile: certFile, keyFile: keyFile, log: log, stop: func() {}, reloaded: make(chan struct{})}
 	if err := k.load(); err != nil {
 		return nil, err
 	}
@@ -397,6 +398,12 @@ func (k *keypair) notAfter() time.Time {
 
 // reload loads the files again; a failure keeps the current certificate.
 func (k *keypair) reload(why string) {
+	defer func() {
+		k.mu.Lock()
+		close(k.reloaded)
+		k.reloaded = make(chan struct{})
+		k.mu.Unlock()
+	}()
 	if err := k.load(); err != nil {
 		k.log.Warn("tls certificate reload failed, keeping the current one", "why", why, "err", err)
 		return

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -142,11 +143,21 @@ func TestManualServesAndReloads(t *testing.T) {
 	if cn, _ := served(); cn != "two.meshup.test" {
 		t.Errorf("after the files changed: got %q, want two.meshup.test", cn)
 	}
+	// SIGHUP reloads at once.
+	writeCert(t, dir, "three.meshup.test")
+	kp.mu.Lock()
+	reloaded := kp.reloaded
+	kp.mu.Unlock()
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	<-reloaded
+	if cn, _ := served(); cn != "three.meshup.test" {
+		t.Errorf("after SIGHUP: got %q, want three.meshup.test", cn)
+	}
 	// A broken file keeps the current certificate.
 	os.WriteFile(certFile, []byte("garbage"), 0o644)
 	kp.reload("test")
-	if cn, _ := served(); cn != "two.meshup.test" {
-		t.Errorf("after a broken file: got %q, want two.meshup.test kept", cn)
+	if cn, _ := served(); cn != "three.meshup.test" {
+		t.Errorf("after a broken file: got %q, want three.meshup.test kept", cn)
 	}
 }
 
