@@ -123,6 +123,9 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	now := s.cfg.Now()
 	via := r.URL.Query().Get("via")
 	avoid := parseAvoid(r.URL.Query().Get("avoid"))
+	// A consumer on https is sent to https relays or a tunnel on https,
+	// never to an http relay (reachLocked).
+	secure := s.secureRequest(r)
 	s.mu.Lock()
 	it := s.items[id]
 	if it == nil {
@@ -164,9 +167,9 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 			writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q is a volunteer relay; a plaintext item goes through operator relays only", via))
 			return
 		}
-	} else if rel = s.pickRelayLocked(now, operatorOnly, avoid); rel == nil {
+	} else if rel = s.pickRelayLocked(now, operatorOnly, avoid, secure); rel == nil {
 		s.mu.Unlock()
-		if operatorOnly && s.pickRelayLocked(now, false, avoid) != nil {
+		if operatorOnly && s.pickRelayLocked(now, false, avoid, secure) != nil {
 			s.stats.reject(RejectPlaintext)
 			writeError(w, 0, proto.StatusUnavailable, "no operator relay for a plaintext item")
 			return
@@ -174,7 +177,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusUnavailable, "no relay is live")
 		return
 	}
-	relayID, relayURL := rel.id, s.relayBase(rel)
+	relayID, relayURL := rel.id, s.relayBase(rel, secure)
 	s.mu.Unlock()
 
 	tok := proto.SignToken(s.key, proto.Claims{

@@ -35,6 +35,9 @@ type session struct {
 	id   string
 	conn *websocket.Conn
 	ip   netip.Addr // counted in MaxSessionsPerIP and MaxItemsPerIP; zero if exempt
+	// secure is set for a session on https (or from an https page): its
+	// push URLs are https only (reachLocked).
+	secure bool
 	// greeted is set by the reader once a valid message arrived; until
 	// then only HandshakeTimeout counts, and pongs do not extend it.
 	greeted bool
@@ -289,7 +292,7 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 	// returns: its goroutine's stack, grown by net/http, and the HTTP
 	// connection's state are freed (issue 14: an idle WebSocket should
 	// cost at most 16 KiB).
-	s.serveSession(conn, r.RemoteAddr, sessIP, done)
+	s.serveSession(conn, r.RemoteAddr, sessIP, s.secureRequest(r) || isHTTPS(r.Header.Get("Origin")), done)
 }
 
 // originAllowed reports whether a request's Origin may open the control
@@ -322,8 +325,9 @@ func (s *Server) originAllowed(r *http.Request) bool {
 // The set-up (logging, the Welcome) runs on the caller's goroutine and the
 // session on a new one: the session's goroutines start with small stacks
 // and keep them while idle.
-func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr, done func()) {
+func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr, secure bool, done func()) {
 	c := &session{
+		secure:     secure,
 		id:         newSessionID(),
 		conn:       conn,
 		ip:         ip,
@@ -360,7 +364,7 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 		Session:     c.id,
 		MaxMessage:  s.cfg.MaxMessage,
 		PingSeconds: int(math.Ceil(s.cfg.PingInterval.Seconds())),
-		Relays:      s.pushRelays(),
+		Relays:      s.pushRelays(c.secure),
 	})
 	if err == nil {
 		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))

@@ -134,6 +134,11 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 	var cands []cand
 	var measured, rateSum float64
 	hosts := s.tunnelHostsLocked()
+	// A publisher on https reaches http relays through a tunnel only.
+	secure := false
+	for _, m := range it.members {
+		secure = secure || m.secure
+	}
 	anyAvoided := false
 	for _, c := range s.liveRelaysLocked(now) {
 		if !it.anyRelay() && c.class != ClassOperator {
@@ -149,7 +154,7 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 		}
 		rate := exit.rates[c.id]
 		sc := entryScore{rate: rate, path: path, reach: 1, health: 1, inflight: c.entryOrders}
-		switch _, reach := s.reachAmongLocked(c, hosts); reach {
+		switch _, reach := s.reachAmongLocked(c, hosts, secure); reach {
 		case ReachRelayTunnel:
 			sc.reach = reachRelayTunnel
 		case ReachRendezvousTunnel:

@@ -284,16 +284,16 @@ func (s *Server) readRegister(st mesh.Stream) (*proto.Register, error) {
 // relayPushURL returns the WebSocket push URL of relay r: its own when
 // it may be reached directly (directLocked), else a tunnel's, a public
 // relay's before the rendezvous's (reachLocked). The caller holds s.mu.
-func (s *Server) relayPushURL(r *relayConn) string {
-	return pushURL(s.relayBase(r))
+func (s *Server) relayPushURL(r *relayConn, secure bool) string {
+	return pushURL(s.relayBase(r, secure))
 }
 
 // relayBase returns the base URL under which consumers reach relay r's
 // API: its own when it may be reached directly (directLocked), else a
 // tunnel's, a public relay's before the rendezvous's (reachLocked). The
 // caller holds s.mu.
-func (s *Server) relayBase(r *relayConn) string {
-	base, _ := s.reachLocked(r)
+func (s *Server) relayBase(r *relayConn, secure bool) string {
+	base, _ := s.reachLocked(r, secure)
 	return base
 }
 
@@ -470,7 +470,7 @@ func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 // reach it takes the least loaded relay (relayLoadLocked), breaking ties
 // round robin. The relays in avoid are left out unless no other is live
 // (an avoided relay beats none). It returns nil when none is live.
-func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool) *relayConn {
+func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool, secure bool) *relayConn {
 	var best []*relayConn
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
@@ -478,7 +478,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 		if operatorOnly && r.class != ClassOperator || avoid[r.id] {
 			continue
 		}
-		_, reach := s.reachAmongLocked(r, hosts)
+		_, reach := s.reachAmongLocked(r, hosts, secure)
 		load := relayLoadLocked(r)
 		switch {
 		case best == nil || reach < bestReach || reach == bestReach && load < bestLoad:
@@ -489,7 +489,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	}
 	if len(best) == 0 {
 		if len(avoid) > 0 {
-			return s.pickRelayLocked(now, operatorOnly, nil) // an avoided relay beats none
+			return s.pickRelayLocked(now, operatorOnly, nil, secure) // an avoided relay beats none
 		}
 		return nil
 	}
@@ -503,7 +503,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 // public relay's tunnel, then those behind the rendezvous's tunnel, by id
 // within each, so that a publisher that connects ahead to the first ones
 // keeps its bytes off the rendezvous (issue 10).
-func (s *Server) pushRelays() []proto.RelayInfo {
+func (s *Server) pushRelays(secure bool) []proto.RelayInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	type entry struct {
@@ -513,7 +513,7 @@ func (s *Server) pushRelays() []proto.RelayInfo {
 	var es []entry
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
-		base, reach := s.reachAmongLocked(r, hosts)
+		base, reach := s.reachAmongLocked(r, hosts, secure)
 		es = append(es, entry{proto.RelayInfo{ID: r.id, PushURL: pushURL(base)}, reach})
 	}
 	slices.SortStableFunc(es, func(a, b entry) int { return int(a.reach) - int(b.reach) })
@@ -531,7 +531,7 @@ func (s *Server) relayOrigins() (httpOrigins, wsOrigins []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
-		if u, err := url.Parse(s.relayBase(r)); err == nil && u.Host != "" {
+		if u, err := url.Parse(s.relayBase(r, false)); err == nil && u.Host != "" {
 			httpOrigins = append(httpOrigins, u.Scheme+"://"+u.Host)
 			wsOrigins = append(wsOrigins, pushScheme(u.Scheme)+"://"+u.Host)
 		}
@@ -604,7 +604,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 				ms.Peers = []proto.MeshPeer{}
 			}
 		}
-		base, reach := s.reachAmongLocked(r, hosts)
+		base, reach := s.reachAmongLocked(r, hosts, false)
 		out = append(out, relayStatus{
 			ID:          r.id,
 			HTTPURL:     r.httpURL,

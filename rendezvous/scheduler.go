@@ -139,7 +139,7 @@ func (s *Server) orderLocked(r *relayConn, n *proto.Need, now time.Time, tokErr 
 	})
 	msg := &proto.Order{
 		Order: o.id, Item: it.id, Off: n.Off, Len: n.Len,
-		Relay: entry.id, PushURL: s.relayPushURL(entry), Token: tok,
+		Relay: entry.id, PushURL: s.relayPushURL(entry, sess.secure), Token: tok,
 	}
 	if !o.sess.enqueue(msg) {
 		return proto.Errorf(proto.StatusOffline, "publisher of %s is not keeping up", n.Item)

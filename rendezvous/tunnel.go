@@ -124,18 +124,26 @@ func (k Reach) String() string {
 // reachable (directLocked); else the tunnel of a public relay that has a
 // direct or hole-punched connection to r (tunnelHost); else the
 // rendezvous's tunnel. The caller holds s.mu.
-func (s *Server) reachLocked(r *relayConn) (string, Reach) {
-	return s.reachAmongLocked(r, s.tunnelHostsLocked())
+//
+// secure is set for a caller on https (secureRequest): an https page
+// cannot fetch from or open a WebSocket to an http relay (mixed content),
+// so it is handed https URLs only, and a relay with an http URL is
+// reached through a tunnel on https: a public relay's, else the
+// rendezvous's. When the rendezvous's own public URL is https, every
+// caller counts as secure.
+func (s *Server) reachLocked(r *relayConn, secure bool) (string, Reach) {
+	return s.reachAmongLocked(r, s.tunnelHostsLocked(), secure)
 }
 
 // reachAmongLocked is reachLocked with the tunnel hosts given
 // (tunnelHostsLocked), for callers that ask for many relays. The caller
 // holds s.mu.
-func (s *Server) reachAmongLocked(r *relayConn, hosts []*relayConn) (string, Reach) {
-	if s.directLocked(r) {
+func (s *Server) reachAmongLocked(r *relayConn, hosts []*relayConn, secure bool) (string, Reach) {
+	secure = secure || s.publicHTTPS()
+	if s.directLocked(r) && (!secure || isHTTPS(r.httpURL)) {
 		return r.httpURL, ReachDirect
 	}
-	if h := tunnelHost(r, hosts); h != nil {
+	if h := tunnelHost(r, hosts, secure); h != nil {
 		return h.httpURL + tunnelPrefix + r.id, ReachRelayTunnel
 	}
 	return s.tunnelBase(r.id), ReachRendezvousTunnel
@@ -162,11 +170,11 @@ func (s *Server) tunnelHostsLocked() []*relayConn {
 // operator relays only). Among several, the choice is a hash of both ids
 // (rendezvous hashing), so that r keeps its host while the hosts stay, and
 // relays behind NAT spread over the hosts.
-func tunnelHost(r *relayConn, hosts []*relayConn) *relayConn {
+func tunnelHost(r *relayConn, hosts []*relayConn, secure bool) *relayConn {
 	var best *relayConn
 	var bestScore uint64
 	for _, h := range hosts {
-		if h == r || r.class == ClassOperator && h.class != ClassOperator {
+		if h == r || r.class == ClassOperator && h.class != ClassOperator || secure && !isHTTPS(h.httpURL) {
 			continue
 		}
 		if k := h.meshPeers[r.id]; k != proto.PeerDirect && k != proto.PeerHolePunched {
@@ -181,4 +189,22 @@ func tunnelHost(r *relayConn, hosts []*relayConn) *relayConn {
 		}
 	}
 	return best
+}
+
+// publicHTTPS reports whether the rendezvous's public URL is https: its
+// pages are then on https, and every relay URL handed out must be too.
+func (s *Server) publicHTTPS() bool {
+	return isHTTPS(s.cfg.PublicURL)
+}
+
+// secureRequest reports whether r came over https: TLS on this server, or
+// terminated by a proxy in front that says so (X-Forwarded-Proto). A
+// forged header only makes the answer use https URLs, which any client
+// can reach.
+func (s *Server) secureRequest(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") || s.publicHTTPS()
+}
+
+func isHTTPS(u string) bool {
+	return len(u) >= len("https://") && strings.EqualFold(u[:len("https://")], "https://")
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
+	"github.com/meshup/meshup/cmd/internal/tlsserve"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
@@ -101,6 +102,9 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", relay.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
 	fs.IntVar(&cfg.MinBodyRate, "min-body-rate", relay.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
+	// TLS (cmd/internal/tlsserve): --tls, --tls-cert, --acme-*, --http-redirect, --tls-dir.
+	var tlsFlags tlsserve.Flags
+	tlsFlags.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,6 +135,9 @@ func run(ctx context.Context, args []string) error {
 	defer ln.Close()
 	if *publicURL == "" {
 		*publicURL = defaultPublicURL(ln.Addr().(*net.TCPAddr), cfg.PublicIP)
+	}
+	if ln, err = tlsFlags.Wrap(ctx, ln, *publicURL, log); err != nil {
+		return err
 	}
 	// The circuit relay service admits the directory's relays, and only
 	// while this relay is public (relay.CircuitGate); the gate is bound

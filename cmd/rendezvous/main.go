@@ -36,6 +36,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
+	"github.com/meshup/meshup/cmd/internal/tlsserve"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
@@ -72,6 +73,7 @@ type options struct {
 	cluster   clusterflag.Flags
 	cfg       rendezvous.Config
 	httpCfg   httpserve.Config
+	tls       tlsserve.Flags
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -138,6 +140,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", rendezvous.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
 	fs.IntVar(&c.MinBodyRate, "min-body-rate", rendezvous.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
+	o.tls.Register(fs) // cmd/internal/tlsserve
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -177,6 +180,9 @@ func run(ctx context.Context, args []string) error {
 	defer ln.Close()
 	if o.publicURL == "" {
 		o.publicURL = defaultPublicURL(o.http, ln.Addr())
+	}
+	if ln, err = o.tls.Wrap(ctx, ln, o.publicURL, log); err != nil {
+		return err
 	}
 
 	// The rendezvous is a public node: it relays circuits between the
