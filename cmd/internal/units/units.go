@@ -47,7 +47,7 @@ var (
 
 // prefixes maps a lowercase unit prefix to its multiplier.
 var prefixes = map[string]int64{
-	"": 1,
+	"":  1,
 	"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15, "e": 1e18,
 	"ki": KiB, "mi": MiB, "gi": GiB, "ti": TiB, "pi": PiB, "ei": EiB,
 }
