@@ -221,6 +221,10 @@ type Heartbeat struct {
 	// Record (optional) is a freshly signed directory record, as in
 	// Register, sent before the previous one expires.
 	Record []byte `json:"record,omitzero"` // omitzero: an empty record survives a round trip
+	// CapReached says the relay reached its monthly volume cap (relay
+	// --monthly-cap): it takes no new work, so it is chosen neither as
+	// exit nor as entry until it says otherwise.
+	CapReached bool `json:"cap_reached,omitempty"`
 }
 
 // MeshStatus is a relay's view of its place in the mesh. Relays serve it in

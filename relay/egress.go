@@ -155,6 +155,9 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 		w.WriteHeader(code)
 		return
 	}
+	if s.refuseOverCap(w) { // before any byte of body (ratelimit.go)
+		return
+	}
 	var total int64
 	for _, br := range ranges {
 		total += br.Length
@@ -168,7 +171,11 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 	defer s.budget.release(reserve)
 
 	rc := http.NewResponseController(w)
-	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}
+	lim, done := s.shaper.consumer(r, s.cfg.LimitLoopback)
+	defer done()
+	// Under the relay's rate limits, waiting before each write deadline
+	// is set (ratelimit.go).
+	dw := s.shaper.writer(r.Context(), &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}, lim)
 	// Ask for the first part before the headers go out, so that an
 	// offline publisher can still be reported with a proper status.
 	f := newFetcher(s, r.Context(), id(r), ranges, code == http.StatusPartialContent)

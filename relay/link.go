@@ -274,7 +274,7 @@ func (s *Server) linkWriter(ctx context.Context, l *link, hb time.Duration) erro
 		case m = <-l.out:
 		case <-tick.C:
 			st := s.Stats()
-			hbm := proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut, Record: s.recordDue(l, time.Now())}
+			hbm := proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut, Record: s.recordDue(l, time.Now()), CapReached: s.capReached()}
 			// The mesh view travels only when it changed.
 			ms := s.meshStatus()
 			if b, err := json.Marshal(ms); err == nil && !bytes.Equal(b, lastMesh) {

@@ -30,6 +30,8 @@ type Server struct {
 	stats  stats
 	ips    *srclimit.Limiter // limits per source IP
 	wbufs  *sync.Pool        // WebSocket write buffers, shared by push connections
+	shaper *shaper           // rate limits and monthly volume of what the relay sends (ratelimit.go)
+	start  time.Time         // when New ran, for the status
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -64,6 +66,8 @@ func New(cfg Config) (*Server, error) {
 		budget: budget{limit: cfg.Budget},
 		ips:    srclimit.New(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
 		wbufs:  new(sync.Pool),
+		shaper: newShaper(cfg.MaxRate, cfg.MaxRatePerConsumer, cfg.MonthlyCap, cfg.Now),
+		start:  cfg.Now(),
 		ctx:    ctx,
 		cancel: cancel,
 		needs:  make(map[uint64]*partStream),

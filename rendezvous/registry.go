@@ -79,6 +79,7 @@ type relayConn struct {
 	verifiedAt      time.Time            // when the last challenge ended
 	verifyErr       string               // why the last challenge failed
 	sentDir         map[string]string    // the directory as sent to it: id -> fingerprint
+	capReached      bool                 // its heartbeat says its monthly volume cap is reached: choose it for no new work
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -349,6 +350,7 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	r.reserved = min(max(hb.Reserved, 0), max(r.budget, 0))
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
+	r.capReached = hb.CapReached
 	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
 		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
 		changed := !slices.Equal(dirAddrs, r.dirAddrs) || natOrUnknown(ms.NAT) != r.nat
@@ -475,7 +477,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator || avoid[r.id] {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.capReached {
 			continue
 		}
 		_, reach := s.reachAmongLocked(r, hosts)
@@ -581,6 +583,9 @@ type relayStatus struct {
 	Local   bool   `json:"local"`
 	Home    string `json:"home,omitempty"`
 	Expires string `json:"expires,omitempty"`
+	// CapReached says the relay reached its monthly volume cap: it is
+	// chosen for no new work.
+	CapReached bool `json:"cap_reached,omitempty"`
 }
 
 // relayStatuses lists the live relays.
@@ -627,6 +632,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			LastSeen:    r.lastSeen.UTC().Format(time.RFC3339Nano),
 			Alive:       true,
 			Local:       true,
+			CapReached:  r.capReached,
 		})
 	}
 	return out
