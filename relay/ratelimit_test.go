@@ -114,6 +114,11 @@ func TestMonthlyCap(t *testing.T) {
 		t.Errorf("/v1/status rate: got %+v, want the cap reached", st.Stats.Rate)
 	}
 
+	// And so does the status page.
+	if _, body := do(t, http.MethodGet, r.URL+"/"); !strings.Contains(string(body), "reached: no new work until") {
+		t.Errorf("the status page does not say the cap is reached:\n%s", body)
+	}
+
 	// The rendezvous learns it from a heartbeat, lists it, and sends
 	// consumers to no relay rather than to this one.
 	eventually(t, "the rendezvous lists the relay as capped", func() bool {

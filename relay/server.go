@@ -106,6 +106,7 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/items/{id}   item bytes with Range (HEAD too); needs a read token
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
+//	GET  /                the status page, for people (statuspage.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -113,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
+	mux.HandleFunc("GET /{$}", s.handleStatusPage)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
 	return s.limitHandler(mux)
 }
