@@ -207,6 +207,11 @@ type Registered struct {
 	// Observed is the relay's address as the rendezvous sees it on the
 	// register connection (a multiaddr), for diagnosis.
 	Observed string `json:"observed,omitempty"`
+	// Origins lists the Origins besides its own that the rendezvous lets
+	// pages open the control channel from (rendezvous --allow-origin), so
+	// that the relay lets them push too: a page on another site that
+	// embeds the browser library.
+	Origins []string `json:"origins,omitempty"`
 }
 
 // Heartbeat (relay -> rendezvous) keeps the registration alive and reports

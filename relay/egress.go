@@ -27,8 +27,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	// any page may read them. The web app's Service Worker follows the
 	// rendezvous's redirect here and must see statuses and Content-Range to
 	// resume a download.
-	w.Header().Set("Access-Control-Allow-Origin", "*")
-	w.Header().Set("Access-Control-Expose-Headers", "Content-Range, Content-Disposition, ETag, Accept-Ranges, Meshup-Relay")
+	proto.SetPublicCORS(w.Header())
 	// Which exit serves the bytes, so that a consumer whose exit dies
 	// can resume elsewhere with GET /v1/items/{id}?avoid=ID (issue 10).
 	w.Header().Set("Meshup-Relay", s.id)

@@ -115,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc("GET /{$}", s.handleStatusPage)
+	mux.HandleFunc("OPTIONS /v1/items/{id}", proto.ServePreflight)        // CORS (proto/cors.go)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
 	return s.limitHandler(mux)
 }

@@ -199,7 +199,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		s.refuseRelay(st, reason, proto.StatusOverLimit, err)
 		return
 	}
-	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed}
+	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed, Origins: s.cfg.AllowedOrigins}
 	if old := s.relays[peer]; old != nil {
 		old.fail("replaced by a new registration")
 	}
