@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/mesh/meshtest"
@@ -112,6 +113,20 @@ func TestMonthlyCap(t *testing.T) {
 	}
 	if !st.Stats.Rate.CapReached || st.Stats.Rate.MonthlyUsed != int64(len(data)) {
 		t.Errorf("/v1/status rate: got %+v, want the cap reached", st.Stats.Rate)
+	}
+
+	// A part to forward to another relay (bytes this relay would send) is
+	// refused; the honest transfer above was unharmed.
+	p := dialPush(t, r.PushURL(), nil)
+	fwd := proto.SignToken(e.key, proto.Claims{
+		Dir: proto.DirPush, Relay: r.ID(), Fwd: "12D3KooWSomeOtherExitRelay", Item: it.ID, Len: 100, Ref: 1, Exp: time.Now().Add(time.Hour).Unix(),
+	})
+	p.send(t, proto.PartBegin{Stream: 1, Item: it.ID, Len: 100, Token: fwd}.AppendFrame(nil))
+	if end := p.expectEnd(t, 1); end.Status != proto.StatusUnavailable || !strings.Contains(end.Reason, "monthly volume cap") {
+		t.Errorf("part to forward over the cap: got PartEnd %v %q, want unavailable, naming the cap", end.Status, end.Reason)
+	}
+	if got := r.Server.Stats().Rate.CapRefused; got != 2 {
+		t.Errorf("refused for the cap: got %d, want 2 (a request, a part)", got)
 	}
 
 	// And so does the status page.
