@@ -161,3 +161,43 @@ func TestMonthlyCap(t *testing.T) {
 		t.Errorf("rendezvous GET with the only relay capped: got %d (Location %q), want 503", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// TestMonthlyCapMidResponse checks that a response begun under the cap
+// runs to its end after the cap is reached and the rendezvous knows it:
+// the parts it still needs are ordered (the capped relay forwards nothing
+// for others, but takes its own needs' parts), never cut mid-body. The
+// consumer pauses after 2 MiB of 16 MiB until the rendezvous lists the
+// relay as capped.
+func TestMonthlyCapMidResponse(t *testing.T) {
+	t.Parallel()
+	cfg := testRelayConfig()
+	cfg.MonthlyCap = 1 << 20
+	e := newEnv(t, cfg)
+	r := e.relays[0]
+	data := meshtest.RandomBytes(16<<20, 10)
+	_, it := e.publish(t, data, client.Config{})
+
+	d := startDownload(t, e.itemURL(it.ID, r), 2<<20)
+	d.waitPaused(t)
+	if !r.Server.Stats().Rate.CapReached {
+		t.Fatal("the cap of 1 MiB is not reached after 2 MiB")
+	}
+	eventually(t, "the rendezvous lists the relay as capped", func() bool {
+		resp, err := http.Get(e.rv.URL + "/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return bytes.Contains(mustReadAll(resp.Body), []byte(`"cap_reached":true`))
+	})
+	d.resume()
+	code, body, err := d.wait(t)
+	if code != http.StatusOK || err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("download across the cap: status %d, %d of %d bytes, err %v", code, len(body), len(data), err)
+	}
+}
+
+func mustReadAll(r io.Reader) []byte {
+	b, _ := io.ReadAll(r)
+	return b
+}
