@@ -33,7 +33,9 @@ func hashCSS() string {
 
 var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"bytes": units.Format,
-	"rate":  units.FormatRate,
+	// Limits as the operator wrote them: "10MB/s", "1TB".
+	"limit": func(n int64) string { return units.Rate(n).String() },
+	"cap":   func(n int64) string { return units.Size(n).String() },
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -50,10 +52,10 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>Reachability</th><td>NAT: {{.S.NAT}}; {{if .S.Public}}reachable directly{{else}}reached through relay circuits and tunnels{{end}}</td></tr>
 <tr><th>Mesh peers</th><td>{{len .S.Peers}}</td></tr>
 <tr><th>Memory budget in use</th><td>{{bytes .S.Stats.Reserved}} of {{bytes .S.Budget}}</td></tr>
-<tr><th>Rate limit, all traffic sent</th><td>{{rate .R.MaxRate}}</td></tr>
-<tr><th>Rate limit per consumer</th><td>{{rate .R.MaxRatePerConsumer}}</td></tr>
+<tr><th>Rate limit, all traffic sent</th><td>{{limit .R.MaxRate}}</td></tr>
+<tr><th>Rate limit per consumer</th><td>{{limit .R.MaxRatePerConsumer}}</td></tr>
 <tr><th>Sent since start</th><td>{{bytes .R.Sent}}{{if .R.Waits}}; slowed by the rate limits {{.R.Waits}} times{{end}}</td></tr>
-<tr><th>Volume this month</th><td>{{bytes .R.MonthlyUsed}}{{if .R.MonthlyCap}} of {{bytes .R.MonthlyCap}}{{else}} (no cap){{end}}, counted since start</td></tr>
+<tr><th>Volume this month</th><td>{{bytes .R.MonthlyUsed}}{{if .R.MonthlyCap}} of {{cap .R.MonthlyCap}}{{else}} (no cap){{end}}, counted since start</td></tr>
 {{if .R.CapReached}}<tr><th>Monthly cap</th><td class="bad">reached: no new work until {{.R.CapResets.Format "2006-01-02 15:04 MST"}}</td></tr>{{end}}
 <tr><th>Transfers served</th><td>{{.S.Stats.Requests}} requests, {{bytes .S.Stats.BytesServed}} to consumers; {{.S.Stats.ForwardsOut}} parts forwarded to other relays</td></tr>
 <tr><th>Now</th><td>{{.S.Push}} push connections, {{.S.Stats.OpenParts}} parts being pushed</td></tr>

@@ -70,9 +70,9 @@ func TestStatusPage(t *testing.T) {
 		">connected</span>",
 		"NAT: public; reachable directly",
 		"of 256.0 MiB", // the default budget
-		"100.0 MiB/s",  // --max-rate
+		"100MiB/s",     // --max-rate, as written
 		"unlimited",    // per consumer
-		"3.0 MiB of 10.0 GiB",
+		"3.0 MiB of 10GiB",
 		"1 requests, 3.0 MiB to consumers",
 		`href="/v1/status"`,
 	} {

@@ -286,9 +286,9 @@ func buildVersion() string {
 	if !ok {
 		return ""
 	}
-	v := bi.Main.Version
+	v := strings.Trim(bi.Main.Version, "()") // "(devel)" when built from a work tree
 	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "devel") {
 			v = "devel-" + s.Value[:12]
 		}
 	}
