@@ -156,9 +156,10 @@ func TestMonthlyCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	body = mustReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("rendezvous GET with the only relay capped: got %d (Location %q), want 503", resp.StatusCode, resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "monthly volume cap") {
+		t.Errorf("rendezvous GET with the only relay capped: got %d %s (Location %q), want 503 naming the cap", resp.StatusCode, body, resp.Header.Get("Location"))
 	}
 }
 

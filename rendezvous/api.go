@@ -170,10 +170,15 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else if rel = s.pickRelayLocked(now, operatorOnly, avoid); rel == nil {
+		capped := s.anyCappedLocked(now)
 		s.mu.Unlock()
 		if operatorOnly && s.pickRelayLocked(now, false, avoid) != nil {
 			s.stats.reject(RejectPlaintext)
 			writeError(w, 0, proto.StatusUnavailable, "no operator relay for a plaintext item")
+			return
+		}
+		if capped {
+			writeError(w, 0, proto.StatusUnavailable, "every live relay has reached its monthly volume cap")
 			return
 		}
 		writeError(w, 0, proto.StatusUnavailable, "no relay is live")

@@ -452,6 +452,17 @@ func (s *Server) relayAlive(r *relayConn, now time.Time) bool {
 	return r.needs != nil && !r.isDone() && now.Sub(r.lastSeen) <= s.cfg.DeadAfter
 }
 
+// anyCappedLocked reports whether a live relay reached its monthly volume
+// cap (relay --monthly-cap): why none may be chosen, when none is.
+func (s *Server) anyCappedLocked(now time.Time) bool {
+	for _, r := range s.relays {
+		if r.capReached && s.relayAlive(r, now) {
+			return true
+		}
+	}
+	return false
+}
+
 // liveRelaysLocked returns the live relays sorted by id.
 func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 	var out []*relayConn
