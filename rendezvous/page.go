@@ -162,6 +162,33 @@ func (s *Server) handleWeb(w http.ResponseWriter, r *http.Request) {
 	s.serveWebFile(w, r, r.PathValue("path"))
 }
 
+// libraryFiles are the files of the browser library, served under the
+// versioned path /web/v1/ as well as /web/. meshup.js imports ./e2e.js, so
+// both are there.
+var libraryFiles = map[string]bool{"meshup.js": true, "e2e.js": true}
+
+// handleWebV1 serves the browser library at /web/v1/meshup.js: the path
+// pages on other sites import, kept for as long as the library's API is
+// version 1.
+func (s *Server) handleWebV1(w http.ResponseWriter, r *http.Request) {
+	f := r.PathValue("file")
+	if !libraryFiles[f] {
+		writeError(w, 0, proto.StatusNotFound, "no such file")
+		return
+	}
+	s.serveWebFile(w, r, f)
+}
+
+// withCORS lets any origin read what h serves (proto.SetPublicCORS): the
+// library, /v1/info, item metadata and redirects are public or read with
+// capabilities in the URL, never with cookies.
+func withCORS(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		proto.SetPublicCORS(w.Header())
+		h(w, r)
+	}
+}
+
 // handleServiceWorker serves sw.js at the root, so that its scope covers
 // the download URLs (/dl/...). Its policy lets it fetch items from any
 // relay: it outlives the page that installed it, and relays come and go.

@@ -79,6 +79,7 @@ type relayConn struct {
 	verifiedAt      time.Time            // when the last challenge ended
 	verifyErr       string               // why the last challenge failed
 	sentDir         map[string]string    // the directory as sent to it: id -> fingerprint
+	capReached      bool                 // its heartbeat says its monthly volume cap is reached: choose it for no new work
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -198,7 +199,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		s.refuseRelay(st, reason, proto.StatusOverLimit, err)
 		return
 	}
-	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed}
+	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed, Origins: s.cfg.AllowedOrigins}
 	if old := s.relays[peer]; old != nil {
 		old.fail("replaced by a new registration")
 	}
@@ -349,6 +350,7 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	r.reserved = min(max(hb.Reserved, 0), max(r.budget, 0))
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
+	r.capReached = hb.CapReached
 	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
 		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
 		changed := !slices.Equal(dirAddrs, r.dirAddrs) || natOrUnknown(ms.NAT) != r.nat
@@ -450,6 +452,17 @@ func (s *Server) relayAlive(r *relayConn, now time.Time) bool {
 	return r.needs != nil && !r.isDone() && now.Sub(r.lastSeen) <= s.cfg.DeadAfter
 }
 
+// anyCappedLocked reports whether a live relay reached its monthly volume
+// cap (relay --monthly-cap): why none may be chosen, when none is.
+func (s *Server) anyCappedLocked(now time.Time) bool {
+	for _, r := range s.relays {
+		if r.capReached && s.relayAlive(r, now) {
+			return true
+		}
+	}
+	return false
+}
+
 // liveRelaysLocked returns the live relays sorted by id.
 func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 	var out []*relayConn
@@ -475,7 +488,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator || avoid[r.id] {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.capReached {
 			continue
 		}
 		_, reach := s.reachAmongLocked(r, hosts, secure)
@@ -581,6 +594,9 @@ type relayStatus struct {
 	Local   bool   `json:"local"`
 	Home    string `json:"home,omitempty"`
 	Expires string `json:"expires,omitempty"`
+	// CapReached says the relay reached its monthly volume cap: it is
+	// chosen for no new work.
+	CapReached bool `json:"cap_reached,omitempty"`
 }
 
 // relayStatuses lists the live relays.
@@ -627,6 +643,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			LastSeen:    r.lastSeen.UTC().Format(time.RFC3339Nano),
 			Alive:       true,
 			Local:       true,
+			CapReached:  r.capReached,
 		})
 	}
 	return out

@@ -30,6 +30,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/cmd/internal/tlsserve"
+	"github.com/meshup/meshup/cmd/internal/units"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
@@ -105,9 +106,19 @@ func run(ctx context.Context, args []string) error {
 	// TLS (cmd/internal/tlsserve): --tls, --tls-cert, --acme-*, --http-redirect, --tls-dir.
 	var tlsFlags tlsserve.Flags
 	tlsFlags.Register(fs)
+
+	// Volunteer controls (relay/ratelimit.go): limits on what the relay
+	// sends, consumer responses and parts forwarded to other relays.
+	var maxRate, maxRatePerConsumer units.Rate
+	var monthlyCap units.Size
+	fs.Var(&maxRate, "max-rate", "limit on the `rate` the relay sends at, all together (consumer responses and parts forwarded to other relays): your uplink, as 10MB/s, 80Mbit/s or 1MiB/s; 0: unlimited")
+	fs.Var(&maxRatePerConsumer, "max-rate-per-consumer", "limit on the `rate` sent to one consumer IP, as --max-rate; 0: unlimited")
+	fs.Var(&monthlyCap, "monthly-cap", "`bytes` the relay may send per calendar month (UTC), as 500GiB or 1TB; once reached it takes no new work until the month ends; counted in memory only, so a restart starts from zero; 0: no cap")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg.MaxRate, cfg.MaxRatePerConsumer, cfg.MonthlyCap = maxRate.BytesPerSecond(), maxRatePerConsumer.BytesPerSecond(), monthlyCap.Bytes()
+	cfg.Version = buildVersion()
 	hcfg.LimitLoopback = cfg.LimitLoopback
 	cfg.Assist.NoTunnel = !*tunnel
 	if *rdv == "" {
@@ -194,6 +205,7 @@ func run(ctx context.Context, args []string) error {
 	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
 	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate, "memory_limit", limit)...)
 	log.Info("http server limits", hcfg.LogAttrs()...)
+	log.Info("volunteer limits (what the relay sends)", "max_rate", maxRate, "max_rate_per_consumer", maxRatePerConsumer, "monthly_cap", monthlyCap, "monthly_cap_counted", "in memory, from start")
 	if service != nil {
 		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", circuits.LogAttrs()...)
 	} else {
@@ -285,4 +297,20 @@ func setMemoryLimit(limit, budget int64) int64 {
 // of part memory, when --memory-limit is 0: see setMemoryLimit.
 func defaultMemoryLimit(budget int64) int64 {
 	return budget + max(64<<20, budget/4)
+}
+
+// buildVersion returns the version of the relay binary from its build
+// information, for the status page.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	v := strings.Trim(bi.Main.Version, "()") // "(devel)" when built from a work tree
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "devel") {
+			v = "devel-" + s.Value[:12]
+		}
+	}
+	return v
 }
