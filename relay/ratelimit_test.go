@@ -43,6 +43,9 @@ func TestMaxRate(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
 				t.Fatalf("GET: status %d, %d bytes; want 200 and the %d bytes of the item", resp.StatusCode, len(body), len(data))
 			}
+			// Bytes are counted once written: the reader may have them
+			// all first.
+			eventually(t, "every byte counted", func() bool { return r.Server.Stats().Rate.Sent >= int64(len(data)) })
 			rs := r.Server.Stats().Rate
 			if rs.Sent != int64(len(data)) || rs.MonthlyUsed != int64(len(data)) {
 				t.Errorf("sent %d, monthly used %d: want both %d", rs.Sent, rs.MonthlyUsed, len(data))
