@@ -221,6 +221,10 @@ type Heartbeat struct {
 	// Record (optional) is a freshly signed directory record, as in
 	// Register, sent before the previous one expires.
 	Record []byte `json:"record,omitzero"` // omitzero: an empty record survives a round trip
+	// Draining (optional) says the relay is shutting down: it finishes
+	// the work it has and takes no new, so the rendezvous chooses it
+	// neither as exit nor as entry (issue 13).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // MeshStatus is a relay's view of its place in the mesh. Relays serve it in

@@ -46,6 +46,7 @@ type relayConn struct {
 	ip       string // the IP of observed, for MaxRelaysPerIP
 	class    string // ClassOperator or ClassVolunteer
 	label    string // the name in its admission token, if any
+	draining bool   // the relay said it is shutting down (Heartbeat.Draining); guarded by Server.mu
 	needRate *rate.Limiter
 
 	// Used by the stream's reader only (checkNeedToken):
@@ -349,6 +350,7 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	r.reserved = min(max(hb.Reserved, 0), max(r.budget, 0))
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
+	r.draining = hb.Draining
 	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
 		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
 		changed := !slices.Equal(dirAddrs, r.dirAddrs) || natOrUnknown(ms.NAT) != r.nat
@@ -475,7 +477,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator || avoid[r.id] {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.draining {
 			continue
 		}
 		_, reach := s.reachAmongLocked(r, hosts)
@@ -513,6 +515,9 @@ func (s *Server) pushRelays() []proto.RelayInfo {
 	var es []entry
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
+		if r.draining {
+			continue
+		}
 		base, reach := s.reachAmongLocked(r, hosts)
 		es = append(es, entry{proto.RelayInfo{ID: r.id, PushURL: pushURL(base)}, reach})
 	}

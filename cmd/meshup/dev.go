@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/meshup/meshup/cmd/internal/devmesh"
+	"github.com/meshup/meshup/cmd/internal/logflag"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -16,7 +17,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	addr := fs.String("http", "127.0.0.1:8080", "rendezvous HTTP listen address")
 	relays := fs.Int("relays", 2, "number of relays")
-	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
+	var logFlags logflag.Flags
+	logFlags.Register(fs, slog.LevelInfo)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: meshup dev [flags]\n\nRuns a rendezvous and relays in this process, on loopback, until interrupted.")
 		fs.PrintDefaults()
@@ -24,7 +26,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := logFlags.Logger(stderr)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/cmd/internal/logflag"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -140,7 +142,8 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rdv := fs.String("rendezvous", defaultRendezvous(), "rendezvous base URL (env MESHUP_RENDEZVOUS)")
 	name := fs.String("name", "", "item name (default: the file's base name)")
 	typ := fs.String("type", "", "MIME type (default: from the file extension)")
-	logLevel := fs.String("log", "warn", "log level: debug, info, warn, error")
+	var logFlags logflag.Flags
+	logFlags.Register(fs, slog.LevelWarn)
 	via := fs.String("via", "", "pin the entry relay the file is pushed to, by its id (diagnosis of one path)")
 	plain := fs.Bool("plain", false, "publish the file unencrypted (default: end-to-end encrypted, key in the link's #k= fragment)")
 	volunteers := fs.Bool("volunteers", false, "with --plain, let volunteer relays carry the plaintext (default: operator relays only)")
@@ -157,7 +160,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := logFlags.Logger(stderr)
 	if err != nil {
 		return err
 	}

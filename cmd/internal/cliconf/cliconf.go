@@ -1,0 +1,64 @@
+// Package cliconf parses the configuration of the meshup server binaries
+// (relay, rendezvous) from three sources, with github.com/peterbourgon/ff:
+//
+//  1. flags on the command line, which win;
+//  2. environment variables MESHUP_<FLAG>, the flag's name upper-cased
+//     with - as _ (MESHUP_BUDGET for --budget);
+//  3. a config file named by --config (or MESHUP_CONFIG): one flag per
+//     line, "name value", # comments; an absent named file is an error.
+//
+// It also serves --version.
+package cliconf
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/meshup/meshup/cmd/internal/buildinfo"
+)
+
+// EnvPrefix prefixes the environment variable of every flag.
+const EnvPrefix = "MESHUP"
+
+// ErrVersion is returned by Parse after it printed the version: the
+// caller exits with status 0.
+var ErrVersion = errors.New("version printed")
+
+// Parse registers --config and --version on fs, then sets fs's flags from
+// args, the environment and the
+// config file. With --version it prints the version to w and returns
+// ErrVersion; with -h it returns flag.ErrHelp.
+func Parse(fs *flag.FlagSet, args []string, w io.Writer) error {
+	fs.String("config", "", "config `file`: one flag per line, \"name value\"; flags win over "+EnvPrefix+"_* environment variables, which win over the file")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix(EnvPrefix),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	)
+	if err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(w, buildinfo.String(fs.Name()))
+		return ErrVersion
+	}
+	return nil
+}
+
+// Exit ends a main whose run returned err: status 0 for help and version,
+// 1 with the error on stderr otherwise.
+func Exit(program string, err error) {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp), errors.Is(err, ErrVersion):
+		os.Exit(0)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		os.Exit(1)
+	}
+}
