@@ -11,12 +11,15 @@ import (
 )
 
 // Draining (issue 13). On Drain the relay stops taking new work: new
-// consumer requests and new push connections get 503 with Retry-After, so
-// that clients go back to the rendezvous and on to another relay, and the
-// rendezvous is told (proto.Heartbeat.Draining) so that it chooses the
-// relay neither as exit nor as entry any more. Consumer requests already
-// running go on, with the pushes and parts they need, until they end or
-// the caller's deadline passes; then the caller closes the relay.
+// consumer requests get 503 with Retry-After, so that clients go back to
+// the rendezvous and on to another relay, and the rendezvous is told
+// (proto.Heartbeat.Draining) so that it chooses the relay neither as exit
+// nor as entry any more. Consumer requests already running go on, with
+// the parts they need, until they end or the caller's deadline passes;
+// then the caller closes the relay. Push connections are still accepted:
+// publishers open them only on the rendezvous's orders, which now name
+// the relay only for the parts of its own requests in flight (a new
+// connection may be needed for them, as for small parts).
 
 // DrainRetryAfter is the Retry-After of the requests a draining relay
 // refuses: soon, since another relay can serve them at once.
@@ -110,18 +113,6 @@ func (s *Server) work(h http.HandlerFunc) http.HandlerFunc {
 			s.working--
 			s.mu.Unlock()
 		}()
-		h(w, r)
-	}
-}
-
-// refuseDraining wraps a handler of new work that Drain does not wait
-// for (a push connection lives as long as its publisher).
-func (s *Server) refuseDraining(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.isDraining() {
-			s.refuseDrain(w)
-			return
-		}
 		h(w, r)
 	}
 }

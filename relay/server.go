@@ -50,7 +50,7 @@ type Server struct {
 	nextNeed uint64
 	conns    map[*pushConn]struct{}
 	closed   bool
-	draining bool // Drain began: new consumer requests and pushes are refused
+	draining bool // Drain began: new consumer requests are refused
 	working  int  // consumer requests in flight (work, drain.go)
 }
 
@@ -110,7 +110,7 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/push", s.refuseDraining(s.handlePush))
+	mux.HandleFunc("GET /v1/push", s.handlePush)
 	mux.HandleFunc("GET /v1/items/{id}", s.work(s.handleItem)) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
