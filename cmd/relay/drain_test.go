@@ -29,7 +29,11 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a relay process and moves 64 MiB")
 	}
-	rv := rendezvoustest.Start(t, rendezvous.Config{})
+	data := make([]byte, 64<<20)
+	rand.Read(data)
+	// A loaded test machine may starve the relay process for a while:
+	// no drop for a late heartbeat.
+	rv := rendezvoustest.Start(t, rendezvous.Config{DeadAfter: time.Minute})
 	cmd := relayCmd(t, "--rendezvous", rv.URL, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0",
 		"--allow-private-addrs", "--debug-addr", "off", "--log-format", "json", "--drain-timeout", "2m")
 	stderr, err := cmd.StderrPipe()
@@ -78,8 +82,6 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Errorf("livez: got %d, want 200", got.StatusCode)
 	}
 
-	data := make([]byte, 64<<20)
-	rand.Read(data)
 	c, err := client.New(client.Config{Rendezvous: rv.URL, Logger: rendezvoustest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +94,8 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	resp := get(t, it.DownloadURL)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("download: got %s, want 200", resp.Status)
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("download: got %s %q from %s, want 200", resp.Status, b, resp.Request.URL)
 	}
 	exitURL := resp.Request.URL.String() // the relay, after the rendezvous's redirect
 	if !strings.HasPrefix(exitURL, base) {
