@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"mime"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client/web"
+	"github.com/meshup/meshup/internal/bytefmt"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -187,15 +187,6 @@ func (s *Server) serveWebFile(w http.ResponseWriter, r *http.Request, p string) 
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
 }
 
-// humanSize formats n bytes with a binary unit: "512 B", "1.5 KiB".
-func humanSize(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, exp := float64(n)/1024, 0
-	for f >= 1023.95 && exp < 5 { // would print as 1024.0: use the next unit
-		f /= 1024
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[exp])
-}
+// humanSize formats n bytes with a binary unit: "512 B", "1.5 KiB"
+// (internal/bytefmt).
+func humanSize(n int64) string { return bytefmt.Format(n) }

@@ -18,10 +18,11 @@ package units
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/big"
 	"strconv"
 	"strings"
+
+	"github.com/meshup/meshup/internal/bytefmt"
 )
 
 // maxInput bounds what Parse looks at, so hostile input costs nothing.
@@ -209,26 +210,11 @@ func formatExact(n int64) string {
 	return best
 }
 
-// Format prints n bytes for people with a binary unit and one decimal:
+// Format prints n bytes for people (internal/bytefmt, the one formatter
+// of the module) with a binary unit and one decimal:
 // "512 B", "1.5 KiB", "3.0 GiB". The result parses back with ParseSize to
 // within 5% of n.
-func Format(n int64) string {
-	if n < 0 {
-		if n == math.MinInt64 {
-			return "-8.0 EiB"
-		}
-		return "-" + Format(-n)
-	}
-	if n < 1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	f, exp := float64(n)/1024, 0
-	for f >= 1023.95 && exp < 5 { // would print as 1024.0: use the next unit
-		f /= 1024
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[exp])
-}
+func Format(n int64) string { return bytefmt.Format(n) }
 
 // FormatRate prints a rate in bytes per second for people: "2.0 MiB/s", or
 // "unlimited" for 0.
