@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/meshup/meshup/cmd/internal/cliconf"
@@ -14,7 +13,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/cmd/internal/logflag"
-	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/cmd/internal/nodeflag"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 )
@@ -29,24 +28,20 @@ type options struct {
 	rendezvous   string
 	http         string
 	publicURL    string
-	p2p          string
 	origins      string
 	identity     string // key file
 	debugAddr    string
-	portmap      bool
 	allowPrivate bool
 	tunnel       bool
 	circuitRelay bool
-	maxStreams   int   // libp2p streams per peer and protocol
-	maxWindow    int   // yamux receive window per stream, bytes
 	memLimit     int64 // soft limit of the Go runtime, bytes; -1 none
 	drainTimeout time.Duration
 
-	log      logflag.Flags
-	cluster  clusterflag.Flags
-	circuits mesh.RelayService
-	httpCfg  httpserve.Config
-	cfg      relay.Config
+	log     logflag.Flags
+	cluster clusterflag.Flags
+	node    nodeflag.Flags
+	httpCfg httpserve.Config
+	cfg     relay.Config
 }
 
 // parseFlags parses the relay's configuration from args, the environment
@@ -60,18 +55,17 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.StringVar(&o.rendezvous, "rendezvous", "", "rendezvous base `URL`, e.g. http://127.0.0.1:8080 (required)")
 	fs.StringVar(&o.http, "http", ":8081", "HTTP listen `address` (push WebSocket and item downloads)")
 	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` publishers and consumers use to reach this relay (default: http://IP:PORT with the public IP STUN finds and the --http port; with --allow-private-addrs the --http host, 127.0.0.1 for an unspecified one)")
-	fs.StringVar(&o.p2p, "p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen `multiaddrs`")
 	fs.StringVar(&o.origins, "allow-origin", "", "comma-separated `origins` allowed to push from a browser (the rendezvous's own is always allowed)")
 	fs.StringVar(&o.identity, "identity", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the peer id across restarts (and with it an operator admission token); the only file the relay writes (default: a new key in memory at every start)")
 	fs.Var(fs.Lookup("identity").Value, "key-file", "deprecated alias of --identity")
 	fs.StringVar(&c.AdmissionToken, "admission-token", "", "the operator's admission `token` for this relay (class operator); better in $"+cliconf.EnvPrefix+"_ADMISSION_TOKEN, which ps does not show")
 	fs.StringVar(&c.PublicIP, "public", "", "declare this relay reachable from the internet at this `IP` (its libp2p ports and --public-url); default: learn the NAT with STUN")
-	fs.BoolVar(&o.portmap, "nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
 	fs.BoolVar(&o.allowPrivate, "allow-private-addrs", false, "dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab); off, the connection gater refuses them")
 	fs.StringVar(&o.debugAddr, "debug-addr", debugsrv.DefaultAddr, "listen `address` of /metrics and /debug/pprof; off disables")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", DefaultDrainTimeout, "on SIGTERM or SIGINT, how long transfers in flight may take to finish while new ones are refused (a second signal stops at once)")
 	o.log.Register(fs, slog.LevelInfo)
 	o.cluster.Register(fs)
+	o.node.Register(fs, "this relay")
 
 	// Memory and streams.
 	cliconf.SizeVar(fs, &c.Budget, "budget", relay.DefaultBudget, "memory for part data, all streams, in `bytes` (256MiB, 1GB, ...)")
@@ -81,8 +75,6 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.IntVar(&c.Prefetch, "prefetch", relay.DefaultPrefetch, "read-ahead: parts of one consumer request open at once, possibly through several entry relays")
 	fs.IntVar(&c.MaxConns, "max-conns", relay.DefaultMaxConns, "push WebSocket connections")
 	fs.IntVar(&c.MaxStreamsPerConn, "max-streams-per-conn", relay.DefaultMaxStreamsPerConn, "open parts per push connection (0: budget/window, every part the budget admits)")
-	fs.IntVar(&o.maxStreams, "max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with this relay, per direction")
-	cliconf.IntSizeVar(fs, &o.maxWindow, "max-stream-window", mesh.DefaultMaxStreamWindow, "`bytes` one libp2p stream may have in flight towards this relay, unread (yamux receive window): forwarded parts wait there outside --budget")
 
 	// Relays behind NAT (issue 10): the tunnel and the circuit relay
 	// service a public relay runs, the reservations a relay behind NAT
@@ -91,10 +83,6 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.IntVar(&c.Assist.TunnelConns, "tunnel-conns", relay.DefaultTunnelConns, "limit on concurrent tunnelled HTTP connections to one relay behind NAT")
 	fs.IntVar(&c.Assist.Reservations, "circuit-reservations", relay.DefaultCircuitReservations, "behind NAT: public relays to hold circuit reservations on (negative: none, the rendezvous's only)")
 	fs.BoolVar(&o.circuitRelay, "circuit-relay", true, "when public, run the circuit relay v2 service for the relays of the rendezvous's directory")
-	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
-	cliconf.SizeVar(fs, &o.circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
-	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
-	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
 	fs.DurationVar(&c.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
 	fs.DurationVar(&c.PeerInterval, "peer-interval", relay.DefaultPeerInterval, "interval of dials to mesh peers not yet connected")
 
@@ -128,17 +116,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	}
 	o.httpCfg.LimitLoopback = c.LimitLoopback
 	c.Assist.NoTunnel = !o.tunnel
-	c.AllowedOrigins = splitList(o.origins)
+	c.AllowedOrigins = cliconf.SplitList(o.origins)
 	c.Rendezvous = o.rendezvous
 	return o, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

@@ -80,20 +80,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var gate relay.CircuitGate
 	var service *mesh.RelayService
 	if o.circuitRelay {
-		o.circuits.Allow = gate.Allow
-		service = &o.circuits
+		o.node.Circuits.Allow = gate.Allow
+		service = &o.node.Circuits
 	}
 	node, err := mesh.New(mesh.Config{
-		ListenAddrs:  splitList(o.p2p),
+		ListenAddrs:  o.node.ListenAddrs(),
 		Identity:     p2pKey,
 		Logger:       log,
 		HolePunching: true,
-		NATPortMap:   o.portmap,
+		NATPortMap:   o.node.Portmap,
 		RelayService: service,
 		// No dial to an address a stranger supplied, unless allowed.
 		AllowPrivateAddrs: o.allowPrivate,
-		MaxStreamsPerPeer: o.maxStreams,
-		MaxStreamWindow:   o.maxWindow,
+		MaxStreamsPerPeer: o.node.Streams,
+		MaxStreamWindow:   o.node.Window,
 	})
 	if err != nil {
 		return err
@@ -141,7 +141,7 @@ func logStart(ctx context.Context, log *slog.Logger, o *options, srv *relay.Serv
 	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", o.allowPrivate, "memory_limit", memLimit, "drain_timeout", o.drainTimeout)...)
 	log.Info("http server limits", o.httpCfg.LogAttrs()...)
 	if circuits {
-		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", o.circuits.LogAttrs()...)
+		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", o.node.Circuits.LogAttrs()...)
 	} else {
 		log.Info("circuit relay service off (--circuit-relay=false)")
 	}

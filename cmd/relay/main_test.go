@@ -99,8 +99,8 @@ func TestConfigPrecedence(t *testing.T) {
 		{"part-size (env over file)", o.cfg.PartSize, 3 << 20},
 		{"window (flag over env)", int64(o.cfg.Window), 128 << 10},
 		{"memory-limit none", o.memLimit, -1},
-		{"circuit-data SI", o.circuits.CircuitData, 1_500_000},
-		{"max-stream-window default", int64(o.maxWindow), mesh.DefaultMaxStreamWindow},
+		{"circuit-data SI", o.node.Circuits.CircuitData, 1_500_000},
+		{"max-stream-window default", int64(o.node.Window), mesh.DefaultMaxStreamWindow},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %d, want %d", c.name, c.got, c.want)

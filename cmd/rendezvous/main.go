@@ -43,6 +43,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/cmd/internal/logflag"
+	"github.com/meshup/meshup/cmd/internal/nodeflag"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
@@ -62,18 +63,14 @@ func main() {
 // options are the command-line flags.
 type options struct {
 	http      string
-	p2p       string
 	publicURL string
 	identity  string // key file
 	origins   []string
 	log       logflag.Flags
 	metrics   bool
 	trust     trustOptions
-	portmap   bool
-	circuits  mesh.RelayService
-	streams   int // libp2p streams per peer and protocol
-	window    int // yamux receive window per stream, bytes
 	cluster   clusterflag.Flags
+	node      nodeflag.Flags
 	cfg       rendezvous.Config
 	httpCfg   httpserve.Config
 }
@@ -85,7 +82,6 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	c := &o.cfg
 	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
 	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
-	fs.StringVar(&o.p2p, "p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen `multiaddrs`")
 	fs.StringVar(&o.identity, "identity", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the token key and peer id across restarts, so reads in flight survive one; the only file the rendezvous writes (default: a new key in memory at every start)")
 	fs.Var(fs.Lookup("identity").Value, "key-file", "deprecated alias of --identity")
 	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` in share links (default http://127.0.0.1:PORT, or the --http host)")
@@ -103,14 +99,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics on --debug-addr")
 	o.trust.register(fs, c)
 	o.cluster.Register(fs)
-
-	fs.BoolVar(&o.portmap, "nat-portmap", false, "ask the router for a port mapping with UPnP or NAT-PMP")
-	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
-	cliconf.SizeVar(fs, &o.circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
-	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
-	cliconf.IntSizeVar(fs, &o.window, "max-stream-window", mesh.DefaultMaxStreamWindow, "`bytes` one libp2p stream may have in flight towards the rendezvous, unread (yamux receive window)")
-	fs.IntVar(&o.streams, "max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with the rendezvous, per direction (tunnelled connections into one relay are streams)")
-	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
+	o.node.Register(fs, "the rendezvous")
 
 	cliconf.IntSizeVar(fs, &c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
 	fs.IntVar(&c.MaxSessions, "max-sessions", rendezvous.DefaultMaxSessions, "limit on concurrent control sessions")
@@ -190,20 +179,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// The rendezvous is a public node: it relays circuits between the
 	// relays registered with it, and only those.
 	var gate rendezvous.RelayGate
-	circuits := o.circuits
+	circuits := o.node.Circuits
 	circuits.Allow = gate.Allow
 	node, err := mesh.New(mesh.Config{
-		ListenAddrs:  splitList(o.p2p),
+		ListenAddrs:  o.node.ListenAddrs(),
 		Identity:     p2pKey,
 		Logger:       log,
 		RelayService: &circuits,
 		HolePunching: true,
-		NATPortMap:   o.portmap,
+		NATPortMap:   o.node.Portmap,
 		// The same rule as the directory's: no dial to a private
 		// address unless the operator allows it.
 		AllowPrivateAddrs: o.cfg.AllowPrivateAddrs,
-		MaxStreamsPerPeer: o.streams,
-		MaxStreamWindow:   o.window,
+		MaxStreamsPerPeer: o.node.Streams,
+		MaxStreamWindow:   o.node.Window,
 	})
 	if err != nil {
 		return err
@@ -332,14 +321,4 @@ func defaultPublicURL(flagAddr string, bound net.Addr) string {
 		port = strconv.Itoa(tcp.Port)
 	}
 	return "http://" + net.JoinHostPort(host, port)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
