@@ -96,7 +96,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 				Kind:      v.kind,
 				Name:      v.name,
 				Size:      v.size,
-				HumanSize: humanSize(v.size),
+				HumanSize: bytefmt.Format(v.size),
 				MIME:      v.mime,
 				Online:    v.online || v.kind == proto.KindMessage,
 				IsMessage: v.kind == proto.KindMessage,
@@ -186,7 +186,3 @@ func (s *Server) serveWebFile(w http.ResponseWriter, r *http.Request, p string) 
 	h.Set("ETag", f.etag)
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
 }
-
-// humanSize formats n bytes with a binary unit: "512 B", "1.5 KiB"
-// (internal/bytefmt).
-func humanSize(n int64) string { return bytefmt.Format(n) }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/cmd/internal/cliconf/cliconftest"
 	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
@@ -34,7 +35,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	// A loaded test machine may starve the relay process for a while:
 	// no drop for a late heartbeat.
 	rv := rendezvoustest.Start(t, rendezvous.Config{DeadAfter: time.Minute})
-	cmd := relayCmd(t, "--rendezvous", rv.URL, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0",
+	cmd := cliconftest.Command("--rendezvous", rv.URL, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0",
 		"--allow-private-addrs", "--debug-addr", "off", "--log-format", "json", "--drain-timeout", "2m")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

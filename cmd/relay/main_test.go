@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -11,70 +10,28 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/meshup/meshup/cmd/internal/cliconf/cliconftest"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/relay"
 	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
-// envMain makes the test binary run main instead of the tests: the tests
-// start real relay processes with it.
-const envMain = "RELAY_TEST_RUN_MAIN"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(envMain) == "1" {
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
-
-// relayCmd returns a command running the relay's main with args.
-func relayCmd(t *testing.T, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), envMain+"=1")
-	return cmd
-}
+func TestMain(m *testing.M) { cliconftest.Main(m, main) }
 
 // TestHelpAndVersion checks the exit status and output of -h and
 // --version in a real process.
 func TestHelpAndVersion(t *testing.T) {
-	for _, tc := range []struct {
-		arg      string
-		wantOut  string // on stdout
-		wantErr  string // on stderr
-		wantCode int
-	}{
-		{"-h", "", "-budget", 0},
-		{"--help", "", "-drain-timeout", 0},
-		{"--version", "relay ", "", 0},
-		{"--no-such-flag", "", "flag provided but not defined", 1},
-	} {
-		t.Run(tc.arg, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			cmd := relayCmd(t, tc.arg)
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if code != tc.wantCode {
-				t.Errorf("got exit status %d, want %d; stderr %q", code, tc.wantCode, stderr.String())
-			}
-			if !strings.Contains(stdout.String(), tc.wantOut) || !strings.Contains(stderr.String(), tc.wantErr) {
-				t.Errorf("got stdout %q, stderr %.200q; want %q and %q in them", stdout.String(), stderr.String(), tc.wantOut, tc.wantErr)
-			}
-		})
-	}
+	cliconftest.Check(t, []cliconftest.Case{
+		{Arg: "-h", WantErr: "-budget"},
+		{Arg: "--help", WantErr: "-drain-timeout"},
+		{Arg: "--version", WantOut: "relay "},
+		{Arg: "--no-such-flag", WantErr: "flag provided but not defined", WantCode: 1},
+	})
 }
 
 // TestConfigPrecedence checks flags over MESHUP_* environment variables

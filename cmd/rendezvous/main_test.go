@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,55 +13,21 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshup/meshup/cmd/internal/cliconf/cliconftest"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
-// envMain makes the test binary run main instead of the tests.
-const envMain = "RENDEZVOUS_TEST_RUN_MAIN"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(envMain) == "1" {
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cliconftest.Main(m, main) }
 
 // TestHelpAndVersion checks the exit status and output of -h and
 // --version in a real process.
 func TestHelpAndVersion(t *testing.T) {
-	for _, tc := range []struct {
-		arg      string
-		wantOut  string // on stdout
-		wantErr  string // on stderr
-		wantCode int
-	}{
-		{"-h", "", "-max-item-size", 0},
-		{"--help", "", "-log-format", 0},
-		{"--version", "rendezvous ", "", 0},
-		{"--no-such-flag", "", "flag provided but not defined", 1},
-	} {
-		t.Run(tc.arg, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			cmd := exec.Command(os.Args[0], tc.arg)
-			cmd.Env = append(os.Environ(), envMain+"=1")
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if code != tc.wantCode {
-				t.Errorf("got exit status %d, want %d; stderr %q", code, tc.wantCode, stderr.String())
-			}
-			if !strings.Contains(stdout.String(), tc.wantOut) || !strings.Contains(stderr.String(), tc.wantErr) {
-				t.Errorf("got stdout %q, stderr %.200q; want %q and %q in them", stdout.String(), stderr.String(), tc.wantOut, tc.wantErr)
-			}
-		})
-	}
+	cliconftest.Check(t, []cliconftest.Case{
+		{Arg: "-h", WantErr: "-max-item-size"},
+		{Arg: "--help", WantErr: "-log-format"},
+		{Arg: "--version", WantOut: "rendezvous "},
+		{Arg: "--no-such-flag", WantErr: "flag provided but not defined", WantCode: 1},
+	})
 }
 
 // TestConfigPrecedence checks flags over MESHUP_* environment variables

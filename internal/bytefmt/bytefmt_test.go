@@ -17,6 +17,9 @@ func TestFormat(t *testing.T) {
 		{1<<20 - 1, "1.0 MiB"}, // not "1024.0 KiB"
 		{256 << 20, "256.0 MiB"},
 		{3 << 30, "3.0 GiB"},
+		{1<<30 - 1, "1.0 GiB"},
+		{1<<30 - 1<<20, "1023.0 MiB"},
+		{5 << 40, "5.0 TiB"},
 		{-2048, "-2.0 KiB"},
 		{math.MaxInt64, "8.0 EiB"},
 		{math.MinInt64, "-8.0 EiB"},
