@@ -36,21 +36,40 @@ var ErrVersion = errors.New("version printed")
 // ErrVersion; with -h it returns flag.ErrHelp.
 func Parse(fs *flag.FlagSet, args []string, w io.Writer) error {
 	fs.String("config", "", "config `file`: one flag per line, \"name value\"; flags win over "+EnvPrefix+"_* environment variables, which win over the file")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	err := ff.Parse(fs, args,
+	// --version is read from the command line only: a MESHUP_VERSION
+	// variable (a deployment's own, say) must not stop the server.
+	fs.Var(commandLineOnly{}, "version", "print the version and exit")
+	if wantVersion(args) {
+		fmt.Fprintln(w, buildinfo.String(fs.Name()))
+		return ErrVersion
+	}
+	return ff.Parse(fs, args,
 		ff.WithEnvVarPrefix(EnvPrefix),
 		ff.WithConfigFileFlag("config"),
 		ff.WithConfigFileParser(ff.PlainParser),
 	)
-	if err != nil {
-		return err
-	}
-	if *showVersion {
-		fmt.Fprintln(w, buildinfo.String(fs.Name()))
-		return ErrVersion
-	}
-	return nil
 }
+
+// wantVersion tells whether args ask for the version, before any "--".
+func wantVersion(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-version", "--version", "-version=true", "--version=true":
+			return true
+		}
+	}
+	return false
+}
+
+// commandLineOnly is a boolean flag that Parse reads from the command
+// line itself; setting it from the environment or a file does nothing.
+type commandLineOnly struct{}
+
+func (commandLineOnly) String() string   { return "false" }
+func (commandLineOnly) Set(string) error { return nil }
+func (commandLineOnly) IsBoolFlag() bool { return true }
 
 // Exit ends a main whose run returned err: status 0 for help and version,
 // 1 with the error on stderr otherwise.
