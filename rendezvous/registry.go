@@ -586,6 +586,9 @@ type relayStatus struct {
 	Local   bool   `json:"local"`
 	Home    string `json:"home,omitempty"`
 	Expires string `json:"expires,omitempty"`
+	// Draining says the relay is shutting down: it is chosen neither as
+	// exit nor as entry for new work (proto.Heartbeat.Draining).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // relayStatuses lists the live relays.
@@ -623,6 +626,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			MeshStatus:  ms,
 			Conn:        r.st.Kind().String(),
 			Streams:     r.streams,
+			Draining:    r.draining,
 			Reserved:    r.reserved,
 			Served:      r.served,
 			Orders:      len(r.needs),
