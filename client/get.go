@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshup/meshup/internal/bytefmt"
+	"github.com/meshup/meshup/internal/units"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -290,6 +290,6 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// FormatBytes formats n bytes for people: "1.5 GiB" (internal/bytefmt,
+// FormatBytes formats n bytes for people: "1.5 GiB" (internal/units,
 // the one formatter of the module).
-func FormatBytes(n int64) string { return bytefmt.Format(n) }
+func FormatBytes(n int64) string { return units.Format(n) }

@@ -207,6 +207,11 @@ type Registered struct {
 	// Observed is the relay's address as the rendezvous sees it on the
 	// register connection (a multiaddr), for diagnosis.
 	Observed string `json:"observed,omitempty"`
+	// Origins lists the Origins besides its own that the rendezvous lets
+	// pages open the control channel from (rendezvous --allow-origin), so
+	// that the relay lets them push too: a page on another site that
+	// embeds the browser library.
+	Origins []string `json:"origins,omitempty"`
 }
 
 // Heartbeat (relay -> rendezvous) keeps the registration alive and reports
@@ -225,6 +230,10 @@ type Heartbeat struct {
 	// the work it has and takes no new, so the rendezvous chooses it
 	// neither as exit nor as entry (issue 13).
 	Draining bool `json:"draining,omitempty"`
+	// CapReached says the relay reached its monthly volume cap (relay
+	// --monthly-cap): it takes no new work, so it is chosen neither as
+	// exit nor as entry until it says otherwise.
+	CapReached bool `json:"cap_reached,omitempty"`
 }
 
 // MeshStatus is a relay's view of its place in the mesh. Relays serve it in

@@ -161,6 +161,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
+
+	// Volunteer controls (ratelimit.go): limits on the bytes the relay
+	// sends, consumer responses and parts forwarded to other relays.
+	//
+	// MaxRate bounds them in bytes per second, all together; 0 means
+	// unlimited (the default).
+	MaxRate int64
+	// MaxRatePerConsumer bounds the item bytes per second sent to one
+	// consumer IP; 0 means unlimited (the default).
+	MaxRatePerConsumer int64
+	// MonthlyCap bounds the bytes sent per calendar month (UTC), counted
+	// in memory only (a restart starts from zero); once reached the relay
+	// takes no new work until the month ends. 0 means no cap (the
+	// default).
+	MonthlyCap int64
+	// Version is the binary's version, shown in the status.
+	Version string
 }
 
 func (c *Config) setDefaults() {
@@ -206,7 +223,8 @@ func (c *Config) Validate() error {
 		return errors.New("relay: Config.Node is required")
 	case c.PublicURL == "":
 		return errors.New("relay: Config.PublicURL is required")
-	case c.Budget < 0, c.Window < 0, c.PartSize < 0, c.Prefetch < 0, c.MaxFrame < 0:
+	case c.Budget < 0, c.Window < 0, c.PartSize < 0, c.Prefetch < 0, c.MaxFrame < 0,
+		c.MaxRate < 0, c.MaxRatePerConsumer < 0, c.MonthlyCap < 0:
 		return errors.New("relay: negative limit in Config")
 	case int64(c.Window)*int64(c.Prefetch) > c.Budget:
 		return fmt.Errorf("relay: Window*Prefetch (%d) exceeds Budget (%d)", int64(c.Window)*int64(c.Prefetch), c.Budget)
@@ -240,5 +258,5 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
-	}, append(c.limitAttrs(), c.Assist.logAttrs()...)...)
+	}, append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.rateAttrs()...)...)
 }

@@ -92,7 +92,7 @@ func (s *Server) inFlight() int {
 func (s *Server) heartbeatMsg(st Stats) proto.Heartbeat {
 	return proto.Heartbeat{
 		Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut,
-		Draining: s.isDraining(),
+		Draining: s.isDraining(), CapReached: s.capReached(),
 	}
 }
 

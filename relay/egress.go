@@ -27,8 +27,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 	// any page may read them. The web app's Service Worker follows the
 	// rendezvous's redirect here and must see statuses and Content-Range to
 	// resume a download.
-	w.Header().Set("Access-Control-Allow-Origin", "*")
-	w.Header().Set("Access-Control-Expose-Headers", "Content-Range, Content-Disposition, ETag, Accept-Ranges, Meshup-Relay")
+	proto.SetPublicCORS(w.Header())
 	// Which exit serves the bytes, so that a consumer whose exit dies
 	// can resume elsewhere with GET /v1/items/{id}?avoid=ID (issue 10).
 	w.Header().Set("Meshup-Relay", s.id)
@@ -155,6 +154,9 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 		w.WriteHeader(code)
 		return
 	}
+	if s.refuseOverCap(w) { // before any byte of body (ratelimit.go)
+		return
+	}
 	var total int64
 	for _, br := range ranges {
 		total += br.Length
@@ -168,7 +170,11 @@ func (s *Server) serveRanges(w http.ResponseWriter, r *http.Request, code int, l
 	defer s.budget.release(reserve)
 
 	rc := http.NewResponseController(w)
-	dw := &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}
+	lim, done := s.shaper.consumer(r, s.cfg.LimitLoopback)
+	defer done()
+	// Under the relay's rate limits, waiting before each write deadline
+	// is set (ratelimit.go).
+	dw := s.shaper.writer(r.Context(), &deadlineWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}, lim)
 	// Ask for the first part before the headers go out, so that an
 	// offline publisher can still be reported with a proper status.
 	f := newFetcher(s, r.Context(), id(r), ranges, code == http.StatusPartialContent)

@@ -37,6 +37,14 @@ const meshChunk = 64 << 10
 // named by claims.Fwd.
 func (pc *pushConn) beginForward(b proto.PartBegin, claims proto.Claims) {
 	s := pc.s
+	if s.capReached() {
+		// Forwarding sends bytes: no new ones past the monthly cap
+		// (ratelimit.go). The rendezvous learns it from the heartbeat.
+		s.shaper.capRefused.Add(1)
+		s.stats.refused("monthly_cap")
+		pc.endStream(b.Stream, proto.StatusUnavailable, "relay's monthly volume cap is reached")
+		return
+	}
 	ps := &partStream{
 		s: s, item: b.Item, off: int64(b.Off), n: int64(b.Len),
 		window: int64(s.cfg.Window),
@@ -83,7 +91,7 @@ func (s *Server) forward(ps *partStream, b proto.PartBegin, exit string) {
 	}
 	st.SetWriteDeadline(time.Time{})
 	kind := st.Kind()
-	if err := ps.writeTo(s.ctx, streamWriter{st, s.cfg.WriteTimeout}); err != nil {
+	if err := ps.writeTo(s.ctx, s.shaper.writer(s.ctx, streamWriter{st, s.cfg.WriteTimeout}, nil)); err != nil {
 		log.Debug("forward ended early", "err", err, "conn", kind)
 		st.Reset()
 		return

@@ -90,8 +90,11 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 func (s *Server) allowedOrigins() []string {
 	out := s.cfg.AllowedOrigins
-	if l := s.link.Load(); l != nil && l.origin != "" {
-		out = append(slices.Clip(out), l.origin)
+	if l := s.link.Load(); l != nil {
+		if l.origin != "" {
+			out = append(slices.Clip(out), l.origin)
+		}
+		out = append(slices.Clip(out), l.origins...)
 	}
 	return out
 }

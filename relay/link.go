@@ -26,16 +26,20 @@ import (
 // (proto.ProtoRegister) carrying heartbeats and needs out, and failed needs
 // in. One goroutine reads it, one writes it.
 type link struct {
-	st     mesh.Stream
-	out    chan proto.Message // bounded; a full queue drops the link
-	done   chan struct{}
-	origin string // the rendezvous web app's origin, allowed to push
+	st      mesh.Stream
+	out     chan proto.Message // bounded; a full queue drops the link
+	done    chan struct{}
+	origin  string   // the rendezvous web app's origin, allowed to push
+	origins []string // the other origins the rendezvous allows (Registered.Origins), allowed to push
 
 	home     string    // the rendezvous's peer id: home of our directory record
 	recordAt time.Time // when the last record was signed; writer only
 }
 
 var errLinkFull = errors.New("relay: rendezvous link queue full")
+
+// maxRegisteredOrigins bounds the origins taken from Registered.Origins.
+const maxRegisteredOrigins = 256
 
 // send queues m for the rendezvous without blocking.
 func (l *link) send(m proto.Message) error {
@@ -221,7 +225,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		hb = time.Second
 	}
 
-	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), home: peer, recordAt: time.Now()}
+	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), origins: reg.Origins[:min(len(reg.Origins), maxRegisteredOrigins)], home: peer, recordAt: time.Now()}
 	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
 	s.registeredOnce.Store(true)

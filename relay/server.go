@@ -30,6 +30,8 @@ type Server struct {
 	stats  stats
 	ips    *srclimit.Limiter // limits per source IP
 	wbufs  *sync.Pool        // WebSocket write buffers, shared by push connections
+	shaper *shaper           // rate limits and monthly volume of what the relay sends (ratelimit.go)
+	start  time.Time         // when New ran, for the status
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -69,6 +71,8 @@ func New(cfg Config) (*Server, error) {
 		budget: budget{limit: cfg.Budget},
 		ips:    srclimit.New(cfg.MaxConnsPerIP, cfg.RequestRate, cfg.RequestBurst, cfg.TrackedIPs),
 		wbufs:  new(sync.Pool),
+		shaper: newShaper(cfg.MaxRate, cfg.MaxRatePerConsumer, cfg.MonthlyCap, cfg.Now),
+		start:  cfg.Now(),
 		ctx:    ctx,
 		cancel: cancel,
 		needs:  make(map[uint64]*partStream),
@@ -107,6 +111,7 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/items/{id}   item bytes with Range (HEAD too); needs a read token
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
+//	GET  /                the status page, for people (statuspage.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -114,6 +119,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/items/{id}", s.work(s.handleItem)) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
+	mux.HandleFunc("GET /{$}", s.handleStatusPage)
+	mux.HandleFunc("OPTIONS /v1/items/{id}", proto.ServePreflight)        // CORS (proto/cors.go)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
 	return s.limitHandler(mux)
 }

@@ -137,6 +137,9 @@ type Stats struct {
 	// Assist counts what the relay did for relays behind NAT: its tunnel
 	// and circuits (tunnel.go).
 	Assist AssistStats `json:"assist"`
+	// Rate counts what the volunteer controls did: rate limits and the
+	// monthly volume (ratelimit.go).
+	Rate RateStats `json:"rate"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -186,6 +189,7 @@ func (s *Server) Stats() Stats {
 		},
 		DialsRefused: s.cfg.Node.DialsRefused(),
 		Assist:       s.assistStats(),
+		Rate:         s.rateStats(),
 	}
 }
 
@@ -202,6 +206,9 @@ type Status struct {
 	proto.MeshStatus
 	Stats Stats     `json:"stats"`
 	Time  time.Time `json:"time"`
+	// Version is the relay binary's version; Started when it started.
+	Version string    `json:"version,omitempty"`
+	Started time.Time `json:"started"`
 }
 
 // Status returns the relay's status.
@@ -217,6 +224,8 @@ func (s *Server) Status() Status {
 		MeshStatus: s.meshStatus(),
 		Stats:      s.Stats(),
 		Time:       s.cfg.Now().UTC(),
+		Version:    s.cfg.Version,
+		Started:    s.start.UTC(),
 	}
 }
 

@@ -26,16 +26,21 @@ const retryLater = "2"
 // routes returns the server's HTTP routes.
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/info", s.handleInfo)
+	mux.HandleFunc("GET /v1/info", withCORS(s.handleInfo))
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
-	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // GET patterns match HEAD too
+	mux.HandleFunc("GET /v1/items/{id}", withCORS(s.handleItem)) // GET patterns match HEAD too
 	mux.HandleFunc("GET /v1/control", s.handleControl)
-	mux.HandleFunc("GET /v1/items/{id}/meta", s.handleItemMeta)
+	mux.HandleFunc("GET /v1/items/{id}/meta", withCORS(s.handleItemMeta))
 	mux.HandleFunc("GET /i/{id}", s.handlePage)
 	mux.HandleFunc(tunnelPrefix+"{relay}/{rest...}", s.handleTunnel)
 	mux.HandleFunc("GET /{$}", s.handleIndex)
-	mux.HandleFunc("GET /web/{path...}", s.handleWeb)
+	mux.HandleFunc("GET /web/{path...}", withCORS(s.handleWeb))
+	mux.HandleFunc("GET /web/v1/{file}", withCORS(s.handleWebV1)) // the library's versioned path
 	mux.HandleFunc("GET /sw.js", s.handleServiceWorker)
+	// CORS preflights of what other origins may read (proto/cors.go).
+	for _, p := range []string{"/v1/info", "/v1/items/{id}", "/v1/items/{id}/meta", "/web/{path...}"} {
+		mux.HandleFunc("OPTIONS "+p, proto.ServePreflight)
+	}
 	return mux
 }
 

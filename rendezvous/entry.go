@@ -136,7 +136,7 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 	hosts := s.tunnelHostsLocked()
 	anyAvoided := false
 	for _, c := range s.liveRelaysLocked(now) {
-		if !it.anyRelay() && c.class != ClassOperator || c.draining && c != exit {
+		if !it.anyRelay() && c.class != ClassOperator || c.draining && c != exit || c.capReached {
 			continue
 		}
 		path, ok := s.pathLocked(c, exit)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client/web"
-	"github.com/meshup/meshup/internal/bytefmt"
+	"github.com/meshup/meshup/internal/units"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -96,7 +96,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 				Kind:      v.kind,
 				Name:      v.name,
 				Size:      v.size,
-				HumanSize: bytefmt.Format(v.size),
+				HumanSize: units.Format(v.size),
 				MIME:      v.mime,
 				Online:    v.online || v.kind == proto.KindMessage,
 				IsMessage: v.kind == proto.KindMessage,
@@ -160,6 +160,33 @@ func (s *Server) writePageHeaders(w http.ResponseWriter) {
 // handleWeb serves the library and the app's files under /web/.
 func (s *Server) handleWeb(w http.ResponseWriter, r *http.Request) {
 	s.serveWebFile(w, r, r.PathValue("path"))
+}
+
+// libraryFiles are the files of the browser library, served under the
+// versioned path /web/v1/ as well as /web/. meshup.js imports ./e2e.js, so
+// both are there.
+var libraryFiles = map[string]bool{"meshup.js": true, "e2e.js": true}
+
+// handleWebV1 serves the browser library at /web/v1/meshup.js: the path
+// pages on other sites import, kept for as long as the library's API is
+// version 1.
+func (s *Server) handleWebV1(w http.ResponseWriter, r *http.Request) {
+	f := r.PathValue("file")
+	if !libraryFiles[f] {
+		writeError(w, 0, proto.StatusNotFound, "no such file")
+		return
+	}
+	s.serveWebFile(w, r, f)
+}
+
+// withCORS lets any origin read what h serves (proto.SetPublicCORS): the
+// library, /v1/info, item metadata and redirects are public or read with
+// capabilities in the URL, never with cookies.
+func withCORS(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		proto.SetPublicCORS(w.Header())
+		h(w, r)
+	}
 }
 
 // handleServiceWorker serves sw.js at the root, so that its scope covers

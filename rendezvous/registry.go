@@ -80,6 +80,7 @@ type relayConn struct {
 	verifiedAt      time.Time            // when the last challenge ended
 	verifyErr       string               // why the last challenge failed
 	sentDir         map[string]string    // the directory as sent to it: id -> fingerprint
+	capReached      bool                 // its heartbeat says its monthly volume cap is reached: choose it for no new work
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -199,7 +200,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		s.refuseRelay(st, reason, proto.StatusOverLimit, err)
 		return
 	}
-	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed}
+	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed, Origins: s.cfg.AllowedOrigins}
 	if old := s.relays[peer]; old != nil {
 		old.fail("replaced by a new registration")
 	}
@@ -351,6 +352,7 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
 	r.draining = hb.Draining
+	r.capReached = hb.CapReached
 	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
 		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
 		changed := !slices.Equal(dirAddrs, r.dirAddrs) || natOrUnknown(ms.NAT) != r.nat
@@ -477,7 +479,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.draining {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.draining || r.capReached {
 			continue
 		}
 		_, reach := s.reachAmongLocked(r, hosts)
@@ -589,6 +591,9 @@ type relayStatus struct {
 	// Draining says the relay is shutting down: it is chosen neither as
 	// exit nor as entry for new work (proto.Heartbeat.Draining).
 	Draining bool `json:"draining,omitempty"`
+	// CapReached says the relay reached its monthly volume cap: it is
+	// chosen for no new work.
+	CapReached bool `json:"cap_reached,omitempty"`
 }
 
 // relayStatuses lists the live relays.
@@ -636,6 +641,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			LastSeen:    r.lastSeen.UTC().Format(time.RFC3339Nano),
 			Alive:       true,
 			Local:       true,
+			CapReached:  r.capReached,
 		})
 	}
 	return out

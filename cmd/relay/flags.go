@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/meshup/meshup/cmd/internal/buildinfo"
 	"github.com/meshup/meshup/cmd/internal/cliconf"
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
 	"github.com/meshup/meshup/cmd/internal/logflag"
 	"github.com/meshup/meshup/cmd/internal/nodeflag"
+	"github.com/meshup/meshup/cmd/internal/units"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 )
@@ -36,6 +38,10 @@ type options struct {
 	circuitRelay bool
 	memLimit     int64 // soft limit of the Go runtime, bytes; -1 none
 	drainTimeout time.Duration
+
+	// Volunteer controls (relay/ratelimit.go).
+	maxRate, maxRatePerConsumer units.Rate
+	monthlyCap                  units.Size
 
 	log     logflag.Flags
 	cluster clusterflag.Flags
@@ -104,6 +110,12 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", relay.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
 	cliconf.IntSizeVar(fs, &c.MinBodyRate, "min-body-rate", relay.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
 
+	// Volunteer controls (relay/ratelimit.go): limits on what the relay
+	// sends, consumer responses and parts forwarded to other relays.
+	fs.Var(&o.maxRate, "max-rate", "limit on the `rate` the relay sends at, all together (consumer responses and parts forwarded to other relays): your uplink, as 10MB/s, 80Mbit/s or 1MiB/s; 0: unlimited")
+	fs.Var(&o.maxRatePerConsumer, "max-rate-per-consumer", "limit on the `rate` sent to one consumer IP, as --max-rate; 0: unlimited")
+	fs.Var(&o.monthlyCap, "monthly-cap", "`bytes` the relay may send per calendar month (UTC), as 500GiB or 1TB; once reached it takes no new work until the month ends; counted in memory only, so a restart starts from zero; 0: no cap")
+
 	if err := cliconf.Parse(fs, args, stdout); err != nil {
 		return nil, err
 	}
@@ -118,5 +130,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	c.Assist.NoTunnel = !o.tunnel
 	c.AllowedOrigins = cliconf.SplitList(o.origins)
 	c.Rendezvous = o.rendezvous
+	c.MaxRate, c.MaxRatePerConsumer, c.MonthlyCap = o.maxRate.BytesPerSecond(), o.maxRatePerConsumer.BytesPerSecond(), o.monthlyCap.Bytes()
+	c.Version = buildinfo.Version()
 	return o, nil
 }

@@ -140,6 +140,7 @@ func logStart(ctx context.Context, log *slog.Logger, o *options, srv *relay.Serv
 	eff := srv.Config()
 	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", o.allowPrivate, "memory_limit", memLimit, "drain_timeout", o.drainTimeout)...)
 	log.Info("http server limits", o.httpCfg.LogAttrs()...)
+	log.Info("volunteer limits (what the relay sends)", "max_rate", o.maxRate, "max_rate_per_consumer", o.maxRatePerConsumer, "monthly_cap", o.monthlyCap, "monthly_cap_counted", "in memory, from start")
 	if circuits {
 		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", o.node.Circuits.LogAttrs()...)
 	} else {

@@ -55,6 +55,18 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("tunnel_bytes_in_total", "Bytes the tunnel read from relays behind NAT (headers included).", func(s relay.Stats) int64 { return s.Assist.Tunnel.BytesIn }),
 			c("tunnel_bytes_out_total", "Bytes the tunnel wrote to relays behind NAT (headers included).", func(s relay.Stats) int64 { return s.Assist.Tunnel.BytesOut }),
 			c("circuit_bytes_total", "Bytes relayed over circuits between relays behind NAT.", func(s relay.Stats) int64 { return s.Assist.CircuitBytes }),
+			// Volunteer controls (relay/ratelimit.go).
+			c("rate_sent_bytes_total", "Bytes sent under the rate limits: consumer responses and parts forwarded to other relays.", func(s relay.Stats) int64 { return s.Rate.Sent }),
+			c("rate_waits_total", "Writes that waited for a rate limiter (--max-rate, --max-rate-per-consumer).", func(s relay.Stats) int64 { return s.Rate.Waits }),
+			c("rate_delay_ms_total", "Delay the rate limiters imposed, summed over writes, in milliseconds.", func(s relay.Stats) int64 { return s.Rate.DelayMS }),
+			{prometheus.NewDesc(ns+"monthly_sent_bytes", "Bytes sent this calendar month (UTC), counted in memory since start.", nil, nil), func(s relay.Stats) int64 { return s.Rate.MonthlyUsed }, true},
+			{prometheus.NewDesc(ns+"monthly_cap_bytes", "The monthly volume cap (--monthly-cap); 0: none.", nil, nil), func(s relay.Stats) int64 { return s.Rate.MonthlyCap }, true},
+			{prometheus.NewDesc(ns+"monthly_cap_reached", "1 when the monthly volume cap is reached and the relay takes no new work.", nil, nil), func(s relay.Stats) int64 {
+				if s.Rate.CapReached {
+					return 1
+				}
+				return 0
+			}, true},
 		},
 	}
 }
