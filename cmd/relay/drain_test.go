@@ -115,6 +115,13 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	if !strings.Contains(body, "draining") {
 		t.Errorf("readyz while draining: got %q, want it to say draining", body)
 	}
+	var st struct{ Draining bool }
+	sr := get(t, base+"/v1/status")
+	json.NewDecoder(sr.Body).Decode(&st)
+	sr.Body.Close()
+	if !st.Draining {
+		t.Error("/v1/status while draining: got draining false, want true")
+	}
 	again := get(t, exitURL)
 	again.Body.Close()
 	if again.StatusCode != http.StatusServiceUnavailable || again.Header.Get("Retry-After") == "" {
