@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshup/meshup/internal/units"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -358,19 +359,9 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// FormatBytes formats n bytes for people: "1.5 GiB".
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// FormatBytes formats n bytes for people: "1.5 GiB" (internal/units,
+// the one formatter of the module).
+func FormatBytes(n int64) string { return units.Format(n) }
 
 // CheckRendezvous fetches GET /v1/info from the rendezvous at base. A
 // server that answers, but not as a meshup rendezvous does (a web page,

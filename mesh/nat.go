@@ -22,6 +22,8 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/meshup/meshup/proto"
 )
 
 // NATType says how a node's outbound UDP mappings behave, as far as the
@@ -43,11 +45,12 @@ const (
 	NATSymmetric
 )
 
+// natNames are the wire names of the NAT types, defined once in proto.
 var natNames = [...]string{
-	NATUnknown:   "unknown",
-	NATPublic:    "public",
-	NATCone:      "cone",
-	NATSymmetric: "symmetric",
+	NATUnknown:   proto.NATUnknown,
+	NATPublic:    proto.NATPublic,
+	NATCone:      proto.NATCone,
+	NATSymmetric: proto.NATSymmetric,
 }
 
 // ErrNATType means a string names no NATType.

@@ -32,6 +32,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/meshup/meshup/proto"
 )
 
 // DefaultListenAddrs are the libp2p listen addresses used when Config has
@@ -100,14 +102,16 @@ const (
 	Relayed
 )
 
+// String returns the kind's wire name, defined once in proto:
+// "direct", "hole-punched" or "relayed".
 func (k ConnKind) String() string {
 	switch k {
 	case Direct:
-		return "direct"
+		return proto.PeerDirect
 	case HolePunched:
-		return "hole-punched"
+		return proto.PeerHolePunched
 	case Relayed:
-		return "relayed"
+		return proto.PeerRelayed
 	}
 	return fmt.Sprintf("ConnKind(%d)", uint8(k))
 }

@@ -226,6 +226,10 @@ type Heartbeat struct {
 	// Record (optional) is a freshly signed directory record, as in
 	// Register, sent before the previous one expires.
 	Record []byte `json:"record,omitzero"` // omitzero: an empty record survives a round trip
+	// Draining (optional) says the relay is shutting down: it finishes
+	// the work it has and takes no new, so the rendezvous chooses it
+	// neither as exit nor as entry (issue 13).
+	Draining bool `json:"draining,omitempty"`
 	// CapReached says the relay reached its monthly volume cap (relay
 	// --monthly-cap): it takes no new work, so it is chosen neither as
 	// exit nor as entry until it says otherwise.

@@ -30,7 +30,7 @@ func sampleMessages() map[string]Message {
 			Addrs:     MeshAddrs{Observed: []string{"/ip4/11.0.0.2/tcp/1"}, Advertised: []string{"/ip4/11.0.0.1/tcp/4001/p2p/12D3KooWR/p2p-circuit"}},
 			Peers:     []MeshPeer{{ID: "12D3KooWB", Kind: PeerHolePunched, TimeToDirectMS: 1500}},
 			HolePunch: HolePunchStats{Attempts: 2, Successes: 1, Failures: 1},
-		}, Record: []byte{0xfb, 0xff}, CapReached: true},
+		}, Record: []byte{0xfb, 0xff}, CapReached: true, Draining: true},
 		"need":        Need{Need: 4, Item: id, Off: 5, Len: 6, Token: "a.b", Avoid: []string{"12D3KooWB"}},
 		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
 		"need_cancel": NeedCancel{Need: 4},

@@ -1,15 +1,13 @@
 package relay
 
 import (
-	"encoding/json"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -87,23 +85,7 @@ const wsReadBuffer = 1 << 10
 // originAllowed checks a WebSocket upgrade's Origin against the allow-list.
 // Non-browser clients send no Origin.
 func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	for _, allowed := range s.allowedOrigins() {
-		if allowed == "*" || strings.EqualFold(strings.TrimSuffix(allowed, "/"), origin) {
-			return true
-		}
-	}
-	return false
+	return httpapi.OriginAllowed(r, s.allowedOrigins())
 }
 
 func (s *Server) allowedOrigins() []string {
@@ -117,12 +99,8 @@ func (s *Server) allowedOrigins() []string {
 	return out
 }
 
-// errorBody is the JSON body of an error response.
-type errorBody struct {
-	Status proto.Status `json:"status"`
-	Error  string       `json:"error"`
-}
-
+// writeError writes e as the JSON error body of both servers
+// (internal/httpapi).
 func writeError(w http.ResponseWriter, e *proto.Error) {
 	// An error may follow the item's headers (a full budget, an offline
 	// publisher): they describe the item, not the error, and a stale
@@ -130,12 +108,9 @@ func writeError(w http.ResponseWriter, e *proto.Error) {
 	for _, k := range []string{"Content-Length", "Content-Range", "Content-Disposition", "ETag", "Last-Modified"} {
 		w.Header().Del(k)
 	}
-	code := e.Status.HTTPStatus()
-	if (code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
-		w.Header().Set("Retry-After", "5")
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(errorBody{Status: e.Status, Error: e.Error()})
+	httpapi.WriteError(w, 0, e.Status, e.Error(), retryLater)
 }
+
+// retryLater is the Retry-After, in seconds, of a refusal that asks to
+// come back and names no better time.
+const retryLater = "5"

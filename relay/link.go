@@ -56,32 +56,50 @@ func (l *link) send(m proto.Message) error {
 	}
 }
 
-// FetchInfo reads the rendezvous's GET /v1/info.
+// ErrNotRendezvous means the server named as the rendezvous answered, but
+// not as a meshup rendezvous of this protocol version: an HTML page, a
+// 404, a document without a token key. Run gives up on it at once instead
+// of retrying.
+var ErrNotRendezvous = errors.New("not a meshup rendezvous")
+
+// FetchInfo reads the rendezvous's GET /v1/info. An answer that is not a
+// meshup rendezvous's is an error wrapping ErrNotRendezvous; a failure to
+// connect, or a 5xx or 429 status, is not (it may pass).
 func FetchInfo(ctx context.Context, base string) (proto.Info, ed25519.PublicKey, error) {
 	var info proto.Info
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/info", nil)
+	u := strings.TrimSuffix(base, "/") + "/v1/info"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return info, nil, fmt.Errorf("rendezvous info: %w", err)
+		return info, nil, fmt.Errorf("rendezvous info: %w: %w", ErrNotRendezvous, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return info, nil, fmt.Errorf("rendezvous info: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	notUs := func(why string, args ...any) error {
+		return fmt.Errorf("rendezvous info: %s is %w: %s", u, ErrNotRendezvous, fmt.Sprintf(why, args...))
+	}
+	switch {
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests:
 		return info, nil, fmt.Errorf("rendezvous info: %s", resp.Status)
+	case resp.StatusCode != http.StatusOK:
+		return info, nil, notUs("%s", resp.Status)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		return info, nil, notUs("content type %q, want application/json", ct)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
-		return info, nil, fmt.Errorf("rendezvous info: %w", err)
+		return info, nil, notUs("%v", err)
 	}
 	key, err := base64.RawURLEncoding.DecodeString(info.TokenKey)
 	if err != nil || len(key) != ed25519.PublicKeySize {
-		return info, nil, errors.New("rendezvous info: token_key is not an Ed25519 public key")
+		return info, nil, notUs("token_key is not an Ed25519 public key")
 	}
 	if info.Version != proto.Version {
-		return info, nil, fmt.Errorf("rendezvous info: protocol version %d, want %d", info.Version, proto.Version)
+		return info, nil, notUs("protocol version %d, want %d", info.Version, proto.Version)
 	}
 	return info, ed25519.PublicKey(key), nil
 }
@@ -118,6 +136,10 @@ func (s *Server) Run(ctx context.Context) error {
 		err := s.joinOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, ErrNotRendezvous) && !s.registeredOnce.Load() {
+			// Pointed at the wrong server: say so rather than retry.
+			return fmt.Errorf("relay: --rendezvous %s: %w", s.cfg.Rendezvous, err)
 		}
 		if time.Since(start) > time.Minute {
 			backoff, lost = 250*time.Millisecond, time.Now()
@@ -206,6 +228,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), origins: reg.Origins[:min(len(reg.Origins), maxRegisteredOrigins)], home: peer, recordAt: time.Now()}
 	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
+	s.registeredOnce.Store(true)
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
 	defer func() {
 		s.link.CompareAndSwap(l, nil)
@@ -277,8 +300,8 @@ func (s *Server) linkWriter(ctx context.Context, l *link, hb time.Duration) erro
 			return nil
 		case m = <-l.out:
 		case <-tick.C:
-			st := s.Stats()
-			hbm := proto.Heartbeat{Streams: int(st.OpenParts) + st.Waiting, Reserved: st.Reserved, Served: st.BytesOut, Record: s.recordDue(l, time.Now()), CapReached: s.capReached()}
+			hbm := s.heartbeatMsg(s.Stats())
+			hbm.Record = s.recordDue(l, time.Now())
 			// The mesh view travels only when it changed.
 			ms := s.meshStatus()
 			if b, err := json.Marshal(ms); err == nil && !bytes.Equal(b, lastMesh) {

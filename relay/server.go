@@ -40,6 +40,9 @@ type Server struct {
 	key  atomic.Pointer[ed25519.PublicKey]
 	link atomic.Pointer[link] // the registered rendezvous link, or nil
 	mesh meshState
+	// registeredOnce is set at the first registration: from then on a
+	// rendezvous that answers oddly is retried (it may be restarting).
+	registeredOnce atomic.Bool
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
@@ -49,6 +52,8 @@ type Server struct {
 	nextNeed uint64
 	conns    map[*pushConn]struct{}
 	closed   bool
+	draining bool // Drain began: new consumer requests are refused
+	working  int  // consumer requests in flight (work, drain.go)
 }
 
 // New returns a relay with cfg. It does not start any goroutine.
@@ -111,7 +116,7 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
-	mux.HandleFunc("GET /v1/items/{id}", s.handleItem) // also serves HEAD
+	mux.HandleFunc("GET /v1/items/{id}", s.work(s.handleItem)) // also serves HEAD
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc("GET /{$}", s.handleStatusPage)

@@ -212,6 +212,9 @@ type Status struct {
 	// Version is the relay binary's version; Started when it started.
 	Version string    `json:"version,omitempty"`
 	Started time.Time `json:"started"`
+	// Draining says the relay is shutting down (Drain): it refuses new
+	// consumer requests and finishes those in flight.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Status returns the relay's status.
@@ -229,6 +232,7 @@ func (s *Server) Status() Status {
 		Time:       s.cfg.Now().UTC(),
 		Version:    s.cfg.Version,
 		Started:    s.start.UTC(),
+		Draining:   s.isDraining(),
 	}
 }
 

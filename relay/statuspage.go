@@ -47,6 +47,7 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>Relay id</th><td><code>{{.S.ID}}</code></td></tr>
 <tr><th>Version</th><td>{{if .S.Version}}{{.S.Version}}{{else}}unknown{{end}} (protocol {{.Proto}})</td></tr>
 <tr><th>Up for</th><td>{{.Uptime}} (since {{.S.Started.Format "2006-01-02 15:04:05 MST"}})</td></tr>
+{{if .S.Draining}}<tr><th>Shutting down</th><td class="bad">draining: no new work; finishing the transfers in flight</td></tr>{{end}}
 <tr><th>Rendezvous</th><td>{{if .S.Registered}}<span class="ok">connected</span>{{else}}<span class="bad">not connected</span>{{end}} to <code>{{.S.Rendezvous}}</code></td></tr>
 <tr><th>Public URL</th><td><code>{{.S.HTTPURL}}</code></td></tr>
 <tr><th>Reachability</th><td>NAT: {{.S.NAT}}; {{if .S.Public}}reachable directly{{else}}reached through relay circuits and tunnels{{end}}</td></tr>

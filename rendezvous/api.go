@@ -2,17 +2,18 @@ package rendezvous
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/proto"
 )
 
-// APIVersion is the version reported by GET /v1/info.
-const APIVersion = 1
+// APIVersion is the version reported by GET /v1/info: the protocol
+// version, which relays check.
+const APIVersion = proto.Version
 
 // retryOffline is the Retry-After, in seconds, of a 503 for an item whose
 // publisher is offline.
@@ -43,15 +44,9 @@ func (s *Server) routes() *http.ServeMux {
 	return mux
 }
 
-// Info is the body of GET /v1/info.
-type Info struct {
-	Version   int      `json:"version"`
-	PeerID    string   `json:"peer_id"`
-	Addrs     []string `json:"addrs"`     // libp2p multiaddrs ending in /p2p/<peer_id>
-	TokenKey  string   `json:"token_key"` // Ed25519 public key, base64url without padding
-	PublicURL string   `json:"public_url"`
-	STUN      []string `json:"stun"` // STUN "host:port", primary then alternate; empty when off
-}
+// Info is the body of GET /v1/info, defined once in proto (proto.Info),
+// where relays read it.
+type Info = proto.Info
 
 // Info returns what GET /v1/info reports.
 func (s *Server) Info() Info {
@@ -286,35 +281,11 @@ func serveMessage(w http.ResponseWriter, r *http.Request, v itemView) {
 	http.ServeContent(w, r, "", v.published, strings.NewReader(v.text))
 }
 
-// errorBody is the JSON body of an API error.
-type errorBody struct {
-	Status proto.Status `json:"status"`
-	Error  string       `json:"error"`
-}
-
-// writeError writes a JSON error with status st. httpStatus 0 means
-// st.HTTPStatus().
+// writeError writes the JSON error body of both servers
+// (internal/httpapi); httpStatus 0 means st's own.
 func writeError(w http.ResponseWriter, httpStatus int, st proto.Status, msg string) {
-	if httpStatus == 0 {
-		httpStatus = st.HTTPStatus()
-	}
-	// Every refusal that asks to come back says when (issue 14): callers
-	// with a better figure set it first.
-	if (httpStatus == http.StatusServiceUnavailable || httpStatus == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
-		w.Header().Set("Retry-After", retryLater)
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, httpStatus, errorBody{Status: st, Error: msg})
+	httpapi.WriteError(w, httpStatus, st, msg, retryLater)
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	w.Write(append(body, '\n'))
-}
+// writeJSON writes v as a JSON response (internal/httpapi).
+func writeJSON(w http.ResponseWriter, code int, v any) { httpapi.WriteJSON(w, code, v) }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -298,24 +298,7 @@ func (s *Server) handleControl(w http.ResponseWriter, r *http.Request) {
 // originAllowed reports whether a request's Origin may open the control
 // channel.
 func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true // not a browser
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true // same origin
-	}
-	norm := u.Scheme + "://" + u.Host
-	for _, a := range s.cfg.AllowedOrigins {
-		if a == "*" || strings.EqualFold(strings.TrimRight(a, "/"), norm) {
-			return true
-		}
-	}
-	return false
+	return httpapi.OriginAllowed(r, s.cfg.AllowedOrigins)
 }
 
 // serveSession starts a control session on an upgraded connection and

@@ -141,10 +141,10 @@ func (s *Server) pickEntryLocked(it *item, exit *relayConn, n *proto.Need, now t
 	}
 	anyAvoided := false
 	for _, c := range s.liveRelaysLocked(now) {
-		// A relay past its monthly cap forwards nothing more (relay
-		// --monthly-cap), but still takes its own needs' parts: they
-		// serve responses it had already begun.
-		if !it.anyRelay() && c.class != ClassOperator || c.capReached && c != exit {
+		// A relay draining or past its monthly cap (relay --monthly-cap)
+		// forwards nothing more, but still takes its own needs' parts:
+		// they serve responses it had already begun.
+		if !it.anyRelay() && c.class != ClassOperator || (c.draining || c.capReached) && c != exit {
 			continue
 		}
 		path, ok := s.pathLocked(c, exit)

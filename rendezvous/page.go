@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"mime"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/client/web"
+	"github.com/meshup/meshup/internal/units"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -96,7 +96,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 				Kind:      v.kind,
 				Name:      v.name,
 				Size:      v.size,
-				HumanSize: humanSize(v.size),
+				HumanSize: units.Format(v.size),
 				MIME:      v.mime,
 				Online:    v.online || v.kind == proto.KindMessage,
 				IsMessage: v.kind == proto.KindMessage,
@@ -212,17 +212,4 @@ func (s *Server) serveWebFile(w http.ResponseWriter, r *http.Request, p string) 
 	h.Set("Cache-Control", "no-cache")
 	h.Set("ETag", f.etag)
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
-}
-
-// humanSize formats n bytes with a binary unit: "512 B", "1.5 KiB".
-func humanSize(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, exp := float64(n)/1024, 0
-	for f >= 1023.95 && exp < 5 { // would print as 1024.0: use the next unit
-		f /= 1024
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[exp])
 }

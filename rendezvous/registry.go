@@ -46,6 +46,7 @@ type relayConn struct {
 	ip       string // the IP of observed, for MaxRelaysPerIP
 	class    string // ClassOperator or ClassVolunteer
 	label    string // the name in its admission token, if any
+	draining bool   // the relay said it is shutting down (Heartbeat.Draining); guarded by Server.mu
 	needRate *rate.Limiter
 
 	// Used by the stream's reader only (checkNeedToken):
@@ -350,6 +351,7 @@ func (s *Server) heartbeat(r *relayConn, hb *proto.Heartbeat) {
 	r.reserved = min(max(hb.Reserved, 0), max(r.budget, 0))
 	r.served = max(hb.Served, 0)
 	r.ordersSinceBeat = 0
+	r.draining = hb.Draining
 	r.capReached = hb.CapReached
 	if ms := hb.Mesh; ms != nil && checkMesh(ms) == nil {
 		dirAddrs := s.directoryAddrs(r.id, ms.Addrs.Advertised)
@@ -488,7 +490,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.capReached {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.draining || r.capReached {
 			continue
 		}
 		_, reach := s.reachAmongLocked(r, hosts, secure)
@@ -526,6 +528,9 @@ func (s *Server) pushRelays(secure bool) []proto.RelayInfo {
 	var es []entry
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(s.cfg.Now()) {
+		if r.draining {
+			continue
+		}
 		base, reach := s.reachAmongLocked(r, hosts, secure)
 		es = append(es, entry{proto.RelayInfo{ID: r.id, PushURL: pushURL(base)}, reach})
 	}
@@ -594,6 +599,9 @@ type relayStatus struct {
 	Local   bool   `json:"local"`
 	Home    string `json:"home,omitempty"`
 	Expires string `json:"expires,omitempty"`
+	// Draining says the relay is shutting down: it is chosen neither as
+	// exit nor as entry for new work (proto.Heartbeat.Draining).
+	Draining bool `json:"draining,omitempty"`
 	// CapReached says the relay reached its monthly volume cap: it is
 	// chosen for no new work.
 	CapReached bool `json:"cap_reached,omitempty"`
@@ -634,6 +642,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			MeshStatus:  ms,
 			Conn:        r.st.Kind().String(),
 			Streams:     r.streams,
+			Draining:    r.draining,
 			Reserved:    r.reserved,
 			Served:      r.served,
 			Orders:      len(r.needs),

@@ -16,11 +16,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshup/meshup/internal/httptunnel"
@@ -51,6 +53,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // sweeper, session handlers, relay streams
 	closeOnce sync.Once
+	draining  atomic.Bool // Drain was called: /readyz says so
 
 	mu        sync.Mutex // guards the fields below
 	closed    bool
@@ -143,13 +146,41 @@ func (s *Server) Close() error {
 			s.stun.Close()
 		}
 		for _, c := range sessions {
-			c.fail(closeGoingAway, "server closing")
+			// A close frame with a code and a reason, so that clients
+			// reconnect at once (to this server restarted, or to the
+			// next behind the same name) rather than time out.
+			c.fail(closeGoingAway, closeReasonShutdown)
 		}
 		for _, r := range relays {
 			r.fail("server closing")
 		}
 	})
 	s.wg.Wait()
+	return nil
+}
+
+// closeReasonShutdown is the reason of the close frame control sessions
+// get when the server shuts down.
+const closeReasonShutdown = "rendezvous shutting down: reconnect"
+
+// ErrDraining is the reason Ready gives once Drain was called.
+var ErrDraining = errors.New("rendezvous: draining")
+
+// Drain marks the server as shutting down: Ready reports ErrDraining, so
+// that a load balancer stops sending new clients, while the server goes
+// on serving until Close.
+func (s *Server) Drain() {
+	if !s.draining.Swap(true) {
+		s.log.Info("draining: readyz reports not ready")
+	}
+}
+
+// Ready returns nil while the server takes new clients (GET /readyz),
+// else why not.
+func (s *Server) Ready() error {
+	if s.draining.Load() || s.ctx.Err() != nil {
+		return ErrDraining
+	}
 	return nil
 }
 

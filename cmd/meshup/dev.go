@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/meshup/meshup/cmd/internal/devmesh"
+	"github.com/meshup/meshup/cmd/internal/logflag"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -18,7 +19,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	addr := fs.String("http", "127.0.0.1:8080", "rendezvous HTTP listen address")
 	relays := fs.Int("relays", 2, "number of relays (at least 1)")
-	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
+	var logFlags logflag.Flags
+	logFlags.Register(fs, slog.LevelInfo)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: meshup dev [flags]\n\nRuns a rendezvous and relays in this process, on loopback, until interrupted.\n\nFlags:")
 		fs.PrintDefaults()
@@ -33,7 +35,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *relays < 1 {
 		return usageError(fs, "--relays %d: a dev mesh needs at least 1 relay to carry bytes", *relays)
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := logFlags.Logger(stderr)
 	if err != nil {
 		return err
 	}

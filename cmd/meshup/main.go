@@ -11,10 +11,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/meshup/meshup/cmd/internal/buildinfo"
 )
 
 const usage = `usage: meshup <command> [flags] [args]
@@ -23,6 +24,7 @@ commands:
   dev           run a rendezvous and relays on loopback, with the web app
   send FILE...  publish each FILE; print its share link and download URL; serve them until interrupted
   get URL       download an item (share link or download URL)
+  version       print the version
 
 Flags may come before or after the arguments.
 Run 'meshup <command> -h' for a command's flags.
@@ -60,21 +62,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSend(ctx, args[1:], stdout, stderr)
 	case "get":
 		return runGet(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, buildinfo.String("meshup"))
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprintf(stderr, "meshup: unknown command %q\n%s", args[0], usage)
 	return errUsage
-}
-
-// newLogger returns a text logger on w at the level named by level.
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 // defaultRendezvous is where the client commands look for a rendezvous

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/meshup/meshup/client"
+	"github.com/meshup/meshup/cmd/internal/logflag"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -150,7 +152,8 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rdv := fs.String("rendezvous", defaultRendezvous(), "rendezvous base URL (env MESHUP_RENDEZVOUS)")
 	name := fs.String("name", "", "item name (default: the file's base name; one FILE only)")
 	typ := fs.String("type", "", "MIME type (default: from the file extension)")
-	logLevel := fs.String("log", "warn", "log level: debug, info, warn, error")
+	var logFlags logflag.Flags
+	logFlags.Register(fs, slog.LevelWarn)
 	via := fs.String("via", "", "pin the entry relay the file is pushed to, by its id (diagnosis of one path)")
 	plain := fs.Bool("plain", false, "publish the file unencrypted (default: end-to-end encrypted, key in the link's #k= fragment)")
 	volunteers := fs.Bool("volunteers", false, "with --plain, let volunteer relays carry the plaintext (default: operator relays only)")
@@ -172,7 +175,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(paths) > 1 && (*statePath != "" || *swarm || *name != "") {
 		return usageError(fs, "--state, --swarm and --name take one FILE, not %d", len(paths))
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := logFlags.Logger(stderr)
 	if err != nil {
 		return err
 	}

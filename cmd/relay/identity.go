@@ -16,7 +16,7 @@ const p2pIdentityLabel = "relay libp2p identity"
 // identity in memory, and a new peer id, at every start.
 func identity(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
 	if path == "" {
-		log.Info("identity is ephemeral (no --key-file): the peer id changes at every start")
+		log.Info("identity is ephemeral (no --identity): the peer id changes at every start")
 		return nil, nil
 	}
 	key, created, err := keyfile.Load(path)

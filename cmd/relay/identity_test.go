@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,7 +47,7 @@ func TestKeyFileRestart(t *testing.T) {
 	for i, name := range []string{"first start", "restart"} {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, args) }()
+		go func() { done <- run(ctx, args, io.Discard) }()
 		waitUntil(name+": relay "+want+" registered", func() bool { return rv.Server.IsRelay(want) })
 		cancel()
 		if err := <-done; err != nil {
@@ -60,7 +61,7 @@ func TestKeyFileRestart(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(context.Background(), args); !errors.Is(err, keyfile.ErrPermissions) {
+	if err := run(context.Background(), args, io.Discard); !errors.Is(err, keyfile.ErrPermissions) {
 		t.Errorf("start with a 0644 key file: got %v, want %v", err, keyfile.ErrPermissions)
 	}
 }

@@ -1,17 +1,23 @@
 // Command relay runs a meshup relay (upload server): it joins a rendezvous,
 // accepts parts pushed by publishers and streams them to consumers. It
 // keeps part data in bounded memory and never writes it to disk; the only
-// file it may write is the identity key file named by --key-file, which
+// file it may write is the identity key file named by --identity, which
 // keeps its peer id across restarts.
 //
 //	relay --rendezvous http://HOST:8080 --http :8081 --public-url http://MYHOST:8081
+//
+// Every flag may also be set as MESHUP_<FLAG> in the environment or in a
+// --config file; the command line wins over the environment, which wins
+// over the file. SIGTERM or SIGINT drains the relay: it refuses new work,
+// tells the rendezvous, lets running transfers finish for up to
+// --drain-timeout and exits; a second signal stops it at once.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -19,157 +25,78 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/meshup/meshup/cmd/internal/clusterflag"
+	"github.com/meshup/meshup/cmd/internal/buildinfo"
+	"github.com/meshup/meshup/cmd/internal/cliconf"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
-	"github.com/meshup/meshup/cmd/internal/tlsserve"
-	"github.com/meshup/meshup/cmd/internal/units"
 	"github.com/meshup/meshup/mesh"
-	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
 )
 
+// shutdownTimeout bounds closing the HTTP server after the drain.
+const shutdownTimeout = 5 * time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "relay:", err)
-		}
-		os.Exit(1)
-	}
+	// After the first signal, the next one kills the process at once.
+	context.AfterFunc(ctx, stop)
+	cliconf.Exit("relay", run(ctx, os.Args[1:], os.Stdout))
 }
 
-func run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
-	rdv := fs.String("rendezvous", "", "rendezvous base URL, e.g. http://127.0.0.1:8080 (required)")
-	httpAddr := fs.String("http", ":8081", "HTTP listen address (push WebSocket and item downloads)")
-	publicURL := fs.String("public-url", "", "base URL publishers and consumers use to reach this relay (default: from --http, with 127.0.0.1 for an unspecified host)")
-	p2p := fs.String("p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen multiaddrs")
-	origins := fs.String("allow-origin", "", "comma-separated Origins allowed to push from a browser (the rendezvous's own is always allowed)")
-	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
-	portmap := fs.Bool("nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
-	allowPrivate := fs.Bool("allow-private-addrs", false, "dial private, loopback, link-local, CGNAT and ULA addresses (a LAN or a lab); off, the connection gater refuses them")
-	keyFile := fs.String("key-file", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the peer id across restarts (and with it an operator admission token); the only file the relay writes (default: a new key in memory at every start)")
-	maxStreams := fs.Int("max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with this relay, per direction")
-	maxWindow := fs.Int("max-stream-window", mesh.DefaultMaxStreamWindow, "bytes one libp2p stream may have in flight towards this relay, unread (yamux receive window): forwarded parts wait there outside --budget")
-	debugAddr := fs.String("debug-addr", debugsrv.DefaultAddr, "listen `address` of /metrics and /debug/pprof; off disables")
-	var clusterFlags clusterflag.Flags
-	clusterFlags.Register(fs)
-	var cfg relay.Config
-	// For relays behind NAT (issue 10): the tunnel and the circuit relay
-	// service a public relay runs, the reservations a relay behind NAT
-	// holds on public relays.
-	tunnel := fs.Bool("tunnel", true, "when public, serve the HTTP tunnel (/v1/relays/ID/...) into the relays behind NAT connected to this relay")
-	fs.IntVar(&cfg.Assist.TunnelConns, "tunnel-conns", relay.DefaultTunnelConns, "limit on concurrent tunnelled HTTP connections to one relay behind NAT")
-	fs.IntVar(&cfg.Assist.Reservations, "circuit-reservations", relay.DefaultCircuitReservations, "behind NAT: public relays to hold circuit reservations on (negative: none, the rendezvous's only)")
-	circuitRelay := fs.Bool("circuit-relay", true, "when public, run the circuit relay v2 service for the relays of the rendezvous's directory")
-	var circuits mesh.RelayService
-	fs.DurationVar(&circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
-	fs.Int64Var(&circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
-	fs.IntVar(&circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
-	fs.IntVar(&circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
-	fs.StringVar(&cfg.AdmissionToken, "admission-token", "", "the operator's admission `token` for this relay (class operator); default $"+envAdmissionToken)
-	fs.StringVar(&cfg.PublicIP, "public", "", "declare this relay reachable from the internet at this `IP` (its libp2p ports and --public-url); default: learn the NAT with STUN")
-	fs.DurationVar(&cfg.NATProbeInterval, "nat-probe-interval", relay.DefaultNATProbeInterval, "interval of STUN probes of the NAT")
-	fs.DurationVar(&cfg.PeerInterval, "peer-interval", relay.DefaultPeerInterval, "interval of dials to mesh peers not yet connected")
-	fs.Int64Var(&cfg.Budget, "budget", relay.DefaultBudget, "bytes of memory for part data, all streams")
-	memLimit := fs.Int64("memory-limit", 0, "soft limit of the Go runtime's memory, `bytes` (0: --budget + max(64 MiB, --budget/4); negative: none; the GOMEMLIMIT environment variable overrides it)")
-	fs.IntVar(&cfg.Window, "window", relay.DefaultWindow, "bytes in flight per part stream")
-	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
-	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "read-ahead: parts of one consumer request open at once, possibly through several entry relays")
-	fs.IntVar(&cfg.MaxConns, "max-conns", relay.DefaultMaxConns, "push WebSocket connections")
-	fs.IntVar(&cfg.MaxStreamsPerConn, "max-streams-per-conn", relay.DefaultMaxStreamsPerConn, "open parts per push connection (0: budget/window, every part the budget admits)")
-	fs.DurationVar(&cfg.NeedTimeout, "need-timeout", relay.DefaultNeedTimeout, "wait for a publisher to begin a part")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for any message on a push connection or mesh stream, and idle keep-alive")
-	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", relay.DefaultStallTimeout, "wait for the next bytes of a part a consumer waits for, before asking for the rest through another entry relay")
-	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers and publishers")
-	// Limits per source and deadlines (relay/limits.go, cmd/internal/httpserve).
-	var hcfg httpserve.Config
-	hcfg.Register(fs)
-	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", relay.DefaultHandshakeTimeout, "WebSocket upgrade, and a push connection's first part with a valid token")
-	fs.DurationVar(&cfg.ClockSkew, "clock-skew", proto.DefaultClockSkew, "clock difference to the rendezvous tolerated in token times")
-	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", relay.DefaultMaxConnsPerIP, "limit on requests in flight from one IP, WebSockets included")
-	fs.Float64Var(&cfg.RequestRate, "request-rate", relay.DefaultRequestRate, "requests per second allowed from one IP, sustained")
-	fs.IntVar(&cfg.RequestBurst, "request-burst", relay.DefaultRequestBurst, "requests allowed from one IP in a burst")
-	fs.IntVar(&cfg.TrackedIPs, "tracked-ips", relay.DefaultTrackedIPs, "IPs remembered by the limits per source")
-	fs.BoolVar(&cfg.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
-	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", relay.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
-	fs.IntVar(&cfg.MinBodyRate, "min-body-rate", relay.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
-	// TLS (cmd/internal/tlsserve): --tls, --tls-cert, --acme-*, --http-redirect, --tls-dir.
-	var tlsFlags tlsserve.Flags
-	tlsFlags.Register(fs)
-
-	// Volunteer controls (relay/ratelimit.go): limits on what the relay
-	// sends, consumer responses and parts forwarded to other relays.
-	var maxRate, maxRatePerConsumer units.Rate
-	var monthlyCap units.Size
-	fs.Var(&maxRate, "max-rate", "limit on the `rate` the relay sends at, all together (consumer responses and parts forwarded to other relays): your uplink, as 10MB/s, 80Mbit/s or 1MiB/s; 0: unlimited")
-	fs.Var(&maxRatePerConsumer, "max-rate-per-consumer", "limit on the `rate` sent to one consumer IP, as --max-rate; 0: unlimited")
-	fs.Var(&monthlyCap, "monthly-cap", "`bytes` the relay may send per calendar month (UTC), as 500GiB or 1TB; once reached it takes no new work until the month ends; counted in memory only, so a restart starts from zero; 0: no cap")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg.MaxRate, cfg.MaxRatePerConsumer, cfg.MonthlyCap = maxRate.BytesPerSecond(), maxRatePerConsumer.BytesPerSecond(), monthlyCap.Bytes()
-	cfg.Version = buildVersion()
-	hcfg.LimitLoopback = cfg.LimitLoopback
-	cfg.Assist.NoTunnel = !*tunnel
-	if *rdv == "" {
-		fs.Usage()
-		return errors.New("--rendezvous is required")
-	}
-	if cfg.AdmissionToken == "" {
-		cfg.AdmissionToken = strings.TrimSpace(os.Getenv(envAdmissionToken))
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log: %w", err)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	p2pKey, err := identity(*keyFile, log)
-	if err != nil {
-		return fmt.Errorf("--key-file: %w", err)
-	}
-
-	ln, err := net.Listen("tcp", *httpAddr)
+// run runs a relay configured by args until ctx is done, then drains it.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
+	}
+	log, err := o.log.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	p2pKey, err := identity(o.identity, log)
+	if err != nil {
+		return fmt.Errorf("--identity: %w", err)
+	}
+	ln, err := net.Listen("tcp", o.http)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.http, err)
 	}
 	defer ln.Close()
-	if *publicURL == "" {
-		*publicURL = defaultPublicURL(ln.Addr().(*net.TCPAddr), cfg.PublicIP)
+	if o.publicURL == "" {
+		if o.publicURL, err = advertisedURL(ctx, o, ln.Addr().(*net.TCPAddr), log); err != nil {
+			return err
+		}
 	}
-	if ln, err = tlsFlags.Wrap(ctx, ln, *publicURL, log); err != nil {
+	if ln, err = o.tls.Wrap(ctx, ln, o.publicURL, log); err != nil {
 		return err
 	}
+
 	// The circuit relay service admits the directory's relays, and only
 	// while this relay is public (relay.CircuitGate); the gate is bound
 	// to the relay once it exists.
 	var gate relay.CircuitGate
 	var service *mesh.RelayService
-	if *circuitRelay {
-		circuits.Allow = gate.Allow
-		service = &circuits
+	if o.circuitRelay {
+		o.node.Circuits.Allow = gate.Allow
+		service = &o.node.Circuits
 	}
 	node, err := mesh.New(mesh.Config{
-		ListenAddrs:  splitList(*p2p),
+		ListenAddrs:  o.node.ListenAddrs(),
 		Identity:     p2pKey,
 		Logger:       log,
 		HolePunching: true,
-		NATPortMap:   *portmap,
+		NATPortMap:   o.node.Portmap,
 		RelayService: service,
 		// No dial to an address a stranger supplied, unless allowed.
-		AllowPrivateAddrs: *allowPrivate,
-		MaxStreamsPerPeer: *maxStreams,
-		MaxStreamWindow:   *maxWindow,
+		AllowPrivateAddrs: o.allowPrivate,
+		MaxStreamsPerPeer: o.node.Streams,
+		MaxStreamWindow:   o.node.Window,
 	})
 	if err != nil {
 		return err
@@ -178,7 +105,7 @@ func run(ctx context.Context, args []string) error {
 
 	// A public relay run by the operator joins the cluster for failure
 	// detection of itself and the rendezvous; it uses no directory.
-	ccfg, clusterOn, err := clusterFlags.Config(node, os.Getenv)
+	ccfg, clusterOn, err := o.cluster.Config(node, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -192,77 +119,87 @@ func run(ctx context.Context, args []string) error {
 		log.LogAttrs(ctx, slog.LevelInfo, "cluster", cluster.Limits()...)
 	}
 
-	cfg.Node, cfg.Rendezvous, cfg.PublicURL, cfg.Logger = node, *rdv, *publicURL, log
-	cfg.AllowedOrigins = splitList(*origins)
+	cfg := o.cfg
+	cfg.Node, cfg.PublicURL, cfg.Logger = node, o.publicURL, log
 	srv, err := relay.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	gate.Bind(srv)
+	limit := setMemoryLimit(o.memLimit, srv.Config().Budget)
+	logStart(ctx, log, o, srv, node, ln, limit, service != nil)
+
+	hs := httpserve.New(o.httpCfg, httpserve.Health(srv.Ready, srv.Handler()), log)
+	if err := startDebug(ctx, o, srv, hs, log); err != nil {
+		return err
+	}
+	return serve(ctx, o, srv, hs, ln, log)
+}
+
+// logStart prints what the relay is and every limit it applies.
+func logStart(ctx context.Context, log *slog.Logger, o *options, srv *relay.Server, node *mesh.Node, ln net.Listener, memLimit int64, circuits bool) {
+	log.Info("relay starting", "version", buildinfo.Version(), "id", srv.ID(), "http", ln.Addr().String(), "public_url", o.publicURL, "p2p", node.Addrs(), "rendezvous", o.rendezvous)
 	eff := srv.Config()
-	limit := setMemoryLimit(*memLimit, eff.Budget)
-	log.Info("relay starting", "id", srv.ID(), "http", ln.Addr().String(), "public_url", *publicURL, "p2p", node.Addrs(), "rendezvous", *rdv)
-	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", *allowPrivate, "memory_limit", limit)...)
-	log.Info("http server limits", hcfg.LogAttrs()...)
-	log.Info("volunteer limits (what the relay sends)", "max_rate", maxRate, "max_rate_per_consumer", maxRatePerConsumer, "monthly_cap", monthlyCap, "monthly_cap_counted", "in memory, from start")
-	if service != nil {
-		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", circuits.LogAttrs()...)
+	log.Info("relay limits", append(eff.LogAttrs(), "allow_private_addrs", o.allowPrivate, "memory_limit", memLimit, "drain_timeout", o.drainTimeout)...)
+	log.Info("http server limits", o.httpCfg.LogAttrs()...)
+	log.Info("volunteer limits (what the relay sends)", "max_rate", o.maxRate, "max_rate_per_consumer", o.maxRatePerConsumer, "monthly_cap", o.monthlyCap, "monthly_cap_counted", "in memory, from start")
+	if circuits {
+		log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits (serves the directory's relays while public)", o.node.Circuits.LogAttrs()...)
 	} else {
 		log.Info("circuit relay service off (--circuit-relay=false)")
 	}
-	hs := httpserve.New(hcfg, srv.Handler(), log)
+}
 
-	// Metrics and pprof are on the debug listener (loopback by default),
-	// never on the public port.
+// startDebug serves metrics and pprof on the debug listener (loopback by
+// default), never on the public port.
+func startDebug(ctx context.Context, o *options, srv *relay.Server, hs *httpserve.Server, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStatusCollector(srv), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	reg.MustRegister(newStatusCollector(srv), buildinfo.Collector(),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshup_relay_tcp_refused_total", Help: "TCP connections closed at once for --max-tcp-conns-per-ip."},
 			func() float64 { return float64(hs.Refused()) }))
-	daddr, err := debugsrv.Start(ctx, *debugAddr, reg, log)
+	addr, err := debugsrv.Start(ctx, o.debugAddr, reg, log)
 	if err != nil {
 		return fmt.Errorf("--debug-addr: %w", err)
 	}
-	log.Info("debug listener (metrics, pprof)", "addr", daddr)
+	log.Info("debug listener (metrics, pprof)", "addr", addr)
+	return nil
+}
+
+// serve runs the relay until ctx is done or it fails, then drains it:
+// new work is refused and the rendezvous told, the transfers in flight
+// get up to --drain-timeout, and then everything closes.
+func serve(ctx context.Context, o *options, srv *relay.Server, hs *httpserve.Server, ln net.Listener, log *slog.Logger) error {
+	// The link to the rendezvous outlives ctx: during the drain the
+	// transfers in flight still need parts ordered through it.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
-	go func() { errc <- srv.Run(ctx) }()
+	go func() { errc <- srv.Run(runCtx) }()
+	var err error
 	select {
 	case <-ctx.Done():
+		log.Info("stopping: draining", "drain_timeout", o.drainTimeout)
+		dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+		if derr := srv.Drain(dctx); derr != nil {
+			log.Warn("drain timed out: cutting the transfers still running", "drain_timeout", o.drainTimeout)
+		} else {
+			log.Info("drained")
+		}
+		cancel()
 	case err = <-errc:
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	stopRun()
+	srv.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	hs.Shutdown(sctx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
-}
-
-// envAdmissionToken holds the relay's admission token, which is better
-// kept out of ps than passed as a flag.
-const envAdmissionToken = "MESHUP_ADMISSION_TOKEN"
-
-func defaultPublicURL(a *net.TCPAddr, publicIP string) string {
-	host := a.IP.String()
-	switch {
-	case publicIP != "":
-		host = publicIP
-	case a.IP.IsUnspecified():
-		host = "127.0.0.1"
-	}
-	return "http://" + net.JoinHostPort(host, fmt.Sprint(a.Port))
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // setMemoryLimit sets the Go runtime's soft memory limit and returns it
@@ -297,20 +234,4 @@ func setMemoryLimit(limit, budget int64) int64 {
 // of part memory, when --memory-limit is 0: see setMemoryLimit.
 func defaultMemoryLimit(budget int64) int64 {
 	return budget + max(64<<20, budget/4)
-}
-
-// buildVersion returns the version of the relay binary from its build
-// information, for the status page.
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	v := strings.Trim(bi.Main.Version, "()") // "(devel)" when built from a work tree
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "devel") {
-			v = "devel-" + s.Value[:12]
-		}
-	}
-	return v
 }

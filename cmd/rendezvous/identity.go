@@ -19,7 +19,7 @@ const p2pIdentityLabel = "rendezvous libp2p identity"
 // start.
 func identity(path string, log *slog.Logger) (signing, p2p ed25519.PrivateKey, err error) {
 	if path == "" {
-		log.Info("identity is ephemeral (no --key-file): a restart changes the token key and peer id, and ends reads in flight early")
+		log.Info("identity is ephemeral (no --identity): a restart changes the token key and peer id, and ends reads in flight early")
 		return nil, nil, nil
 	}
 	signing, created, err := keyfile.Load(path)

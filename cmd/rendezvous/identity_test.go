@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +30,7 @@ func startRun(t *testing.T, args ...string) (rendezvous.Info, func()) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, append([]string{"--http", addr, "--p2p", "/ip4/127.0.0.1/tcp/0",
-			"--stun", "off", "--debug-addr", "off", "--log-level", "warn"}, args...))
+			"--stun", "off", "--debug-addr", "off", "--log-level", "warn"}, args...), io.Discard)
 	}()
 	stop := func() {
 		cancel()
@@ -88,7 +89,7 @@ func TestKeyFileRestart(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = run(context.Background(), []string{"--http", "127.0.0.1:0", "--stun", "off", "--debug-addr", "off", "--key-file", path})
+	err = run(context.Background(), []string{"--http", "127.0.0.1:0", "--stun", "off", "--debug-addr", "off", "--key-file", path}, io.Discard)
 	if !errors.Is(err, keyfile.ErrPermissions) {
 		t.Errorf("start with a 0644 key file: got %v, want %v", err, keyfile.ErrPermissions)
 	}

@@ -4,7 +4,7 @@
 //
 //	rendezvous --http :8080 --public-url https://share.example.org
 //
-// With --key-file FILE it keeps its token signing key and peer id in FILE
+// With --identity FILE it keeps its token signing key and peer id in FILE
 // (created on first start), so that a restart does not invalidate the
 // tokens of reads in flight; it writes nothing else.
 //
@@ -12,15 +12,19 @@
 // --stun-alt (default: the next port), so that relays learn their public
 // address and NAT type.
 //
-// Every limit is a flag and is printed at start-up. SIGINT or SIGTERM
-// closes the server gracefully.
+// Every limit is a flag and is printed at start-up. Every flag may also be
+// set as MESHUP_<FLAG> in the environment or in a --config file; the
+// command line wins over the environment, which wins over the file.
+// SIGINT or SIGTERM closes the server gracefully: /readyz turns 503 and
+// control sessions get a WebSocket close frame, so clients reconnect at
+// once; a second signal stops it at once.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -33,9 +37,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/meshup/meshup/cmd/internal/buildinfo"
+	"github.com/meshup/meshup/cmd/internal/cliconf"
 	"github.com/meshup/meshup/cmd/internal/clusterflag"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/cmd/internal/httpserve"
+	"github.com/meshup/meshup/cmd/internal/logflag"
+	"github.com/meshup/meshup/cmd/internal/nodeflag"
 	"github.com/meshup/meshup/cmd/internal/tlsserve"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
@@ -47,42 +55,37 @@ import (
 const shutdownTimeout = 5 * time.Second
 
 func main() {
-	if err := run(context.Background(), os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "rendezvous:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal, the next one kills the process at once.
+	context.AfterFunc(ctx, stop)
+	cliconf.Exit("rendezvous", run(ctx, os.Args[1:], os.Stdout))
 }
 
 // options are the command-line flags.
 type options struct {
 	http      string
-	p2p       string
 	publicURL string
-	keyFile   string
+	identity  string // key file
 	origins   []string
-	logLevel  slog.Level
+	log       logflag.Flags
 	metrics   bool
 	trust     trustOptions
-	portmap   bool
-	circuits  mesh.RelayService
-	streams   int // libp2p streams per peer and protocol
-	window    int // yamux receive window per stream, bytes
 	cluster   clusterflag.Flags
+	node      nodeflag.Flags
 	cfg       rendezvous.Config
 	httpCfg   httpserve.Config
 	tls       tlsserve.Flags
 }
 
-func parseFlags(args []string) (*options, error) {
+// parseFlags parses the rendezvous's configuration from args, the
+// environment and the config file (cmd/internal/cliconf).
+func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	o := &options{}
 	c := &o.cfg
 	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
 	fs.StringVar(&o.http, "http", ":8080", "HTTP listen `address`")
-	fs.StringVar(&o.p2p, "p2p", strings.Join(mesh.DefaultListenAddrs, ","), "comma-separated libp2p listen `multiaddrs`")
-	fs.StringVar(&o.keyFile, "key-file", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the token key and peer id across restarts, so reads in flight survive one; the only file the rendezvous writes (default: a new key in memory at every start)")
+	fs.StringVar(&o.identity, "identity", "", "identity key `file` (PEM PKCS#8 Ed25519), created with mode 0600 if missing: keeps the token key and peer id across restarts, so reads in flight survive one; the only file the rendezvous writes (default: a new key in memory at every start)")
+	fs.Var(fs.Lookup("identity").Value, "key-file", "deprecated alias of --identity")
 	fs.StringVar(&o.publicURL, "public-url", "", "base `URL` in share links (default http://127.0.0.1:PORT, or the --http host)")
 	fs.Func("allow-origin", "`origin` allowed to open the control WebSocket from a browser, e.g. https://app.example.org; repeatable or comma-separated; * allows any", func(s string) error {
 		for _, v := range strings.Split(s, ",") {
@@ -94,26 +97,19 @@ func parseFlags(args []string) (*options, error) {
 	})
 	fs.StringVar(&c.STUNAddr, "stun", fmt.Sprintf(":%d", rendezvous.DefaultSTUNPort), "UDP `address` of the STUN server; off disables STUN")
 	fs.StringVar(&c.STUNAltAddr, "stun-alt", "", "UDP `address` of the alternate STUN port, for NAT type detection (default: the --stun port + 1); off serves --stun only")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn, error")
+	o.log.Register(fs, slog.LevelInfo)
 	fs.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics on --debug-addr")
 	o.trust.register(fs, c)
 	o.cluster.Register(fs)
+	o.node.Register(fs, "the rendezvous")
 
-	fs.BoolVar(&o.portmap, "nat-portmap", false, "ask the router for a port mapping with UPnP or NAT-PMP")
-	fs.DurationVar(&o.circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
-	fs.Int64Var(&o.circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
-	fs.IntVar(&o.circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
-	fs.IntVar(&o.window, "max-stream-window", mesh.DefaultMaxStreamWindow, "bytes one libp2p stream may have in flight towards the rendezvous, unread (yamux receive window)")
-	fs.IntVar(&o.streams, "max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with the rendezvous, per direction (tunnelled connections into one relay are streams)")
-	fs.IntVar(&o.circuits.MaxCircuits, "max-circuits", mesh.DefaultMaxCircuits, "limit on relayed connections per relay")
-
-	fs.IntVar(&c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
+	cliconf.IntSizeVar(fs, &c.MaxMessage, "max-message", proto.DefaultMaxMessage, "limit on one control message, in `bytes`")
 	fs.IntVar(&c.MaxSessions, "max-sessions", rendezvous.DefaultMaxSessions, "limit on concurrent control sessions")
 	fs.IntVar(&c.MaxItemsPerSession, "max-items-per-session", rendezvous.DefaultMaxItemsPerSession, "limit on items one session publishes")
 	fs.IntVar(&c.MaxPublishersPerItem, "max-publishers-per-item", rendezvous.DefaultMaxPublishersPerItem, "limit on sessions publishing one item together (swarm upload)")
 	fs.IntVar(&c.MaxItems, "max-items", rendezvous.DefaultMaxItems, "limit on items held, online and offline")
-	fs.IntVar(&c.MaxTextMessage, "max-text-message", rendezvous.DefaultMaxTextMessage, "limit on the text of a message item, in `bytes`")
-	fs.Int64Var(&c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
+	cliconf.IntSizeVar(fs, &c.MaxTextMessage, "max-text-message", rendezvous.DefaultMaxTextMessage, "limit on the text of a message item, in `bytes`")
+	cliconf.SizeVar(fs, &c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
 	fs.IntVar(&c.MaxNeedsPerRelay, "max-needs-per-relay", rendezvous.DefaultMaxNeedsPerRelay, "limit on outstanding needs of one relay")
 	fs.IntVar(&c.MaxTunnelConns, "max-tunnel-conns", rendezvous.DefaultMaxTunnelConns, "limit on concurrent tunnelled HTTP connections to one relay behind NAT")
 	fs.IntVar(&c.SessionQueue, "session-queue", rendezvous.DefaultSessionQueue, "messages queued per control session before it is closed as too slow; orders fill at most 7/8 of it, beyond which the publisher is busy and needs get 429")
@@ -139,9 +135,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&c.TrackedIPs, "tracked-ips", rendezvous.DefaultTrackedIPs, "IPs remembered by the limits per source")
 	fs.BoolVar(&c.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", rendezvous.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
-	fs.IntVar(&c.MinBodyRate, "min-body-rate", rendezvous.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
+	cliconf.IntSizeVar(fs, &c.MinBodyRate, "min-body-rate", rendezvous.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
 	o.tls.Register(fs) // cmd/internal/tlsserve
-	if err := fs.Parse(args); err != nil {
+	if err := cliconf.Parse(fs, args, stdout); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -151,25 +147,26 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
-// run starts the server and blocks until ctx is done or a signal arrives.
-func run(ctx context.Context, args []string) error {
-	o, err := parseFlags(args)
+// run runs the rendezvous configured by args until ctx is done, then
+// closes it: /readyz turns 503, control sessions get a close frame.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
 	}
-	if done, err := o.trust.tool(os.Stdout, os.Getenv, time.Now()); done {
+	if done, err := o.trust.tool(stdout, os.Getenv, time.Now()); done {
 		return err
 	}
 	if err := o.trust.apply(&o.cfg, os.Getenv); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	signing, p2pKey, err := identity(o.keyFile, log)
+	log, err := o.log.Logger(os.Stderr)
 	if err != nil {
-		return fmt.Errorf("--key-file: %w", err)
+		return err
+	}
+	signing, p2pKey, err := identity(o.identity, log)
+	if err != nil {
+		return fmt.Errorf("--identity: %w", err)
 	}
 	o.cfg.SigningKey = signing
 
@@ -188,20 +185,20 @@ func run(ctx context.Context, args []string) error {
 	// The rendezvous is a public node: it relays circuits between the
 	// relays registered with it, and only those.
 	var gate rendezvous.RelayGate
-	circuits := o.circuits
+	circuits := o.node.Circuits
 	circuits.Allow = gate.Allow
 	node, err := mesh.New(mesh.Config{
-		ListenAddrs:  splitList(o.p2p),
+		ListenAddrs:  o.node.ListenAddrs(),
 		Identity:     p2pKey,
 		Logger:       log,
 		RelayService: &circuits,
 		HolePunching: true,
-		NATPortMap:   o.portmap,
+		NATPortMap:   o.node.Portmap,
 		// The same rule as the directory's: no dial to a private
 		// address unless the operator allows it.
 		AllowPrivateAddrs: o.cfg.AllowPrivateAddrs,
-		MaxStreamsPerPeer: o.streams,
-		MaxStreamWindow:   o.window,
+		MaxStreamsPerPeer: o.node.Streams,
+		MaxStreamWindow:   o.node.Window,
 	})
 	if err != nil {
 		return err
@@ -210,20 +207,12 @@ func run(ctx context.Context, args []string) error {
 
 	// The cluster is closed after the server (defers run last first), so
 	// that the withdrawals of its relays go out before the leave.
-	ccfg, clusterOn, err := o.cluster.Config(node, os.Getenv)
+	cluster, err := startCluster(ctx, o, node, log)
 	if err != nil {
 		return err
 	}
-	var cluster *mesh.Cluster
-	if clusterOn {
-		ccfg.Logger = log
-		if cluster, err = mesh.NewCluster(ccfg); err != nil {
-			return err
-		}
+	if cluster != nil {
 		defer cluster.Close()
-		log.LogAttrs(ctx, slog.LevelInfo, "cluster", cluster.Limits()...)
-	} else {
-		log.Info("cluster off (no --gossip)")
 	}
 
 	cfg := o.cfg
@@ -239,47 +228,81 @@ func run(ctx context.Context, args []string) error {
 	defer srv.Close()
 	gate.Bind(srv)
 
+	log.Info("rendezvous starting", "version", buildinfo.Version())
 	log.LogAttrs(ctx, slog.LevelInfo, "limits", srv.Limits()...)
 	log.Info("http server limits", o.httpCfg.LogAttrs()...)
 	log.LogAttrs(ctx, slog.LevelInfo, "circuit relay limits", circuits.LogAttrs()...)
 	log.Info("rendezvous listening", "http", ln.Addr().String(), "public_url", o.publicURL,
 		"peer_id", node.ID(), "token_key", srv.Info().TokenKey, "p2p", node.Addrs(), "stun", srv.Info().STUN)
 
-	hs := httpserve.New(o.httpCfg, nil, log)
-	handler := srv.Handler()
+	hs := httpserve.New(o.httpCfg, httpserve.Health(srv.Ready, srv.Handler()), log)
 	if o.metrics {
-		// Metrics and pprof are on the debug listener (loopback by
-		// default), never on the public port.
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshup_rendezvous_tcp_refused_total", Help: "TCP connections closed at once for --max-tcp-conns-per-ip."},
-				func() float64 { return float64(hs.Refused()) }),
-			newStatsCollector(srv),
-			newMeshCollector(srv),
-			collectors.NewGoCollector(),
-			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		)
-		if cluster != nil {
-			reg.MustRegister(newClusterCollector(cluster))
+		if err := startDebug(ctx, o, srv, cluster, hs, log); err != nil {
+			return err
 		}
-		addr, err := debugsrv.Start(ctx, o.trust.debugAddr, reg, log)
-		if err != nil {
-			return fmt.Errorf("--debug-addr: %w", err)
-		}
-		log.Info("debug listener (metrics, pprof)", "addr", addr)
 	}
-	hs.Handler = handler
+	return serve(ctx, srv, hs, ln, log)
+}
+
+// startCluster joins the cluster when --gossip is set; it returns nil
+// when the cluster is off.
+func startCluster(ctx context.Context, o *options, node *mesh.Node, log *slog.Logger) (*mesh.Cluster, error) {
+	ccfg, clusterOn, err := o.cluster.Config(node, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if !clusterOn {
+		log.Info("cluster off (no --gossip)")
+		return nil, nil
+	}
+	ccfg.Logger = log
+	cluster, err := mesh.NewCluster(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "cluster", cluster.Limits()...)
+	return cluster, nil
+}
+
+// startDebug serves metrics and pprof on the debug listener (loopback by
+// default), never on the public port.
+func startDebug(ctx context.Context, o *options, srv *rendezvous.Server, cluster *mesh.Cluster, hs *httpserve.Server, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshup_rendezvous_tcp_refused_total", Help: "TCP connections closed at once for --max-tcp-conns-per-ip."},
+			func() float64 { return float64(hs.Refused()) }),
+		newStatsCollector(srv),
+		newMeshCollector(srv),
+		buildinfo.Collector(),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if cluster != nil {
+		reg.MustRegister(newClusterCollector(cluster))
+	}
+	addr, err := debugsrv.Start(ctx, o.trust.debugAddr, reg, log)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	log.Info("debug listener (metrics, pprof)", "addr", addr)
+	return nil
+}
+
+// serve serves HTTP until ctx is done or serving fails, then shuts down:
+// /readyz turns 503, the rendezvous closes (control sessions get a close
+// frame with a reason, so clients reconnect at once; Shutdown does not
+// wait for hijacked WebSocket connections, Close ends them), then the
+// HTTP server.
+func serve(ctx context.Context, srv *rendezvous.Server, hs *httpserve.Server, ln net.Listener, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	// Close the rendezvous first: Shutdown does not wait for hijacked
-	// WebSocket connections, Close ends them.
+	srv.Drain()
 	srv.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -304,14 +327,4 @@ func defaultPublicURL(flagAddr string, bound net.Addr) string {
 		port = strconv.Itoa(tcp.Port)
 	}
 	return "http://" + net.JoinHostPort(host, port)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }

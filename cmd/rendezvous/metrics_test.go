@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestParseFlagsSTUN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := parseFlags(tt.args)
+			o, err := parseFlags(tt.args, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}

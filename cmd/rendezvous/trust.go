@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshup/meshup/cmd/internal/cliconf"
 	"github.com/meshup/meshup/cmd/internal/debugsrv"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
@@ -82,7 +83,7 @@ func admissionSecret(getenv func(string) string) (ed25519.PrivateKey, error) {
 
 // apply completes c from the trust flags and the environment.
 func (t *trustOptions) apply(c *rendezvous.Config, getenv func(string) string) error {
-	c.OperatorRelays = splitList(t.operators)
+	c.OperatorRelays = cliconf.SplitList(t.operators)
 	c.StatusToken = t.statusTokenFl
 	if c.StatusToken == "" {
 		c.StatusToken = getenv(envStatusToken)

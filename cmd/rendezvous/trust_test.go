@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // --issue-relay-token mints a token that key accepts for the named relay
 // only.
 func TestAdmissionTools(t *testing.T) {
-	o, err := parseFlags([]string{"--gen-admission-secret"})
+	o, err := parseFlags([]string{"--gen-admission-secret"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestAdmissionTools(t *testing.T) {
 		return ""
 	}
 
-	o, err = parseFlags([]string{"--issue-relay-token", "--token-relay", "12D3KooWA", "--token-name", "home-1", "--token-ttl", "1h"})
+	o, err = parseFlags([]string{"--issue-relay-token", "--token-relay", "12D3KooWA", "--token-name", "home-1", "--token-ttl", "1h"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestAdmissionTools(t *testing.T) {
 	}
 	tok := strings.TrimSpace(out.String())
 
-	o, err = parseFlags([]string{"--admission", "operator"})
+	o, err = parseFlags([]string{"--admission", "operator"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +69,11 @@ func TestAdmissionTools(t *testing.T) {
 
 	// --admission-key alone verifies too.
 	pub := o.cfg.AdmissionKey
-	o, _ = parseFlags([]string{"--admission-key", base64.RawURLEncoding.EncodeToString(pub)})
+	o, _ = parseFlags([]string{"--admission-key", base64.RawURLEncoding.EncodeToString(pub)}, io.Discard)
 	if err := o.trust.apply(&o.cfg, func(string) string { return "" }); err != nil || !ed25519.PublicKey(o.cfg.AdmissionKey).Equal(pub) {
 		t.Errorf("--admission-key: key %v err %v", o.cfg.AdmissionKey, err)
 	}
-	o, _ = parseFlags([]string{"--issue-relay-token"})
+	o, _ = parseFlags([]string{"--issue-relay-token"}, io.Discard)
 	if done, err := o.trust.tool(&out, func(string) string { return "" }, now); !done || err == nil {
 		t.Error("--issue-relay-token without a secret: got no error")
 	}
@@ -81,7 +82,7 @@ func TestAdmissionTools(t *testing.T) {
 // TestTrustFlagDefaults: the debug listener defaults to loopback, private
 // addresses are refused, admission is open.
 func TestTrustFlagDefaults(t *testing.T) {
-	o, err := parseFlags(nil)
+	o, err := parseFlags(nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
