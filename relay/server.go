@@ -41,6 +41,7 @@ type Server struct {
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
+	store    store // held items of legacy uploads (store.go)
 
 	mu       sync.Mutex // guards the fields below
 	needs    map[uint64]*partStream
@@ -74,6 +75,7 @@ func New(cfg Config) (*Server, error) {
 		s.key.Store(&k)
 	}
 	s.stats.refusals = make(map[string]int64)
+	s.store.init(s)
 	s.mesh.init()
 	if cfg.PublicIP != "" {
 		s.mesh.nat = proto.NATPublic
@@ -103,6 +105,8 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
+//	GET  /v1/stor         STOR/DATA upload WebSocket (stor.go)
+//	     /v1/upload/{name}  resumable PUT upload (put.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -110,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
+	s.uploadRoutes(mux)                                                   // legacy upload protocols (upload.go)
 	return s.limitHandler(mux)
 }
 
