@@ -546,6 +546,7 @@ func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, u *upload, cl
 	}
 	w.WriteHeader(code)
 	dw := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}
+	dw.Flush() // the headers go out now, also when the first bytes have not arrived
 	var out io.Writer = dw
 	if mw != nil {
 		boundary := mw.Boundary()
