@@ -80,6 +80,7 @@ type upload struct {
 	id       proto.ItemID
 	owner    string // the owner secret: re-announces the item (proto.Hold)
 	key      string // resume key
+	alias    string // another name an adapter finds it by (store.setAlias); guarded by store.mu
 	protocol string
 	name     string
 	mime     string
@@ -500,5 +501,7 @@ func (u *upload) String() string { return fmt.Sprintf("%s upload %s", u.protocol
 // uploadRoutes adds the routes of the legacy upload protocols to mux.
 // Each adapter adds its own line here.
 func (s *Server) uploadRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/stor", s.handleStor) // stor.go
+	mux.HandleFunc("GET /v1/stor", s.handleStor)             // stor.go
+	mux.HandleFunc("PUT /v1/upload/{name}", s.handlePut)     // put.go
+	mux.HandleFunc("OPTIONS /v1/upload/{name}", s.handlePut) // put.go: CORS preflight
 }
