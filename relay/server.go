@@ -46,6 +46,7 @@ type Server struct {
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
+	store    store // held items of legacy uploads (store.go)
 
 	mu       sync.Mutex // guards the fields below
 	needs    map[uint64]*partStream
@@ -83,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 		s.key.Store(&k)
 	}
 	s.stats.refusals = make(map[string]int64)
+	s.store.init(s)
 	s.mesh.init()
 	if cfg.PublicIP != "" {
 		s.mesh.nat = proto.NATPublic
@@ -113,6 +115,8 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
 //	GET  /                the status page, for people (statuspage.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
+//	GET  /v1/stor         STOR/DATA upload WebSocket (stor.go)
+//	     /v1/upload/{name}  resumable PUT upload (put.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -122,6 +126,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", s.handleStatusPage)
 	mux.HandleFunc("OPTIONS /v1/items/{id}", proto.ServePreflight)        // CORS (proto/cors.go)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
+	s.uploadRoutes(mux)                                                   // legacy upload protocols (upload.go)
 	return s.limitHandler(mux)
 }
 

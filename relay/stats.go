@@ -39,6 +39,7 @@ type stats struct {
 	readAhead       atomic.Int64 // parts open ahead of the one being delivered, all requests
 	entryFailovers  atomic.Int64 // parts asked again through another entry after theirs failed
 	circuitMoves    atomic.Int64 // relayed connections dropped to redial over a current circuit
+	uploadCounters               // legacy uploads and held items (store.go)
 
 	entryMu sync.Mutex // guards entries
 	// entries counts the parts this relay needed, by the entry relay that
@@ -142,6 +143,8 @@ type Stats struct {
 	// Rate counts what the volunteer controls did: rate limits and the
 	// monthly volume (ratelimit.go).
 	Rate RateStats `json:"rate"`
+	// Uploads counts the legacy uploads and the items held (store.go).
+	Uploads UploadStats `json:"uploads"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -193,6 +196,7 @@ func (s *Server) Stats() Stats {
 		DialsRefused: s.cfg.Node.DialsRefused(),
 		Assist:       s.assistStats(),
 		Rate:         s.rateStats(),
+		Uploads:      s.uploadStats(),
 	}
 }
 

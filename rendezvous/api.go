@@ -41,6 +41,7 @@ func (s *Server) routes() *http.ServeMux {
 	for _, p := range []string{"/v1/info", "/v1/items/{id}", "/v1/items/{id}/meta", "/web/{path...}"} {
 		mux.HandleFunc("OPTIONS "+p, proto.ServePreflight)
 	}
+	mux.HandleFunc("GET /v1/upload", s.handleUploadEndpoint) // held.go
 	return mux
 }
 
@@ -120,6 +121,10 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusNotFound, "no such item")
 		return
 	}
+	if e := s.checkRead(r, id); e != nil { // the auth webhook (webhook.go)
+		writeError(w, 0, e.Status, e.Msg)
+		return
+	}
 	now := s.cfg.Now()
 	via := r.URL.Query().Get("via")
 	avoid := parseAvoid(r.URL.Query().Get("avoid"))
@@ -145,6 +150,12 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		serveMessage(w, r, v)
 		return
 	}
+	if it.held && it.ended != "" {
+		ended := it.ended
+		s.mu.Unlock()
+		writeError(w, 0, proto.StatusGone, "item "+id.String()+" ended: "+ended)
+		return
+	}
 	if !v.online {
 		s.mu.Unlock()
 		w.Header().Set("Retry-After", retryOffline)
@@ -152,7 +163,15 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var rel *relayConn
-	if via != "" {
+	if it.held {
+		// Only its holder has its bytes (held.go).
+		if rel = s.pickHolderLocked(it, now); rel == nil {
+			s.mu.Unlock()
+			w.Header().Set("Retry-After", retryOffline)
+			writeError(w, 0, proto.StatusOffline, "the relay holding this item is offline")
+			return
+		}
+	} else if via != "" {
 		if rel = s.relays[via]; rel != nil && !s.relayAlive(rel, now) {
 			rel = nil
 		}
@@ -190,7 +209,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		Relay:    relayID,
 		Item:     id,
 		Off:      0,
-		Len:      v.size,
+		Len:      heldTokenLen(v.size),
 		Exp:      now.Add(s.cfg.ReadTokenTTL).Unix(),
 		Iat:      now.Unix(),
 		Size:     v.size,

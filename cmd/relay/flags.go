@@ -76,6 +76,11 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	o.tls.Register(fs)
 	o.node.Register(fs, "this relay")
 
+	// Uploads through the legacy protocols (relay/upload.go, issue 11).
+	cliconf.SizeVar(fs, &c.UploadHold, "upload-hold", relay.DefaultUploadHold, "uploads (STOR, socket.io, PUT, tus) up to this many `bytes` are held whole in memory until they expire; larger ones stream through --upload-window")
+	cliconf.SizeVar(fs, &c.UploadWindow, "upload-window", relay.DefaultUploadWindow, "`bytes` a streamed upload keeps ahead of its slowest reader")
+	cliconf.IntSizeVar(fs, &c.StorMaxBlock, "stor-max-block", relay.DefaultStorMaxBlock, "largest decoded block of a STOR/DATA upload, `bytes`")
+
 	// Memory and streams.
 	cliconf.SizeVar(fs, &c.Budget, "budget", relay.DefaultBudget, "memory for part data, all streams, in `bytes` (256MiB, 1GB, ...)")
 	cliconf.LimitSizeVar(fs, &o.memLimit, "memory-limit", 0, "soft limit of the Go runtime's memory, `bytes` (0: --budget + max(64MiB, --budget/4); none or negative: none; the GOMEMLIMIT environment variable overrides it)")

@@ -68,6 +68,16 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 				}
 				return 0
 			}, true},
+			// Legacy uploads and the items this relay holds (issue 11).
+			c("uploads_total", "Uploads created (STOR, socket.io, PUT, tus).", func(s relay.Stats) int64 { return s.Uploads.Created }),
+			c("uploads_done_total", "Uploads complete.", func(s relay.Stats) int64 { return s.Uploads.Done }),
+			c("uploads_failed_total", "Uploads aborted (interrupted, over a limit).", func(s relay.Stats) int64 { return s.Uploads.Failed }),
+			c("upload_bytes_total", "Bytes received by uploads.", func(s relay.Stats) int64 { return s.Uploads.Bytes }),
+			c("upload_waits_total", "Times an uploader waited for memory or for readers.", func(s relay.Stats) int64 { return s.Uploads.Waits }),
+			c("held_evicted_total", "Complete held items evicted for memory.", func(s relay.Stats) int64 { return s.Uploads.Evicted }),
+			c("held_expired_total", "Held items dropped at their expiry.", func(s relay.Stats) int64 { return s.Uploads.Expired }),
+			{prometheus.NewDesc(ns+"held_items", "Items held now.", nil, nil), func(s relay.Stats) int64 { return int64(s.Uploads.Held) }, true},
+			{prometheus.NewDesc(ns+"held_bytes", "Bytes of memory held items pin now.", nil, nil), func(s relay.Stats) int64 { return s.Uploads.HeldMem }, true},
 		},
 	}
 }

@@ -59,6 +59,24 @@ var Headers = []string{
 	"Sec-Websocket-Protocol",
 	"Upgrade",
 	"Vary",
+	// Uploads (issue 11): the resumable PUT's 308 names what arrived in
+	// Range; tus answers in its own headers; CORS preflights of both.
+	"Range",
+	"Meshup-Upload-Url",
+	"Meshup-Item-Url",
+	"Access-Control-Allow-Methods",
+	"Access-Control-Allow-Headers",
+	"Access-Control-Max-Age",
+	"Tus-Resumable",
+	"Tus-Version",
+	"Tus-Extension",
+	"Tus-Max-Size",
+	"Tus-Checksum-Algorithm",
+	"Upload-Offset",
+	"Upload-Length",
+	"Upload-Defer-Length",
+	"Upload-Expires",
+	"Upload-Metadata",
 }
 
 // FilterResponse keeps the allowed headers of a relay's response and
@@ -71,6 +89,11 @@ func FilterResponse(res *http.Response) error {
 		if v, ok := res.Header[k]; ok {
 			kept[k] = v
 		}
+	}
+	// Location only on a 201 Created (an upload's item URL): on a 3xx
+	// it would send browsers wherever the relay wants.
+	if v, ok := res.Header["Location"]; ok && res.StatusCode == http.StatusCreated {
+		kept["Location"] = v
 	}
 	res.Header = kept
 	if res.StatusCode == http.StatusSwitchingProtocols {
