@@ -149,6 +149,9 @@ type Config struct {
 	// (the HTTP tunnel) and what a relay behind NAT asks of public relays
 	// (circuit reservations); see tunnel.go.
 	Assist AssistConfig
+	// Adapters configures the tus and socket.io upload adapters
+	// (adapters.go).
+	Adapters AdapterConfig
 
 	// Tap, if set, is called with every PartData payload a publisher
 	// pushes, before the relay queues it: the item, the offset of the
@@ -184,6 +187,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.PeerInterval, DefaultPeerInterval)
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
+	c.Adapters.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -240,5 +244,5 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
-	}, append(c.limitAttrs(), c.Assist.logAttrs()...)...)
+	}, append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.Adapters.logAttrs()...)...)
 }

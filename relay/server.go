@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,7 @@ type Server struct {
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
+	ad       adapterState // the tus and socket.io adapters (adapters.go)
 
 	mu       sync.Mutex // guards the fields below
 	needs    map[uint64]*partStream
@@ -103,6 +105,8 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
+//	     /v1/files/       tus 1.0 uploads (tus.go)
+//	     /v1/socket.io/   socket.io upload sessions (socketio.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -110,6 +114,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
+	mux.HandleFunc(tusPath, s.handleTus)                                  // tus.go
+	mux.HandleFunc(strings.TrimSuffix(tusPath, "/"), s.handleTus)
+	mux.Handle(sioPath, s.socketIOHandler()) // socketio.go
 	return s.limitHandler(mux)
 }
 
