@@ -101,6 +101,11 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.LimitLoopback, "limit-loopback", false, "apply the limits per source to loopback too")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", relay.DefaultBodyTimeout, "time a request body may take, plus a second per --min-body-rate bytes")
 	fs.IntVar(&cfg.MinBodyRate, "min-body-rate", relay.DefaultMinBodyRate, "slowest request body allowed, in `bytes` per second")
+	// The tus and socket.io upload adapters (relay/adapters.go).
+	fs.IntVar(&cfg.Adapters.MaxChunk, "max-upload-chunk", relay.DefaultMaxChunk, "largest chunk an upload adapter holds whole, in `bytes`: a socket.io upload_chunk, a tus PATCH with Upload-Checksum")
+	fs.IntVar(&cfg.Adapters.SocketIOSessions, "socketio-sessions", relay.DefaultSocketIOSessions, "upload sessions open at once on one socket.io connection")
+	fs.DurationVar(&cfg.Adapters.SocketIOPing, "socketio-ping", relay.DefaultSocketIOPing, "Engine.IO ping interval of socket.io connections")
+	fs.DurationVar(&cfg.Adapters.SocketIOPingWait, "socketio-ping-wait", relay.DefaultSocketIOPingWait, "time a socket.io client has to answer a ping (Engine.IO pingTimeout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
