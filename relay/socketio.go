@@ -227,7 +227,7 @@ func (c *sioConn) onBegin(args ...any) {
 		defer c.s.wg.Done()
 		defer c.end(ss)
 		spec := uploadSpec{
-			Protocol: stubUploadSocketIO, Name: name, MIME: mime, Size: size,
+			Protocol: proto.UploadSocketIO, Name: name, MIME: mime, Size: size,
 			Meta: map[string]string{"sessionID": id}, Client: c.sock.Handshake().Address,
 		}
 		if a := c.sock.Handshake().Auth; len(a) > 0 {

@@ -240,7 +240,7 @@ func (s *Server) tusCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec := uploadSpec{
-		Protocol: stubUploadTUS,
+		Protocol: proto.UploadTUS,
 		Name:     firstOf(meta, "filename", "name"),
 		MIME:     firstOf(meta, "filetype", "type", "contentType"),
 		Size:     size,
