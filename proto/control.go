@@ -369,6 +369,90 @@ type NeedCancel struct {
 	Need uint64 `json:"need"`
 }
 
+// Held items (issue 11). An upload through one of the legacy protocols a
+// relay accepts (STOR/DATA over WebSocket, socket.io chunks, resumable PUT,
+// tus) becomes an item held by that relay: its bytes live in the relay's
+// memory, and readers are sent to that relay (its holder) only. The relay
+// and the rendezvous speak of it on the register stream:
+//
+//	relay                                rendezvous
+//	hold {ref, protocol, name, size} -->  (auth webhook, operation upload)
+//	                                 <--  held {ref, id, owner, urls, expires_ms}
+//	                                      or error {ref, status, reason}
+//	hold_done {id, size}             -->  every byte arrived (size final)
+//	release {id, status, reason}     -->  the relay dropped the item
+//
+// After the relay registers again (its link dropped, or the rendezvous
+// restarted and forgot everything: soft state, issue 14), it re-announces
+// each item it still holds with a hold carrying the id and owner secret
+// from held; the rendezvous takes the item back without asking the webhook,
+// and answers held again.
+
+// Upload protocols a relay accepts, as named in Hold.Protocol and in
+// GET /v1/upload?protocol= on the rendezvous.
+const (
+	UploadSTOR     = "stor"     // STOR/DATA over WebSocket, /v1/stor
+	UploadSocketIO = "socketio" // acknowledged chunks over socket.io, /v1/socket.io/
+	UploadPUT      = "put"      // resumable PUT with Content-Range, /v1/upload/{name}
+	UploadTUS      = "tus"      // tus 1.0, /v1/files/
+)
+
+// Hold (relay -> rendezvous) asks for an item for an upload the relay
+// receives and holds. Size is -1 while the uploader has not said it (tus
+// Upload-Defer-Length). Auth holds the credentials the uploader presented
+// (an Authorization header, the STOR AUTH login and password, tus
+// metadata) and Meta the upload's own metadata, both only passed to the
+// auth webhook. Client is the uploader's address as the relay saw it.
+//
+// A re-announce (see above) sets ID and Owner, Done when every byte is
+// held, and ExpiresMS, the expiry it was told.
+type Hold struct {
+	Ref       string            `json:"ref"`
+	ID        ItemID            `json:"id,omitzero"`
+	Owner     string            `json:"owner,omitempty"`
+	Protocol  string            `json:"protocol"` // one of the Upload* constants
+	Name      string            `json:"name"`
+	MIME      string            `json:"mime"`
+	Size      int64             `json:"size"` // bytes, or -1 while unknown
+	Auth      map[string]string `json:"auth,omitempty"`
+	Meta      map[string]string `json:"meta,omitempty"`
+	Client    string            `json:"client,omitempty"`
+	Done      bool              `json:"done,omitempty"`
+	ExpiresMS int64             `json:"expires_ms,omitempty"`
+}
+
+// Held (rendezvous -> relay) gives the item of a Hold: its id, the owner
+// secret that re-announces it, the URLs the uploader is told, and when it
+// expires (Unix milliseconds): the relay drops it then. MaxSize, when not
+// zero, is a lower size limit the auth webhook set; Meta is metadata the
+// webhook attached.
+type Held struct {
+	Ref         string            `json:"ref"`
+	ID          ItemID            `json:"id"`
+	Owner       string            `json:"owner"`
+	ShareURL    string            `json:"share_url"`
+	DownloadURL string            `json:"download_url"`
+	ExpiresMS   int64             `json:"expires_ms"`
+	MaxSize     int64             `json:"max_size,omitempty"`
+	Meta        map[string]string `json:"meta,omitempty"`
+}
+
+// HoldDone (relay -> rendezvous) says every byte of a held item arrived;
+// Size is its final size.
+type HoldDone struct {
+	ID   ItemID `json:"id"`
+	Size int64  `json:"size"`
+}
+
+// Release (relay -> rendezvous) says the relay dropped a held item: it
+// expired, was evicted, was deleted by its uploader (tus termination), or
+// its upload failed. Readers are told Reason.
+type Release struct {
+	ID     ItemID `json:"id"`
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
 func (Hello) MessageType() string       { return "hello" }
 func (Welcome) MessageType() string     { return "welcome" }
 func (Publish) MessageType() string     { return "publish" }
@@ -386,6 +470,10 @@ func (NeedFailed) MessageType() string  { return "need_failed" }
 func (NeedCancel) MessageType() string  { return "need_cancel" }
 func (NeedDone) MessageType() string    { return "need_done" }
 func (Peers) MessageType() string       { return "peers" }
+func (Hold) MessageType() string        { return "hold" }
+func (Held) MessageType() string        { return "held" }
+func (HoldDone) MessageType() string    { return "hold_done" }
+func (Release) MessageType() string     { return "release" }
 
 var messageTypes = map[string]func() Message{
 	"hello":        func() Message { return new(Hello) },
@@ -405,6 +493,10 @@ var messageTypes = map[string]func() Message{
 	"need_cancel":  func() Message { return new(NeedCancel) },
 	"need_done":    func() Message { return new(NeedDone) },
 	"peers":        func() Message { return new(Peers) },
+	"hold":         func() Message { return new(Hold) },
+	"held":         func() Message { return new(Held) },
+	"hold_done":    func() Message { return new(HoldDone) },
+	"release":      func() Message { return new(Release) },
 }
 
 // EncodeMessage returns the JSON form of m, with its "type" field first.

@@ -35,6 +35,10 @@ func sampleMessages() map[string]Message {
 		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
 		"need_cancel": NeedCancel{Need: 4},
 		"need_done":   NeedDone{Need: 4, Bytes: 8 << 20, MS: 17},
+		"hold":        Hold{Ref: "h1", ID: id, Owner: "own", Protocol: UploadSTOR, Name: "a.bin", MIME: "application/octet-stream", Size: -1, Auth: map[string]string{"login": "u"}, Meta: map[string]string{"k": "v"}, Client: "192.0.2.1:5", Done: true, ExpiresMS: 1764650000123},
+		"held":        Held{Ref: "h1", ID: id, Owner: "own", ShareURL: "https://x/i/1", DownloadURL: "https://x/v1/items/1", ExpiresMS: 1764650000123, MaxSize: 1 << 30, Meta: map[string]string{"user": "42"}},
+		"hold_done":   HoldDone{ID: id, Size: 5 << 20},
+		"release":     Release{ID: id, Status: StatusExpired, Reason: "expired"},
 		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}, Delta: true, Removed: []string{"12D3KooWC"}},
 	}
 }
@@ -134,6 +138,26 @@ func TestEncodeMessageGolden(t *testing.T) {
 			"register with admission",
 			Register{Version: 1, HTTPURL: "http://r", Addrs: []string{}, Admission: "a.b"},
 			`{"type":"register","version":1,"http_url":"http://r","addrs":[],"budget":0,"window":0,"admission":"a.b"}`,
+		},
+		{
+			"hold",
+			Hold{Ref: "h1", Protocol: UploadPUT, Name: "v.mp4", MIME: "video/mp4", Size: -1, Auth: map[string]string{"authorization": "Bearer x"}},
+			`{"type":"hold","ref":"h1","protocol":"put","name":"v.mp4","mime":"video/mp4","size":-1,"auth":{"authorization":"Bearer x"}}`,
+		},
+		{
+			"held",
+			Held{Ref: "h1", ID: ItemID{0: 0x08}, Owner: "o", ShareURL: "https://x/i/b", DownloadURL: "https://x/v1/items/b", ExpiresMS: 1000},
+			`{"type":"held","ref":"h1","id":"baaaaaaaaaaaaaaaaaaaaaaaaa","owner":"o","share_url":"https://x/i/b","download_url":"https://x/v1/items/b","expires_ms":1000}`,
+		},
+		{
+			"hold_done",
+			HoldDone{ID: ItemID{0: 0x08}, Size: 7},
+			`{"type":"hold_done","id":"baaaaaaaaaaaaaaaaaaaaaaaaa","size":7}`,
+		},
+		{
+			"release",
+			Release{ID: ItemID{0: 0x08}, Status: StatusExpired, Reason: "expired"},
+			`{"type":"release","id":"baaaaaaaaaaaaaaaaaaaaaaaaa","status":101,"reason":"expired"}`,
 		},
 		{
 			"heartbeat without record",

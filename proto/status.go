@@ -33,6 +33,7 @@ const (
 	StatusOriginRefused Status = 111 // Origin not in the allow-list
 	StatusTimeout       Status = 112 // a deadline passed: no valid first message after a handshake, or idle
 	StatusConflict      Status = 113 // disagrees with what exists: a swarm member announcing another size
+	StatusGone          Status = 114 // no longer held: expired, deleted, or bytes a streamed upload already dropped
 
 	StatusMalformed     Status = 200 // undecodable frame or message
 	StatusTooLarge      Status = 201 // frame or message over the size limit
@@ -59,6 +60,7 @@ var statusText = map[Status]string{
 	StatusOriginRefused: "origin refused",
 	StatusTimeout:       "timeout",
 	StatusConflict:      "conflict",
+	StatusGone:          "gone",
 	StatusMalformed:     "malformed",
 	StatusTooLarge:      "too large",
 	StatusUnknownStream: "unknown stream",
@@ -106,6 +108,8 @@ func (s Status) HTTPStatus() int {
 		return http.StatusRequestTimeout
 	case StatusConflict:
 		return http.StatusConflict
+	case StatusGone:
+		return http.StatusGone
 	}
 	if s.IsMalformed() {
 		return http.StatusBadRequest

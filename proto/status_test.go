@@ -28,6 +28,7 @@ func TestStatusHTTPStatus(t *testing.T) {
 		{StatusOriginRefused, http.StatusForbidden},
 		{StatusTimeout, http.StatusRequestTimeout},
 		{StatusConflict, http.StatusConflict},
+		{StatusGone, http.StatusGone},
 		{StatusMalformed, http.StatusBadRequest},
 		{StatusTooLarge, http.StatusRequestEntityTooLarge},
 		{StatusUnknownStream, http.StatusBadRequest},
@@ -52,7 +53,7 @@ func TestStatusTextComplete(t *testing.T) {
 		StatusOK, StatusUnauthorized, StatusExpired, StatusWrongRelay, StatusForbidden,
 		StatusNotWanted, StatusOverLimit, StatusOffline, StatusNotFound, StatusUnavailable,
 		StatusSourceError, StatusCancelled, StatusOriginRefused, StatusTimeout, StatusConflict, StatusMalformed,
-		StatusTooLarge, StatusUnknownStream, StatusFlowViolation, StatusProtocol, StatusInternal,
+		StatusTooLarge, StatusUnknownStream, StatusFlowViolation, StatusProtocol, StatusInternal, StatusGone,
 	}
 	if len(named) != len(statusText) {
 		t.Errorf("got %d statuses with text, want %d", len(statusText), len(named))

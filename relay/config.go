@@ -30,6 +30,10 @@ const (
 	DefaultPingInterval      = 15 * time.Second
 	DefaultNATProbeInterval  = 5 * time.Minute
 	DefaultPeerInterval      = 2 * time.Second
+	DefaultUploadHold        = 64 << 20 // bytes of an upload held whole
+	DefaultUploadWindow      = 8 << 20  // bytes a streamed upload keeps ahead of its readers
+	DefaultUploadSweep       = time.Second
+	DefaultStorMaxBlock      = 1 << 20 // decoded bytes of one STOR/DATA block
 )
 
 // Config configures a Server. Zero values mean the documented defaults.
@@ -153,6 +157,21 @@ type Config struct {
 	// (adapters.go).
 	Adapters AdapterConfig
 
+	// UploadHold is the largest upload held whole in memory until it
+	// expires (issue 11): larger ones, and those of unknown size, stream
+	// through a window of UploadWindow bytes, the uploader paced by its
+	// readers. Defaults to 64 MiB.
+	UploadHold int64
+	// UploadWindow bounds the bytes a streamed upload keeps ahead of its
+	// slowest reader. Defaults to 8 MiB.
+	UploadWindow int64
+	// UploadSweep is the interval of the expiry sweep of held items.
+	// Defaults to 1s.
+	UploadSweep time.Duration
+	// StorMaxBlock bounds one decoded block of a STOR/DATA upload.
+	// Defaults to 1 MiB.
+	StorMaxBlock int
+
 	// Tap, if set, is called with every PartData payload a publisher
 	// pushes, before the relay queues it: the item, the offset of the
 	// part it belongs to (payloads of a part come in order), and the
@@ -185,6 +204,10 @@ func (c *Config) setDefaults() {
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.NATProbeInterval, DefaultNATProbeInterval)
 	setDefault(&c.PeerInterval, DefaultPeerInterval)
+	setDefault(&c.UploadHold, DefaultUploadHold)
+	setDefault(&c.UploadWindow, DefaultUploadWindow)
+	setDefault(&c.UploadSweep, DefaultUploadSweep)
+	setDefault(&c.StorMaxBlock, DefaultStorMaxBlock)
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
 	c.Adapters.setDefaults()
@@ -210,10 +233,12 @@ func (c *Config) Validate() error {
 		return errors.New("relay: Config.Node is required")
 	case c.PublicURL == "":
 		return errors.New("relay: Config.PublicURL is required")
-	case c.Budget < 0, c.Window < 0, c.PartSize < 0, c.Prefetch < 0, c.MaxFrame < 0:
+	case c.Budget < 0, c.Window < 0, c.PartSize < 0, c.Prefetch < 0, c.MaxFrame < 0, c.UploadHold < 0, c.StorMaxBlock < 0:
 		return errors.New("relay: negative limit in Config")
 	case int64(c.Window)*int64(c.Prefetch) > c.Budget:
 		return fmt.Errorf("relay: Window*Prefetch (%d) exceeds Budget (%d)", int64(c.Window)*int64(c.Prefetch), c.Budget)
+	case c.UploadWindow < heldChunk:
+		return fmt.Errorf("relay: UploadWindow %d is below %d", c.UploadWindow, heldChunk)
 	case c.MaxFrame < 1024:
 		return fmt.Errorf("relay: MaxFrame %d is below 1024", c.MaxFrame)
 	case c.TokenKey != nil && len(c.TokenKey) != ed25519.PublicKeySize:
@@ -244,5 +269,6 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
+		"upload_hold", c.UploadHold, "upload_window", c.UploadWindow, "stor_max_block", c.StorMaxBlock,
 	}, append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.Adapters.logAttrs()...)...)
 }

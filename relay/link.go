@@ -203,6 +203,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
+	s.reannounce(l) // the items this relay holds (store.go), soft state
 	defer func() {
 		s.link.CompareAndSwap(l, nil)
 		close(l.done)
@@ -246,6 +247,14 @@ func (s *Server) linkReader(l *link) error {
 			s.needFailed(m)
 		case *proto.Peers:
 			s.applyDirectory(m)
+		case *proto.Held:
+			if !s.heldAnswer(m.Ref, m) && m.Ref != "re" {
+				s.log.Debug("held answer nobody waits for", "ref", m.Ref)
+			}
+		case *proto.ErrorMsg:
+			if !s.heldAnswer(m.Ref, m) {
+				s.log.Info("rendezvous error", "ref", m.Ref, "status", m.Status, "reason", m.Reason)
+			}
 		default:
 			s.log.Debug("ignoring rendezvous message", "type", m.MessageType())
 		}

@@ -42,6 +42,7 @@ type Server struct {
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
+	store    store        // held items of legacy uploads (store.go)
 	ad       adapterState // the tus and socket.io adapters (adapters.go)
 
 	mu       sync.Mutex // guards the fields below
@@ -76,6 +77,7 @@ func New(cfg Config) (*Server, error) {
 		s.key.Store(&k)
 	}
 	s.stats.refusals = make(map[string]int64)
+	s.store.init(s)
 	s.mesh.init()
 	if cfg.PublicIP != "" {
 		s.mesh.nat = proto.NATPublic
@@ -105,6 +107,8 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
+//	GET  /v1/stor         STOR/DATA upload WebSocket (stor.go)
+//	     /v1/upload/{name}  resumable PUT upload (put.go)
 //	     /v1/files/       tus 1.0 uploads (tus.go)
 //	     /v1/socket.io/   socket.io upload sessions (socketio.go)
 func (s *Server) Handler() http.Handler {
@@ -114,6 +118,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
+	s.uploadRoutes(mux)                                                   // legacy upload protocols (upload.go)
 	mux.HandleFunc(tusPath, s.handleTus)                                  // tus.go
 	mux.HandleFunc(strings.TrimSuffix(tusPath, "/"), s.handleTus)
 	mux.Handle(sioPath, s.socketIOHandler()) // socketio.go

@@ -38,6 +38,7 @@ type stats struct {
 	readAhead       atomic.Int64 // parts open ahead of the one being delivered, all requests
 	entryFailovers  atomic.Int64 // parts asked again through another entry after theirs failed
 	circuitMoves    atomic.Int64 // relayed connections dropped to redial over a current circuit
+	uploadCounters               // legacy uploads and held items (store.go)
 
 	entryMu sync.Mutex // guards entries
 	// entries counts the parts this relay needed, by the entry relay that
@@ -137,6 +138,8 @@ type Stats struct {
 	// Assist counts what the relay did for relays behind NAT: its tunnel
 	// and circuits (tunnel.go).
 	Assist AssistStats `json:"assist"`
+	// Uploads counts the legacy uploads and the items held (store.go).
+	Uploads UploadStats `json:"uploads"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -186,6 +189,7 @@ func (s *Server) Stats() Stats {
 		},
 		DialsRefused: s.cfg.Node.DialsRefused(),
 		Assist:       s.assistStats(),
+		Uploads:      s.uploadStats(),
 	}
 }
 

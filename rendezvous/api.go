@@ -35,6 +35,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /{$}", s.handleIndex)
 	mux.HandleFunc("GET /web/{path...}", s.handleWeb)
 	mux.HandleFunc("GET /sw.js", s.handleServiceWorker)
+	mux.HandleFunc("GET /v1/upload", s.handleUploadEndpoint) // held.go
 	return mux
 }
 
@@ -120,6 +121,10 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusNotFound, "no such item")
 		return
 	}
+	if e := s.checkRead(r, id); e != nil { // the auth webhook (webhook.go)
+		writeError(w, 0, e.Status, e.Msg)
+		return
+	}
 	now := s.cfg.Now()
 	via := r.URL.Query().Get("via")
 	avoid := parseAvoid(r.URL.Query().Get("avoid"))
@@ -149,7 +154,15 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var rel *relayConn
-	if via != "" {
+	if it.held {
+		// Only its holder has its bytes (held.go).
+		if rel = s.pickHolderLocked(it, now); rel == nil {
+			s.mu.Unlock()
+			w.Header().Set("Retry-After", retryOffline)
+			writeError(w, 0, proto.StatusOffline, "the relay holding this item is offline")
+			return
+		}
+	} else if via != "" {
 		if rel = s.relays[via]; rel != nil && !s.relayAlive(rel, now) {
 			rel = nil
 		}
@@ -182,7 +195,7 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		Relay:    relayID,
 		Item:     id,
 		Off:      0,
-		Len:      v.size,
+		Len:      heldTokenLen(v.size),
 		Exp:      now.Add(s.cfg.ReadTokenTTL).Unix(),
 		Iat:      now.Unix(),
 		Size:     v.size,

@@ -33,6 +33,7 @@ const (
 	DefaultReadTokenTTL       = 10 * time.Minute
 	DefaultPushTokenTTL       = 2 * time.Minute
 	DefaultItemTTL            = time.Hour
+	DefaultUploadTTL          = time.Hour
 	DefaultReclaimGrace       = 30 * time.Second
 	DefaultPingInterval       = 15 * time.Second
 	DefaultWriteTimeout       = 10 * time.Second
@@ -154,6 +155,17 @@ type Config struct {
 	// ItemTTL is how long an item whose publisher went offline is kept for
 	// the publisher to reclaim it. Defaults to 1h.
 	ItemTTL time.Duration
+	// UploadTTL is how long an upload through a legacy protocol, and the
+	// item a relay holds for it, lasts (issue 11): its uploader is told
+	// this expiry, the relay drops the item then. The auth webhook may
+	// shorten it. Defaults to 1h.
+	UploadTTL time.Duration
+	// AuthWebhook, when set, is the URL of the application's auth
+	// webhook, asked before an item is published, an upload created and
+	// an item read (webhook.go). It fails closed.
+	AuthWebhook string
+	// AuthWebhookTimeout bounds one call of the webhook. Defaults to 5s.
+	AuthWebhookTimeout time.Duration
 	// ReclaimGrace is how long after start an item id the rendezvous does
 	// not know is answered as offline (503 with Retry-After, a need for it
 	// as StatusOffline) rather than not found: the rendezvous keeps no
@@ -395,6 +407,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ReadTokenTTL, DefaultReadTokenTTL)
 	setDefault(&c.PushTokenTTL, DefaultPushTokenTTL)
 	setDefault(&c.ItemTTL, DefaultItemTTL)
+	setDefault(&c.UploadTTL, DefaultUploadTTL)
+	setDefault(&c.AuthWebhookTimeout, DefaultAuthWebhookTimeout)
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.Admission, AdmissionOpen)
@@ -457,6 +471,9 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Duration("read_token_ttl", c.ReadTokenTTL),
 		slog.Duration("push_token_ttl", c.PushTokenTTL),
 		slog.Duration("item_ttl", c.ItemTTL),
+		slog.Duration("upload_ttl", c.UploadTTL),
+		slog.Bool("auth_webhook", c.AuthWebhook != ""),
+		slog.Duration("auth_webhook_timeout", c.AuthWebhookTimeout),
 		slog.Duration("reclaim_grace", c.ReclaimGrace),
 		slog.Duration("ping_interval", c.PingInterval),
 		slog.Duration("write_timeout", c.WriteTimeout),

@@ -47,6 +47,14 @@ type item struct {
 	modified   int64  // the source's modification time (Publish.Modified), Unix seconds; 0 if unknown
 
 	carried carried // what the mesh carried for it (entry.go)
+
+	// Held items (held.go): bytes a relay received through a legacy
+	// upload protocol and holds; no publisher session.
+	held     bool
+	protocol string          // the upload protocol (proto.Upload*)
+	holders  map[string]bool // ids of the registered relays holding it
+	holdDone bool            // every byte arrived; size is final
+	expires  time.Time       // when it is dropped
 }
 
 // anyRelay reports whether relays of class volunteer may carry the item:
@@ -124,7 +132,7 @@ const (
 
 // online reports whether the item has a publisher. The caller holds
 // Server.mu.
-func (it *item) online() bool { return len(it.members) > 0 }
+func (it *item) online() bool { return len(it.members) > 0 || len(it.holders) > 0 }
 
 // isMember reports whether session c publishes the item. The caller holds
 // Server.mu.
@@ -299,6 +307,9 @@ func (s *Server) publish(c *session, p *proto.Publish) proto.Message {
 		return s.reclaim(c, p)
 	}
 	if perr := s.checkPublish(p); perr != nil {
+		return s.publishRefused(c, p.Ref, perr)
+	}
+	if perr := s.checkPublishHook(s.ctx, c, p); perr != nil { // the auth webhook (held.go)
 		return s.publishRefused(c, p.Ref, perr)
 	}
 	id, secret := proto.NewOwnedItemID()

@@ -64,21 +64,22 @@ type relayConn struct {
 	reserved        int64
 	served          int64
 	ordersSinceBeat int
-	needs           map[uint64]*order    // by need id; nil once the relay is removed
-	mesh            *proto.MeshStatus    // the relay's last reported view of the mesh
-	meshPeers       map[string]string    // mesh.Peers by id: their connection kinds
-	entryOrders     int                  // outstanding orders that push to this relay
-	exitForwards    int                  // outstanding orders for its needs that another entry forwards to it
-	entryParts      int64                // parts carried as entry, settled by need_done
-	entryBytes      int64                // their bytes
-	rates           map[string]float64   // measured throughput from each entry relay to it as exit, bytes per ms (entry.go)
-	avoided         map[string]time.Time // entry relays it last named in Need.Avoid, and when
-	entryFailedAt   time.Time            // when an order through it last failed
-	reorders        int64                // its needs that asked to avoid a failed entry
-	verified        bool                 // its http_url answered the last challenge
-	verifiedAt      time.Time            // when the last challenge ended
-	verifyErr       string               // why the last challenge failed
-	sentDir         map[string]string    // the directory as sent to it: id -> fingerprint
+	needs           map[uint64]*order      // by need id; nil once the relay is removed
+	mesh            *proto.MeshStatus      // the relay's last reported view of the mesh
+	meshPeers       map[string]string      // mesh.Peers by id: their connection kinds
+	entryOrders     int                    // outstanding orders that push to this relay
+	exitForwards    int                    // outstanding orders for its needs that another entry forwards to it
+	entryParts      int64                  // parts carried as entry, settled by need_done
+	entryBytes      int64                  // their bytes
+	rates           map[string]float64     // measured throughput from each entry relay to it as exit, bytes per ms (entry.go)
+	avoided         map[string]time.Time   // entry relays it last named in Need.Avoid, and when
+	entryFailedAt   time.Time              // when an order through it last failed
+	reorders        int64                  // its needs that asked to avoid a failed entry
+	verified        bool                   // its http_url answered the last challenge
+	verifiedAt      time.Time              // when the last challenge ended
+	verifyErr       string                 // why the last challenge failed
+	sentDir         map[string]string      // the directory as sent to it: id -> fingerprint
+	held            map[proto.ItemID]*item // items it holds (held.go); nil once the relay is removed
 }
 
 // fail drops the relay: the writer resets the stream, which ends the
@@ -185,6 +186,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		lastSeen:   now,
 		needs:      make(map[uint64]*order),
 		sentDir:    make(map[string]string),
+		held:       make(map[proto.ItemID]*item),
 	}
 
 	s.mu.Lock()
@@ -332,6 +334,12 @@ func (s *Server) readRelay(r *relayConn) error {
 			s.handleNeedCancel(r, m)
 		case *proto.NeedDone:
 			s.handleNeedDone(r, m)
+		case *proto.Hold: // held.go
+			s.handleHold(r, m)
+		case *proto.HoldDone:
+			s.handleHoldDone(r, m)
+		case *proto.Release:
+			s.handleRelease(r, m)
 		default:
 			s.stats.reject(RejectUnexpectedType)
 			r.log.Debug("unexpected message from relay", "type", m.MessageType())
@@ -427,6 +435,7 @@ func (s *Server) removeRelay(r *relayConn) {
 		delete(o.sess.orders, o.id)
 	}
 	r.needs, r.exitForwards = nil, 0
+	s.holderLeftLocked(r, s.cfg.Now())
 	s.mu.Unlock()
 	s.stats.relaysDead.Add(1)
 	if current {

@@ -40,6 +40,7 @@ type Server struct {
 	web      map[string]webFile // the web app's files by path (client/web)
 	stats    counters
 	verifier *http.Client // fetches relay URL challenges
+	webhook  *http.Client // calls the auth webhook (webhook.go)
 
 	tunnelCount httptunnel.Counters // the tunnel's requests and bytes (DataPath)
 
@@ -103,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.tunnel = s.newTunnel()
 	s.verifier = s.newVerifier()
+	s.webhook = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	s.mux = s.routes()
 	s.initLimits()
 	s.h = s.handler()
@@ -204,6 +206,7 @@ func (s *Server) sweep(now time.Time) {
 			s.log.Debug("offline item expired", "item", id)
 		}
 	}
+	s.sweepHeldLocked(now) // held.go
 	for id, o := range s.orders {
 		if now.Sub(o.created) > s.cfg.PushTokenTTL {
 			// The push token has expired: the order is done or will never

@@ -80,6 +80,9 @@ type Stats struct {
 	// STUNDrop constants).
 	STUNDropped map[string]uint64
 
+	// Held counts the items relays hold for legacy uploads (held.go).
+	Held HeldStats
+
 	// NeedFailed counts need_failed messages sent to relays by status.
 	NeedFailed map[proto.Status]uint64
 	// Rejected counts refused control messages and connections by reason
@@ -108,6 +111,7 @@ type counters struct {
 	partsDone        atomic.Uint64
 	reorders         atomic.Uint64
 	verified         atomic.Uint64
+	heldCounters     // held items and uploads (held.go)
 
 	mu         sync.Mutex // guards the fields below
 	needFailed map[proto.Status]uint64
@@ -156,6 +160,7 @@ func (s *Server) Stats() Stats {
 		Reorders:         c.reorders.Load(),
 		URLsVerified:     c.verified.Load(),
 		Circuit:          s.cfg.Node.RelayStats(),
+		Held:             c.heldStats(),
 	}
 	c.mu.Lock()
 	st.NeedFailed = maps.Clone(c.needFailed)
