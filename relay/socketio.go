@@ -331,12 +331,13 @@ func (ss *sioSession) onChunk(args ...any) {
 func (ss *sioSession) fail(err error, ack socket.Ack) {
 	ss.c.s.ad.stats.sioRefused.Add(1)
 	ss.c.log.Debug("socket.io upload refused", "session", ss.id, "err", err)
-	body := sioError(err)
-	ack([]any{body}, nil)
-	ss.c.sock.Emit("upload_error_"+ss.id, body)
+	// Aborted first: once the uploader is told, readers are too.
 	if ss.u != nil && !ss.u.Done() {
 		ss.u.Abort(err)
 	}
+	body := sioError(err)
+	ack([]any{body}, nil)
+	ss.c.sock.Emit("upload_error_"+ss.id, body)
 	ss.cancel()
 }
 

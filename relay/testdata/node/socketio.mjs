@@ -27,7 +27,7 @@ socket.io.engine.on('upgrade', (t) => { upgraded = true; out({ event: 'upgrade',
 socket.on('connect', async () => {
   out({ event: 'connect', transport: socket.io.engine.transport.name })
   const sessionID = 'sess-' + process.pid
-  socket.on('upload_error_' + sessionID, (e) => out({ event: 'upload_error', ...e }))
+  const uploadError = new Promise((resolve) => socket.on('upload_error_' + sessionID, resolve))
   const success = new Promise((resolve) => socket.on('upload_success_' + sessionID, resolve))
   const begin = await socket.timeout(20000).emitWithAck('begin_upload', { sessionID, fileName: 'data.bin' })
   out({ event: 'begin', ...begin })
@@ -38,7 +38,8 @@ socket.on('connect', async () => {
     const ack = await send(chunk, false)
     out({ event: 'refused', ...ack })
     // The upload_error event follows the ack on the same connection.
-    setImmediate(() => { socket.close(); })
+    out({ event: 'upload_error', ...(await uploadError) })
+    socket.close()
     return
   }
   let off = 0

@@ -33,8 +33,11 @@ const opts = {
     }
   },
   onShouldRetry (err, retryAttempt) {
-    out({ event: 'retry', attempt: retryAttempt, message: String(err.message).split('\n')[0] })
-    return true
+    // tus-js-client's own rule: retry unless a 4xx other than 409 and 423.
+    const status = err.originalResponse ? err.originalResponse.getStatus() : 0
+    const retry = !(status >= 400 && status < 500 && status !== 409 && status !== 423)
+    out({ event: 'retry', attempt: retryAttempt, status, retry, message: String(err.message).split('\n')[0] })
+    return retry
   },
   onError (err) {
     const res = err.originalResponse
