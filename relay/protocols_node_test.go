@@ -370,3 +370,43 @@ func TestNodeSocketIO(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeTunnel: tus-js-client and socket.io-client reach a relay behind
+// NAT through a public relay's tunnel (/v1/relays/ID/...), as the
+// rendezvous's GET /v1/upload hands out for such a relay.
+func TestNodeTunnel(t *testing.T) {
+	needNode(t)
+	_, pub, nat := natAndPublic(t)
+	base := pub.URL + "/v1/relays/" + nat.ID()
+
+	t.Run("tus", func(t *testing.T) {
+		const size = 3 << 20
+		file, sum := writeData(t, size)
+		p := runNode(t, "tus.mjs", base+"/v1/files/", file, "upload")
+		created := p.next("created")
+		rd := startReading(created["item"].(string))
+		done := p.next("done")
+		if u, _ := done["url"].(string); !strings.HasPrefix(u, base+"/v1/files/") {
+			t.Errorf("upload URL %q, want one under the tunnel %s/v1/files/", u, base)
+		}
+		rd.check(t, size, sum)
+		if got := nat.Server.AdapterStats().TusDone; got != 1 {
+			t.Errorf("tus uploads done on the relay behind NAT: got %d, want 1", got)
+		}
+	})
+
+	t.Run("socket.io", func(t *testing.T) {
+		const size = 1 << 20
+		file, sum := writeData(t, size)
+		p := runNode(t, "socketio.mjs", pub.URL, "/v1/relays/"+nat.ID()+"/v1/socket.io/", file, "10240", "upload")
+		begin := p.next("begin")
+		rd := startReading(begin["url"].(string))
+		if ok := p.next("success"); ok["transport"] != "websocket" {
+			t.Errorf("transport %v, want upgraded to websocket through the tunnel", ok["transport"])
+		}
+		rd.check(t, size, sum)
+		if got := nat.Server.AdapterStats().SocketIODone; got != 1 {
+			t.Errorf("socket.io uploads done on the relay behind NAT: got %d, want 1", got)
+		}
+	})
+}

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,8 @@ const Prefix = "/v1/relays/"
 // answering under an origin that is not its own: no Set-Cookie,
 // Service-Worker-Allowed, Clear-Site-Data, Refresh, Link, Location,
 // Content-Security-Policy of its own or anything else that changes what a
-// browser does with the origin. Connection and Upgrade matter for a 101
+// browser does with the origin (a Location only as a relative path on a
+// 201, see relativeLocation). Connection and Upgrade matter for a 101
 // only (other hop-by-hop headers are removed by the proxy before).
 var Headers = []string{
 	"Accept-Ranges",
@@ -59,6 +61,38 @@ var Headers = []string{
 	"Sec-Websocket-Protocol",
 	"Upgrade",
 	"Vary",
+	// tus 1.0 uploads (relay/tus.go; issue 11) and their CORS preflight.
+	"Access-Control-Allow-Headers",
+	"Access-Control-Allow-Methods",
+	"Access-Control-Max-Age",
+	"Meshup-Item-Url",
+	"Meshup-Share-Url",
+	"Tus-Checksum-Algorithm",
+	"Tus-Extension",
+	"Tus-Max-Size",
+	"Tus-Resumable",
+	"Tus-Version",
+	"Upload-Defer-Length",
+	"Upload-Expires",
+	"Upload-Length",
+	"Upload-Metadata",
+	"Upload-Offset",
+}
+
+// relativeLocation reports whether loc, a Location header, is a relative
+// path that stays under the relay's own tunnelled path: no scheme or host,
+// not rooted, no dot segments. A tus creation answers one (201, not a
+// redirect); any other Location is dropped.
+func relativeLocation(loc string) bool {
+	if loc == "" || strings.ContainsAny(loc, ":\\") || strings.HasPrefix(loc, "/") {
+		return false
+	}
+	for seg := range strings.SplitSeq(loc, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // FilterResponse keeps the allowed headers of a relay's response and
@@ -71,6 +105,9 @@ func FilterResponse(res *http.Response) error {
 		if v, ok := res.Header[k]; ok {
 			kept[k] = v
 		}
+	}
+	if loc := res.Header.Get("Location"); res.StatusCode == http.StatusCreated && relativeLocation(loc) {
+		kept.Set("Location", loc)
 	}
 	res.Header = kept
 	if res.StatusCode == http.StatusSwitchingProtocols {
