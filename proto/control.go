@@ -419,6 +419,11 @@ type Hold struct {
 	Client    string            `json:"client,omitempty"`
 	Done      bool              `json:"done,omitempty"`
 	ExpiresMS int64             `json:"expires_ms,omitempty"`
+	// Check asks only whether the credentials in Auth may upload at all
+	// (the STOR AUTH message, before the upload is described): the
+	// rendezvous asks its auth webhook and answers Held with a zero ID,
+	// or an ErrorMsg. No item is made.
+	Check bool `json:"check,omitempty"`
 }
 
 // Held (rendezvous -> relay) gives the item of a Hold: its id, the owner

@@ -35,7 +35,7 @@ func sampleMessages() map[string]Message {
 		"need_failed": NeedFailed{Need: 4, Status: StatusOffline, Reason: "gone"},
 		"need_cancel": NeedCancel{Need: 4},
 		"need_done":   NeedDone{Need: 4, Bytes: 8 << 20, MS: 17},
-		"hold":        Hold{Ref: "h1", ID: id, Owner: "own", Protocol: UploadSTOR, Name: "a.bin", MIME: "application/octet-stream", Size: -1, Auth: map[string]string{"login": "u"}, Meta: map[string]string{"k": "v"}, Client: "192.0.2.1:5", Done: true, ExpiresMS: 1764650000123},
+		"hold":        Hold{Ref: "h1", ID: id, Owner: "own", Protocol: UploadSTOR, Name: "a.bin", MIME: "application/octet-stream", Size: -1, Auth: map[string]string{"login": "u"}, Meta: map[string]string{"k": "v"}, Client: "192.0.2.1:5", Done: true, ExpiresMS: 1764650000123, Check: true},
 		"held":        Held{Ref: "h1", ID: id, Owner: "own", ShareURL: "https://x/i/1", DownloadURL: "https://x/v1/items/1", ExpiresMS: 1764650000123, MaxSize: 1 << 30, Meta: map[string]string{"user": "42"}},
 		"hold_done":   HoldDone{ID: id, Size: 5 << 20},
 		"release":     Release{ID: id, Status: StatusExpired, Reason: "expired"},

@@ -48,6 +48,7 @@ type store struct {
 	mu      sync.Mutex // guards the fields below
 	items   map[proto.ItemID]*upload
 	keys    map[string]*upload // by resume key
+	aliases map[string]*upload // by adapter alias (put.go: client, name and credentials)
 	freed   chan struct{}      // closed and replaced when memory is released
 	holds   map[string]chan proto.Message
 	nextRef uint64
@@ -58,6 +59,7 @@ func (st *store) init(s *Server) {
 	st.s = s
 	st.items = make(map[proto.ItemID]*upload)
 	st.keys = make(map[string]*upload)
+	st.aliases = make(map[string]*upload)
 	st.freed = make(chan struct{})
 	st.holds = make(map[string]chan proto.Message)
 }
@@ -169,6 +171,24 @@ func (st *store) forget(u *upload) {
 	if u.key != "" && st.keys[u.key] == u {
 		delete(st.keys, u.key)
 	}
+	if u.alias != "" && st.aliases[u.alias] == u {
+		delete(st.aliases, u.alias)
+	}
+}
+
+// setAlias makes alias name u, in place of any upload it named.
+func (st *store) setAlias(alias string, u *upload) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	u.alias = alias
+	st.aliases[alias] = u
+}
+
+// byAlias returns the upload alias names.
+func (st *store) byAlias(alias string) *upload {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.aliases[alias]
 }
 
 // release gives n bytes back to the budget and wakes waiting writers.
@@ -546,6 +566,7 @@ func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, u *upload, cl
 	}
 	w.WriteHeader(code)
 	dw := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout, served: &s.stats.bytesServed}
+	dw.Flush() // the headers go out now, also when the first bytes have not arrived
 	var out io.Writer = dw
 	if mw != nil {
 		boundary := mw.Boundary()

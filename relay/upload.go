@@ -80,6 +80,7 @@ type upload struct {
 	id       proto.ItemID
 	owner    string // the owner secret: re-announces the item (proto.Hold)
 	key      string // resume key
+	alias    string // another name an adapter finds it by (store.setAlias); guarded by store.mu
 	protocol string
 	name     string
 	mime     string
@@ -134,35 +135,9 @@ func (s *Server) createUpload(ctx context.Context, spec uploadSpec) (*upload, er
 	if n := mapBytes(spec.Auth) + mapBytes(spec.Meta); n > maxUploadAuth {
 		return nil, proto.Errorf(proto.StatusTooLarge, "credentials and metadata of %d bytes, over the limit of %d", n, maxUploadAuth)
 	}
-	l := s.link.Load()
-	if l == nil {
-		return nil, proto.Errorf(proto.StatusUnavailable, "relay is not registered with its rendezvous; try again later")
-	}
-	st := &s.store
-	st.mu.Lock()
-	st.nextRef++
-	ref := "u" + strconv.FormatUint(st.nextRef, 10)
-	ch := make(chan proto.Message, 1)
-	st.holds[ref] = ch
-	st.mu.Unlock()
-	defer func() {
-		st.mu.Lock()
-		delete(st.holds, ref)
-		st.mu.Unlock()
-	}()
-	err := l.send(proto.Hold{Ref: ref, Protocol: spec.Protocol, Name: spec.Name, MIME: spec.MIME, Size: spec.Size, Auth: spec.Auth, Meta: spec.Meta, Client: spec.Client})
+	m, err := s.askHold(ctx, proto.Hold{Protocol: spec.Protocol, Name: spec.Name, MIME: spec.MIME, Size: spec.Size, Auth: spec.Auth, Meta: spec.Meta, Client: spec.Client})
 	if err != nil {
-		return nil, proto.Errorf(proto.StatusUnavailable, "relay is not registered with its rendezvous; try again later")
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.NeedTimeout)
-	defer cancel()
-	var m proto.Message
-	select {
-	case m = <-ch:
-	case <-l.done:
-		return nil, proto.Errorf(proto.StatusUnavailable, "rendezvous link dropped while creating the upload; try again")
-	case <-ctx.Done():
-		return nil, proto.Errorf(proto.StatusTimeout, "rendezvous did not answer the upload request: %v", ctx.Err())
+		return nil, err
 	}
 	var held *proto.Held
 	switch m := m.(type) {
@@ -211,6 +186,58 @@ func newUploadKey() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// checkUpload asks the rendezvous's auth webhook whether an uploader with
+// spec's credentials may upload at all, before it describes its upload
+// (the STOR AUTH message). It returns nil when allowed (also when the
+// rendezvous has no webhook), else a *proto.Error.
+func (s *Server) checkUpload(ctx context.Context, spec uploadSpec) error {
+	m, err := s.askHold(ctx, proto.Hold{Check: true, Protocol: spec.Protocol, MIME: spec.MIME, Size: spec.Size, Auth: spec.Auth, Meta: spec.Meta, Client: spec.Client})
+	if err != nil {
+		return err
+	}
+	if e, ok := m.(*proto.ErrorMsg); ok {
+		s.stats.refused("upload_refused")
+		return proto.Errorf(e.Status, "%s", e.Reason)
+	}
+	return nil
+}
+
+// askHold sends h to the rendezvous and waits for its answer.
+func (s *Server) askHold(ctx context.Context, h proto.Hold) (proto.Message, error) {
+	l := s.link.Load()
+	if l == nil {
+		return nil, proto.Errorf(proto.StatusUnavailable, "relay is not registered with its rendezvous; try again later")
+	}
+	st := &s.store
+	st.mu.Lock()
+	st.nextRef++
+	h.Ref = "u" + strconv.FormatUint(st.nextRef, 10)
+	ch := make(chan proto.Message, 1)
+	st.holds[h.Ref] = ch
+	st.mu.Unlock()
+	defer func() {
+		st.mu.Lock()
+		delete(st.holds, h.Ref)
+		st.mu.Unlock()
+	}()
+	if err := l.send(h); err != nil {
+		return nil, proto.Errorf(proto.StatusUnavailable, "relay is not registered with its rendezvous; try again later")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.NeedTimeout)
+	defer cancel()
+	select {
+	case m := <-ch:
+		return m, nil
+	case <-l.done:
+		return nil, proto.Errorf(proto.StatusUnavailable, "rendezvous link dropped while creating the upload; try again")
+	case <-ctx.Done():
+		if s.ctx.Err() != nil {
+			return nil, errShutdown
+		}
+		return nil, proto.Errorf(proto.StatusTimeout, "rendezvous did not answer the upload request: %v", ctx.Err())
+	}
 }
 
 // upload returns the upload with resume key key, if it is still held and
@@ -474,4 +501,7 @@ func (u *upload) String() string { return fmt.Sprintf("%s upload %s", u.protocol
 // uploadRoutes adds the routes of the legacy upload protocols to mux.
 // Each adapter adds its own line here.
 func (s *Server) uploadRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/stor", s.handleStor)             // stor.go
+	mux.HandleFunc("PUT /v1/upload/{name}", s.handlePut)     // put.go
+	mux.HandleFunc("OPTIONS /v1/upload/{name}", s.handlePut) // put.go: CORS preflight
 }

@@ -147,6 +147,12 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		serveMessage(w, r, v)
 		return
 	}
+	if it.held && it.ended != "" {
+		ended := it.ended
+		s.mu.Unlock()
+		writeError(w, 0, proto.StatusGone, "item "+id.String()+" ended: "+ended)
+		return
+	}
 	if !v.online {
 		s.mu.Unlock()
 		w.Header().Set("Retry-After", retryOffline)

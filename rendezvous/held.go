@@ -103,6 +103,18 @@ func (s *Server) hold(r *relayConn, m *proto.Hold) proto.Message {
 		return refuse(perr)
 	}
 	now := s.cfg.Now()
+	if m.Check {
+		if _, perr := s.askWebhook(s.ctx, webhookRequest{
+			Operation:   WebhookUpload,
+			Item:        webhookItem{Size: -1, Kind: proto.KindFile, Protocol: m.Protocol},
+			Client:      webhookClient{Addr: m.Client},
+			Credentials: m.Auth,
+			Metadata:    m.Meta,
+		}); perr != nil {
+			return refuse(perr)
+		}
+		return &proto.Held{Ref: m.Ref}
+	}
 	if !m.ID.IsZero() {
 		return s.reannounced(r, m, p, now)
 	}
@@ -258,7 +270,16 @@ func (s *Server) handleRelease(r *relayConn, m *proto.Release) {
 	delete(r.held, m.ID)
 	delete(it.holders, r.id)
 	if len(it.holders) == 0 {
-		s.dropHeldLocked(it)
+		// Kept until it expires, so that readers learn why it ended
+		// rather than that it never was.
+		it.ended = m.Reason
+		if it.ended == "" {
+			it.ended = "the relay holding it dropped it"
+		}
+		if len(it.ended) > 300 {
+			it.ended = it.ended[:300]
+		}
+		it.offlineSince = s.cfg.Now()
 	}
 	s.stats.heldReleased.Add(1)
 	r.log.Debug("held item released", "item", m.ID, "status", m.Status, "reason", m.Reason)

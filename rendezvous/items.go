@@ -55,6 +55,7 @@ type item struct {
 	holders  map[string]bool // ids of the registered relays holding it
 	holdDone bool            // every byte arrived; size is final
 	expires  time.Time       // when it is dropped
+	ended    string          // why its holder dropped it: readers are told until it expires
 }
 
 // anyRelay reports whether relays of class volunteer may carry the item:

@@ -20,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,8 +37,7 @@ const Prefix = "/v1/relays/"
 // answering under an origin that is not its own: no Set-Cookie,
 // Service-Worker-Allowed, Clear-Site-Data, Refresh, Link, Location,
 // Content-Security-Policy of its own or anything else that changes what a
-// browser does with the origin (a Location only as a relative path on a
-// 201, see relativeLocation). Connection and Upgrade matter for a 101
+// browser does with the origin. Connection and Upgrade matter for a 101
 // only (other hop-by-hop headers are removed by the proxy before).
 var Headers = []string{
 	"Accept-Ranges",
@@ -61,38 +59,25 @@ var Headers = []string{
 	"Sec-Websocket-Protocol",
 	"Upgrade",
 	"Vary",
-	// tus 1.0 uploads (relay/tus.go; issue 11) and their CORS preflight.
-	"Access-Control-Allow-Headers",
-	"Access-Control-Allow-Methods",
-	"Access-Control-Max-Age",
+	// Uploads (issue 11): the resumable PUT's 308 names what arrived in
+	// Range; tus answers in its own headers; CORS preflights of both.
+	"Range",
+	"Meshup-Upload-Url",
 	"Meshup-Item-Url",
-	"Meshup-Share-Url",
-	"Tus-Checksum-Algorithm",
-	"Tus-Extension",
-	"Tus-Max-Size",
+	"Access-Control-Allow-Methods",
+	"Access-Control-Allow-Headers",
+	"Access-Control-Max-Age",
 	"Tus-Resumable",
 	"Tus-Version",
+	"Tus-Extension",
+	"Tus-Max-Size",
+	"Tus-Checksum-Algorithm",
+	"Upload-Offset",
+	"Upload-Length",
 	"Upload-Defer-Length",
 	"Upload-Expires",
-	"Upload-Length",
 	"Upload-Metadata",
-	"Upload-Offset",
-}
-
-// relativeLocation reports whether loc, a Location header, is a relative
-// path that stays under the relay's own tunnelled path: no scheme or host,
-// not rooted, no dot segments. A tus creation answers one (201, not a
-// redirect); any other Location is dropped.
-func relativeLocation(loc string) bool {
-	if loc == "" || strings.ContainsAny(loc, ":\\") || strings.HasPrefix(loc, "/") {
-		return false
-	}
-	for seg := range strings.SplitSeq(loc, "/") {
-		if seg == "." || seg == ".." {
-			return false
-		}
-	}
-	return true
+	"Meshup-Share-Url",
 }
 
 // FilterResponse keeps the allowed headers of a relay's response and
@@ -106,8 +91,10 @@ func FilterResponse(res *http.Response) error {
 			kept[k] = v
 		}
 	}
-	if loc := res.Header.Get("Location"); res.StatusCode == http.StatusCreated && relativeLocation(loc) {
-		kept.Set("Location", loc)
+	// Location only on a 201 Created (an upload's item URL): on a 3xx
+	// it would send browsers wherever the relay wants.
+	if v, ok := res.Header["Location"]; ok && res.StatusCode == http.StatusCreated {
+		kept["Location"] = v
 	}
 	res.Header = kept
 	if res.StatusCode == http.StatusSwitchingProtocols {
