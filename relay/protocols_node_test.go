@@ -390,6 +390,11 @@ func TestNodeTunnel(t *testing.T) {
 			t.Errorf("upload URL %q, want one under the tunnel %s/v1/files/", u, base)
 		}
 		rd.check(t, size, sum)
+		// GET on the upload URL through the tunnel, with Range.
+		resp, body := do(t, http.MethodGet, done["url"].(string), "Range", "bytes=1000-1999")
+		if want := fmt.Sprintf("bytes 1000-1999/%d", size); resp.StatusCode != http.StatusPartialContent || len(body) != 1000 || resp.Header.Get("Content-Range") != want {
+			t.Errorf("GET upload URL through the tunnel: got %d, %d bytes, %q; want 206, 1000 bytes, %q", resp.StatusCode, len(body), resp.Header.Get("Content-Range"), want)
+		}
 		if got := nat.Server.AdapterStats().TusDone; got != 1 {
 			t.Errorf("tus uploads done on the relay behind NAT: got %d, want 1", got)
 		}

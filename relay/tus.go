@@ -17,7 +17,7 @@ package relay
 //	                          sha256) verifies the body before it is appended (460 on a mismatch);
 //	                          Upload-Length declares a deferred length. 204, Upload-Offset, Upload-Expires
 //	DELETE  /v1/files/KEY     termination: the upload and its item are dropped
-//	GET     /v1/files/KEY     not in tus: 307 to the item's download URL, which serves Range
+//	GET     /v1/files/KEY     not in tus: the item, with Range, as its download URL serves it
 //
 // Extensions: creation, creation-with-upload, creation-defer-length,
 // termination, expiration, checksum. Not concatenation: a meshup item is
@@ -376,14 +376,21 @@ func (s *Server) tusDelete(w http.ResponseWriter, key string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// tusGet serves GET, which tus does not define: the upload URL reads the
-// item, with Range, at its download URL.
+// tusGet serves GET, which tus does not define: the upload URL reads the item, with Range,
+// while it arrives too, served here as its download URL's relay serves it
+// (serveHeld). Served, not redirected: a redirect's Location does not pass
+// the tunnel into relays behind NAT, and the upload URL is the uploader's
+// own capability (its key is as unguessable as a read token), so the
+// auth webhook is not asked again, as it is not for a PATCH.
 func (s *Server) tusGet(w http.ResponseWriter, r *http.Request, key string) {
 	u, ok := s.tusLookup(w, key)
 	if !ok {
 		return
 	}
-	http.Redirect(w, r, u.Info().DownloadURL, http.StatusTemporaryRedirect)
+	h := w.Header()
+	h.Del("Cache-Control")
+	h.Set("Access-Control-Expose-Headers", tusExposeHeaders+", Content-Disposition, ETag")
+	s.serveHeld(w, r, u, proto.Claims{})
 }
 
 // tusLookup finds the upload of key, or answers 404 or the upload's error.

@@ -198,9 +198,8 @@ func TestTusProtocol(t *testing.T) {
 			t.Errorf("the reader got %d bytes, want the %d uploaded", len(b), len(data))
 		}
 		// GET on the upload URL reads the item, with Range.
-		resp2 := tusReq(t, http.MethodGet, u, nil)
-		if resp2.StatusCode != http.StatusTemporaryRedirect || resp2.Header.Get("Location") != item {
-			t.Errorf("GET upload URL: got %d to %q, want 307 to %q", resp2.StatusCode, resp2.Header.Get("Location"), item)
+		if resp, body := do(t, http.MethodGet, u); resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+			t.Errorf("GET upload URL: got %d and %d bytes, want 200 and the %d uploaded", resp.StatusCode, len(body), len(data))
 		}
 		req, _ := http.NewRequest(http.MethodGet, u, nil)
 		req.Header.Set("Range", "bytes=100-199")
