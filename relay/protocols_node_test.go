@@ -316,8 +316,8 @@ func TestNodeSocketIO(t *testing.T) {
 		const size = 5 << 20 // 512 chunks exactly: the last one is empty
 		file, sum := writeData(t, size)
 		p := runNode(t, "socketio.mjs", r.URL, "/v1/socket.io/", file, "10240", "upload")
-		if c := p.next("connect"); c["transport"] != "polling" {
-			t.Errorf("connected over %v, want polling first", c["transport"])
+		if c := p.next("open"); c["transport"] != "polling" {
+			t.Errorf("the Engine.IO handshake was over %v, want polling first", c["transport"])
 		}
 		begin := p.next("begin")
 		for _, k := range []string{"share", "url", "expires"} {

@@ -21,8 +21,13 @@ const fail = (message) => { out({ event: 'error', message }); process.exit(0) }
 
 const socket = io(base, { path, reconnection: false, timeout: 20000 })
 let upgraded = false
+let acks = 0
+const t0 = Date.now()
 socket.on('connect_error', (err) => fail('connect: ' + err.message))
-socket.io.engine.on('upgrade', (t) => { upgraded = true; out({ event: 'upgrade', transport: t.name }) })
+// The Engine.IO handshake: over long-polling, which a WebSocket-only
+// server never answers; the upgrade to WebSocket follows.
+socket.io.on('open', () => out({ event: 'open', transport: socket.io.engine.transport.name }))
+socket.io.engine.on('upgrade', (t) => { upgraded = true; out({ event: 'upgrade', transport: t.name, acks, ms: Date.now() - t0 }) })
 
 socket.on('connect', async () => {
   out({ event: 'connect', transport: socket.io.engine.transport.name })
@@ -43,7 +48,6 @@ socket.on('connect', async () => {
     return
   }
   let off = 0
-  let acks = 0
   while (off < data.length) {
     const end = Math.min(off + chunkSize, data.length)
     const last = end === data.length && data.length % chunkSize !== 0
@@ -59,6 +63,6 @@ socket.on('connect', async () => {
     acks++
   }
   const ok = await success
-  out({ event: 'success', ...ok, acks, upgraded, transport: socket.io.engine.transport.name })
+  out({ event: 'success', ...ok, acks, ms: Date.now() - t0, upgraded, transport: socket.io.engine.transport.name })
   socket.close()
 })
