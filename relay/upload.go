@@ -361,6 +361,7 @@ func (u *upload) Write(ctx context.Context, p []byte) (int, error) {
 		var wait <-chan struct{}
 		if u.streamedLocked() && u.end-u.base >= u.s.cfg.UploadWindow {
 			wait = u.wake
+			u.s.stats.uploadWaits.Add(1)
 		}
 		want := int64(heldChunk)
 		if u.size >= 0 {
