@@ -140,6 +140,8 @@ type Stats struct {
 	Assist AssistStats `json:"assist"`
 	// Uploads counts the legacy uploads and the items held (store.go).
 	Uploads UploadStats `json:"uploads"`
+	// Adapters counts the tus and socket.io adapters' work (adapters.go).
+	Adapters AdapterStats `json:"adapters"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -190,6 +192,7 @@ func (s *Server) Stats() Stats {
 		DialsRefused: s.cfg.Node.DialsRefused(),
 		Assist:       s.assistStats(),
 		Uploads:      s.uploadStats(),
+		Adapters:     s.AdapterStats(),
 	}
 }
 

@@ -201,9 +201,9 @@ func (s *Server) tusOptions(w http.ResponseWriter, r *http.Request) {
 	h.Set("Tus-Version", tusVersion)
 	h.Set("Tus-Extension", tusExtensions)
 	h.Set("Tus-Checksum-Algorithm", tusChecksums)
-	if n := s.tusMaxSize(); n > 0 {
-		h.Set("Tus-Max-Size", strconv.FormatInt(n, 10))
-	}
+	// No Tus-Max-Size: a relay has no size limit of its own (uploads
+	// over --upload-hold stream); the auth webhook's limit for one
+	// upload is answered 413 at creation or when a PATCH passes it.
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -227,10 +227,6 @@ func (s *Server) tusCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Header.Get("Upload-Concat") != "" {
 		tusFail(w, http.StatusBadRequest, "the concatenation extension is not supported")
-		return
-	}
-	if max := s.tusMaxSize(); max > 0 && size > max {
-		tusFail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("Upload-Length %d is over Tus-Max-Size %d", size, max))
 		return
 	}
 	raw := r.Header.Get("Upload-Metadata")
@@ -509,10 +505,6 @@ func (s *Server) tusAppendChecked(r *http.Request, u *upload, header string) err
 	s.ad.stats.tusBytes.Add(int64(n))
 	return nil
 }
-
-// tusMaxSize returns the largest upload this relay takes, 0 if none is
-// configured.
-func (s *Server) tusMaxSize() int64 { return 0 }
 
 // tusInfoHeaders sets the headers that describe u on every answer.
 func tusInfoHeaders(h http.Header, u *upload) {
