@@ -237,4 +237,41 @@ func TestTusProtocol(t *testing.T) {
 			t.Errorf("HEAD after DELETE: got status %d, want 404 or 410", resp.StatusCode)
 		}
 	})
+	t.Run("over the length, and one PATCH at a time", func(t *testing.T) {
+		u, _ := tusCreate(t, endpoint, 10)
+		octets := []string{"Content-Type", "application/offset+octet-stream", "Upload-Offset", "0"}
+		if resp := tusReq(t, http.MethodPatch, u, make([]byte, 11), octets...); resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("PATCH past Upload-Length: got status %d, want 413", resp.StatusCode)
+		}
+
+		u, _ = tusCreate(t, endpoint, 1<<20)
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest(http.MethodPatch, u, pr)
+		req.ContentLength = 1 << 20
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		req.Header.Set("Upload-Offset", "0")
+		req.Header.Set("Content-Type", "application/offset+octet-stream")
+		first := make(chan int, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				first <- 0
+				return
+			}
+			resp.Body.Close()
+			first <- resp.StatusCode
+		}()
+		pw.Write(make([]byte, 1000))
+		eventually(t, "the first PATCH's bytes to arrive", func() bool {
+			return tusReq(t, http.MethodHead, u, nil).Header.Get("Upload-Offset") == "1000"
+		})
+		if resp := tusReq(t, http.MethodPatch, u, make([]byte, 10), "Content-Type", "application/offset+octet-stream", "Upload-Offset", "1000"); resp.StatusCode != http.StatusLocked {
+			t.Errorf("a second PATCH while one writes: got status %d, want 423", resp.StatusCode)
+		}
+		pw.Write(make([]byte, 1<<20-1000))
+		pw.Close()
+		if code := <-first; code != http.StatusNoContent {
+			t.Errorf("the first PATCH: got status %d, want 204", code)
+		}
+	})
 }
