@@ -64,6 +64,14 @@ const maxHoldAuth = 16 << 10
 // handleHold answers a relay's Hold on a goroutine of its own: the auth
 // webhook may take a while, and the relay's stream keeps being read.
 func (s *Server) handleHold(r *relayConn, m *proto.Hold) {
+	// Holds share the relay's need rate (NeedRate, NeedBurst): each may
+	// call the webhook, so a relay cannot make the rendezvous call it
+	// without bound.
+	if !r.needRate.Allow() {
+		s.stats.reject(RejectNeedRate)
+		r.enqueue(&proto.ErrorMsg{Ref: m.Ref, Status: proto.StatusOverLimit, Reason: "relay over its rate of requests"})
+		return
+	}
 	if !s.goStart() {
 		return
 	}
