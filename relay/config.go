@@ -153,6 +153,9 @@ type Config struct {
 	// (the HTTP tunnel) and what a relay behind NAT asks of public relays
 	// (circuit reservations); see tunnel.go.
 	Assist AssistConfig
+	// Adapters configures the tus and socket.io upload adapters
+	// (adapters.go).
+	Adapters AdapterConfig
 
 	// UploadHold is the largest upload held whole in memory until it
 	// expires (issue 11): larger ones, and those of unknown size, stream
@@ -224,6 +227,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.StorMaxBlock, DefaultStorMaxBlock)
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
+	c.Adapters.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -284,5 +288,5 @@ func (c *Config) LogAttrs() []any {
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
 		"upload_hold", c.UploadHold, "upload_window", c.UploadWindow, "stor_max_block", c.StorMaxBlock,
-	}, append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.rateAttrs()...)...)
+	}, append(append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.rateAttrs()...), c.Adapters.logAttrs()...)...)
 }

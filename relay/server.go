@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +47,8 @@ type Server struct {
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
-	store    store // held items of legacy uploads (store.go)
+	store    store        // held items of legacy uploads (store.go)
+	ad       adapterState // the tus and socket.io adapters (adapters.go)
 
 	mu       sync.Mutex // guards the fields below
 	needs    map[uint64]*partStream
@@ -117,6 +119,8 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
 //	GET  /v1/stor         STOR/DATA upload WebSocket (stor.go)
 //	     /v1/upload/{name}  resumable PUT upload (put.go)
+//	     /v1/files/       tus 1.0 uploads (tus.go)
+//	     /v1/socket.io/   socket.io upload sessions (socketio.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -127,6 +131,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("OPTIONS /v1/items/{id}", proto.ServePreflight)        // CORS (proto/cors.go)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
 	s.uploadRoutes(mux)                                                   // legacy upload protocols (upload.go)
+	mux.HandleFunc(tusPath, s.handleTus)                                  // tus.go
+	mux.HandleFunc(strings.TrimSuffix(tusPath, "/"), s.handleTus)
+	mux.Handle(sioPath, s.socketIOHandler()) // socketio.go
 	return s.limitHandler(mux)
 }
 

@@ -145,6 +145,8 @@ type Stats struct {
 	Rate RateStats `json:"rate"`
 	// Uploads counts the legacy uploads and the items held (store.go).
 	Uploads UploadStats `json:"uploads"`
+	// Adapters counts the tus and socket.io adapters' work (adapters.go).
+	Adapters AdapterStats `json:"adapters"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -197,6 +199,7 @@ func (s *Server) Stats() Stats {
 		Assist:       s.assistStats(),
 		Rate:         s.rateStats(),
 		Uploads:      s.uploadStats(),
+		Adapters:     s.AdapterStats(),
 	}
 }
 

@@ -81,6 +81,12 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	cliconf.SizeVar(fs, &c.UploadWindow, "upload-window", relay.DefaultUploadWindow, "`bytes` a streamed upload keeps ahead of its slowest reader")
 	cliconf.IntSizeVar(fs, &c.StorMaxBlock, "stor-max-block", relay.DefaultStorMaxBlock, "largest decoded block of a STOR/DATA upload, `bytes`")
 
+	// The upload adapters (relay/tus.go, relay/socketio.go).
+	cliconf.IntSizeVar(fs, &c.Adapters.MaxChunk, "max-upload-chunk", relay.DefaultMaxChunk, "largest chunk an upload adapter holds whole, in `bytes`: a socket.io upload_chunk, a tus PATCH with Upload-Checksum")
+	fs.IntVar(&c.Adapters.SocketIOSessions, "socketio-sessions", relay.DefaultSocketIOSessions, "upload sessions open at once on one socket.io connection")
+	fs.DurationVar(&c.Adapters.SocketIOPing, "socketio-ping", relay.DefaultSocketIOPing, "Engine.IO ping interval of socket.io connections")
+	fs.DurationVar(&c.Adapters.SocketIOPingWait, "socketio-ping-wait", relay.DefaultSocketIOPingWait, "time a socket.io client has to answer a ping (Engine.IO pingTimeout)")
+
 	// Memory and streams.
 	cliconf.SizeVar(fs, &c.Budget, "budget", relay.DefaultBudget, "memory for part data, all streams, in `bytes` (256MiB, 1GB, ...)")
 	cliconf.LimitSizeVar(fs, &o.memLimit, "memory-limit", 0, "soft limit of the Go runtime's memory, `bytes` (0: --budget + max(64MiB, --budget/4); none or negative: none; the GOMEMLIMIT environment variable overrides it)")

@@ -78,6 +78,17 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("held_expired_total", "Held items dropped at their expiry.", func(s relay.Stats) int64 { return s.Uploads.Expired }),
 			{prometheus.NewDesc(ns+"held_items", "Items held now.", nil, nil), func(s relay.Stats) int64 { return int64(s.Uploads.Held) }, true},
 			{prometheus.NewDesc(ns+"held_bytes", "Bytes of memory held items pin now.", nil, nil), func(s relay.Stats) int64 { return s.Uploads.HeldMem }, true},
+			// The tus and socket.io adapters (relay/adapters.go).
+			c("tus_created_total", "tus uploads created.", func(s relay.Stats) int64 { return s.Adapters.TusCreated }),
+			c("tus_done_total", "tus uploads complete.", func(s relay.Stats) int64 { return s.Adapters.TusDone }),
+			c("tus_terminated_total", "tus uploads terminated (DELETE).", func(s relay.Stats) int64 { return s.Adapters.TusTerminated }),
+			c("tus_checksum_failed_total", "tus PATCHes refused for a checksum mismatch (460).", func(s relay.Stats) int64 { return s.Adapters.TusChecksumFailed }),
+			c("tus_bytes_total", "Bytes appended by tus PATCHes.", func(s relay.Stats) int64 { return s.Adapters.TusBytes }),
+			{prometheus.NewDesc(ns+"socketio_conns", "socket.io connections open now.", nil, nil), func(s relay.Stats) int64 { return s.Adapters.SocketIOConns }, true},
+			c("socketio_sessions_total", "socket.io upload sessions begun.", func(s relay.Stats) int64 { return s.Adapters.SocketIOSessions }),
+			c("socketio_done_total", "socket.io uploads complete.", func(s relay.Stats) int64 { return s.Adapters.SocketIODone }),
+			c("socketio_refused_total", "socket.io sessions and chunks refused.", func(s relay.Stats) int64 { return s.Adapters.SocketIORefused }),
+			c("socketio_bytes_total", "Bytes appended by socket.io chunks.", func(s relay.Stats) int64 { return s.Adapters.SocketIOBytes }),
 		},
 	}
 }

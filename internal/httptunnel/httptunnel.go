@@ -77,6 +77,7 @@ var Headers = []string{
 	"Upload-Defer-Length",
 	"Upload-Expires",
 	"Upload-Metadata",
+	"Meshup-Share-Url",
 }
 
 // FilterResponse keeps the allowed headers of a relay's response and
