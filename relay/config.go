@@ -150,6 +150,9 @@ type Config struct {
 	// (circuit reservations); see tunnel.go.
 	Assist AssistConfig
 
+	// Live bounds live channels (live.go, issue 12).
+	Live LiveConfig
+
 	// Tap, if set, is called with every PartData payload a publisher
 	// pushes, before the relay queues it: the item, the offset of the
 	// part it belongs to (payloads of a part come in order), and the
@@ -184,6 +187,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.PeerInterval, DefaultPeerInterval)
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
+	c.Live.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -215,6 +219,9 @@ func (c *Config) Validate() error {
 	case c.TokenKey != nil && len(c.TokenKey) != ed25519.PublicKeySize:
 		return errors.New("relay: Config.TokenKey is not an Ed25519 public key")
 	}
+	if err := c.Live.validate(); err != nil {
+		return err
+	}
 	if c.PublicIP != "" {
 		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
 			return fmt.Errorf("relay: PublicIP: %w", err)
@@ -240,5 +247,5 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
-	}, append(c.limitAttrs(), c.Assist.logAttrs()...)...)
+	}, append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.Live.logAttrs()...)...)
 }

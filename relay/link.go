@@ -202,6 +202,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), home: peer, recordAt: time.Now()}
 	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
+	s.reannounceLive(l) // live.go: soft state
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
 	defer func() {
 		s.link.CompareAndSwap(l, nil)

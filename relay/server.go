@@ -38,6 +38,7 @@ type Server struct {
 	key  atomic.Pointer[ed25519.PublicKey]
 	link atomic.Pointer[link] // the registered rendezvous link, or nil
 	mesh meshState
+	live liveHub // live channels (live.go)
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
@@ -79,6 +80,7 @@ func New(cfg Config) (*Server, error) {
 		s.mesh.nat = proto.NATPublic
 	}
 	cfg.Node.Handle(proto.ProtoPart, s.handlePart)
+	cfg.Node.Handle(proto.ProtoLive, s.handleLiveStream) // live.go
 	s.tunnel = s.newTunnel()
 	return s, nil
 }
@@ -103,6 +105,10 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	GET  /v1/status       JSON status
 //	GET  /v1/challenge    proof that this URL reaches this relay (proto/challenge.go)
 //	     /v1/relays/{id}/v1/...  tunnel into a relay behind NAT (public relays, tunnel.go)
+//	GET  /v1/live/{id}    a live channel from the live edge, chunked (live.go)
+//	PUT  /v1/live/{id}    a live channel's publisher, chunked; bearer: the channel secret
+//	GET  /v1/live/stats   live counters (bytes forwarded per downstream relay, cut-offs)
+//	GET  /v1/evsocket/{channel}  EvSocket WebSocket onto a live channel (evsocket.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -110,6 +116,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
+	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)                   // live.go
+	mux.HandleFunc("PUT /v1/live/{id}", s.handleLivePush)
+	mux.HandleFunc("GET /v1/live/stats", s.handleLiveStats)
+	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket) // evsocket.go
 	return s.limitHandler(mux)
 }
 
