@@ -30,9 +30,9 @@ import (
 
 // EvSocket close codes.
 const (
-	evCloseNormal  = websocket.CloseNormalClosure    // 1000: the channel ended
-	evCloseSlow    = websocket.ClosePolicyViolation  // 1008: fell behind the live edge
-	evCloseAway    = websocket.CloseGoingAway        // 1001: the relay is shutting down
+	evCloseNormal  = websocket.CloseNormalClosure     // 1000: the channel ended
+	evCloseSlow    = websocket.ClosePolicyViolation   // 1008: fell behind the live edge
+	evCloseAway    = websocket.CloseGoingAway         // 1001: the relay is shutting down
 	evCloseFailure = websocket.CloseInternalServerErr // 1011: the channel's source was lost
 )
 
@@ -90,7 +90,7 @@ func (s *Server) handleEvSocket(w http.ResponseWriter, r *http.Request) {
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		WriteBufferPool:  s.wbufs,
-		Subprotocols:     websocket.Subprotocols(r), // evsocket-client's options.protocol, echoed
+		Subprotocols:     websocket.Subprotocols(r),                // evsocket-client's options.protocol, echoed
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked above
 	}
 	ws, err := up.Upgrade(w, r, nil)

@@ -116,7 +116,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET "+proto.ChallengePath, s.handleChallenge)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
-	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)                   // live.go
+	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)                  // live.go
 	mux.HandleFunc("PUT /v1/live/{id}", s.handleLivePush)
 	mux.HandleFunc("GET /v1/live/stats", s.handleLiveStats)
 	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket) // evsocket.go

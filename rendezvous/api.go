@@ -35,6 +35,9 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /{$}", s.handleIndex)
 	mux.HandleFunc("GET /web/{path...}", s.handleWeb)
 	mux.HandleFunc("GET /sw.js", s.handleServiceWorker)
+	mux.HandleFunc("POST /v1/live/{id}", s.handleLivePost) // live.go
+	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)
+	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket)
 	return mux
 }
 

@@ -332,6 +332,8 @@ func (s *Server) readRelay(r *relayConn) error {
 			s.handleNeedCancel(r, m)
 		case *proto.NeedDone:
 			s.handleNeedDone(r, m)
+		case *proto.LiveAnnounce:
+			s.liveAnnounce(r, m) // live.go
 		default:
 			s.stats.reject(RejectUnexpectedType)
 			r.log.Debug("unexpected message from relay", "type", m.MessageType())

@@ -42,6 +42,7 @@ type Server struct {
 	verifier *http.Client // fetches relay URL challenges
 
 	tunnelCount httptunnel.Counters // the tunnel's requests and bytes (DataPath)
+	live        liveRegistry        // live channels (live.go)
 
 	stun      *STUNServer // nil when STUN is off
 	stunAddrs []string    // advertised "host:port" of the STUN ports

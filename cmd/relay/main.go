@@ -81,6 +81,12 @@ func run(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.Budget, "budget", relay.DefaultBudget, "bytes of memory for part data, all streams")
 	memLimit := fs.Int64("memory-limit", 0, "soft limit of the Go runtime's memory, `bytes` (0: 1.5 x --budget + 64 MiB; negative: none; the GOMEMLIMIT environment variable overrides it)")
 	fs.IntVar(&cfg.Window, "window", relay.DefaultWindow, "bytes in flight per part stream")
+	// Live channels (relay/live.go, issue 12).
+	fs.Int64Var(&cfg.Live.Buffer, "live-buffer", relay.DefaultLiveBuffer, "bytes of recent chunks kept per live channel (counted in --budget)")
+	fs.Int64Var(&cfg.Live.Queue, "live-queue", relay.DefaultLiveQueue, "bytes a live subscriber may fall behind the live edge before it is cut off (at most --live-buffer)")
+	fs.IntVar(&cfg.Live.MaxChunk, "live-max-chunk", relay.DefaultLiveMaxChunk, "bytes per live chunk (a publisher's read, an EvSocket message)")
+	fs.IntVar(&cfg.Live.MaxChannels, "live-channels", relay.DefaultLiveMaxChannels, "limit on live channels carried by this relay")
+	fs.IntVar(&cfg.Live.MaxSubscribers, "live-subscribers", relay.DefaultLiveMaxSubscribers, "limit on subscribers of one live channel on this relay, downstream relays included")
 	fs.Int64Var(&cfg.PartSize, "part-size", relay.DefaultPartSize, "bytes per part asked of the rendezvous")
 	fs.IntVar(&cfg.Prefetch, "prefetch", relay.DefaultPrefetch, "read-ahead: parts of one consumer request open at once, possibly through several entry relays")
 	fs.IntVar(&cfg.MaxConns, "max-conns", relay.DefaultMaxConns, "push WebSocket connections")
