@@ -648,15 +648,22 @@ func (s *Server) subscribeUpstream(id proto.ItemID, upstream string) (*liveChan,
 		ch.finish(proto.LiveEnd{Status: proto.StatusUnavailable, Reason: errShutdown.Msg})
 		return ch, nil
 	}
+	subscribed := make(chan struct{})
 	go func() {
 		defer s.wg.Done()
-		ch.finish(s.feedLive(ch))
+		ch.finish(s.feedLive(ch, subscribed))
 	}()
+	// The first reader waits until the upstream relay confirmed (or
+	// failed), so that it reads from the live edge of that moment.
+	select {
+	case <-subscribed:
+	case <-ch.ctx.Done():
+	}
 	return ch, nil
 }
 
 // feedLive reads channel ch from its upstream relay until it ends.
-func (s *Server) feedLive(ch *liveChan) proto.LiveEnd {
+func (s *Server) feedLive(ch *liveChan, subscribed chan struct{}) proto.LiveEnd {
 	log := s.log.With("channel", ch.id, "upstream", shortID(ch.upstream))
 	octx, cancel := context.WithTimeout(ch.ctx, s.cfg.HandshakeTimeout)
 	st, err := s.cfg.Node.Open(octx, ch.upstream, proto.ProtoLive)
@@ -674,6 +681,7 @@ func (s *Server) feedLive(ch *liveChan) proto.LiveEnd {
 	}
 	st.SetWriteDeadline(time.Time{})
 	max := max(s.cfg.Live.MaxChunk, proto.MaxLiveEvent)
+	st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	for {
 		h, err := proto.ReadHeader(st, max)
 		if err != nil {
@@ -684,9 +692,16 @@ func (s *Server) feedLive(ch *liveChan) proto.LiveEnd {
 		if _, err := io.ReadFull(st, body); err != nil {
 			return proto.LiveEnd{Status: errLiveUpstream.Status, Reason: errLiveUpstream.Msg}
 		}
+		if subscribed != nil {
+			st.SetReadDeadline(time.Time{})
+			close(subscribed)
+			subscribed = nil
+		}
 		switch h.Type {
 		case proto.FrameLiveData, proto.FrameLiveBinary:
-			ch.appendChunk(h.Type, body, nil, false)
+			if len(body) > 0 {
+				ch.appendChunk(h.Type, body, nil, false)
+			}
 		case proto.FrameLiveEvent:
 			m, _ := proto.DecodeEvText(body)
 			if m.Event == proto.EvStart {
@@ -779,6 +794,11 @@ func (s *Server) handleLiveStream(st mesh.Stream) {
 	start := ch.lastStart
 	ch.mu.Unlock()
 	mw := &meshLiveWriter{st: st, timeout: s.cfg.WriteTimeout, sub: sub}
+	// An empty LiveData tells the downstream relay that it is subscribed:
+	// its readers are at the live edge from then on.
+	if mw.write(&liveChunk{kind: proto.FrameLiveData}) != nil {
+		return
+	}
 	if start != nil {
 		mw.write(&liveChunk{kind: proto.FrameLiveEvent, b: start})
 	}

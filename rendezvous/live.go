@@ -167,11 +167,21 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 	s.live.mu.Lock()
 	lc := s.live.chans[id]
 	var src, rel *relayConn
-	var volunteers bool
 	if lc != nil {
-		src, volunteers = s.relays[lc.source], lc.volunteers
+		src = s.relays[lc.source]
 		if src == nil || !s.relayAlive(src, now) {
 			src = nil
+		} else if via := r.URL.Query().Get("via"); via != "" {
+			// Pins the reader's relay (diagnosis, tests), like items'.
+			if rel = s.relays[via]; rel != nil && (!s.relayAlive(rel, now) || !lc.volunteers && rel.class != ClassOperator) {
+				rel = nil
+			}
+			if rel == nil {
+				s.live.mu.Unlock()
+				s.mu.Unlock()
+				writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q cannot carry this channel", via))
+				return
+			}
 		} else {
 			rel = s.pickLiveExitLocked(lc, src, now)
 		}
@@ -182,7 +192,6 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusNotFound, "no such live channel")
 		return
 	}
-	_ = volunteers
 	relayID, base := rel.id, s.relayBase(rel)
 	s.mu.Unlock()
 	tok := proto.SignToken(s.key, proto.Claims{

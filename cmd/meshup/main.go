@@ -23,6 +23,7 @@ commands:
   dev        run a rendezvous and relays on loopback, with the web app
   send FILE  publish FILE; print its share link and download URL; serve it until interrupted
   get URL    download an item (share link or download URL)
+  live       stream stdin into a live channel; print its link
 
 Run 'meshup <command> -h' for a command's flags.
 `
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSend(ctx, args[1:], stdout, stderr)
 	case "get":
 		return runGet(ctx, args[1:], stdout, stderr)
+	case "live":
+		return runLive(ctx, args[1:], stdout, stderr) // live.go
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
