@@ -211,10 +211,10 @@ type liveSub struct {
 	ctx  context.Context
 	kick func() // unblocks a blocked write (sets a near write deadline)
 	cutF atomic.Bool
+	pos  atomic.Int64 // channel offset written out, chunk by chunk
 
 	// Guarded by ch.mu:
 	next uint64         // seq of the next chunk to take
-	pos  int64          // channel offset written out
 	cut  *proto.LiveEnd // cut off, with this reason
 }
 
@@ -323,7 +323,7 @@ func (ch *liveChan) appendChunk(kind proto.FrameType, b []byte, origin *liveSub,
 		if sub.cut != nil {
 			continue
 		}
-		if lag := ch.written - sub.pos; lag > lim.Queue || sub.next < ch.first {
+		if lag := ch.written - sub.pos.Load(); lag > lim.Queue || sub.next < ch.first {
 			ch.cutLocked(sub, proto.LiveEnd{Status: proto.StatusOverLimit, Reason: fmt.Sprintf("subscriber fell behind the live edge by %d bytes (queue %d)", lag, lim.Queue)}, "slow_subscriber")
 			continue
 		}
@@ -355,7 +355,8 @@ func (ch *liveChan) subscribe(ctx context.Context, kind subKind, peer string) (*
 		ch.s.stats.refused("live_subscribers")
 		return nil, proto.Errorf(proto.StatusOverLimit, "live channel has %d subscribers on this relay", ch.s.cfg.Live.MaxSubscribers)
 	}
-	sub := &liveSub{ch: ch, kind: kind, id: ch.s.live.nextSub.Add(1), peer: peer, wake: make(chan struct{}, 1), ctx: ctx, next: ch.next, pos: ch.written}
+	sub := &liveSub{ch: ch, kind: kind, id: ch.s.live.nextSub.Add(1), peer: peer, wake: make(chan struct{}, 1), ctx: ctx, next: ch.next}
+	sub.pos.Store(ch.written)
 	ch.subs[sub] = struct{}{}
 	ch.s.live.subs.Add(1)
 	return sub, nil
@@ -426,9 +427,7 @@ func (sub *liveSub) run(w liveWriter, skip func(*liveChunk) (send, stop bool)) p
 		n := copy(batch[:], ch.chunks[sub.next-ch.first:])
 		sub.next += uint64(n)
 		ch.mu.Unlock()
-		var last int64
 		for _, c := range batch[:n] {
-			last = c.off + int64(len(c.b))
 			send, stop := skip(c)
 			if stop {
 				return proto.LiveEnd{Status: proto.StatusOK, Reason: "the broadcast is complete"}
@@ -445,6 +444,7 @@ func (sub *liveSub) run(w liveWriter, skip func(*liveChunk) (send, stop bool)) p
 				}
 				return proto.LiveEnd{Status: proto.StatusCancelled, Reason: "write to subscriber: " + err.Error()}
 			}
+			sub.pos.Store(c.off + int64(len(c.b)))
 			ch.s.live.bytesOut.Add(int64(len(c.b)))
 			if sub.kind == subMesh {
 				ch.s.live.countFwd(sub.peer, int64(len(c.b)))
@@ -456,11 +456,6 @@ func (sub *liveSub) run(w liveWriter, skip func(*liveChunk) (send, stop bool)) p
 				return proto.LiveEnd{Status: proto.StatusCancelled, Reason: "write to subscriber: " + err.Error()}
 			}
 		}
-		ch.mu.Lock()
-		if sub.pos < last {
-			sub.pos = last
-		}
-		ch.mu.Unlock()
 	}
 }
 

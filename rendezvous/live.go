@@ -145,6 +145,9 @@ func (s *Server) liveSource(id proto.ItemID, volunteers bool) (string, string, *
 	}
 	if lc == nil {
 		if len(reg.chans) >= s.cfg.MaxLiveChannels {
+			s.sweepLiveLocked(now)
+		}
+		if len(reg.chans) >= s.cfg.MaxLiveChannels {
 			s.stats.reject("live_channels")
 			return "", "", proto.Errorf(proto.StatusOverLimit, "the rendezvous holds %d live channels", s.cfg.MaxLiveChannels)
 		}
@@ -153,6 +156,17 @@ func (s *Server) liveSource(id proto.ItemID, volunteers bool) (string, string, *
 	}
 	lc.source, lc.announced, lc.at, lc.volunteers = rel.id, false, now, volunteers
 	return rel.id, s.relayBase(rel), nil
+}
+
+// sweepLiveLocked forgets the channels whose source relay is gone, and
+// those noted for a POST that their relay never announced. Both locks
+// are held.
+func (s *Server) sweepLiveLocked(now time.Time) {
+	for id, lc := range s.live.chans {
+		if s.relays[lc.source] == nil || !lc.announced && now.Sub(lc.at) >= livePending {
+			delete(s.live.chans, id)
+		}
+	}
 }
 
 // handleLiveGet answers GET /v1/live/{id} with a redirect to a relay.
@@ -171,6 +185,9 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 		src = s.relays[lc.source]
 		if src == nil || !s.relayAlive(src, now) {
 			src = nil
+			if s.relays[lc.source] == nil {
+				delete(s.live.chans, id) // its source relay is gone
+			}
 		} else if via := r.URL.Query().Get("via"); via != "" {
 			// Pins the reader's relay (diagnosis, tests), like items'.
 			if rel = s.relays[via]; rel != nil && (!s.relayAlive(rel, now) || !lc.volunteers && rel.class != ClassOperator) {

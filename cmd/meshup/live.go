@@ -21,6 +21,11 @@ import (
 // lets anyone read the channel from the live edge, not write into it.
 
 func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return liveFrom(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// liveFrom is runLive with stdin given.
+func liveFrom(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("live", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	rdv := fs.String("rendezvous", defaultRendezvous(), "rendezvous base URL (default $MESHUP_RENDEZVOUS or http://127.0.0.1:8080)")
@@ -70,7 +75,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// The body is stdin as it comes: a chunked request, flushed chunk by
 	// chunk by net/http.
-	preq, err := http.NewRequestWithContext(ctx, http.MethodPut, entry.PushURL, io.NopCloser(os.Stdin))
+	preq, err := http.NewRequestWithContext(ctx, http.MethodPut, entry.PushURL, io.NopCloser(stdin))
 	if err != nil {
 		return err
 	}
