@@ -519,6 +519,12 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 	}
 	sub, err := ch.subscribe(r.Context(), subHTTP, "")
 	if err != nil {
+		ch.mu.Lock()
+		end := ch.end
+		ch.mu.Unlock()
+		if err == errLiveEnded && end.Status != proto.StatusOK {
+			err = proto.Errorf(end.Status, "%s", end.Reason) // e.g. the upstream relay unreachable
+		}
 		writeError(w, asProtoError(err))
 		return
 	}

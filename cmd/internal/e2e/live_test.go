@@ -104,6 +104,11 @@ func TestLiveFanOut(t *testing.T) {
 	if a == nil || b == nil {
 		t.Fatalf("entry relay %s is not one of the mesh's", entry.Relay)
 	}
+	// The rendezvous sends readers to a relay with a mesh connection to
+	// the source; ?via pins B, so wait for B's connection first.
+	waitFor(t, "the two relays connected over the mesh", 10*time.Second, func() bool {
+		return b.Config().Node.Connected(a.ID())
+	})
 
 	// The publisher: a chunked PUT fed by a pipe. The channel exists
 	// once the relay has the request, before the first byte.
@@ -204,7 +209,8 @@ func TestLiveFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("slow reader: %s", resp.Status)
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("slow reader: %s %s", resp.Status, b)
 	}
 	go func() {
 		n, err := io.Copy(io.Discard, resp.Body)
@@ -341,7 +347,6 @@ func TestLiveAccess(t *testing.T) {
 		t.Errorf("GET of an unknown channel at the rendezvous: got %s, want 404", resp.Status)
 	}
 }
-
 
 // TestEvSocketBroadcast: an unmodified evsocket-client sender (npm, under
 // Node) broadcasts a 5 MB file to three evsocket-client receivers through
