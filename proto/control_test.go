@@ -36,6 +36,7 @@ func sampleMessages() map[string]Message {
 		"need_cancel": NeedCancel{Need: 4},
 		"need_done":   NeedDone{Need: 4, Bytes: 8 << 20, MS: 17},
 		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}, Delta: true, Removed: []string{"12D3KooWC"}},
+		"live":        LiveAnnounce{Channel: id, Source: true, Upstream: "12D3KooWU", Volunteers: true, End: true},
 	}
 }
 
