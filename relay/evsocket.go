@@ -106,7 +106,7 @@ func (s *Server) handleEvSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer ch.unsubscribe(sub)
-	sub.kick = func() { ws.UnderlyingConn().SetWriteDeadline(time.Now().Add(liveCutGrace)) }
+	sub.setKick(func() { ws.UnderlyingConn().SetWriteDeadline(time.Now().Add(liveCutGrace)) })
 	log := s.log.With("channel", id, "member", sub.id, "peer", r.RemoteAddr)
 
 	// The greeting, then the last "start" for a late member: written

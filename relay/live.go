@@ -379,6 +379,13 @@ func (ch *liveChan) unsubscribe(sub *liveSub) {
 	}
 }
 
+// setKick sets what unblocks sub's writer when it is cut off.
+func (sub *liveSub) setKick(f func()) {
+	sub.ch.mu.Lock()
+	sub.kick = f
+	sub.ch.mu.Unlock()
+}
+
 func (sub *liveSub) notify() {
 	select {
 	case sub.wake <- struct{}{}:
@@ -433,6 +440,7 @@ func (sub *liveSub) run(w liveWriter, skip func(*liveChunk) (send, stop bool)) p
 				return proto.LiveEnd{Status: proto.StatusOK, Reason: "the broadcast is complete"}
 			}
 			if !send {
+				sub.pos.Store(c.off + int64(len(c.b))) // passed over: not behind
 				continue
 			}
 			if sub.cutF.Load() {
@@ -530,7 +538,7 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ch.unsubscribe(sub)
 	rc := http.NewResponseController(w)
-	sub.kick = func() { rc.SetWriteDeadline(time.Now().Add(liveCutGrace)) }
+	sub.setKick(func() { rc.SetWriteDeadline(time.Now().Add(liveCutGrace)) })
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -784,7 +792,7 @@ func (s *Server) handleLiveStream(st mesh.Stream) {
 		return
 	}
 	defer ch.unsubscribe(sub)
-	sub.kick = func() { st.SetWriteDeadline(time.Now().Add(liveCutGrace)) }
+	sub.setKick(func() { st.SetWriteDeadline(time.Now().Add(liveCutGrace)) })
 	// The downstream relay closes its side to unsubscribe.
 	go func() {
 		var b [1]byte

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/relay"
@@ -440,4 +442,107 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestEvSocketSlowMember: an EvSocket member that stops reading (a 4 KiB
+// receive buffer) is cut off when it falls behind the live edge: its
+// connection ends (with close code 1008 and the reason when the close
+// frame could be written within a second, else dropped), and the cut is
+// counted; the member beside it gets every byte, and the sender was never
+// held back by it.
+func TestEvSocketSlowMember(t *testing.T) {
+	m := startMesh(t, 1, relay.Config{Live: relay.LiveConfig{Buffer: 1 << 20, Queue: 256 << 10}})
+	r := m.Relays[0]
+	u := "ws" + strings.TrimPrefix(m.RelayURLs[0], "http") + "/v1/evsocket/slow-member-test-" + proto.NewItemID().String()
+	dial := func(rcvbuf int) *websocket.Conn {
+		d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+			nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+				if rcvbuf > 0 {
+					c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
+				}
+				return nil
+			}}
+			return nd.Dial(network, addr)
+		}}
+		ws, _, err := d.Dial(u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		var m proto.EvMessage
+		if err := ws.ReadJSON(&m); err != nil || m.Event != proto.EvSync {
+			t.Fatalf("greeting: got %+v, %v; want %s", m, err, proto.EvSync)
+		}
+		return ws
+	}
+	fast, slow := dial(0), dial(4096)
+	sender := dial(0)
+	var got atomic.Int64
+	wake := make(chan struct{}, 1)
+	fastDone := make(chan error, 1)
+	go func() {
+		for {
+			typ, b, err := fast.ReadMessage()
+			if err != nil {
+				fastDone <- err
+				return
+			}
+			if typ == websocket.BinaryMessage {
+				if ev, p, err := proto.DecodeEvBinary(b); err == nil && ev == proto.EvStreaming {
+					got.Add(int64(len(p)))
+				}
+			} else if m, _ := proto.DecodeEvText(b); m.Event == proto.EvComplete {
+				fastDone <- nil
+				return
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	chunk := meshtest.RandomBytes(10240, 3)
+	msg, _ := proto.AppendEvBinary(nil, proto.EvStreaming, chunk)
+	var sent int64
+	for r.LiveStats().Cutoffs["slow_subscriber"] == 0 {
+		if sent > 64<<20 {
+			t.Fatalf("slow member not cut off after %d bytes", sent)
+		}
+		if err := sender.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+		sent += int64(len(chunk))
+		for sent-got.Load() > 64<<10 {
+			select {
+			case <-wake:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("fast member stalled at %d of %d bytes", got.Load(), sent)
+			}
+		}
+	}
+	if err := sender.WriteMessage(websocket.TextMessage, []byte(`{"event":"complete","data":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-fastDone; err != nil || got.Load() != sent {
+		t.Errorf("fast member: got %d of %d bytes, err %v", got.Load(), sent, err)
+	}
+	var cerr error
+	var slowN int
+	slow.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for cerr == nil {
+		var b []byte
+		_, b, cerr = slow.ReadMessage()
+		slowN += len(b)
+	}
+	t.Logf("slow member read %d bytes, then %v", slowN, cerr)
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(cerr, &ce):
+		if ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "fell behind") {
+			t.Errorf("slow member: got %v, want close 1008 saying it fell behind", cerr)
+		}
+	case errors.As(cerr, &ne) && ne.Timeout():
+		t.Errorf("slow member: its connection was not ended (%v)", cerr)
+	}
 }
