@@ -172,6 +172,9 @@ type Config struct {
 	// Defaults to 1 MiB.
 	StorMaxBlock int
 
+	// Live bounds live channels (live.go, issue 12).
+	Live LiveConfig
+
 	// Tap, if set, is called with every PartData payload a publisher
 	// pushes, before the relay queues it: the item, the offset of the
 	// part it belongs to (payloads of a part come in order), and the
@@ -228,6 +231,7 @@ func (c *Config) setDefaults() {
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
 	c.Adapters.setDefaults()
+	c.Live.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -262,6 +266,9 @@ func (c *Config) Validate() error {
 	case c.TokenKey != nil && len(c.TokenKey) != ed25519.PublicKeySize:
 		return errors.New("relay: Config.TokenKey is not an Ed25519 public key")
 	}
+	if err := c.Live.validate(); err != nil {
+		return err
+	}
 	if c.PublicIP != "" {
 		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
 			return fmt.Errorf("relay: PublicIP: %w", err)
@@ -288,5 +295,5 @@ func (c *Config) LogAttrs() []any {
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
 		"upload_hold", c.UploadHold, "upload_window", c.UploadWindow, "stor_max_block", c.StorMaxBlock,
-	}, append(append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.rateAttrs()...), c.Adapters.logAttrs()...)...)
+	}, append(append(append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.rateAttrs()...), c.Adapters.logAttrs()...), c.Live.logAttrs()...)...)
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshup/meshup/mesh/srclimit"
@@ -73,7 +74,7 @@ func (s *Server) limitHandler(h http.Handler) http.Handler {
 			r, done = srclimit.WithLease(r, release)
 			defer done()
 		}
-		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !strings.HasPrefix(r.URL.Path, "/v1/live/") { // a live body has no end (live.go)
 			r.Body = srclimit.NewDeadlineBody(w, r.Body, s.cfg.BodyTimeout, s.cfg.MinBodyRate, func() { s.stats.refused("slow_body") })
 		}
 		h.ServeHTTP(w, r)

@@ -229,6 +229,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
 	s.registeredOnce.Store(true)
+	s.reannounceLive(l) // live.go: soft state
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
 	s.reannounce(l) // the items this relay holds (store.go), soft state
 	defer func() {

@@ -44,6 +44,7 @@ type Server struct {
 	// registeredOnce is set at the first registration: from then on a
 	// rendezvous that answers oddly is retried (it may be restarting).
 	registeredOnce atomic.Bool
+	live           liveHub // live channels (live.go)
 
 	tunnel   *httputil.ReverseProxy // the tunnel into relays behind NAT (tunnel.go)
 	tunCount httptunnel.Counters
@@ -92,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 		s.mesh.nat = proto.NATPublic
 	}
 	cfg.Node.Handle(proto.ProtoPart, s.handlePart)
+	cfg.Node.Handle(proto.ProtoLive, s.handleLiveStream) // live.go
 	s.tunnel = s.newTunnel()
 	return s, nil
 }
@@ -121,6 +123,10 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	     /v1/upload/{name}  resumable PUT upload (put.go)
 //	     /v1/files/       tus 1.0 uploads (tus.go)
 //	     /v1/socket.io/   socket.io upload sessions (socketio.go)
+//	GET  /v1/live/{id}    a live channel from the live edge, chunked (live.go)
+//	PUT  /v1/live/{id}    a live channel's publisher, chunked; bearer: the channel secret
+//	GET  /v1/live/stats   live counters (bytes forwarded per downstream relay, cut-offs)
+//	GET  /v1/evsocket/{channel}  EvSocket WebSocket onto a live channel (evsocket.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -133,7 +139,11 @@ func (s *Server) Handler() http.Handler {
 	s.uploadRoutes(mux)                                                   // legacy upload protocols (upload.go)
 	mux.HandleFunc(tusPath, s.handleTus)                                  // tus.go
 	mux.HandleFunc(strings.TrimSuffix(tusPath, "/"), s.handleTus)
-	mux.Handle(sioPath, s.socketIOHandler()) // socketio.go
+	mux.Handle(sioPath, s.socketIOHandler())             // socketio.go
+	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet) // live.go
+	mux.HandleFunc("PUT /v1/live/{id}", s.handleLivePush)
+	mux.HandleFunc("GET /v1/live/stats", s.handleLiveStats)
+	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket) // evsocket.go
 	return s.limitHandler(mux)
 }
 

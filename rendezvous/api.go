@@ -42,6 +42,9 @@ func (s *Server) routes() *http.ServeMux {
 		mux.HandleFunc("OPTIONS "+p, proto.ServePreflight)
 	}
 	mux.HandleFunc("GET /v1/upload", s.handleUploadEndpoint) // held.go
+	mux.HandleFunc("POST /v1/live/{id}", s.handleLivePost)   // live.go
+	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)
+	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket)
 	return mux
 }
 

@@ -281,6 +281,9 @@ type Config struct {
 	// DirectoryInterval is the least time between two directory deltas to
 	// one relay: changes within it are coalesced. Defaults to 1s.
 	DirectoryInterval time.Duration
+	// MaxLiveChannels bounds the live channels the registry holds
+	// (live.go). Defaults to DefaultMaxLiveChannels (100000).
+	MaxLiveChannels int
 
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -357,6 +360,7 @@ func (c *Config) Validate() error {
 		{"ItemNeedBurst", int64(c.ItemNeedBurst)},
 		{"NeedTokenGrace", int64(c.NeedTokenGrace)},
 		{"DirectoryInterval", int64(c.DirectoryInterval)},
+		{"MaxLiveChannels", int64(c.MaxLiveChannels)},
 	}
 	for _, f := range ints {
 		if f.v < 0 {
@@ -405,6 +409,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.HeartbeatInterval, DefaultHeartbeatInterval)
 	setDefault(&c.DeadAfter, DefaultDeadAfter)
 	setDefault(&c.ReadTokenTTL, DefaultReadTokenTTL)
+	setDefault(&c.MaxLiveChannels, DefaultMaxLiveChannels)
 	setDefault(&c.PushTokenTTL, DefaultPushTokenTTL)
 	setDefault(&c.ItemTTL, DefaultItemTTL)
 	setDefault(&c.UploadTTL, DefaultUploadTTL)
@@ -502,7 +507,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.String("stun_alt", c.STUNAltAddr),
 		slog.Any("stun_advertised", s.stunAddrs),
 		slog.Int("stun_max_packet", MaxSTUNPacket),
-	}, s.limitAttrs()...)
+	}, append(s.limitAttrs(), c.liveAttrs()...)...)
 }
 
 // validateSTUN checks STUNAddr and STUNAltAddr.

@@ -342,6 +342,8 @@ func (s *Server) readRelay(r *relayConn) error {
 			s.handleHoldDone(r, m)
 		case *proto.Release:
 			s.handleRelease(r, m)
+		case *proto.LiveAnnounce:
+			s.liveAnnounce(r, m) // live.go
 		default:
 			s.stats.reject(RejectUnexpectedType)
 			r.log.Debug("unexpected message from relay", "type", m.MessageType())

@@ -45,6 +45,7 @@ type Server struct {
 	webhook  *http.Client // calls the auth webhook (webhook.go)
 
 	tunnelCount httptunnel.Counters // the tunnel's requests and bytes (DataPath)
+	live        liveRegistry        // live channels (live.go)
 
 	stun      *STUNServer // nil when STUN is off
 	stunAddrs []string    // advertised "host:port" of the STUN ports

@@ -75,6 +75,9 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	default:
 		return usageError(fs, "--progress %q: want auto, on or off", *progress)
 	}
+	if isLiveURL(pos[0]) { // live.go: a live channel streams until it ends
+		return runLiveGet(ctx, pos[0], *out, stdout)
+	}
 	u, err := client.ItemURL(pos[0], *via)
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ commands:
   dev           run a rendezvous and relays on loopback, with the web app
   send FILE...  publish each FILE; print its share link and download URL; serve them until interrupted
   get URL       download an item (share link or download URL)
+  live          stream stdin into a live channel; print its link
   version       print the version
 
 Flags may come before or after the arguments.
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String("meshup"))
 		return nil
+	case "live":
+		return runLive(ctx, args[1:], stdout, stderr) // live.go
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

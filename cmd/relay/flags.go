@@ -87,6 +87,13 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&c.Adapters.SocketIOPing, "socketio-ping", relay.DefaultSocketIOPing, "Engine.IO ping interval of socket.io connections")
 	fs.DurationVar(&c.Adapters.SocketIOPingWait, "socketio-ping-wait", relay.DefaultSocketIOPingWait, "time a socket.io client has to answer a ping (Engine.IO pingTimeout)")
 
+	// Live channels (relay/live.go, issue 12).
+	cliconf.SizeVar(fs, &c.Live.Buffer, "live-buffer", relay.DefaultLiveBuffer, "`bytes` of recent chunks kept per live channel (counted in --budget)")
+	cliconf.SizeVar(fs, &c.Live.Queue, "live-queue", relay.DefaultLiveQueue, "`bytes` a live subscriber may fall behind the live edge before it is cut off (at most --live-buffer)")
+	cliconf.IntSizeVar(fs, &c.Live.MaxChunk, "live-max-chunk", relay.DefaultLiveMaxChunk, "`bytes` per live chunk (a publisher's read, an EvSocket message)")
+	fs.IntVar(&c.Live.MaxChannels, "live-channels", relay.DefaultLiveMaxChannels, "limit on live channels carried by this relay")
+	fs.IntVar(&c.Live.MaxSubscribers, "live-subscribers", relay.DefaultLiveMaxSubscribers, "limit on subscribers of one live channel on this relay, downstream relays included")
+
 	// Memory and streams.
 	cliconf.SizeVar(fs, &c.Budget, "budget", relay.DefaultBudget, "memory for part data, all streams, in `bytes` (256MiB, 1GB, ...)")
 	cliconf.LimitSizeVar(fs, &o.memLimit, "memory-limit", 0, "soft limit of the Go runtime's memory, `bytes` (0: --budget + max(64MiB, --budget/4); none or negative: none; the GOMEMLIMIT environment variable overrides it)")

@@ -108,6 +108,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.IntVar(&c.MaxItemsPerSession, "max-items-per-session", rendezvous.DefaultMaxItemsPerSession, "limit on items one session publishes")
 	fs.IntVar(&c.MaxPublishersPerItem, "max-publishers-per-item", rendezvous.DefaultMaxPublishersPerItem, "limit on sessions publishing one item together (swarm upload)")
 	fs.IntVar(&c.MaxItems, "max-items", rendezvous.DefaultMaxItems, "limit on items held, online and offline")
+	fs.IntVar(&c.MaxLiveChannels, "max-live-channels", rendezvous.DefaultMaxLiveChannels, "limit on live channels in the channel registry")
 	cliconf.IntSizeVar(fs, &c.MaxTextMessage, "max-text-message", rendezvous.DefaultMaxTextMessage, "limit on the text of a message item, in `bytes`")
 	cliconf.SizeVar(fs, &c.MaxItemSize, "max-item-size", rendezvous.DefaultMaxItemSize, "limit on the declared size of an item, in `bytes`")
 	fs.IntVar(&c.MaxNeedsPerRelay, "max-needs-per-relay", rendezvous.DefaultMaxNeedsPerRelay, "limit on outstanding needs of one relay")
