@@ -50,6 +50,10 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err == nil {
+		if gone := s.store.droppedErr(id); gone != nil && claims.Check(s.id, proto.DirRead, id, 0, 0) == nil {
+			writeError(w, asProtoError(gone))
+			return
+		}
 		err = claims.Check(s.id, proto.DirRead, id, 0, claims.Size)
 	}
 	if err != nil {

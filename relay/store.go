@@ -51,6 +51,7 @@ type store struct {
 	aliases map[string]*upload // by adapter alias (put.go: client, name and credentials)
 	freed   chan struct{}      // closed and replaced when memory is released
 	holds   map[string]chan proto.Message
+	dropped map[proto.ItemID]droppedItem // held items this relay let go, until they expire; at most maxDropped
 	nextRef uint64
 	sweeps  bool // the sweeper runs
 }
@@ -168,12 +169,63 @@ func (st *store) forget(u *upload) {
 	if st.items[u.id] == u {
 		delete(st.items, u.id)
 	}
+	st.noteDroppedLocked(u)
 	if u.key != "" && st.keys[u.key] == u {
 		delete(st.keys, u.key)
 	}
 	if u.alias != "" && st.aliases[u.alias] == u {
 		delete(st.aliases, u.alias)
 	}
+}
+
+// maxDropped bounds the items a relay remembers having dropped.
+const maxDropped = 4096
+
+// droppedItem is what a relay remembers of a held item it let go: why,
+// and until when a reader with a token for it is told so.
+type droppedItem struct {
+	err   error
+	until time.Time
+}
+
+// noteDroppedLocked remembers that u is gone, so that a reader the
+// rendezvous sent here before it heard of the release is told why (410
+// and the reason) rather than treated as a reader of an item of
+// publishers. st.mu is held.
+func (st *store) noteDroppedLocked(u *upload) {
+	u.mu.Lock()
+	err, until := u.err, u.expires
+	u.mu.Unlock()
+	if err == nil || until.IsZero() {
+		return
+	}
+	if st.dropped == nil {
+		st.dropped = make(map[proto.ItemID]droppedItem)
+	}
+	if len(st.dropped) >= maxDropped {
+		now := time.Now()
+		for id, d := range st.dropped {
+			if now.After(d.until) || len(st.dropped) >= maxDropped {
+				delete(st.dropped, id)
+			}
+		}
+	}
+	st.dropped[u.id] = droppedItem{err: err, until: until}
+}
+
+// droppedErr returns why the held item id was dropped, or nil.
+func (st *store) droppedErr(id proto.ItemID) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	d, ok := st.dropped[id]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(d.until) {
+		delete(st.dropped, id)
+		return nil
+	}
+	return d.err
 }
 
 // setAlias makes alias name u, in place of any upload it named.
