@@ -159,8 +159,9 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusOffline, "the publisher of this item is offline")
 		return
 	}
-	var rel *relayConn
-	if it.held {
+	rel := s.clipHolderLocked(it, now, avoid, w) // clip.go: a holder has every byte
+	if rel != nil {
+	} else if it.held {
 		// Only its holder has its bytes (held.go).
 		if rel = s.pickHolderLocked(it, now); rel == nil {
 			s.mu.Unlock()

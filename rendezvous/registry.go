@@ -340,6 +340,7 @@ func (s *Server) readRelay(r *relayConn) error {
 			s.handleHoldDone(r, m)
 		case *proto.Release:
 			s.handleRelease(r, m)
+			s.clipLost(r, m.ID) // clip.go: re-replicate
 		default:
 			s.stats.reject(RejectUnexpectedType)
 			r.log.Debug("unexpected message from relay", "type", m.MessageType())
@@ -435,7 +436,9 @@ func (s *Server) removeRelay(r *relayConn) {
 		delete(o.sess.orders, o.id)
 	}
 	r.needs, r.exitForwards = nil, 0
+	lost := s.clipsHeldLocked(r) // clip.go
 	s.holderLeftLocked(r, s.cfg.Now())
+	s.replicateClipsLocked(lost, s.cfg.Now())
 	s.mu.Unlock()
 	s.stats.relaysDead.Add(1)
 	if current {
