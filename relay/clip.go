@@ -54,9 +54,9 @@ func (pc *pushConn) beginStore(b proto.PartBegin, claims proto.Claims) {
 	exp := time.Unix(claims.Exp, 0)
 	u := &upload{
 		s: s, id: b.Item, protocol: proto.HoldClip, name: claims.Name, mime: claims.MIME, created: now,
-		info:  uploadInfo{ID: b.Item, Expires: exp},
-		wake:  make(chan struct{}), size: size, expires: exp,
-		rdrs:  make(map[*reader]struct{}), lastUsed: now,
+		info: uploadInfo{ID: b.Item, Expires: exp},
+		wake: make(chan struct{}), size: size, expires: exp,
+		rdrs: make(map[*reader]struct{}), lastUsed: now,
 		whole: true, token: b.Token,
 	}
 	if u.mime == "" {

@@ -60,8 +60,8 @@ type Server struct {
 	relays    map[string]*relayConn // by peer id
 	orders    map[uint64]*order
 	lastOrder uint64
-	rr        uint64 // round-robin position among equally loaded relays
-	dirDirty  bool   // the directory changed since the last flush
+	rr        uint64    // round-robin position among equally loaded relays
+	dirDirty  bool      // the directory changed since the last flush
 	clips     clipState // clips' store orders (clip.go)
 }
 
@@ -207,7 +207,7 @@ func (s *Server) sweep(now time.Time) {
 			s.log.Debug("offline item expired", "item", id)
 		}
 	}
-	s.sweepHeldLocked(now) // held.go
+	s.sweepHeldLocked(now)  // held.go
 	s.sweepClipsLocked(now) // clip.go
 	for id, o := range s.orders {
 		if now.Sub(o.created) > s.cfg.PushTokenTTL {
