@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -90,4 +91,50 @@ func (c *Client) awaitItem(o *proto.Order) bool {
 		}
 	}()
 	return true
+}
+
+// ClipState is what the rendezvous says of a clip's copies.
+type ClipState struct {
+	Holders int       // live relays holding every byte
+	Storing int       // copies being pushed now
+	Expires time.Time // when it stops being readable
+}
+
+// ClipState asks the rendezvous where clip it lives.
+func (c *Client) ClipState(ctx context.Context, it *Item) (ClipState, error) {
+	var m struct {
+		Holders int    `json:"holders"`
+		Storing int    `json:"storing"`
+		Expires string `json:"expires"`
+	}
+	if err := getJSON(ctx, http.DefaultClient, c.base.String()+"/v1/items/"+it.ID.String()+"/meta", &m); err != nil {
+		return ClipState{}, err
+	}
+	st := ClipState{Holders: m.Holders, Storing: m.Storing}
+	st.Expires, _ = time.Parse(time.RFC3339, m.Expires)
+	return st, nil
+}
+
+// WaitClipStored waits until clip it is held by at least one relay and no
+// copy of it is being pushed any more, and returns that state: from then
+// on the publisher may leave. It asks the rendezvous every poll interval.
+func (c *Client) WaitClipStored(ctx context.Context, it *Item, poll time.Duration) (ClipState, error) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		st, err := c.ClipState(ctx, it)
+		if err != nil {
+			return st, err
+		}
+		if st.Holders > 0 && st.Storing == 0 {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-c.ctx.Done():
+			return st, ErrClosed
+		case <-t.C:
+		}
+	}
 }

@@ -400,3 +400,30 @@ func (s *Server) clipHolderLocked(it *item, now time.Time, avoid map[string]bool
 	}
 	return nil
 }
+
+// clipMeta fills in the clip fields of m.
+func (s *Server) clipMeta(m *ItemMeta) {
+	if m.Kind != proto.KindClip {
+		return
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it := s.items[m.ID]
+	if it == nil {
+		return
+	}
+	for id := range it.holders {
+		if r := s.relays[id]; r != nil && s.relayAlive(r, now) {
+			m.Holders++
+		}
+	}
+	for _, o := range s.clips.orders {
+		if o.item == it.id {
+			m.Storing++
+		}
+	}
+	if !it.expires.IsZero() {
+		m.Expires = it.expires.UTC().Format(time.RFC3339)
+	}
+}

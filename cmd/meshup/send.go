@@ -146,6 +146,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	volunteers := fs.Bool("volunteers", false, "with --plain, let volunteer relays carry the plaintext (default: operator relays only)")
 	statePath := fs.String("state", "", "keep the item's id and owner secret in this JSON file, so that a restarted send keeps the same link (default: none)")
 	swarm := fs.Bool("swarm", false, "publish together with other senders of the same file (needs --state FILE, shared by all of them): the first starts the item and writes FILE, the others join it; parts are spread over every sender, and the item stays up while one is left")
+	clip := fs.Bool("clip", false, "publish FILE as a clip (clip.go): pushed whole into relay memory now, readable after send exits until it expires; send exits once it is stored")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: meshup send [flags] FILE\n\nPublishes FILE and serves its parts to relays until interrupted.\nPrints the share link and the download URL on stdout, one per line.\nBy default the file is end-to-end encrypted: both links carry the key\nafter '#k=', which HTTP clients never send; relays see only ciphertext.\n'meshup get LINK' decrypts; curl on the download URL gets ciphertext.\n\nSwarm: several senders of the same file (same bytes, on one machine\nor many) can publish one item together: run each with --swarm and\nthe same --state FILE (copy FILE to the other machines after the\nfirst sender wrote it; it holds the owner secret and the key). The\nrendezvous spreads parts over all of them and keeps the item up\nwhile any is left.")
 		fs.PrintDefaults()
@@ -199,6 +200,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer c.Close()
 	src := client.Source{Name: *name, MIME: *typ, Size: st.Size(), Reader: f, Via: *via, Plain: *plain, Volunteers: *volunteers, Swarm: *swarm}
+	if *clip { // clip.go
+		return sendClip(ctx, c, src, stdout, stderr)
+	}
 	it, err := publishWithState(ctx, c, src, *rdv, path, st, *statePath, stderr)
 	if err != nil {
 		return err
