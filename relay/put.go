@@ -25,6 +25,7 @@ import (
 //	PUT /v1/upload/cat.mp4                 starts an upload of Content-Length
 //	Content-Type: video/mp4                bytes (or of unknown size with a
 //	Content-Length: 1000                   chunked body: complete at its end)
+//	  -> 103 Early Hints with Meshup-Item-URL and Meshup-Upload-URL at once
 //	  -> 201 {"share","url","expires","id","size"}, Location: the download URL
 //	  (the connection dropped: the bytes received are kept until expiry)
 //	PUT /v1/upload/cat.mp4                 asks how far the upload got
@@ -211,6 +212,13 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		}
 		s.store.setAlias(alias, u)
 		s.log.Info("PUT upload started", "item", u.id, "size", size, "peer", r.RemoteAddr)
+		// The item can be read while it arrives, and an upload larger
+		// than the relay holds waits for readers: an informational 103
+		// names the item and the upload URL now, before the final
+		// answer (HTTP/1.1 clients must accept 1xx answers, RFC 9110
+		// 15.2; the same headers come again in the final one).
+		s.setPutHeaders(w, r, u)
+		w.WriteHeader(http.StatusEarlyHints)
 	}
 	if cr != nil && cr.total >= 0 && u.Size() != cr.total {
 		if err := u.SetSize(cr.total); err != nil {

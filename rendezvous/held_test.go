@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/meshup/meshup/proto"
-	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
@@ -332,5 +331,3 @@ func publishMessage(t *testing.T, rv *rendezvoustest.Server) proto.Published {
 	}
 	return proto.Published{}
 }
-
-var _ = rendezvous.Config{}
