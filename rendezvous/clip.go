@@ -268,8 +268,13 @@ func (s *Server) clipOrderFailed(c *session, of *proto.OrderFailed) bool {
 	}
 	delete(s.clips.orders, o.id)
 	s.stats.ordersFailed.Add(1)
-	s.markClipFailedLocked(o.item, o.relay.id)
 	c.log.Info("clip store failed", "item", o.item, "relay", shortID(o.relay.id), "status", of.Status, "reason", proto.TruncateReason(of.Reason))
+	if !entryRefusal(of.Status) {
+		// The publisher's side (its source, or an item it has not
+		// registered yet): the sweeper orders it again.
+		return true
+	}
+	s.markClipFailedLocked(o.item, o.relay.id)
 	if it := s.items[o.item]; it != nil {
 		s.storeClipLocked(it, s.cfg.Now())
 	}
