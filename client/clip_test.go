@@ -327,3 +327,43 @@ func TestClipReplicated(t *testing.T) {
 		checkReads(t, it.DownloadURL+"?avoid="+other.ID(), data)
 	}
 }
+
+// TestClipEvictedReplicated: two relays with small budgets both evict the
+// least recently used clip for a new one; the rendezvous orders it again,
+// onto neither of them, and a relay that comes up later gets the copy
+// while the publisher is online.
+func TestClipEvictedReplicated(t *testing.T) {
+	t.Parallel()
+	rv, relays := clipMesh(t, rendezvous.Config{}, 2, relay.Config{Budget: 8 << 20, Prefetch: 2})
+	c := newClipClient(t, rv.URL)
+	const size = 3 << 20
+	var data [3][]byte
+	var items [3]*client.Item
+	for i := range 3 {
+		data[i] = meshtest.RandomBytes(size, uint64(30+i))
+		it, err := c.PublishClip(ctx(t), client.Source{Plain: true, Volunteers: true, Size: size, Reader: bytes.NewReader(data[i])})
+		if err != nil {
+			t.Fatalf("PublishClip %d: %v", i, err)
+		}
+		items[i] = it
+		for _, r := range relays {
+			eventually(t, fmt.Sprintf("clip %d stored on %s", i, r.ID()), func() bool { _, done := heldDone(r); return done == int64(i+1) })
+		}
+		if i == 1 {
+			for _, r := range relays { // clip 0 is read after clip 1 was stored on both
+				checkReads(t, items[0].DownloadURL+"?avoid="+r.ID(), data[0])
+			}
+		}
+	}
+	for _, r := range relays {
+		eventually(t, "clip 1 evicted on "+r.ID(), func() bool { return r.Server.Stats().Uploads.Evicted == 1 })
+	}
+	third := relaytest.Start(t, rv.URL, relay.Config{PartSize: partSize, Window: 256 << 10})
+	eventually(t, "the evicted clip stored on the new relay", func() bool { _, done := heldDone(third); return done == 1 })
+	all := append(relays, third)
+	if e := exitOf(t, items[1].DownloadURL, all); e != third {
+		t.Fatalf("read of the evicted clip sent to %v, want the new relay %s", e, third.ID())
+	}
+	c.Close()
+	checkReads(t, items[1].DownloadURL, data[1])
+}

@@ -43,8 +43,13 @@ func (pc *pushConn) beginStore(b proto.PartBegin, claims proto.Claims) {
 		return
 	}
 	if old := s.store.get(b.Item); old != nil {
-		// Already held (a repeated order): say so again and take nothing.
-		if old.Done() {
+		// Already held (a repeated order, say from a rendezvous that
+		// restarted and did not know): announce it again under the new
+		// token, which this rendezvous can check, and take nothing.
+		if old.Done() && old.whole {
+			old.mu.Lock()
+			old.token = b.Token
+			old.mu.Unlock()
 			s.announceClip(old)
 		}
 		pc.endStream(b.Stream, proto.StatusNotWanted, "this relay holds the clip already")
