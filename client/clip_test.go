@@ -227,6 +227,9 @@ func TestClipRefused(t *testing.T) {
 			}
 		})
 	}
+	if got := rv.Server.Stats().Clips.Refused; got != 2 {
+		t.Errorf("clips refused: got %d, want 2", got)
+	}
 	// One that fits is taken.
 	data := meshtest.RandomBytes(1<<20, 3)
 	if _, err := c.PublishClip(ctx(t), client.Source{Plain: true, Volunteers: true, Size: int64(len(data)), Reader: bytes.NewReader(data)}); err != nil {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -44,6 +45,34 @@ import (
 // clipReplicas is how many relays hold each clip when that many are live.
 const clipReplicas = 2
 
+// clipCounters count clips.
+type clipCounters struct {
+	clipRefused  atomic.Uint64 // clips refused at publish: too large, no room
+	clipOrders   atomic.Uint64 // store orders sent
+	clipFailed   atomic.Uint64 // store orders failed
+	clipHeld     atomic.Uint64 // holders marked (announcements checked)
+	clipLostCopy atomic.Uint64 // copies lost: holder left or dropped it
+	clipExpired  atomic.Uint64 // clips dropped at their expiry
+}
+
+// ClipStats counts clips (clip.go).
+type ClipStats struct {
+	Refused uint64 `json:"refused"` // at publish: over --max-clip-size, or no relay had room
+	Orders  uint64 `json:"orders"`  // store orders sent, re-replications included
+	Failed  uint64 `json:"failed"`  // store orders the publisher reported failed
+	Held    uint64 `json:"held"`    // copies announced by relays and checked
+	Lost    uint64 `json:"lost"`    // copies lost: a holder left or dropped the clip
+	Expired uint64 `json:"expired"` // clips dropped at their expiry
+}
+
+func (c *counters) clipStats() ClipStats {
+	k := &c.clipCounters
+	return ClipStats{
+		Refused: k.clipRefused.Load(), Orders: k.clipOrders.Load(), Failed: k.clipFailed.Load(),
+		Held: k.clipHeld.Load(), Lost: k.clipLostCopy.Load(), Expired: k.clipExpired.Load(),
+	}
+}
+
 // clipState holds the clips' store orders. Guarded by Server.mu.
 type clipState struct {
 	orders map[uint64]*clipOrder
@@ -69,6 +98,7 @@ func (s *Server) publishMsg(c *session, m *proto.Publish) {
 	now := s.cfg.Now()
 	if m.Kind == proto.KindClip && m.ID.IsZero() {
 		if perr := s.checkClip(m, now); perr != nil {
+			s.stats.clipRefused.Add(1)
 			c.enqueue(s.publishRefused(c, m.Ref, perr))
 			return
 		}
@@ -189,6 +219,7 @@ func (s *Server) storeClipLocked(it *item, now time.Time) {
 		}
 		s.clips.orders[o.id] = o
 		s.stats.ordersSent.Add(1)
+		s.stats.clipOrders.Add(1)
 		s.log.Info("clip store ordered", "item", it.id, "relay", shortID(r.id), "size", it.size, "order", o.id)
 	}
 }
@@ -250,6 +281,9 @@ func (s *Server) handleClipHold(r *relayConn, m *proto.Hold) {
 	if !it.holders[r.id] && m.Ref == "re" {
 		s.stats.heldReannounced.Add(1)
 	}
+	if !it.holders[r.id] {
+		s.stats.clipHeld.Add(1)
+	}
 	it.holders[r.id] = true
 	it.holdDone = true
 	it.offlineSince = time.Time{}
@@ -268,6 +302,7 @@ func (s *Server) clipOrderFailed(c *session, of *proto.OrderFailed) bool {
 	}
 	delete(s.clips.orders, o.id)
 	s.stats.ordersFailed.Add(1)
+	s.stats.clipFailed.Add(1)
 	c.log.Info("clip store failed", "item", o.item, "relay", shortID(o.relay.id), "status", of.Status, "reason", proto.TruncateReason(of.Reason))
 	if !entryRefusal(of.Status) {
 		// The publisher's side (its source, or an item it has not
@@ -292,6 +327,7 @@ func (s *Server) clipLost(r *relayConn, id proto.ItemID) {
 	if it == nil || it.kind != proto.KindClip {
 		return
 	}
+	s.stats.clipLostCopy.Add(1)
 	s.markClipFailedLocked(id, r.id)
 	s.storeClipLocked(it, s.cfg.Now())
 }
@@ -313,6 +349,7 @@ func (s *Server) clipsHeldLocked(r *relayConn) []*item {
 	var out []*item
 	for _, it := range r.held {
 		if it.kind == proto.KindClip {
+			s.stats.clipLostCopy.Add(1)
 			out = append(out, it)
 		}
 	}
@@ -372,7 +409,7 @@ func (s *Server) sweepClipsLocked(now time.Time) {
 		delete(s.clips.failed, it.id)
 		delete(s.items, it.id)
 		s.countItemLocked(it, -1)
-		s.stats.heldExpired.Add(1)
+		s.stats.clipExpired.Add(1)
 		s.log.Debug("clip expired", "item", it.id)
 	}
 }

@@ -77,4 +77,7 @@ func TestClipHolders(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "reads go to the holder again after its re-announce", redirectsToHolder)
+	if got, want := rv.Server.Stats().Clips, (rendezvous.ClipStats{Orders: 1, Held: 2, Lost: 1}); got != want {
+		t.Errorf("clip stats: got %+v, want %+v", got, want)
+	}
 }
