@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -118,6 +119,8 @@ func (c *Client) ClipState(ctx context.Context, it *Item) (ClipState, error) {
 // WaitClipStored waits until clip it is held by at least one relay and no
 // copy of it is being pushed any more, and returns that state: from then
 // on the publisher may leave. It asks the rendezvous every poll interval.
+// It fails when no relay holds the clip and none is receiving it (every
+// push failed).
 func (c *Client) WaitClipStored(ctx context.Context, it *Item, poll time.Duration) (ClipState, error) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
@@ -128,6 +131,9 @@ func (c *Client) WaitClipStored(ctx context.Context, it *Item, poll time.Duratio
 		}
 		if st.Holders > 0 && st.Storing == 0 {
 			return st, nil
+		}
+		if st.Holders == 0 && st.Storing == 0 {
+			return st, errors.New("client: no relay holds the clip and none is receiving it: its pushes failed")
 		}
 		select {
 		case <-ctx.Done():

@@ -370,3 +370,20 @@ func TestClipEvictedReplicated(t *testing.T) {
 	c.Close()
 	checkReads(t, items[1].DownloadURL, data[1])
 }
+
+// TestClipSourceFails: a clip whose source fails half-way is not taken for
+// stored: WaitClipStored reports it once no push is left.
+func TestClipSourceFails(t *testing.T) {
+	t.Parallel()
+	rv, _ := clipMesh(t, rendezvous.Config{}, 1, relay.Config{})
+	c := newClipClient(t, rv.URL)
+	data := meshtest.RandomBytes(2<<20, 41)
+	it, err := c.PublishClip(ctx(t), client.Source{Plain: true, Volunteers: true, Size: int64(len(data)), Reader: failingSource{data: data, failAt: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.WaitClipStored(ctx(t), it, 10*time.Millisecond)
+	if err == nil || st.Holders != 0 {
+		t.Fatalf("WaitClipStored: got %+v, %v; want an error and no holder", st, err)
+	}
+}

@@ -79,7 +79,15 @@ type clipState struct {
 	// failed lists, per clip, the relays a store order failed on: the
 	// next copy goes elsewhere.
 	failed map[proto.ItemID]map[string]bool
+	// srcFailed counts, per clip, the store orders its publisher failed
+	// on its own side (its source); at maxClipSourceFailures no more are
+	// sent.
+	srcFailed map[proto.ItemID]int
 }
+
+// maxClipSourceFailures is how many store orders of one clip may fail on
+// the publisher's side before the rendezvous stops ordering it.
+const maxClipSourceFailures = 3
 
 // clipOrder is a store order sent to a clip's publisher and not yet
 // settled by the relay's Hold.
@@ -120,9 +128,10 @@ func (s *Server) publishMsg(c *session, m *proto.Publish) {
 		it.expires = now.Add(s.cfg.ClipTTL)
 	}
 	pub.ExpiresMS = it.expires.UnixMilli()
-	s.mu.Unlock()
-	c.enqueue(pub) // before the orders: they name the item
-	s.mu.Lock()
+	// Published goes before the orders, which name the item; both under
+	// the lock, so that a meta request never sees the clip with neither
+	// a holder nor a copy on its way.
+	c.enqueue(pub)
 	s.storeClipLocked(it, now)
 	s.mu.Unlock()
 }
@@ -179,7 +188,7 @@ func (s *Server) clipRoomLocked(r *relayConn) (free, room int64) {
 // live relays hold it or are receiving it, while its publisher is online
 // and relays with room are left. The caller holds s.mu.
 func (s *Server) storeClipLocked(it *item, now time.Time) {
-	if it.kind != proto.KindClip || it.expires.IsZero() || !now.Before(it.expires) || s.items[it.id] != it {
+	if it.kind != proto.KindClip || it.expires.IsZero() || !now.Before(it.expires) || s.items[it.id] != it || s.clips.srcFailed[it.id] >= maxClipSourceFailures {
 		return
 	}
 	have := map[string]bool{}
@@ -306,7 +315,11 @@ func (s *Server) clipOrderFailed(c *session, of *proto.OrderFailed) bool {
 	c.log.Info("clip store failed", "item", o.item, "relay", shortID(o.relay.id), "status", of.Status, "reason", proto.TruncateReason(of.Reason))
 	if !entryRefusal(of.Status) {
 		// The publisher's side (its source, or an item it has not
-		// registered yet): the sweeper orders it again.
+		// registered yet): the sweeper orders it again, a few times.
+		if s.clips.srcFailed == nil {
+			s.clips.srcFailed = map[proto.ItemID]int{}
+		}
+		s.clips.srcFailed[o.item]++
 		return true
 	}
 	s.markClipFailedLocked(o.item, o.relay.id)
@@ -316,16 +329,22 @@ func (s *Server) clipOrderFailed(c *session, of *proto.OrderFailed) bool {
 	return true
 }
 
-// clipLost re-replicates clip id after its holder r released it
-// (evicted it for room, or it expired there): the next copy goes to
-// another relay, so that two relays short of memory do not evict each
-// other's copies in turn.
+// clipLost re-replicates clip id after relay r released it (evicted it
+// for room, it expired there, or its push failed half-way: then the store
+// order is settled here): the next copy goes to another relay, so that two
+// relays short of memory do not evict each other's copies in turn.
 func (s *Server) clipLost(r *relayConn, id proto.ItemID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it := s.items[id]
 	if it == nil || it.kind != proto.KindClip {
 		return
+	}
+	for oid, o := range s.clips.orders {
+		if o.item == id && o.relay == r {
+			delete(s.clips.orders, oid)
+			o.sess.enqueue(&proto.Cancel{Order: o.id})
+		}
 	}
 	s.stats.clipLostCopy.Add(1)
 	s.markClipFailedLocked(id, r.id)
@@ -407,6 +426,7 @@ func (s *Server) sweepClipsLocked(now time.Time) {
 			}
 		}
 		delete(s.clips.failed, it.id)
+		delete(s.clips.srcFailed, it.id)
 		delete(s.items, it.id)
 		s.countItemLocked(it, -1)
 		s.stats.clipExpired.Add(1)
