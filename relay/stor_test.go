@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -352,5 +353,31 @@ func TestStorAuthWebhook(t *testing.T) {
 	}
 	if ops["upload"] == 0 || ops["read"] == 0 {
 		t.Errorf("webhook calls by operation: got %v, want upload and read", ops)
+	}
+}
+
+// TestHeldMultipart reads a held item with two ranges (multipart), then
+// checks that the responses left no reader behind: the item can be
+// evicted when memory is needed, which an item being read cannot.
+func TestHeldMultipart(t *testing.T) {
+	cfg := testRelayConfig()
+	cfg.Budget = 2 << 20
+	e := newEnv(t, cfg)
+	rel := e.relays[0]
+	data := randBytes(t, 900<<10)
+	resp, _ := doBody(t, http.MethodPut, rel.URL+"/v1/upload/m.bin", data)
+	url := resp.Header.Get("Location")
+	resp, body := do(t, http.MethodGet, url, "Range", "bytes=0-9,100-109")
+	if resp.StatusCode != 206 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/byteranges") ||
+		!bytes.Contains(body, data[0:10]) || !bytes.Contains(body, data[100:110]) || resp.ContentLength != int64(len(body)) {
+		t.Fatalf("multipart: got %d %q, %d bytes (length %d)", resp.StatusCode, resp.Header.Get("Content-Type"), len(body), resp.ContentLength)
+	}
+	for i := range 2 {
+		if resp, _ := doBody(t, http.MethodPut, rel.URL+"/v1/upload/n"+strconv.Itoa(i), randBytes(t, 900<<10)); resp.StatusCode != 201 {
+			t.Fatalf("upload %d: got %d", i, resp.StatusCode)
+		}
+	}
+	if resp, _ := do(t, http.MethodGet, url); resp.StatusCode != 410 {
+		t.Fatalf("first item after two more: got %d, want 410 (evicted: no reader left on it)", resp.StatusCode)
 	}
 }

@@ -562,7 +562,7 @@ func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, u *upload, cl
 		writeError(w, asProtoError(err))
 		return
 	}
-	defer rd.close()
+	defer func() { rd.close() }() // the reader of the last range (multipart opens one per range)
 	if r.Method == http.MethodHead {
 		w.WriteHeader(code)
 		return

@@ -174,3 +174,25 @@ func putQuery(t *testing.T, url string) (int, http.Header) {
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header
 }
+
+// TestHeldReannounced: when the relay's link to the rendezvous drops, the
+// rendezvous takes its held items offline; the relay registers again and
+// re-announces them (soft state, issue 14), and they are read again.
+func TestHeldReannounced(t *testing.T) {
+	e := newEnv(t, testRelayConfig())
+	rel := e.relays[0]
+	data := randBytes(t, 50000)
+	resp, body := doBody(t, http.MethodPut, rel.URL+"/v1/upload/keep.bin", data)
+	if resp.StatusCode != 201 {
+		t.Fatalf("upload: got %d %s", resp.StatusCode, body)
+	}
+	url := resp.Header.Get("Location")
+	if err := e.rv.Node.ClosePeer(rel.ID()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the relay's items re-announced", func() bool { return e.rv.Server.Stats().Held.Reannounced >= 1 })
+	resp, got := do(t, http.MethodGet, url)
+	if resp.StatusCode != 200 || !bytes.Equal(got, data) {
+		t.Fatalf("read after the re-announce: got %d, %d bytes", resp.StatusCode, len(got))
+	}
+}

@@ -65,7 +65,15 @@ const maxHoldAuth = 16 << 10
 // webhook may take a while, and the relay's stream keeps being read.
 func (s *Server) handleHold(r *relayConn, m *proto.Hold) {
 	if m.Protocol == proto.HoldClip {
-		s.handleClipHold(r, m) // clip.go
+		s.handleClipHold(r, m) // clip.go: a signature check, no webhook
+		return
+	}
+	// Holds share the relay's need rate (NeedRate, NeedBurst): each may
+	// call the webhook, so a relay cannot make the rendezvous call it
+	// without bound.
+	if !r.needRate.Allow() {
+		s.stats.reject(RejectNeedRate)
+		r.enqueue(&proto.ErrorMsg{Ref: m.Ref, Status: proto.StatusOverLimit, Reason: "relay over its rate of requests"})
 		return
 	}
 	if !s.goStart() {

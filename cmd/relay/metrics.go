@@ -55,6 +55,16 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 			c("tunnel_bytes_in_total", "Bytes the tunnel read from relays behind NAT (headers included).", func(s relay.Stats) int64 { return s.Assist.Tunnel.BytesIn }),
 			c("tunnel_bytes_out_total", "Bytes the tunnel wrote to relays behind NAT (headers included).", func(s relay.Stats) int64 { return s.Assist.Tunnel.BytesOut }),
 			c("circuit_bytes_total", "Bytes relayed over circuits between relays behind NAT.", func(s relay.Stats) int64 { return s.Assist.CircuitBytes }),
+			// Legacy uploads and the items this relay holds (issue 11).
+			c("uploads_total", "Uploads created (STOR, socket.io, PUT, tus).", func(s relay.Stats) int64 { return s.Uploads.Created }),
+			c("uploads_done_total", "Uploads complete.", func(s relay.Stats) int64 { return s.Uploads.Done }),
+			c("uploads_failed_total", "Uploads aborted (interrupted, over a limit).", func(s relay.Stats) int64 { return s.Uploads.Failed }),
+			c("upload_bytes_total", "Bytes received by uploads.", func(s relay.Stats) int64 { return s.Uploads.Bytes }),
+			c("upload_waits_total", "Times an uploader waited for memory or for readers.", func(s relay.Stats) int64 { return s.Uploads.Waits }),
+			c("held_evicted_total", "Complete held items evicted for memory.", func(s relay.Stats) int64 { return s.Uploads.Evicted }),
+			c("held_expired_total", "Held items dropped at their expiry.", func(s relay.Stats) int64 { return s.Uploads.Expired }),
+			{prometheus.NewDesc(ns+"held_items", "Items held now.", nil, nil), func(s relay.Stats) int64 { return int64(s.Uploads.Held) }, true},
+			{prometheus.NewDesc(ns+"held_bytes", "Bytes of memory held items pin now.", nil, nil), func(s relay.Stats) int64 { return s.Uploads.HeldMem }, true},
 		},
 	}
 }

@@ -196,4 +196,3 @@ func storUpload(b *testing.B, relayURL, src, dst string, size int64) float64 {
 	}
 	return float64(size) / time.Since(start).Seconds()
 }
-
