@@ -60,9 +60,10 @@ type Server struct {
 	relays    map[string]*relayConn // by peer id
 	orders    map[uint64]*order
 	lastOrder uint64
-	rr        uint64    // round-robin position among equally loaded relays
-	dirDirty  bool      // the directory changed since the last flush
-	clips     clipState // clips' store orders (clip.go)
+	rr        uint64 // round-robin position among equally loaded relays
+	dirDirty  bool   // the directory changed since the last flush
+
+	clips clipState // clips' store orders (clip.go); guarded by mu
 }
 
 // New starts a Server: it opens the STUN ports unless they are off,
@@ -207,8 +208,8 @@ func (s *Server) sweep(now time.Time) {
 			s.log.Debug("offline item expired", "item", id)
 		}
 	}
-	s.sweepHeldLocked(now)  // held.go
-	s.sweepClipsLocked(now) // clip.go
+	s.sweepHeldLocked(now) // held.go
+	s.sweepClipsLocked(now)
 	for id, o := range s.orders {
 		if now.Sub(o.created) > s.cfg.PushTokenTTL {
 			// The push token has expired: the order is done or will never
