@@ -366,6 +366,8 @@ func (c *Config) Validate() error {
 		{"ItemNeedBurst", int64(c.ItemNeedBurst)},
 		{"NeedTokenGrace", int64(c.NeedTokenGrace)},
 		{"DirectoryInterval", int64(c.DirectoryInterval)},
+		{"MaxClipSize", c.MaxClipSize},
+		{"ClipTTL", int64(c.ClipTTL)},
 	}
 	for _, f := range ints {
 		if f.v < 0 {
