@@ -402,6 +402,16 @@ func (s *Server) sweepClipsLocked(now time.Time) {
 			delete(s.clips.orders, id)
 		}
 	}
+	for id := range s.clips.failed {
+		if s.items[id] == nil { // unpublished or purged
+			delete(s.clips.failed, id)
+		}
+	}
+	for id := range s.clips.srcFailed {
+		if s.items[id] == nil {
+			delete(s.clips.srcFailed, id)
+		}
+	}
 	for _, it := range s.items {
 		if it.kind != proto.KindClip || it.expires.IsZero() {
 			continue
