@@ -460,10 +460,11 @@ func (c *Client) serveControl() error {
 	close(done)
 	ws.Close()
 	<-writerDone
-	c.setOnline(false, err)
 	if c.ctx.Err() != nil {
+		c.setOnline(false, nil) // Close: no error to report
 		return nil
 	}
+	c.setOnline(false, err)
 	return err
 }
 
