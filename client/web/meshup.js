@@ -321,7 +321,11 @@ export class Client extends EventTarget {
   /**
    * Publishes clipboard content: text short enough for a message goes
    * through the rendezvous (publishText); longer text and images are
-   * clips pushed on order like files.
+   * clips, pushed whole into the memory of up to two relays at once so
+   * that they stay readable after the tab closes, until item.expires
+   * (issue 12). A clip too large for the rendezvous's --max-clip-size, or
+   * for every relay's free memory, is refused (Status.TOO_LARGE,
+   * Status.OVER_LIMIT).
    * @param {string|Blob} content
    * @param {{name?: string}} [opts]
    * @returns {Promise<Item>}
