@@ -48,6 +48,7 @@ export const Status = Object.freeze({
   OK: 0,
   FORBIDDEN: 103,
   NOT_WANTED: 104,
+  OVER_LIMIT: 105,
   OFFLINE: 106,
   NOT_FOUND: 107,
   UNAVAILABLE: 108,
