@@ -121,6 +121,10 @@ type Item struct {
 	// then its key.
 	Encrypted bool
 	Key       proto.E2EKey
+	// Expires is when a clip (Source.Kind proto.KindClip) expires: until
+	// then relays hold it and it stays readable after this client leaves.
+	// Zero for other kinds.
+	Expires time.Time
 
 	src   Source
 	owner string
@@ -158,6 +162,10 @@ type Client struct {
 	pushers  map[string][]*pusher // by push URL; several when one is full
 	online   bool
 	onlineCh chan struct{} // closed when online; replaced when offline
+	// announced holds, for items whose Published arrived but which are
+	// not in items yet, a channel closed once they are (registerItem):
+	// an order may follow a Published at once (a clip's store orders).
+	announced map[proto.ItemID]chan struct{}
 }
 
 type result struct {
@@ -282,10 +290,8 @@ func (c *Client) publishPlain(ctx context.Context, src Source, id proto.ItemID, 
 	if err != nil {
 		return nil, err
 	}
-	it := &Item{ID: pub.ID, ShareURL: pub.ShareURL, DownloadURL: pub.DownloadURL, src: src, owner: pub.Owner, size: p.Size}
-	c.mu.Lock()
-	c.items[it.ID] = it
-	c.mu.Unlock()
+	it := &Item{ID: pub.ID, ShareURL: pub.ShareURL, DownloadURL: pub.DownloadURL, src: src, owner: pub.Owner, size: p.Size, Expires: expiresAt(pub)}
+	c.registerItem(it)
 	return it, nil
 }
 
@@ -458,10 +464,11 @@ func (c *Client) serveControl() error {
 	close(done)
 	ws.Close()
 	<-writerDone
-	c.setOnline(false, err)
 	if c.ctx.Err() != nil {
+		c.setOnline(false, nil) // Close: no error to report
 		return nil
 	}
+	c.setOnline(false, err)
 	return err
 }
 
@@ -504,6 +511,7 @@ func (c *Client) controlReader(ws *websocket.Conn, idle time.Duration) error {
 		}
 		switch m := m.(type) {
 		case *proto.Published:
+			c.announce(m.ID)
 			c.answer(m.Ref, result{pub: m})
 		case *proto.ErrorMsg:
 			if m.Ref == "" || !c.answer(m.Ref, result{err: &proto.Error{Status: m.Status, Msg: m.Reason}}) {
@@ -581,6 +589,9 @@ func (c *Client) startOrder(o *proto.Order) {
 	c.mu.Lock()
 	it := c.items[o.Item]
 	c.mu.Unlock()
+	if it == nil && c.awaitItem(o) {
+		return
+	}
 	if it == nil || it.src.Reader == nil {
 		c.send(proto.OrderFailed{Order: o.Order, Status: proto.StatusNotFound, Reason: "item not published by this client"})
 		return

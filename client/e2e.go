@@ -100,11 +100,9 @@ func (c *Client) publishEncrypted(ctx context.Context, src Source, id proto.Item
 	it := &Item{
 		ID: pub.ID, ShareURL: pub.ShareURL + frag, DownloadURL: pub.DownloadURL + frag,
 		Encrypted: true, Key: key,
-		src: src, owner: pub.Owner, size: cipherSize, enc: enc,
+		src: src, owner: pub.Owner, size: cipherSize, enc: enc, Expires: expiresAt(pub),
 	}
-	c.mu.Lock()
-	c.items[it.ID] = it
-	c.mu.Unlock()
+	c.registerItem(it)
 	if owner != "" {
 		return it, nil // the metadata went with the reclaim
 	}

@@ -115,6 +115,10 @@ type Published struct {
 	Owner       string `json:"owner"` // secret that reclaims the item after a reconnect
 	ShareURL    string `json:"share_url"`
 	DownloadURL string `json:"download_url"`
+	// ExpiresMS (appended for clips, issue 12) is when a clip expires, in
+	// Unix milliseconds: until then its holder relays keep it readable
+	// after the publisher leaves. Zero for other kinds.
+	ExpiresMS int64 `json:"expires_ms,omitempty"`
 }
 
 // Unpublish (client -> rendezvous) withdraws an item.
@@ -437,7 +441,16 @@ type Hold struct {
 	// rendezvous asks its auth webhook and answers Held with a zero ID,
 	// or an ErrorMsg. No item is made.
 	Check bool `json:"check,omitempty"`
+	// Token (appended for clips, issue 12), with Protocol HoldClip, is the
+	// store push token (Claims.Store) under which the relay received the
+	// whole clip: the rendezvous checks it and marks the relay a holder of
+	// the clip. A relay re-announces a clip it holds with it too.
+	Token string `json:"token,omitempty"`
 }
+
+// HoldClip is the Hold.Protocol of a clip a relay stored whole after a
+// push with a store token (issue 12).
+const HoldClip = "clip"
 
 // Held (rendezvous -> relay) gives the item of a Hold: its id, the owner
 // secret that re-announces it, the URLs the uploader is told, and when it

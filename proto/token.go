@@ -55,6 +55,12 @@ type Claims struct {
 	Name     string `json:"name,omitempty"`
 	MIME     string `json:"mime,omitempty"`
 	Modified int64  `json:"mod,omitempty"` // Unix seconds the item was published
+
+	// Store, in a push token (appended for clips, issue 12), tells the
+	// relay to keep the whole item [0, Size) in its memory, under the
+	// item's own id, until Exp (the clip's expiry), rather than forward
+	// it to a need. Name and MIME are the item's.
+	Store bool `json:"store,omitempty"`
 }
 
 // Token errors. Each wraps into an *Error with the status a peer sees.

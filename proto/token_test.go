@@ -65,6 +65,7 @@ func TestTokenRoundTrip(t *testing.T) {
 	}{
 		{"read", testClaims()},
 		{"push", Claims{Dir: DirPush, Relay: "relay-b", Item: ItemID{0: 1}, Off: 0, Len: 1 << 20, Exp: testNow.Unix() + 1, Ref: 1<<64 - 1}},
+		{"store", Claims{Dir: DirPush, Relay: "relay-b", Item: ItemID{0: 2}, Off: 0, Len: 5 << 20, Exp: testNow.Unix() + 86400, Size: 5 << 20, Name: "clip.png", MIME: "image/png", Store: true}},
 		{"whole int64", Claims{Dir: DirRead, Relay: "r", Len: math.MaxInt64, Exp: math.MaxInt64}},
 	}
 	for _, tt := range tests {

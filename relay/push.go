@@ -296,6 +296,10 @@ func (pc *pushConn) handleBegin(body []byte) error {
 		pc.endStream(b.Stream, status, err.Error())
 		return nil
 	}
+	if claims.Store { // a clip kept whole in memory (clip.go)
+		pc.beginStore(b, claims)
+		return nil
+	}
 	if claims.Fwd != "" && claims.Fwd != pc.s.id {
 		pc.beginForward(b, claims)
 		return nil

@@ -404,7 +404,7 @@ func (u *upload) streamed() bool {
 }
 
 func (u *upload) streamedLocked() bool {
-	return u.size < 0 || u.size > u.s.cfg.UploadHold || u.base > 0
+	return !u.whole && (u.size < 0 || u.size > u.s.cfg.UploadHold || u.base > 0)
 }
 
 // trim drops the chunks of a streamed upload that every reader in
@@ -546,6 +546,9 @@ func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, u *upload, cl
 	proto.SetItemHeaders(h, u.mime, u.name)
 	ctype := h.Get("Content-Type")
 	h.Set("Cache-Control", "private, no-transform")
+	if u.whole { // a clip (clip.go): readable until it expires
+		h.Set("Expires", u.expires.UTC().Format(http.TimeFormat))
+	}
 
 	rh := r.Header.Get("Range")
 	if rh != "" && !ifRangeMatches(r, etag, claims.Modified) {

@@ -104,6 +104,12 @@ type upload struct {
 	rdrs     map[*reader]struct{}
 	everRead bool
 	lastUsed time.Time
+
+	// Clips (clip.go, issue 12): whole keeps every byte until expiry
+	// whatever the size (never streamed through a window); token is the
+	// store token the clip arrived under, shown when re-announcing it.
+	whole bool
+	token string
 }
 
 // Limits of what an uploader may say, checked by createUpload.
@@ -477,7 +483,7 @@ func (s *Server) reannounce(l *link) {
 		u.mu.Lock()
 		h := proto.Hold{
 			Ref: "re", ID: u.id, Owner: u.owner, Protocol: u.protocol, Name: u.name, MIME: u.mime,
-			Size: u.size, Done: u.done, ExpiresMS: u.expires.UnixMilli(),
+			Size: u.size, Done: u.done, ExpiresMS: u.expires.UnixMilli(), Token: u.token,
 		}
 		gone := u.gone
 		u.mu.Unlock()

@@ -165,8 +165,9 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 0, proto.StatusOffline, "the publisher of this item is offline")
 		return
 	}
-	var rel *relayConn
-	if it.held {
+	rel := s.clipHolderLocked(it, now, avoid, w) // clip.go: a holder has every byte
+	if rel != nil {
+	} else if it.held {
 		// Only its holder has its bytes (held.go).
 		if rel = s.pickHolderLocked(it, now); rel == nil {
 			s.mu.Unlock()
@@ -265,6 +266,11 @@ type ItemMeta struct {
 	Encrypted bool   `json:"encrypted"`
 	Enc       string `json:"enc,omitempty"`
 	Meta      string `json:"meta,omitempty"`
+	// Clips (clip.go): the live relays holding it whole, the copies
+	// being pushed, and when it expires (RFC 3339).
+	Holders int    `json:"holders,omitempty"`
+	Storing int    `json:"storing,omitempty"`
+	Expires string `json:"expires,omitempty"`
 }
 
 // handleItemMeta answers GET /v1/items/{id}/meta.
@@ -286,11 +292,13 @@ func (s *Server) handleItemMeta(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, ItemMeta{
+	meta := ItemMeta{
 		ID: id, Kind: v.kind, Name: v.name, MIME: v.mime, Size: v.size,
 		Online:    v.online || v.kind == proto.KindMessage,
 		Encrypted: v.enc != "", Enc: v.enc, Meta: v.meta,
-	})
+	}
+	s.clipMeta(&meta) // clip.go
+	writeJSON(w, http.StatusOK, meta)
 }
 
 // serveMessage serves the text of a message item, with Range and

@@ -34,6 +34,8 @@ const (
 	DefaultPushTokenTTL       = 2 * time.Minute
 	DefaultItemTTL            = time.Hour
 	DefaultUploadTTL          = time.Hour
+	DefaultMaxClipSize        = 500 << 20 // bytes of one clip (issue 12)
+	DefaultClipTTL            = 24 * time.Hour
 	DefaultReclaimGrace       = 30 * time.Second
 	DefaultPingInterval       = 15 * time.Second
 	DefaultWriteTimeout       = 10 * time.Second
@@ -160,6 +162,13 @@ type Config struct {
 	// this expiry, the relay drops the item then. The auth webhook may
 	// shorten it. Defaults to 1h.
 	UploadTTL time.Duration
+	// MaxClipSize limits the size of a clip, the item kind pushed whole
+	// into relay memory at publish time (clip.go, issue 12); a larger one
+	// is refused at publish time. Defaults to 500 MiB.
+	MaxClipSize int64
+	// ClipTTL is how long a clip stays readable from its holder relays
+	// after it is published, also with its publisher gone. Defaults to 24h.
+	ClipTTL time.Duration
 	// AuthWebhook, when set, is the URL of the application's auth
 	// webhook, asked before an item is published, an upload created and
 	// an item read (webhook.go). It fails closed.
@@ -361,6 +370,8 @@ func (c *Config) Validate() error {
 		{"NeedTokenGrace", int64(c.NeedTokenGrace)},
 		{"DirectoryInterval", int64(c.DirectoryInterval)},
 		{"MaxLiveChannels", int64(c.MaxLiveChannels)},
+		{"MaxClipSize", c.MaxClipSize},
+		{"ClipTTL", int64(c.ClipTTL)},
 	}
 	for _, f := range ints {
 		if f.v < 0 {
@@ -413,6 +424,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.PushTokenTTL, DefaultPushTokenTTL)
 	setDefault(&c.ItemTTL, DefaultItemTTL)
 	setDefault(&c.UploadTTL, DefaultUploadTTL)
+	setDefault(&c.MaxClipSize, DefaultMaxClipSize)
+	setDefault(&c.ClipTTL, DefaultClipTTL)
 	setDefault(&c.AuthWebhookTimeout, DefaultAuthWebhookTimeout)
 	setDefault(&c.PingInterval, DefaultPingInterval)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
@@ -477,6 +490,8 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Duration("push_token_ttl", c.PushTokenTTL),
 		slog.Duration("item_ttl", c.ItemTTL),
 		slog.Duration("upload_ttl", c.UploadTTL),
+		slog.Int64("max_clip_size", c.MaxClipSize),
+		slog.Duration("clip_ttl", c.ClipTTL),
 		slog.Bool("auth_webhook", c.AuthWebhook != ""),
 		slog.Duration("auth_webhook_timeout", c.AuthWebhookTimeout),
 		slog.Duration("reclaim_grace", c.ReclaimGrace),

@@ -465,7 +465,7 @@ func (s *Server) handleControlMsg(c *session, m proto.Message) {
 	case *proto.Hello:
 		c.log.Debug("hello", "client", proto.TruncateReason(m.Client))
 	case *proto.Publish:
-		c.enqueue(s.publish(c, m))
+		s.publishMsg(c, m) // clip.go: publish, then store orders for a clip
 	case *proto.Unpublish:
 		if reply := s.unpublish(c, m); reply != nil {
 			c.enqueue(reply)

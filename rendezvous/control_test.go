@@ -43,7 +43,7 @@ func TestPublish(t *testing.T) {
 	}{
 		{"file", proto.Publish{Kind: proto.KindFile, Name: "a.mp4", MIME: "video/mp4", Size: 1 << 20}, proto.StatusOK},
 		{"empty file", proto.Publish{Kind: proto.KindFile, Name: "empty"}, proto.StatusOK},
-		{"clip", proto.Publish{Kind: proto.KindClip, Name: "clip.png", MIME: "image/png", Size: 5000}, proto.StatusOK},
+		{"clip with no relay to hold it", proto.Publish{Kind: proto.KindClip, Name: "clip.png", MIME: "image/png", Size: 5000}, proto.StatusUnavailable}, // clip.go
 		{"message", proto.Publish{Kind: proto.KindMessage, Text: strings.Repeat("x", 100)}, proto.StatusOK},
 		{"max size", proto.Publish{Kind: proto.KindFile, Name: "big", Size: 1 << 30}, proto.StatusOK},
 		{"unknown kind", proto.Publish{Kind: "live", Name: "a"}, proto.StatusMalformed},

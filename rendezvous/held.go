@@ -64,6 +64,10 @@ const maxHoldAuth = 16 << 10
 // handleHold answers a relay's Hold on a goroutine of its own: the auth
 // webhook may take a while, and the relay's stream keeps being read.
 func (s *Server) handleHold(r *relayConn, m *proto.Hold) {
+	if m.Protocol == proto.HoldClip {
+		s.handleClipHold(r, m) // clip.go: a signature check, no webhook
+		return
+	}
 	// Holds share the relay's need rate (NeedRate, NeedBurst): each may
 	// call the webhook, so a relay cannot make the rendezvous call it
 	// without bound.

@@ -342,6 +342,7 @@ func (s *Server) readRelay(r *relayConn) error {
 			s.handleHoldDone(r, m)
 		case *proto.Release:
 			s.handleRelease(r, m)
+			s.clipLost(r, m.ID) // clip.go: re-replicate
 		case *proto.LiveAnnounce:
 			s.liveAnnounce(r, m) // live.go
 		default:
@@ -441,7 +442,9 @@ func (s *Server) removeRelay(r *relayConn) {
 		delete(o.sess.orders, o.id)
 	}
 	r.needs, r.exitForwards = nil, 0
+	lost := s.clipsHeldLocked(r) // clip.go
 	s.holderLeftLocked(r, s.cfg.Now())
+	s.replicateClipsLocked(lost, s.cfg.Now())
 	s.mu.Unlock()
 	s.stats.relaysDead.Add(1)
 	if current {

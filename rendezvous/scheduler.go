@@ -179,6 +179,9 @@ func (s *Server) handleNeedCancel(r *relayConn, nc *proto.NeedCancel) {
 // orderFailed forwards a publisher's OrderFailed to the relay that needed
 // the part.
 func (s *Server) orderFailed(c *session, of *proto.OrderFailed) {
+	if s.clipOrderFailed(c, of) { // clip.go: a store order
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.orders[of.Order]

@@ -66,6 +66,8 @@ type Server struct {
 	lastOrder uint64
 	rr        uint64 // round-robin position among equally loaded relays
 	dirDirty  bool   // the directory changed since the last flush
+
+	clips clipState // clips' store orders (clip.go); guarded by mu
 }
 
 // New starts a Server: it opens the STUN ports unless they are off,
@@ -239,6 +241,7 @@ func (s *Server) sweep(now time.Time) {
 		}
 	}
 	s.sweepHeldLocked(now) // held.go
+	s.sweepClipsLocked(now)
 	for id, o := range s.orders {
 		if now.Sub(o.created) > s.cfg.PushTokenTTL {
 			// The push token has expired: the order is done or will never

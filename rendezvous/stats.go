@@ -82,6 +82,8 @@ type Stats struct {
 
 	// Held counts the items relays hold for legacy uploads (held.go).
 	Held HeldStats
+	// Clips counts clips' store orders and holders (clip.go).
+	Clips ClipStats
 
 	// NeedFailed counts need_failed messages sent to relays by status.
 	NeedFailed map[proto.Status]uint64
@@ -112,6 +114,7 @@ type counters struct {
 	reorders         atomic.Uint64
 	verified         atomic.Uint64
 	heldCounters     // held items and uploads (held.go)
+	clipCounters     // clips (clip.go)
 
 	mu         sync.Mutex // guards the fields below
 	needFailed map[proto.Status]uint64
@@ -161,6 +164,7 @@ func (s *Server) Stats() Stats {
 		URLsVerified:     c.verified.Load(),
 		Circuit:          s.cfg.Node.RelayStats(),
 		Held:             c.heldStats(),
+		Clips:            c.clipStats(),
 	}
 	c.mu.Lock()
 	st.NeedFailed = maps.Clone(c.needFailed)

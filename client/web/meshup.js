@@ -48,6 +48,7 @@ export const Status = Object.freeze({
   OK: 0,
   FORBIDDEN: 103,
   NOT_WANTED: 104,
+  OVER_LIMIT: 105,
   OFFLINE: 106,
   NOT_FOUND: 107,
   UNAVAILABLE: 108,
@@ -162,6 +163,8 @@ export class Item {
     this.swarm = false;
     /** @type {e2e.Sealer|null} */
     this.sealer = null;
+    /** @type {Date|null} when a clip expires: relays keep it readable until then, tab closed or not */
+    this.expires = null;
   }
 
   /**
@@ -209,6 +212,10 @@ export class Client extends EventTarget {
     this._dropped = new Map();
     /** @type {Map<string, {resolve: (m: any) => void, reject: (e: Error) => void, msg: object}>} */
     this._requests = new Map();
+    /** publishes in progress, and orders that came for their items first (a clip's store orders) */
+    this._publishing = 0;
+    /** @type {any[]} */
+    this._early = [];
     /** @type {Map<string, PushConn>} push connections by URL */
     this._pushers = new Map();
     /** @type {Set<string>} push URLs from the last welcome: kept connected */
@@ -315,7 +322,11 @@ export class Client extends EventTarget {
   /**
    * Publishes clipboard content: text short enough for a message goes
    * through the rendezvous (publishText); longer text and images are
-   * clips pushed on order like files.
+   * clips, pushed whole into the memory of up to two relays at once so
+   * that they stay readable after the tab closes, until item.expires
+   * (issue 12). A clip too large for the rendezvous's --max-clip-size, or
+   * for every relay's free memory, is refused (Status.TOO_LARGE,
+   * Status.OVER_LIMIT).
    * @param {string|Blob} content
    * @param {{name?: string}} [opts]
    * @returns {Promise<Item>}
@@ -376,6 +387,25 @@ export class Client extends EventTarget {
    * @returns {Promise<Item>}
    */
   async _publish(it, id, owner) {
+    this._publishing++;
+    try {
+      return await this._publishItem(it, id, owner);
+    } finally {
+      this._publishing--;
+      // Orders that came before their item was registered: served now,
+      // or refused when no publish is left that could register it.
+      const early = this._early;
+      this._early = [];
+      for (const o of early) this._order(o);
+    }
+  }
+
+  /**
+   * @param {Item} it
+   * @param {string} [id]
+   * @param {string} [owner]
+   */
+  async _publishItem(it, id, owner) {
     if (it.enc && id && owner) await this._seal(it, id);
     let pub = await this._request(this._publishMsg(it, id, owner));
     if (it.enc && !it.meta) {
@@ -388,6 +418,7 @@ export class Client extends EventTarget {
     it.owner = pub.owner;
     it.shareURL = pub.share_url + (it.enc ? `#${e2e.FRAGMENT_KEY}=${it.keyText}` : '');
     it.downloadURL = pub.download_url;
+    if (pub.expires_ms) it.expires = new Date(pub.expires_ms); // a clip
     this.items.set(it.id, it);
     this._setItemState(it, 'online');
     return it;
@@ -544,6 +575,7 @@ export class Client extends EventTarget {
   _order(o) {
     const it = this.items.get(o.item);
     const fail = (status, reason) => this._send({ type: 'order_failed', order: o.order, status, reason });
+    if (!it && this._publishing > 0) return void this._early.push(o); // see _publish
     if (!it || !it.blob) return fail(Status.NOT_FOUND, 'item not published by this client');
     if (it.state === 'paused') return fail(Status.OFFLINE, 'paused by the publisher');
     if (!(o.off >= 0 && o.len >= 0 && o.off + o.len <= it.size)) return fail(Status.MALFORMED, 'order outside the item');

@@ -161,6 +161,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	swarm := fs.Bool("swarm", false, "publish together with other senders of the same file (needs --state FILE, shared by all of them): the first starts the item and writes FILE, the others join it; parts are spread over every sender, and the item stays up while one is left")
 	qr := fs.Bool("qr", false, "print each share link as a QR code on stderr too")
 	connectWait := fs.Duration("connect-wait", 30*time.Second, "how long to keep trying a rendezvous that does not answer, with backoff, before giving up")
+	clip := fs.Bool("clip", false, "publish FILE as a clip (clip.go): pushed whole into relay memory now, readable after send exits until it expires; send exits once it is stored")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: meshup send [flags] FILE...\n\nPublishes each FILE (one item and one link per file) and serves their\nparts to relays until interrupted. Flags may come before or after the\nfiles. Prints, for each file, the share link and the download URL on\nstdout, one per line. Shows on stderr the bytes pushed per file, and\n\"download complete\" once every byte of a file was pushed at least once.\nBy default a file is end-to-end encrypted: both links carry the key\nafter '#k=', which HTTP clients never send; relays see only ciphertext.\n'meshup get LINK' decrypts; curl on the download URL gets ciphertext.\n\nSwarm: several senders of the same file (same bytes, on one machine\nor many) can publish one item together: run each with --swarm and\nthe same --state FILE (copy FILE to the other machines after the\nfirst sender wrote it; it holds the owner secret and the key). The\nrendezvous spreads parts over all of them and keeps the item up\nwhile any is left.\n\nFlags:")
 		fs.PrintDefaults()
@@ -247,6 +248,12 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			typ = mime.TypeByExtension(filepath.Ext(fl.path))
 		}
 		src := client.Source{Name: fl.name, MIME: typ, Size: fl.st.Size(), Reader: fl.f, Via: *via, Plain: *plain, Volunteers: *volunteers, Swarm: *swarm}
+		if *clip { // clip.go: stored whole in relay memory; nothing to serve after
+			if err := sendClip(ctx, c, src, stdout, stderr); err != nil {
+				return fmt.Errorf("%s: %w", fl.path, err)
+			}
+			continue
+		}
 		it, err := publishWithState(ctx, c, src, *rdv, fl.path, fl.st, *statePath, stderr)
 		if err != nil {
 			return fmt.Errorf("%s: %w", fl.path, err)
@@ -273,6 +280,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return err
 			}
 		}
+	}
+	if *clip {
+		return nil // every clip is stored in relay memory: nothing left to serve
 	}
 	fmt.Fprintln(stderr, "press Ctrl-C to stop")
 

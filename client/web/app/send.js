@@ -106,7 +106,8 @@ function renderItem(item) {
     field('name').textContent = item.name || 'Message';
     field('meta').textContent = item.kind === Kind.MESSAGE
       ? 'message · through the rendezvous only'
-      : `${formatBytes(item.plainSize)} · ${item.type || 'unknown type'} · ${item.enc ? 'end-to-end encrypted' : 'not encrypted'}`;
+      : `${formatBytes(item.plainSize)} · ${item.type || 'unknown type'} · ${item.enc ? 'end-to-end encrypted' : 'not encrypted'}`
+        + (item.expires ? ` · clip: kept by relays until ${item.expires.toLocaleString()}, readable after this tab closes` : '');
     /** @type {HTMLInputElement} */ (card.querySelector('[data-testid="share-link"]')).value = item.shareURL;
     renderQR(field('qr'), item.shareURL);
     if (item.kind === Kind.MESSAGE) {

@@ -1,0 +1,127 @@
+package relay
+
+import (
+	"context"
+	"time"
+
+	"github.com/meshup/meshup/proto"
+)
+
+// Clips (issue 12). A clip is an item its publisher pushes whole into
+// relay memory at publish time, so that it stays readable after the
+// publisher leaves, until it expires. The rendezvous orders the whole
+// item [0, size) onto up to two relays with a push token whose Claims.Store
+// is set; the relay receiving such a part over the push WebSocket writes
+// it into a held item (store.go) under the item's own id, counted in its
+// memory budget, and acknowledges bytes as they are stored (the same
+// credit as any part: a full budget paces the publisher). Once every byte
+// is held it tells the rendezvous with a Hold of protocol proto.HoldClip
+// carrying the store token (the proof it was ordered to keep it), then
+// HoldDone; the rendezvous marks it a holder and redirects reads to it.
+// Reads are served by serveHeld, with Range, also through a tunnel.
+//
+// A clip is held whole (upload.whole): never streamed through the upload
+// window, whatever Config.UploadHold says. Like every complete held item
+// it is evicted, least recently used first, when a new held item needs
+// room (the rendezvous is told with Release), and dropped at its expiry
+// (the token's Exp). After the relay registers again it re-announces the
+// clip with the same token (upload.go, reannounce).
+
+// beginStore starts receiving part b, ordered with a store token, into a
+// held clip. The stream is acknowledged as its bytes are stored.
+func (pc *pushConn) beginStore(b proto.PartBegin, claims proto.Claims) {
+	s := pc.s
+	size := int64(b.Len)
+	switch {
+	case b.Off != 0 || claims.Size != size:
+		s.stats.refused("clip_partial")
+		pc.endStream(b.Stream, proto.StatusMalformed, "a clip is stored whole: the store token must cover [0, size)")
+		return
+	case size > s.cfg.Budget:
+		s.stats.refused("clip_too_large")
+		pc.endStream(b.Stream, proto.StatusTooLarge, "clip larger than this relay's memory budget")
+		return
+	}
+	if old := s.store.get(b.Item); old != nil {
+		// Already held (a repeated order, say from a rendezvous that
+		// restarted and did not know): announce it again under the new
+		// token, which this rendezvous can check, and take nothing.
+		if old.Done() && old.whole {
+			old.mu.Lock()
+			old.token = b.Token
+			old.mu.Unlock()
+			s.announceClip(old)
+		}
+		pc.endStream(b.Stream, proto.StatusNotWanted, "this relay holds the clip already")
+		return
+	}
+	now := s.cfg.Now()
+	exp := time.Unix(claims.Exp, 0)
+	u := &upload{
+		s: s, id: b.Item, protocol: proto.HoldClip, name: claims.Name, mime: claims.MIME, created: now,
+		info: uploadInfo{ID: b.Item, Expires: exp},
+		wake: make(chan struct{}), size: size, expires: exp,
+		rdrs: make(map[*reader]struct{}), lastUsed: now,
+		whole: true, token: b.Token,
+	}
+	if u.mime == "" {
+		u.mime = "application/octet-stream"
+	}
+	ps := &partStream{
+		s: s, item: b.Item, off: 0, n: size,
+		window: int64(s.cfg.Window),
+		wake:   make(chan struct{}, 1),
+	}
+	if !s.goStart() {
+		pc.endStream(b.Stream, proto.StatusUnavailable, errShutdown.Msg)
+		return
+	}
+	s.store.add(u)
+	s.store.startSweeper()
+	pc.mu.Lock()
+	pc.streams[b.Stream] = ps
+	pc.mu.Unlock()
+	s.stats.openParts.Add(1)
+	ps.attach(pc, b.Stream)
+	s.stats.partsBegun.Add(1)
+	pc.queueAck(ps)
+	go func() {
+		defer s.wg.Done()
+		err := ps.writeTo(s.ctx, clipWriter{ctx: s.ctx, u: u})
+		if err != nil {
+			pc.log.Info("clip not stored", "item", u.id, "err", err)
+			u.Abort(err)
+			return
+		}
+		s.announceClip(u)
+		if err := u.Finish(); err != nil {
+			u.Abort(err)
+			return
+		}
+		pc.log.Info("clip stored", "item", u.id, "bytes", size, "expires", exp.UTC().Format(time.RFC3339))
+	}()
+}
+
+// announceClip tells the rendezvous that this relay holds every byte of
+// clip u (proto.HoldClip). The rendezvous answers nothing: it marks the
+// relay a holder, or ignores a hold it cannot check.
+func (s *Server) announceClip(u *upload) {
+	l := s.link.Load()
+	if l == nil {
+		return // re-announced when the relay registers again
+	}
+	u.mu.Lock()
+	h := proto.Hold{Ref: "clip", ID: u.id, Protocol: proto.HoldClip, Name: u.name, MIME: u.mime, Size: u.size, Done: true, ExpiresMS: u.expires.UnixMilli(), Token: u.token}
+	u.mu.Unlock()
+	l.send(h)
+}
+
+// clipWriter stores a clip's bytes as the part stream delivers them: a
+// Write returns once the bytes are held (it waits while the budget is
+// full), so acknowledgements say "stored".
+type clipWriter struct {
+	ctx context.Context
+	u   *upload
+}
+
+func (w clipWriter) Write(p []byte) (int, error) { return w.u.Write(w.ctx, p) }
