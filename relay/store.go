@@ -188,16 +188,17 @@ type droppedItem struct {
 	until time.Time
 }
 
-// noteDroppedLocked remembers that u is gone, so that a reader the
-// rendezvous sent here before it heard of the release is told why (410
+// noteDroppedLocked remembers that the upload u is gone, so that a reader
+// the rendezvous sent here before it heard of the release is told why (410
 // and the reason) rather than treated as a reader of an item of
-// publishers. st.mu is held.
+// publishers. Not for clips, which their publisher may still serve.
+// st.mu is held.
 func (st *store) noteDroppedLocked(u *upload) {
 	u.mu.Lock()
-	err, until := u.err, u.expires
+	err, until, clip := u.err, u.expires, u.token != ""
 	u.mu.Unlock()
-	if err == nil || until.IsZero() {
-		return
+	if err == nil || until.IsZero() || clip {
+		return // a clip's publisher may still serve it (clip.go)
 	}
 	if st.dropped == nil {
 		st.dropped = make(map[proto.ItemID]droppedItem)
