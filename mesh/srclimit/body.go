@@ -13,9 +13,12 @@ import (
 var ErrSlowBody = errors.New("request body too slow")
 
 // deadlineBody bounds the time a request body may take: timeout, plus a
-// second per minRate bytes read so far. The deadline is on the connection,
-// so a stalled read ends; it is cleared at the end of the body, so that
-// it never cuts a long response that follows.
+// second per minRate bytes read so far, plus the time the server spent
+// between reads (a handler paced by its own limits, such as an upload
+// waiting for its readers, issue 11: that wait is not the client's
+// slowness). The deadline is on the connection, so a stalled read ends;
+// it is cleared at the end of the body, so that it never cuts a long
+// response that follows.
 type deadlineBody struct {
 	rc      *http.ResponseController
 	body    io.ReadCloser
@@ -25,6 +28,8 @@ type deadlineBody struct {
 	n       int64
 	onSlow  func()
 	done    bool
+	idle    time.Duration // time between a read's return and the next read
+	last    time.Time     // when the last read returned; zero before it
 }
 
 // NewDeadlineBody returns body, the request body of w's request, bounded
@@ -38,11 +43,20 @@ func NewDeadlineBody(w http.ResponseWriter, body io.ReadCloser, timeout time.Dur
 }
 
 func (d *deadlineBody) deadline() time.Time {
-	return d.start.Add(d.timeout + time.Duration(float64(d.n)/float64(d.minRate)*float64(time.Second)))
+	return d.start.Add(d.idle + d.timeout + time.Duration(float64(d.n)/float64(d.minRate)*float64(time.Second)))
 }
 
 func (d *deadlineBody) Read(p []byte) (int, error) {
+	if !d.last.IsZero() && !d.done {
+		// The server did not read for a while: the client is not
+		// to blame, move the deadline on before it fires.
+		if gap := time.Since(d.last); gap > 0 {
+			d.idle += gap
+			d.rc.SetReadDeadline(d.deadline())
+		}
+	}
 	n, err := d.body.Read(p)
+	d.last = time.Now()
 	d.n += int64(n)
 	switch {
 	case err == nil:

@@ -47,10 +47,15 @@ func TestDeadlineBody(t *testing.T) {
 		all     bool // the whole body, else the client stalls
 		slow    bool
 		elapsed time.Duration
+		pause   time.Duration // the handler stops reading this long after its first read
 	}{
-		{"stalled", 3, false, true, 10*time.Second + 3*time.Millisecond},
-		{"stalled after a second of bytes", 1000, false, true, 11 * time.Second},
-		{"in time", 100, true, false, 0},
+		{"stalled", 3, false, true, 10*time.Second + 3*time.Millisecond, 0},
+		{"stalled after a second of bytes", 1000, false, true, 11 * time.Second, 0},
+		{"in time", 100, true, false, 0, 0},
+		// A handler held back by its own limits (an upload waiting for
+		// readers) is not a slow client.
+		{"server paused longer than the timeout", 20000, true, false, time.Minute, time.Minute},
+		{"stalled after a server pause", 1000, false, true, time.Minute + 11*time.Second, time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -64,7 +69,15 @@ func TestDeadlineBody(t *testing.T) {
 				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					start := time.Now()
 					body := srclimit.NewDeadlineBody(w, r.Body, 10*time.Second, 1000, func() { slow++ })
-					b, err := io.ReadAll(body)
+					var b []byte
+					if tc.pause > 0 {
+						first := make([]byte, 10)
+						k, _ := io.ReadFull(body, first)
+						b = first[:k]
+						time.Sleep(tc.pause)
+					}
+					rest, err := io.ReadAll(body)
+					b = append(b, rest...)
 					if err != nil {
 						body.Read(make([]byte, 1)) // a second read after the deadline: onSlow not again
 					}
