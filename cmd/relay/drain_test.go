@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/cmd/internal/cliconf/cliconftest"
+	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/rendezvous"
 	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
@@ -130,7 +131,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	// The rendezvous stops choosing the relay: with no other, it has
 	// nowhere to send a new consumer.
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	waitFor(t, "rendezvous to stop sending consumers to the draining relay", func() bool {
+	meshtest.Eventually(t, 30*time.Second, "rendezvous to stop sending consumers to the draining relay", func() bool {
 		r, err := noRedirect.Get(it.DownloadURL)
 		if err != nil {
 			t.Fatal(err)
@@ -176,23 +177,11 @@ func get(t *testing.T, url string) *http.Response {
 func waitStatus(t *testing.T, url string, status int, what string) string {
 	t.Helper()
 	var body []byte
-	waitFor(t, what, func() bool {
+	meshtest.Eventually(t, 30*time.Second, what, func() bool {
 		resp := get(t, url)
 		defer resp.Body.Close()
 		body, _ = io.ReadAll(resp.Body)
 		return resp.StatusCode == status
 	})
 	return string(body)
-}
-
-// waitFor polls cond until it holds, for at most 30s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 30s for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
