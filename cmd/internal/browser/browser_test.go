@@ -36,32 +36,7 @@ import (
 const chromium = "/usr/bin/chromium"
 
 func TestBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
-	}
-	missing := t.Skip
-	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
-		missing = t.Fatal
-	}
-	testDir, err := filepath.Abs("../../../client/web/test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node is not installed")
-	}
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		missing("ffmpeg is not installed (apt-get install ffmpeg)")
-	}
-	for _, need := range []struct{ path, what string }{
-		{chromium, "chromium is not installed (apt-get install chromium)"},
-		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
-	} {
-		if _, err := os.Stat(need.path); err != nil {
-			missing(need.what)
-		}
-	}
+	testDir, node := needBrowser(t, "ffmpeg")
 
 	t.Run("direct", func(t *testing.T) {
 		only := os.Getenv("MESHUP_BROWSER_ONLY")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,29 +21,7 @@ import (
 //
 //	go test -count=1 -run TestBrowserClip ./cmd/internal/browser
 func TestBrowserClip(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
-	}
-	missing := t.Skip
-	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
-		missing = t.Fatal
-	}
-	testDir, err := filepath.Abs("../../../client/web/test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node is not installed")
-	}
-	for _, need := range []struct{ path, what string }{
-		{chromium, "chromium is not installed (apt-get install chromium)"},
-		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
-	} {
-		if _, err := os.Stat(need.path); err != nil {
-			missing(need.what)
-		}
-	}
+	testDir, node := needBrowser(t)
 	rv := rendezvoustest.Start(t, rendezvous.Config{DeadAfter: time.Minute})
 	for range 2 {
 		relaytest.Start(t, rv.URL, relay.Config{})

@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,29 +69,7 @@ try {
 // from its registration. The Go side then downloads the item the page
 // published and checks its SHA-256.
 func TestBrowserEmbed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
-	}
-	missing := t.Skip
-	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
-		missing = t.Fatal
-	}
-	testDir, err := filepath.Abs("../../../client/web/test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node is not installed")
-	}
-	for _, need := range []struct{ path, what string }{
-		{chromium, "chromium is not installed (apt-get install chromium)"},
-		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
-	} {
-		if _, err := os.Stat(need.path); err != nil {
-			missing(need.what)
-		}
-	}
+	testDir, node := needBrowser(t)
 
 	// The other site: its own port, so its own origin.
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -68,29 +67,7 @@ func (g *gatedReader) ReadAt(p []byte, off int64) (int, error) {
 // past 16 MiB of the 32 MiB item until the exit is dead, so the kill
 // lands mid-transfer without any timing.
 func TestBrowserExitRelayFails(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
-	}
-	missing := t.Skip
-	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
-		missing = t.Fatal
-	}
-	testDir, err := filepath.Abs("../../../client/web/test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node is not installed")
-	}
-	for _, need := range []struct{ path, what string }{
-		{chromium, "chromium is not installed (apt-get install chromium)"},
-		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
-	} {
-		if _, err := os.Stat(need.path); err != nil {
-			missing(need.what)
-		}
-	}
+	testDir, node := needBrowser(t)
 
 	t.Run("service worker, encrypted", func(t *testing.T) { exitFails(t, node, testDir, "worker") })
 	// Without a Service Worker (blocked) the page fetches a plaintext

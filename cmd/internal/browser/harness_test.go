@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -354,4 +356,42 @@ func (h *harness) publish(ctx context.Context) (link, sum string, err error) {
 	}
 	s := sha256.Sum256(data)
 	return it.ShareURL, hex.EncodeToString(s[:]), nil
+}
+
+// needBrowser skips t under -short, and unless Node, Chromium,
+// playwright-core (npm ci in client/web/test) and the commands named in
+// tools are here; with MESHUP_REQUIRE_BROWSER=1 (scripts/test) a missing
+// one fails it instead. It returns the client/web/test directory and the
+// node binary.
+func needBrowser(t *testing.T, tools ...string) (testDir, node string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
+	}
+	missing := t.Skip
+	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
+		missing = t.Fatal
+	}
+	testDir, err := filepath.Abs("../../../client/web/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err = exec.LookPath("node")
+	if err != nil {
+		missing("node is not installed")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing(tool + " is not installed (apt-get install " + tool + ")")
+		}
+	}
+	for _, need := range []struct{ path, what string }{
+		{chromium, "chromium is not installed (apt-get install chromium)"},
+		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
+	} {
+		if _, err := os.Stat(need.path); err != nil {
+			missing(need.what)
+		}
+	}
+	return testDir, node
 }

@@ -39,29 +39,7 @@ import (
 // neither may use http: or ws: (https.mjs checks), so the pushes and the
 // download cross the rendezvous's tunnel, which the test checks too.
 func TestBrowserHTTPS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser tests take minutes; run without -short (scripts/test does)")
-	}
-	missing := t.Skip
-	if os.Getenv("MESHUP_REQUIRE_BROWSER") == "1" {
-		missing = t.Fatal
-	}
-	testDir, err := filepath.Abs("../../../client/web/test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node is not installed")
-	}
-	for _, need := range []struct{ path, what string }{
-		{chromium, "chromium is not installed (apt-get install chromium)"},
-		{filepath.Join(testDir, "node_modules", "playwright-core"), "playwright-core is not installed (npm ci in client/web/test)"},
-	} {
-		if _, err := os.Stat(need.path); err != nil {
-			missing(need.what)
-		}
-	}
+	testDir, node := needBrowser(t)
 	const host = "test.meshup.test"
 	const size = 6<<20 + 123
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
