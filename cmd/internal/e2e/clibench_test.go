@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -31,14 +30,7 @@ const cliBenchSize = 1 << 30
 // processes of the real binaries. It reports the rates and the ratios
 // encrypted/plain and encrypted/raw (issue 9 aims at >= 0.8 and >= 0.75).
 func BenchmarkCLIHop(b *testing.B) {
-	size := int64(cliBenchSize)
-	if s := os.Getenv("MESHUP_BENCH_SIZE"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("MESHUP_BENCH_SIZE: %v", err)
-		}
-		size = v
-	}
+	size := benchSizeEnv(b, "MESHUP_BENCH_SIZE", cliBenchSize)
 	shm, err := os.MkdirTemp("/dev/shm", "meshup-bench-")
 	if err != nil {
 		b.Skipf("no tmpfs at /dev/shm: %v", err)
@@ -52,11 +44,7 @@ func BenchmarkCLIHop(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	port := freePortB(b)
-	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
-	startB(b, filepath.Join(dir, "rendezvous"), "--http", fmt.Sprintf("127.0.0.1:%d", port),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
-	meshtest.Eventually(b, 20*time.Second, "rendezvous", func() bool { return liveRelays(rdv) != nil })
+	rdv := startBenchRendezvous(b, dir)
 	startB(b, filepath.Join(dir, "relay"), "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs")
 	meshtest.Eventually(b, 20*time.Second, "relay to register", func() bool { return len(liveRelays(rdv)) == 1 })
 
@@ -212,4 +200,15 @@ func startB(b *testing.B, bin string, args ...string) *exec.Cmd {
 func senderB(b *testing.B, bin string, args ...string) string {
 	link, _ := sendB(b, bin, args...)
 	return link
+}
+
+// startBenchRendezvous starts the rendezvous binary of dir on a free
+// loopback port, waits until it answers, and returns its URL.
+func startBenchRendezvous(b *testing.B, dir string) string {
+	port := freePortB(b)
+	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
+	startB(b, filepath.Join(dir, "rendezvous"), "--http", fmt.Sprintf("127.0.0.1:%d", port),
+		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
+	meshtest.Eventually(b, 20*time.Second, "rendezvous", func() bool { return liveRelays(rdv) != nil })
+	return rdv
 }

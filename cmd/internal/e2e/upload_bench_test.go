@@ -32,22 +32,8 @@ const uploadBenchSIOSize = 256 << 20
 // rate is the size over the time from the upload's start to the reader's
 // last byte.
 func BenchmarkUploadProtocols(b *testing.B) {
-	size := int64(cliBenchSize)
-	if s := os.Getenv("MESHUP_BENCH_SIZE"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("MESHUP_BENCH_SIZE: %v", err)
-		}
-		size = v
-	}
-	sioSize := int64(uploadBenchSIOSize)
-	if s := os.Getenv("MESHUP_BENCH_SIO_SIZE"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("MESHUP_BENCH_SIO_SIZE: %v", err)
-		}
-		sioSize = v
-	}
+	size := benchSizeEnv(b, "MESHUP_BENCH_SIZE", cliBenchSize)
+	sioSize := benchSizeEnv(b, "MESHUP_BENCH_SIO_SIZE", uploadBenchSIOSize)
 	shm, err := os.MkdirTemp("/dev/shm", "meshup-bench-")
 	if err != nil {
 		b.Skipf("no tmpfs at /dev/shm: %v", err)
@@ -68,11 +54,7 @@ func BenchmarkUploadProtocols(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	port := freePortB(b)
-	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
-	startB(b, filepath.Join(dir, "rendezvous"), "--http", fmt.Sprintf("127.0.0.1:%d", port),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
-	meshtest.Eventually(b, 20*time.Second, "rendezvous", func() bool { return liveRelays(rdv) != nil })
+	rdv := startBenchRendezvous(b, dir)
 	startB(b, filepath.Join(dir, "relay"), "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs")
 	meshtest.Eventually(b, 20*time.Second, "relay to register", func() bool { return len(liveRelays(rdv)) == 1 })
 	endpoint := func(protocol string) string {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,14 +33,7 @@ import (
 // An item of 1 GiB is over the relay's --upload-hold, so it streams
 // through the relay's window: the uploader is paced by the reader.
 func BenchmarkUploads(b *testing.B) {
-	size := int64(cliBenchSize)
-	if s := os.Getenv("MESHUP_BENCH_SIZE"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("MESHUP_BENCH_SIZE: %v", err)
-		}
-		size = v
-	}
+	size := benchSizeEnv(b, "MESHUP_BENCH_SIZE", cliBenchSize)
 	if _, err := exec.LookPath("curl"); err != nil {
 		b.Skip("curl is not installed")
 	}
@@ -58,11 +50,7 @@ func BenchmarkUploads(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	port := freePortB(b)
-	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
-	startB(b, filepath.Join(dir, "rendezvous"), "--http", fmt.Sprintf("127.0.0.1:%d", port),
-		"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0", "--allow-private-addrs")
-	meshtest.Eventually(b, 20*time.Second, "rendezvous", func() bool { return liveRelays(rdv) != nil })
+	rdv := startBenchRendezvous(b, dir)
 	rport := freePortB(b)
 	relayURL := fmt.Sprintf("http://127.0.0.1:%d", rport)
 	startB(b, filepath.Join(dir, "relay"), "--rendezvous", rdv, "--http", fmt.Sprintf("127.0.0.1:%d", rport), "--public-url", relayURL,
