@@ -61,7 +61,7 @@ func BenchmarkUploadProtocols(b *testing.B) {
 		var ep struct {
 			URL string `json:"url"`
 		}
-		if err := getJSON(rdv+"/v1/upload?protocol="+protocol, &ep); err != nil || ep.URL == "" {
+		if err := getJSON(rdv+"/v1/upload?volunteers=1&protocol="+protocol, &ep); err != nil || ep.URL == "" {
 			b.Fatalf("GET /v1/upload?protocol=%s: %v", protocol, err)
 		}
 		return ep.URL
