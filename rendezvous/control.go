@@ -325,9 +325,17 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 		orders:     make(map[uint64]*order),
 	}
 	c.log = s.log.With("session", c.id)
+	// The pinger is set before the session is visible to Close (which
+	// fails it, and the writer then stops the pinger), and under qmu,
+	// which pingTick holds when it reads it: a timer that fires at once
+	// (a short ping interval on a loaded machine) must see it set.
+	c.qmu.Lock()
+	c.pinger = time.AfterFunc(c.ping, c.pingTick)
+	c.qmu.Unlock()
 	s.mu.Lock()
 	if s.closed || len(s.sessions) >= s.cfg.MaxSessions {
 		s.mu.Unlock()
+		c.pinger.Stop()
 		msg := websocket.FormatCloseMessage(proto.StatusOverLimit.CloseCode(), "too many sessions")
 		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.cfg.WriteTimeout))
 		conn.Close()
@@ -340,7 +348,6 @@ func (s *Server) serveSession(conn *websocket.Conn, remote string, ip netip.Addr
 	c.log.Info("session started", "remote", remote)
 
 	conn.SetReadLimit(int64(s.cfg.MaxMessage))
-	c.pinger = time.AfterFunc(c.ping, c.pingTick)
 	// The Welcome goes out before the writer starts: nothing else can be
 	// queued for a session that has not read a message yet.
 	welcome, err := proto.EncodeMessage(&proto.Welcome{
