@@ -231,7 +231,8 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	s.registeredOnce.Store(true)
 	s.reannounceLive(l) // live.go: soft state
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
-	s.reannounce(l) // the items this relay holds (store.go), soft state
+	s.reannounceClips(l) // clip.go: clips with their sealed metadata, before reannounce repeats them without
+	s.reannounce(l)      // the items this relay holds (store.go), soft state
 	defer func() {
 		s.link.CompareAndSwap(l, nil)
 		close(l.done)
@@ -276,9 +277,15 @@ func (s *Server) linkReader(l *link) error {
 		case *proto.Peers:
 			s.applyDirectory(m)
 		case *proto.Held:
+			if m.Ref == proto.HoldClip {
+				s.clipSealed(m) // clip.go
+				break
+			}
 			if !s.heldAnswer(m.Ref, m) && m.Ref != "re" {
 				s.log.Debug("held answer nobody waits for", "ref", m.Ref)
 			}
+		case *proto.Release:
+			s.releaseClip(m) // clip.go: its owner unpublished it
 		case *proto.ErrorMsg:
 			if !s.heldAnswer(m.Ref, m) {
 				s.log.Info("rendezvous error", "ref", m.Ref, "status", m.Status, "reason", m.Reason)
