@@ -387,3 +387,58 @@ func TestClipSourceFails(t *testing.T) {
 		t.Fatalf("WaitClipStored: got %+v, %v; want an error and no holder", st, err)
 	}
 }
+
+// TestClipUnpublished: the holders of an encrypted clip keep its sealed
+// metadata with it; when its owner unpublishes it, every holder drops it
+// at once: its memory is back in the budget, and a read with a token
+// issued before answers 410 saying why.
+func TestClipUnpublished(t *testing.T) {
+	t.Parallel()
+	rv, relays := clipMesh(t, rendezvous.Config{}, 2, relay.Config{})
+	base := map[*relaytest.Server]int64{}
+	for _, r := range relays {
+		base[r] = r.Server.Stats().Reserved
+	}
+	c := newClipClient(t, rv.URL)
+	data := meshtest.RandomBytes(1<<20+3, 31)
+	it, err := c.PublishClip(ctx(t), client.Source{Name: "secret.png", MIME: "image/png", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range relays {
+		eventually(t, "relay "+r.ID()+" holds the clip with its sealed metadata", func() bool {
+			st := r.Server.Stats().Clips
+			return st.Held == 1 && st.Sealed == 1
+		})
+		if st := r.Server.Stats(); st.Reserved <= base[r]+int64(len(data)) {
+			t.Fatalf("relay %s: %d bytes of budget in use, want more than the clip's %d", r.ID(), st.Reserved, len(data))
+		}
+	}
+	resp, err := noRedirect.Get(it.DownloadURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tokenURL := resp.Header.Get("Location") // a read token issued before the unpublish
+	if resp.StatusCode != http.StatusTemporaryRedirect || tokenURL == "" {
+		t.Fatalf("GET %s: %s, want a redirect to a holder", it.DownloadURL, resp.Status)
+	}
+
+	c.Unpublish(it.ID)
+	for _, r := range relays {
+		eventually(t, "relay "+r.ID()+" dropped the clip and freed its memory", func() bool {
+			st := r.Server.Stats()
+			return st.Clips.Released == 1 && st.Clips.Held == 0 && st.Uploads.Held == 0 && st.Reserved == base[r]
+		})
+	}
+	code, body, _ := getRange(t, tokenURL, "")
+	if code != http.StatusGone || !strings.Contains(string(body), "unpublished by its owner") {
+		t.Errorf("GET with a token from before: got %d %q, want 410 saying it was unpublished", code, body)
+	}
+	if code, _, _ := getRange(t, it.DownloadURL, ""); code != http.StatusNotFound {
+		t.Errorf("GET from the rendezvous: got %d, want 404", code)
+	}
+	if got := rv.Server.Stats().Clips.Released; got != 2 {
+		t.Errorf("rendezvous sent %d releases, want 2", got)
+	}
+}
