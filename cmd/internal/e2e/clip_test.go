@@ -212,6 +212,14 @@ func TestClipRendezvousRestart(t *testing.T) {
 		})
 	}
 
+	etagOf := func() string {
+		t.Helper()
+		resp := get(t, plain, "bytes=0-0")
+		resp.Body.Close()
+		return resp.Header.Get("ETag")
+	}
+	etag := etagOf()
+
 	// The rendezvous dies and comes back knowing nothing.
 	rp.kill()
 	startRdv()
@@ -242,6 +250,9 @@ func TestClipRendezvousRestart(t *testing.T) {
 		if err != nil || !bytes.Equal(body, data[r.from:r.to]) {
 			t.Fatalf("GET %s Range %q after the restart: %d bytes, %v; want bytes %d-%d intact", plain, r.h, len(body), err, r.from, r.to)
 		}
+	}
+	if got := etagOf(); got != etag || etag == "" {
+		t.Errorf("ETag after the restart: got %q, want %q as before (If-Range of a reader in progress still matches)", got, etag)
 	}
 	outDir := t.TempDir()
 	cmd := exec.Command(meshup, "get", secret)
