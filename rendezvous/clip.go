@@ -307,7 +307,7 @@ func (s *Server) handleClipHold(r *relayConn, m *proto.Hold) {
 		r.log.Debug("hold of an unknown clip", "item", m.ID)
 		return
 	}
-	if it.size != c.Size || it.enc != c.Enc {
+	if it.size != c.Size || describesClip(c) && it.enc != c.Enc {
 		s.stats.heldRefused.Add(1)
 		r.log.Info("clip hold refused: the token is not of this clip", "item", m.ID)
 		return

@@ -57,6 +57,10 @@ func checkSealed(c proto.Claims, m *proto.Hold) error {
 // sealed metadata, held by relay r. It returns nil when a limit refuses
 // it. The caller holds s.mu.
 func (s *Server) rebuildClipLocked(r *relayConn, m *proto.Hold, c proto.Claims, now time.Time) *item {
+	if !describesClip(c) {
+		r.log.Debug("clip not rebuilt: its store token predates Enc and Modified", "item", m.ID)
+		return nil
+	}
 	if _, ok := s.clips.unpublished[m.ID]; ok {
 		// Released while the relay's link was down: tell it again.
 		r.enqueue(&proto.Release{ID: m.ID, Status: proto.StatusGone, Reason: "clip " + m.ID.String() + " was unpublished by its owner"})
@@ -91,6 +95,14 @@ func (s *Server) rebuildClipLocked(r *relayConn, m *proto.Hold, c proto.Claims, 
 // with its sealed metadata (relay/clip.go), sent before the generic
 // re-announce of every held item (Ref "re"), which carries none.
 const refReannounceClip = "reclip"
+
+// describesClip reports whether store token c describes its clip fully:
+// it says the encryption. Tokens of rendezvous before Enc and Modified
+// were added have neither; since then a plaintext clip's token always has
+// a Modified (its validator time), an encrypted one's an Enc. Such an old
+// token cannot tell an encrypted clip from a plaintext one, so no clip is
+// rebuilt from it.
+func describesClip(c proto.Claims) bool { return c.Enc != "" || c.Modified != 0 }
 
 // syncSealedLocked settles the sealed metadata of clip it with what its
 // holder r announced in m: a clip without metadata and without a

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshup/meshup/proto"
 	"github.com/meshup/meshup/rendezvous"
@@ -136,6 +137,20 @@ func TestClipRestart(t *testing.T) {
 	}
 	if got, want := rv2.Server.Stats().Clips, (rendezvous.ClipStats{Held: 2, Rebuilt: 1, MetaIgnored: 1}); got != want {
 		t.Errorf("clip stats: got %+v, want %+v", got, want)
+	}
+
+	// A store token of a rendezvous before Enc and Modified were added
+	// cannot tell an encrypted clip from a plaintext one: no rebuild. (A
+	// refused announcement after it, on the same stream, shows it was
+	// handled.)
+	oldID := proto.ItemID{0: 0x42, 15: 1}
+	oldTok := proto.SignToken(key, proto.Claims{Dir: proto.DirPush, Relay: a2.ID, Item: oldID, Len: 100, Exp: time.Now().Add(time.Hour).Unix(), Size: 100, Store: true})
+	a2.Send(&proto.Hold{Ref: "reclip", ID: oldID, Protocol: proto.HoldClip, Size: 100, Done: true, Token: oldTok})
+	before := rv2.Server.Stats().Held.Refused
+	a2.Send(&proto.Hold{Ref: "reclip", ID: oldID, Protocol: proto.HoldClip, Size: 99, Done: true, Token: oldTok})
+	eventually(t, "the announcement after the old token's handled", func() bool { return rv2.Server.Stats().Held.Refused == before+1 })
+	if resp, _ := do(t, http.MethodGet, rv2.URL+"/v1/items/"+oldID.String()+"/meta"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("meta of a clip announced with an old store token: %s, want 404 (not rebuilt)", resp.Status)
 	}
 
 	// A plaintext clip's announcement with sealed metadata is refused.
