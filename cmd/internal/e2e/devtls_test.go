@@ -76,6 +76,13 @@ func TestDevTLS(t *testing.T) {
 		t.Errorf("GET without the CA: %v, want a certificate error", err)
 	}
 	env := append(os.Environ(), "SSL_CERT_FILE="+caFile)
+	// Without the CA, send and get fail at once and say how to trust it.
+	for _, args := range [][]string{{"send", "--rendezvous", rdv, caFile}, {"get", rdv + "/i/aaaaaaaaaaaaaaaaaaaaaaaaaa"}} {
+		b, err := exec.Command(meshup, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(b), "TLS certificate is not trusted") || !strings.Contains(string(b), "SSL_CERT_FILE") {
+			t.Errorf("meshup %s without the CA: %v\n%s\nwant a failure naming the untrusted certificate and SSL_CERT_FILE", args[0], err, b)
+		}
+	}
 
 	file, sum := randomFile(t, 2<<20+5)
 	data, err := os.ReadFile(file)
