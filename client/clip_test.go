@@ -405,6 +405,10 @@ func TestClipUnpublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st, err := c.WaitClipStored(ctx(t), it, 10*time.Millisecond)
+	if err != nil || st.Sealed < 1 {
+		t.Fatalf("WaitClipStored: %+v, %v; want a holder keeping the sealed metadata", st, err)
+	}
 	for _, r := range relays {
 		eventually(t, "relay "+r.ID()+" holds the clip with its sealed metadata", func() bool {
 			st := r.Server.Stats().Clips

@@ -94,10 +94,14 @@ func (pc *pushConn) beginStore(b proto.PartBegin, claims proto.Claims) {
 			u.Abort(err)
 			return
 		}
+		sealed := s.store.sealedOf(u.id)
 		s.announceClip(u)
 		if err := u.Finish(); err != nil {
 			u.Abort(err)
 			return
+		}
+		if s.store.sealedOf(u.id) != sealed {
+			s.announceClip(u) // the sealed metadata came meanwhile (clipSealed): confirm it
 		}
 		pc.log.Info("clip stored", "item", u.id, "bytes", size, "expires", exp.UTC().Format(time.RFC3339))
 	}()
@@ -153,42 +157,62 @@ func (st *store) sealedOf(id proto.ItemID) string {
 
 // clipSealed keeps the sealed metadata the rendezvous hands over for a
 // clip held or being received here (proto.Held with Ref HoldClip), in
-// memory, counted in the budget. Nothing is kept for a clip not here: the
-// rendezvous hands it over again when the clip is announced.
+// memory, counted in the budget (evicting other complete items like any
+// held chunk would), and confirms it to the rendezvous by announcing the
+// clip again with it once every byte is here: the publisher waits for one
+// holder to have it before it may leave (client.WaitClipStored). Nothing
+// is kept for a clip not here: the rendezvous hands it over again when the
+// clip is announced. Called from the link reader only, one at a time.
 func (s *Server) clipSealed(m *proto.Held) {
 	if len(m.Sealed) > proto.E2EMaxMeta {
 		s.log.Info("sealed clip metadata over the limit ignored", "item", m.ID, "bytes", len(m.Sealed))
 		return
 	}
-	st := &s.store
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	u := st.items[m.ID]
-	if u == nil || !u.whole || st.sealed[m.ID] == m.Sealed {
+	u := s.store.get(m.ID)
+	if u == nil || !u.whole {
 		return
 	}
-	old, n := int64(len(st.sealed[m.ID])), int64(len(m.Sealed))
-	if n > old && !s.budget.reserve(n-old) {
-		s.log.Info("sealed clip metadata not kept: memory budget full", "item", m.ID)
-		return
-	}
-	if n < old {
-		s.budget.release(old - n)
-	}
-	u.mu.Lock()
-	if u.gone {
-		u.mu.Unlock()
-		if n > old {
-			s.budget.release(n - old)
+	old := s.store.sealedOf(m.ID)
+	if old == m.Sealed {
+		// Handed over again: an announcement went without it (it was sent
+		// before the metadata arrived here). Confirm.
+		if u.Done() {
+			s.announceClip(u)
 		}
 		return
 	}
-	u.reserved += n - old // freed with the clip
-	u.mu.Unlock()
-	if st.sealed == nil {
-		st.sealed = make(map[proto.ItemID]string)
+	grow := int64(len(m.Sealed) - len(old))
+	if grow > 0 && !s.store.reserve(grow, u) {
+		// Rare: the clip itself fits, 4 KiB more does not and nothing is
+		// evictable. The clip stays readable; it is not rebuilt after a
+		// restart of the rendezvous from this relay.
+		s.stats.refused("clip_sealed_no_memory")
+		s.log.Info("sealed clip metadata not kept: memory budget full", "item", m.ID)
+		return
 	}
-	st.sealed[m.ID] = m.Sealed
+	st := &s.store
+	st.mu.Lock()
+	u.mu.Lock()
+	kept := !u.gone && st.items[m.ID] == u
+	if kept {
+		u.reserved += grow // freed with the clip
+		if st.sealed == nil {
+			st.sealed = make(map[proto.ItemID]string)
+		}
+		st.sealed[m.ID] = m.Sealed
+	}
+	done := u.done
+	u.mu.Unlock()
+	st.mu.Unlock()
+	switch {
+	case !kept && grow > 0:
+		st.release(grow)
+	case kept && grow < 0:
+		st.release(-grow)
+	}
+	if kept && done {
+		s.announceClip(u) // the confirmation; a clip still arriving is announced with it when whole
+	}
 }
 
 // releaseClip drops the clip of m at once, on the rendezvous's word: its

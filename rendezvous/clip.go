@@ -100,6 +100,9 @@ type clipState struct {
 	// would have expired (at most maxUnpublished): a holder that
 	// re-announces one is told to drop it (clip_restart.go).
 	unpublished map[proto.ItemID]time.Time
+	// sealedBy holds, per clip, the sealed metadata each holder last
+	// announced (clip_restart.go), pruned with the clip.
+	sealedBy map[proto.ItemID]map[string]string
 }
 
 // maxClipSourceFailures is how many store orders of one clip may fail on
@@ -441,6 +444,11 @@ func (s *Server) sweepClipsLocked(now time.Time) {
 			delete(s.clips.srcFailed, id)
 		}
 	}
+	for id := range s.clips.sealedBy {
+		if s.items[id] == nil {
+			delete(s.clips.sealedBy, id)
+		}
+	}
 	for id, exp := range s.clips.unpublished {
 		if !now.Before(exp) {
 			delete(s.clips.unpublished, id)
@@ -529,6 +537,7 @@ func (s *Server) clipMeta(m *ItemMeta) {
 			m.Storing++
 		}
 	}
+	s.sealedHoldersLocked(it, m, now) // clip_restart.go
 	if !it.expires.IsZero() {
 		m.Expires = it.expires.UTC().Format(time.RFC3339)
 	}

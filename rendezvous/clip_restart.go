@@ -110,6 +110,15 @@ func describesClip(c proto.Claims) bool { return c.Enc != "" || c.Modified != 0 
 // clip's own. The caller holds s.mu.
 func (s *Server) syncSealedLocked(r *relayConn, it *item, m *proto.Hold) {
 	sealed := m.Sealed
+	if sealed != "" {
+		if s.clips.sealedBy == nil {
+			s.clips.sealedBy = map[proto.ItemID]map[string]string{}
+		}
+		if s.clips.sealedBy[it.id] == nil {
+			s.clips.sealedBy[it.id] = map[string]string{}
+		}
+		s.clips.sealedBy[it.id][r.id] = sealed
+	}
 	if it.enc == "" || sealed == it.meta || sealed == "" && m.Ref == "re" {
 		return // the generic re-announce follows the relay's own, with it
 	}
@@ -124,6 +133,22 @@ func (s *Server) syncSealedLocked(r *relayConn, it *item, m *proto.Hold) {
 	if it.meta != "" {
 		r.enqueue(&proto.Held{Ref: proto.HoldClip, ID: it.id, ExpiresMS: it.expires.UnixMilli(), Sealed: it.meta})
 	}
+}
+
+// sealedHoldersLocked sets m.SealedHolders for encrypted clip it: the
+// live holders whose last announcement carried its sealed metadata. The
+// caller holds s.mu.
+func (s *Server) sealedHoldersLocked(it *item, m *ItemMeta, now time.Time) {
+	if it.enc == "" || it.meta == "" {
+		return
+	}
+	n := 0
+	for id := range it.holders {
+		if r := s.relays[id]; r != nil && s.relayAlive(r, now) && s.clips.sealedBy[it.id][id] == it.meta {
+			n++
+		}
+	}
+	m.SealedHolders = &n
 }
 
 // clipMetaChangedLocked hands the new sealed metadata of clip it to its
@@ -163,6 +188,7 @@ func (s *Server) releaseClipLocked(it *item) {
 	}
 	delete(s.clips.failed, it.id)
 	delete(s.clips.srcFailed, it.id)
+	delete(s.clips.sealedBy, it.id)
 	s.noteUnpublishedLocked(it.id, it.expires)
 }
 

@@ -76,10 +76,25 @@ func TestClipRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	metaURL1 := rv.URL + "/v1/items/" + pub.ID.String() + "/meta"
+	sealedHolders := func(url string) int {
+		t.Helper()
+		var m rendezvous.ItemMeta
+		rendezvoustest.GetJSON(t, url, &m)
+		if m.SealedHolders == nil {
+			t.Fatalf("meta of an encrypted clip: no sealed_holders")
+		}
+		return *m.SealedHolders
+	}
 	hold(a, proto.HoldClip, "")
 	if h := recvHeldClip(t, a); h.ID != pub.ID || h.Sealed != sealed {
 		t.Fatalf("holder handed %+v, want the clip's sealed metadata", h)
 	}
+	if n := sealedHolders(metaURL1); n != 0 {
+		t.Fatalf("sealed_holders before the holder confirmed: got %d, want 0", n)
+	}
+	hold(a, proto.HoldClip, sealed) // the relay's confirmation
+	eventually(t, "the holder's confirmation counted", func() bool { return sealedHolders(metaURL1) == 1 })
 	c.Close()
 
 	// The rendezvous restarts: a new process with the same key, which
