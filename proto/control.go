@@ -399,6 +399,13 @@ type NeedCancel struct {
 //	hold_done {id, size}             -->  every byte arrived (size final)
 //	release {id, status, reason}     -->  the relay dropped the item
 //
+// and for clips (issue 12), which relays store on a store order:
+//
+//	hold {ref: clip, id, token}      -->  every byte of the clip is here
+//	                                 <--  held {ref: clip, id, sealed}: its sealed metadata
+//	hold {ref: clip, ..., sealed}    -->  kept (confirms; re-announced with it)
+//	                                 <--  release {id, status, reason}: unpublished, drop it
+//
 // After the relay registers again (its link dropped, or the rendezvous
 // restarted and forgot everything: soft state, issue 14), it re-announces
 // each item it still holds with a hold carrying the id and owner secret
