@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -444,5 +449,63 @@ func TestClipUnpublished(t *testing.T) {
 	}
 	if got := rv.Server.Stats().Clips.Released; got != 2 {
 		t.Errorf("rendezvous sent %d releases, want 2", got)
+	}
+}
+
+// TestClipForgedMetaDetected: sealed metadata a holder could forge (the
+// rendezvous takes it from a holder's announcement after a restart) does
+// not pass at the reader. A rendezvous wrapped to serve the clip's meta
+// with a forgery (sealed under another key, as a holder without the link's
+// key must) makes the download fail with ErrWrongKey, saying the sealed
+// name and type do not open, and write nothing; the honest rendezvous
+// beside it serves the same clip intact.
+func TestClipForgedMetaDetected(t *testing.T) {
+	t.Parallel()
+	rv, _ := clipMesh(t, rendezvous.Config{}, 1, relay.Config{})
+	c := newClipClient(t, rv.URL)
+	data := meshtest.RandomBytes(200<<10+9, 41)
+	it, err := c.PublishClip(ctx(t), client.Source{Name: "secret.png", MIME: "image/png", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitClipStored(ctx(t), it, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	forged, err := proto.NewE2EItem(proto.NewE2EKey(), it.ID).SealMeta(proto.E2EMeta{Name: "invoice.exe", Type: "application/x-msdownload"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(rv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lying := httputil.NewSingleHostReverseProxy(target)
+	lying.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/meta") {
+			return nil
+		}
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		m["meta"] = forged
+		b, _ := json.Marshal(m)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	ls := httptest.NewServer(lying)
+	t.Cleanup(ls.Close)
+	var got bytes.Buffer
+	_, err = client.DownloadTo(ctx(t), strings.Replace(it.ShareURL, rv.URL, ls.URL, 1), &got, client.FileOptions{})
+	if !errors.Is(err, client.ErrWrongKey) || !strings.Contains(err.Error(), "sealed name and type do not open") || got.Len() != 0 {
+		t.Fatalf("download with forged metadata: %d bytes, %v; want ErrWrongKey saying the sealed name and type do not open, nothing written", got.Len(), err)
+	}
+	got.Reset()
+	if _, err := client.DownloadTo(ctx(t), it.ShareURL, &got, client.FileOptions{}); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("download from the honest rendezvous: %d bytes, %v; want %d intact", got.Len(), err, len(data))
 	}
 }
