@@ -20,7 +20,11 @@ import (
 // this rendezvous's key (the same key across restarts with --identity),
 // gives the id, size, encryption, name, type, validator time and expiry;
 // the announcement gives the sealed metadata. The publisher need not come
-// back.
+// back. A relay confirms it keeps the metadata by announcing the clip again
+// with it; GET /v1/items/{id}/meta counts those holders (sealed_holders),
+// and the publisher waits for one before it leaves. A token of a
+// rendezvous that predates these fields (no Enc, no Modified) rebuilds
+// nothing: it cannot tell an encrypted clip from a plaintext one.
 //
 // Hostile holders. A relay can announce only clips it was ordered to store
 // (the token names it, the clip and its size), so it cannot make up a clip
@@ -38,7 +42,10 @@ import (
 // Unpublish. When its owner unpublishes a clip, the rendezvous tells every
 // holder, and every relay receiving a copy, to drop it (proto.Release,
 // rendezvous -> relay): the relay frees the memory at once and answers
-// reads that still come with 410.
+// reads that still come with 410. The rendezvous remembers the id until
+// the clip would have expired (at most maxUnpublished ids), so that a
+// holder whose link was down, re-announcing it, is told again rather than
+// bringing it back.
 
 // checkSealed checks the sealed metadata of clip announcement m, whose
 // store token gave c: bounded, and only for an encrypted clip.
