@@ -94,11 +94,20 @@ func (c *Client) awaitItem(o *proto.Order) bool {
 	return true
 }
 
+// sealedWait is how long WaitClipStored waits, once a clip is held, for a
+// holder to confirm it keeps the clip's sealed metadata.
+const sealedWait = 5 * time.Second
+
 // ClipState is what the rendezvous says of a clip's copies.
 type ClipState struct {
 	Holders int       // live relays holding every byte
 	Storing int       // copies being pushed now
 	Expires time.Time // when it stops being readable
+	// Sealed is, for an encrypted clip, how many holders keep its sealed
+	// metadata too, so that it survives a restart of the rendezvous; -1
+	// when the rendezvous does not say (a plaintext clip, or a
+	// rendezvous that predates it).
+	Sealed int
 }
 
 // ClipState asks the rendezvous where clip it lives.
@@ -107,30 +116,47 @@ func (c *Client) ClipState(ctx context.Context, it *Item) (ClipState, error) {
 		Holders int    `json:"holders"`
 		Storing int    `json:"storing"`
 		Expires string `json:"expires"`
+		Sealed  *int   `json:"sealed_holders"`
 	}
 	if err := getJSON(ctx, http.DefaultClient, c.base.String()+"/v1/items/"+it.ID.String()+"/meta", &m); err != nil {
 		return ClipState{}, err
 	}
-	st := ClipState{Holders: m.Holders, Storing: m.Storing}
+	st := ClipState{Holders: m.Holders, Storing: m.Storing, Sealed: -1}
+	if m.Sealed != nil {
+		st.Sealed = *m.Sealed
+	}
 	st.Expires, _ = time.Parse(time.RFC3339, m.Expires)
 	return st, nil
 }
 
 // WaitClipStored waits until clip it is held by at least one relay and no
-// copy of it is being pushed any more, and returns that state: from then
-// on the publisher may leave. It asks the rendezvous every poll interval.
+// copy of it is being pushed any more, and, for an encrypted clip, one
+// holder keeps its sealed metadata too (so that a restart of the
+// rendezvous does not lose it), and returns that state: from then on the
+// publisher may leave. It asks the rendezvous every poll interval.
 // It fails when no relay holds the clip and none is receiving it (every
 // push failed).
 func (c *Client) WaitClipStored(ctx context.Context, it *Item, poll time.Duration) (ClipState, error) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
+	var storedAt time.Time // when it was first held and no copy pushed
 	for {
 		st, err := c.ClipState(ctx, it)
 		if err != nil {
 			return st, err
 		}
 		if st.Holders > 0 && st.Storing == 0 {
-			return st, nil
+			if st.Sealed != 0 {
+				return st, nil
+			}
+			// Holders that predate sealed metadata never confirm it: the
+			// clip is stored, only not safe from a restart of the
+			// rendezvous (Sealed 0 says so).
+			if storedAt.IsZero() {
+				storedAt = time.Now()
+			} else if time.Since(storedAt) >= sealedWait {
+				return st, nil
+			}
 		}
 		if st.Holders == 0 && st.Storing == 0 {
 			return st, errors.New("client: no relay holds the clip and none is receiving it: its pushes failed")

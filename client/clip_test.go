@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -385,5 +390,122 @@ func TestClipSourceFails(t *testing.T) {
 	st, err := c.WaitClipStored(ctx(t), it, 10*time.Millisecond)
 	if err == nil || st.Holders != 0 {
 		t.Fatalf("WaitClipStored: got %+v, %v; want an error and no holder", st, err)
+	}
+}
+
+// TestClipUnpublished: the holders of an encrypted clip keep its sealed
+// metadata with it; when its owner unpublishes it, every holder drops it
+// at once: its memory is back in the budget, and a read with a token
+// issued before answers 410 saying why.
+func TestClipUnpublished(t *testing.T) {
+	t.Parallel()
+	rv, relays := clipMesh(t, rendezvous.Config{}, 2, relay.Config{})
+	base := map[*relaytest.Server]int64{}
+	for _, r := range relays {
+		base[r] = r.Server.Stats().Reserved
+	}
+	c := newClipClient(t, rv.URL)
+	data := meshtest.RandomBytes(1<<20+3, 31)
+	it, err := c.PublishClip(ctx(t), client.Source{Name: "secret.png", MIME: "image/png", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.WaitClipStored(ctx(t), it, 10*time.Millisecond)
+	if err != nil || st.Sealed < 1 {
+		t.Fatalf("WaitClipStored: %+v, %v; want a holder keeping the sealed metadata", st, err)
+	}
+	for _, r := range relays {
+		eventually(t, "relay "+r.ID()+" holds the clip with its sealed metadata", func() bool {
+			st := r.Server.Stats().Clips
+			return st.Held == 1 && st.Sealed == 1
+		})
+		if st := r.Server.Stats(); st.Reserved <= base[r]+int64(len(data)) {
+			t.Fatalf("relay %s: %d bytes of budget in use, want more than the clip's %d", r.ID(), st.Reserved, len(data))
+		}
+	}
+	resp, err := noRedirect.Get(it.DownloadURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tokenURL := resp.Header.Get("Location") // a read token issued before the unpublish
+	if resp.StatusCode != http.StatusTemporaryRedirect || tokenURL == "" {
+		t.Fatalf("GET %s: %s, want a redirect to a holder", it.DownloadURL, resp.Status)
+	}
+
+	c.Unpublish(it.ID)
+	for _, r := range relays {
+		eventually(t, "relay "+r.ID()+" dropped the clip and freed its memory", func() bool {
+			st := r.Server.Stats()
+			return st.Clips.Released == 1 && st.Clips.Held == 0 && st.Uploads.Held == 0 && st.Reserved == base[r]
+		})
+	}
+	code, body, _ := getRange(t, tokenURL, "")
+	if code != http.StatusGone || !strings.Contains(string(body), "unpublished by its owner") {
+		t.Errorf("GET with a token from before: got %d %q, want 410 saying it was unpublished", code, body)
+	}
+	if code, _, _ := getRange(t, it.DownloadURL, ""); code != http.StatusNotFound {
+		t.Errorf("GET from the rendezvous: got %d, want 404", code)
+	}
+	if got := rv.Server.Stats().Clips.Released; got != 2 {
+		t.Errorf("rendezvous sent %d releases, want 2", got)
+	}
+}
+
+// TestClipForgedMetaDetected: sealed metadata a holder could forge (the
+// rendezvous takes it from a holder's announcement after a restart) does
+// not pass at the reader. A rendezvous wrapped to serve the clip's meta
+// with a forgery (sealed under another key, as a holder without the link's
+// key must) makes the download fail with ErrWrongKey, saying the sealed
+// name and type do not open, and write nothing; the honest rendezvous
+// beside it serves the same clip intact.
+func TestClipForgedMetaDetected(t *testing.T) {
+	t.Parallel()
+	rv, _ := clipMesh(t, rendezvous.Config{}, 1, relay.Config{})
+	c := newClipClient(t, rv.URL)
+	data := meshtest.RandomBytes(200<<10+9, 41)
+	it, err := c.PublishClip(ctx(t), client.Source{Name: "secret.png", MIME: "image/png", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitClipStored(ctx(t), it, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	forged, err := proto.NewE2EItem(proto.NewE2EKey(), it.ID).SealMeta(proto.E2EMeta{Name: "invoice.exe", Type: "application/x-msdownload"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(rv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lying := httputil.NewSingleHostReverseProxy(target)
+	lying.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/meta") {
+			return nil
+		}
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		m["meta"] = forged
+		b, _ := json.Marshal(m)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	ls := httptest.NewServer(lying)
+	t.Cleanup(ls.Close)
+	var got bytes.Buffer
+	_, err = client.DownloadTo(ctx(t), strings.Replace(it.ShareURL, rv.URL, ls.URL, 1), &got, client.FileOptions{})
+	if !errors.Is(err, client.ErrWrongKey) || !strings.Contains(err.Error(), "sealed name and type do not open") || got.Len() != 0 {
+		t.Fatalf("download with forged metadata: %d bytes, %v; want ErrWrongKey saying the sealed name and type do not open, nothing written", got.Len(), err)
+	}
+	got.Reset()
+	if _, err := client.DownloadTo(ctx(t), it.ShareURL, &got, client.FileOptions{}); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("download from the honest rendezvous: %d bytes, %v; want %d intact", got.Len(), err, len(data))
 	}
 }

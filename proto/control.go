@@ -399,6 +399,13 @@ type NeedCancel struct {
 //	hold_done {id, size}             -->  every byte arrived (size final)
 //	release {id, status, reason}     -->  the relay dropped the item
 //
+// and for clips (issue 12), which relays store on a store order:
+//
+//	hold {ref: clip, id, token}      -->  every byte of the clip is here
+//	                                 <--  held {ref: clip, id, sealed}: its sealed metadata
+//	hold {ref: clip, ..., sealed}    -->  kept (confirms; re-announced with it)
+//	                                 <--  release {id, status, reason}: unpublished, drop it
+//
 // After the relay registers again (its link dropped, or the rendezvous
 // restarted and forgot everything: soft state, issue 14), it re-announces
 // each item it still holds with a hold carrying the id and owner secret
@@ -446,6 +453,14 @@ type Hold struct {
 	// whole clip: the rendezvous checks it and marks the relay a holder of
 	// the clip. A relay re-announces a clip it holds with it too.
 	Token string `json:"token,omitempty"`
+	// Sealed (appended, issue 12), with Protocol HoldClip, is the sealed
+	// metadata (Publish.Meta, at most E2EMaxMeta bytes) of an encrypted
+	// clip the relay holds, as the rendezvous handed it over (Held.Sealed):
+	// a rendezvous that restarted and does not know the clip rebuilds it
+	// from the token (id, size, encryption, name, type, expiry) and this.
+	// The relay cannot read or forge it unnoticed: a reader opens it with
+	// the key of the link and refuses metadata that does not authenticate.
+	Sealed string `json:"sealed,omitempty"`
 }
 
 // HoldClip is the Hold.Protocol of a clip a relay stored whole after a
@@ -466,6 +481,12 @@ type Held struct {
 	ExpiresMS   int64             `json:"expires_ms"`
 	MaxSize     int64             `json:"max_size,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
+	// Sealed (appended, issue 12), in a Held with Ref HoldClip, hands the
+	// holder of an encrypted clip its sealed metadata (Publish.Meta): sent
+	// when the rendezvous marks the relay a holder and when the publisher
+	// delivers or replaces it. The relay keeps it with the clip, in
+	// memory, and re-announces it (Hold.Sealed).
+	Sealed string `json:"sealed,omitempty"`
 }
 
 // HoldDone (relay -> rendezvous) says every byte of a held item arrived;
@@ -478,6 +499,11 @@ type HoldDone struct {
 // Release (relay -> rendezvous) says the relay dropped a held item: it
 // expired, was evicted, was deleted by its uploader (tus termination), or
 // its upload failed. Readers are told Reason.
+//
+// Release (rendezvous -> relay, appended for clips, issue 12) tells a
+// holder of a clip to drop it at once: its owner unpublished it. The relay
+// frees its memory (readers in progress finish) and answers later reads
+// of it with 410 and Reason.
 type Release struct {
 	ID     ItemID `json:"id"`
 	Status Status `json:"status"`

@@ -61,6 +61,11 @@ type Claims struct {
 	// item's own id, until Exp (the clip's expiry), rather than forward
 	// it to a need. Name and MIME are the item's.
 	Store bool `json:"store,omitempty"`
+	// Enc, in a store token (appended, issue 12), is the clip's
+	// end-to-end encryption (Publish.Enc), so that a rendezvous that
+	// restarted rebuilds the clip from a holder's announcement as it was
+	// published.
+	Enc string `json:"enc,omitempty"`
 }
 
 // Token errors. Each wraps into an *Error with the status a peer sees.

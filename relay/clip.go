@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -93,10 +94,14 @@ func (pc *pushConn) beginStore(b proto.PartBegin, claims proto.Claims) {
 			u.Abort(err)
 			return
 		}
+		sealed := s.store.sealedOf(u.id)
 		s.announceClip(u)
 		if err := u.Finish(); err != nil {
 			u.Abort(err)
 			return
+		}
+		if s.store.sealedOf(u.id) != sealed {
+			s.announceClip(u) // the sealed metadata came meanwhile (clipSealed): confirm it
 		}
 		pc.log.Info("clip stored", "item", u.id, "bytes", size, "expires", exp.UTC().Format(time.RFC3339))
 	}()
@@ -110,10 +115,129 @@ func (s *Server) announceClip(u *upload) {
 	if l == nil {
 		return // re-announced when the relay registers again
 	}
+	l.send(s.clipHold(u, proto.HoldClip))
+}
+
+// clipHold is the Hold that announces clip u, with ref.
+func (s *Server) clipHold(u *upload, ref string) proto.Hold {
+	sealed := s.store.sealedOf(u.id)
 	u.mu.Lock()
-	h := proto.Hold{Ref: "clip", ID: u.id, Protocol: proto.HoldClip, Name: u.name, MIME: u.mime, Size: u.size, Done: true, ExpiresMS: u.expires.UnixMilli(), Token: u.token}
+	defer u.mu.Unlock()
+	return proto.Hold{
+		Ref: ref, ID: u.id, Protocol: proto.HoldClip, Name: u.name, MIME: u.mime, Size: u.size, Done: true,
+		ExpiresMS: u.expires.UnixMilli(), Token: u.token, Sealed: sealed,
+	}
+}
+
+// refReannounceClip is the Hold.Ref of the re-announce of a clip with its
+// sealed metadata, sent on a new link before reannounce (upload.go) sends
+// the generic one (Ref "re") of every held item.
+const refReannounceClip = "reclip"
+
+// reannounceClips announces every clip held here, with its sealed
+// metadata, to the rendezvous of a new link: one that restarted rebuilds
+// the clip from it (rendezvous/clip_restart.go).
+func (s *Server) reannounceClips(l *link) {
+	for _, u := range s.store.all() {
+		u.mu.Lock()
+		clip := u.whole && u.token != "" && u.done && !u.gone
+		u.mu.Unlock()
+		if clip {
+			l.send(s.clipHold(u, refReannounceClip))
+		}
+	}
+}
+
+// sealedOf returns the sealed metadata of clip id, or "".
+func (st *store) sealedOf(id proto.ItemID) string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sealed[id]
+}
+
+// clipSealed keeps the sealed metadata the rendezvous hands over for a
+// clip held or being received here (proto.Held with Ref HoldClip), in
+// memory, counted in the budget (evicting other complete items like any
+// held chunk would), and confirms it to the rendezvous by announcing the
+// clip again with it once every byte is here: the publisher waits for one
+// holder to have it before it may leave (client.WaitClipStored). Nothing
+// is kept for a clip not here: the rendezvous hands it over again when the
+// clip is announced. Called from the link reader only, one at a time.
+func (s *Server) clipSealed(m *proto.Held) {
+	if len(m.Sealed) > proto.E2EMaxMeta {
+		s.log.Info("sealed clip metadata over the limit ignored", "item", m.ID, "bytes", len(m.Sealed))
+		return
+	}
+	u := s.store.get(m.ID)
+	if u == nil || !u.whole {
+		return
+	}
+	old := s.store.sealedOf(m.ID)
+	if old == m.Sealed {
+		// Handed over again: an announcement went without it (it was sent
+		// before the metadata arrived here). Confirm.
+		if u.Done() {
+			s.announceClip(u)
+		}
+		return
+	}
+	grow := int64(len(m.Sealed) - len(old))
+	if grow > 0 && !s.store.reserve(grow, u) {
+		// Rare: the clip itself fits, 4 KiB more does not and nothing is
+		// evictable. The clip stays readable; it is not rebuilt after a
+		// restart of the rendezvous from this relay.
+		s.stats.refused("clip_sealed_no_memory")
+		s.log.Info("sealed clip metadata not kept: memory budget full", "item", m.ID)
+		return
+	}
+	st := &s.store
+	st.mu.Lock()
+	u.mu.Lock()
+	kept := !u.gone && st.items[m.ID] == u
+	if kept {
+		u.reserved += grow // freed with the clip
+		if st.sealed == nil {
+			st.sealed = make(map[proto.ItemID]string)
+		}
+		st.sealed[m.ID] = m.Sealed
+	}
+	done := u.done
 	u.mu.Unlock()
-	l.send(h)
+	st.mu.Unlock()
+	switch {
+	case !kept && grow > 0:
+		st.release(grow)
+	case kept && grow < 0:
+		st.release(-grow)
+	}
+	if kept && done {
+		s.announceClip(u) // the confirmation; a clip still arriving is announced with it when whole
+	}
+}
+
+// releaseClip drops the clip of m at once, on the rendezvous's word: its
+// owner unpublished it. Its memory is freed now (after the responses in
+// progress, which finish), and reads that still come with a token are
+// answered 410 with m's reason until the clip would have expired.
+func (s *Server) releaseClip(m *proto.Release) {
+	u := s.store.get(m.ID)
+	if u == nil || !u.whole {
+		return
+	}
+	reason := m.Reason
+	if reason == "" || len(reason) > 300 {
+		reason = "clip " + m.ID.String() + " was unpublished by its owner"
+	}
+	err := proto.Errorf(proto.StatusGone, "%s", reason)
+	u.remove(err, "")
+	u.mu.Lock()
+	until := u.expires
+	u.mu.Unlock()
+	s.store.mu.Lock()
+	s.store.markDroppedLocked(m.ID, err, until)
+	s.store.mu.Unlock()
+	s.stats.clipsReleased.Add(1)
+	s.log.Info("clip released: unpublished by its owner", "item", m.ID)
 }
 
 // clipWriter stores a clip's bytes as the part stream delivers them: a
@@ -125,3 +249,31 @@ type clipWriter struct {
 }
 
 func (w clipWriter) Write(p []byte) (int, error) { return w.u.Write(w.ctx, p) }
+
+// clipCounters count clips.
+type clipCounters struct {
+	clipsReleased atomic.Int64 // clips dropped on the rendezvous's Release: unpublished
+}
+
+// ClipStats counts the clips held here.
+type ClipStats struct {
+	Held     int   `json:"held"`     // clips held now, every byte here
+	Sealed   int   `json:"sealed"`   // of which with their sealed metadata (encrypted clips)
+	Released int64 `json:"released"` // clips dropped because their owner unpublished them
+}
+
+func (s *Server) clipStats() ClipStats {
+	out := ClipStats{Released: s.stats.clipsReleased.Load()}
+	for _, u := range s.store.all() {
+		u.mu.Lock()
+		clip := u.whole && u.token != "" && u.done && !u.gone
+		u.mu.Unlock()
+		if clip {
+			out.Held++
+			if s.store.sealedOf(u.id) != "" {
+				out.Sealed++
+			}
+		}
+	}
+	return out
+}

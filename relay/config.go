@@ -2,6 +2,7 @@ package relay
 
 import (
 	"crypto/ed25519"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -203,6 +204,10 @@ type Config struct {
 	MonthlyCap int64
 	// Version is the binary's version, shown in the status.
 	Version string
+	// RootCAs, if set, are the certificate authorities trusted for the
+	// rendezvous's https URL instead of the system's (`meshup dev --tls`
+	// and its local CA). nil: the system roots (SSL_CERT_FILE honoured).
+	RootCAs *x509.CertPool
 }
 
 func (c *Config) setDefaults() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -66,6 +67,11 @@ var ErrNotRendezvous = errors.New("not a meshup rendezvous")
 // meshup rendezvous's is an error wrapping ErrNotRendezvous; a failure to
 // connect, or a 5xx or 429 status, is not (it may pass).
 func FetchInfo(ctx context.Context, base string) (proto.Info, ed25519.PublicKey, error) {
+	return fetchInfo(ctx, http.DefaultClient, base)
+}
+
+// fetchInfo is FetchInfo with client hc.
+func fetchInfo(ctx context.Context, hc *http.Client, base string) (proto.Info, ed25519.PublicKey, error) {
 	var info proto.Info
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -74,7 +80,7 @@ func FetchInfo(ctx context.Context, base string) (proto.Info, ed25519.PublicKey,
 	if err != nil {
 		return info, nil, fmt.Errorf("rendezvous info: %w: %w", ErrNotRendezvous, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return info, nil, fmt.Errorf("rendezvous info: %w", err)
 	}
@@ -162,7 +168,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // joinOnce registers once and serves the link until it drops.
 func (s *Server) joinOnce(ctx context.Context) error {
-	info, key, err := FetchInfo(ctx, s.cfg.Rendezvous)
+	hc := http.DefaultClient
+	if s.cfg.RootCAs != nil { // meshup dev --tls: its local CA
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.cfg.RootCAs}, DisableKeepAlives: true}}
+	}
+	info, key, err := fetchInfo(ctx, hc, s.cfg.Rendezvous)
 	if err != nil {
 		return err
 	}
@@ -231,7 +241,8 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	s.registeredOnce.Store(true)
 	s.reannounceLive(l) // live.go: soft state
 	s.log.Info("registered with rendezvous", "rendezvous", shortID(peer), "heartbeat", hb)
-	s.reannounce(l) // the items this relay holds (store.go), soft state
+	s.reannounceClips(l) // clip.go: clips with their sealed metadata, before reannounce repeats them without
+	s.reannounce(l)      // the items this relay holds (store.go), soft state
 	defer func() {
 		s.link.CompareAndSwap(l, nil)
 		close(l.done)
@@ -276,9 +287,15 @@ func (s *Server) linkReader(l *link) error {
 		case *proto.Peers:
 			s.applyDirectory(m)
 		case *proto.Held:
+			if m.Ref == proto.HoldClip {
+				s.clipSealed(m) // clip.go
+				break
+			}
 			if !s.heldAnswer(m.Ref, m) && m.Ref != "re" {
 				s.log.Debug("held answer nobody waits for", "ref", m.Ref)
 			}
+		case *proto.Release:
+			s.releaseClip(m) // clip.go: its owner unpublished it
 		case *proto.ErrorMsg:
 			if !s.heldAnswer(m.Ref, m) {
 				s.log.Info("rendezvous error", "ref", m.Ref, "status", m.Status, "reason", m.Reason)

@@ -40,6 +40,7 @@ type stats struct {
 	entryFailovers  atomic.Int64 // parts asked again through another entry after theirs failed
 	circuitMoves    atomic.Int64 // relayed connections dropped to redial over a current circuit
 	uploadCounters               // legacy uploads and held items (store.go)
+	clipCounters                 // clips (clip.go)
 
 	entryMu sync.Mutex // guards entries
 	// entries counts the parts this relay needed, by the entry relay that
@@ -147,6 +148,8 @@ type Stats struct {
 	Uploads UploadStats `json:"uploads"`
 	// Adapters counts the tus and socket.io adapters' work (adapters.go).
 	Adapters AdapterStats `json:"adapters"`
+	// Clips counts the clips held here (clip.go).
+	Clips ClipStats `json:"clips"`
 }
 
 // Stats returns a snapshot of the relay's counters.
@@ -200,6 +203,7 @@ func (s *Server) Stats() Stats {
 		Rate:         s.rateStats(),
 		Uploads:      s.uploadStats(),
 		Adapters:     s.AdapterStats(),
+		Clips:        s.clipStats(),
 	}
 }
 

@@ -54,6 +54,9 @@ type store struct {
 	dropped map[proto.ItemID]droppedItem // held items this relay let go, until they expire; at most maxDropped
 	nextRef uint64
 	sweeps  bool // the sweeper runs
+	// sealed holds the sealed metadata of the encrypted clips held here
+	// (clip.go), counted in their upload's reserved memory.
+	sealed map[proto.ItemID]string
 }
 
 func (st *store) init(s *Server) {
@@ -168,6 +171,7 @@ func (st *store) forget(u *upload) {
 	defer st.mu.Unlock()
 	if st.items[u.id] == u {
 		delete(st.items, u.id)
+		delete(st.sealed, u.id)
 	}
 	st.noteDroppedLocked(u)
 	if u.key != "" && st.keys[u.key] == u {
@@ -200,6 +204,12 @@ func (st *store) noteDroppedLocked(u *upload) {
 	if err == nil || until.IsZero() || clip {
 		return // a clip's publisher may still serve it (clip.go)
 	}
+	st.markDroppedLocked(u.id, err, until)
+}
+
+// markDroppedLocked remembers that held item id was dropped for err, until
+// until. st.mu is held.
+func (st *store) markDroppedLocked(id proto.ItemID, err error, until time.Time) {
 	if st.dropped == nil {
 		st.dropped = make(map[proto.ItemID]droppedItem)
 	}
@@ -211,7 +221,7 @@ func (st *store) noteDroppedLocked(u *upload) {
 			}
 		}
 	}
-	st.dropped[u.id] = droppedItem{err: err, until: until}
+	st.dropped[id] = droppedItem{err: err, until: until}
 }
 
 // droppedErr returns why the held item id was dropped, or nil.

@@ -271,6 +271,11 @@ type ItemMeta struct {
 	Holders int    `json:"holders,omitempty"`
 	Storing int    `json:"storing,omitempty"`
 	Expires string `json:"expires,omitempty"`
+	// SealedHolders (an encrypted clip whose sealed metadata the
+	// rendezvous has) is how many live holders confirmed they keep that
+	// metadata too, so that the clip survives a restart of the
+	// rendezvous (clip_restart.go). Absent otherwise.
+	SealedHolders *int `json:"sealed_holders,omitempty"`
 }
 
 // handleItemMeta answers GET /v1/items/{id}/meta.

@@ -53,6 +53,10 @@ type clipCounters struct {
 	clipHeld     atomic.Uint64 // holders marked (announcements checked)
 	clipLostCopy atomic.Uint64 // copies lost: holder left or dropped it
 	clipExpired  atomic.Uint64 // clips dropped at their expiry
+
+	clipRebuilt  atomic.Uint64 // clips rebuilt from a holder's announcement (clip_restart.go)
+	clipMetaSkip atomic.Uint64 // announced sealed metadata not taken: the clip has its own
+	clipReleased atomic.Uint64 // releases sent to holders: the owner unpublished
 }
 
 // ClipStats counts clips (clip.go).
@@ -63,6 +67,14 @@ type ClipStats struct {
 	Held    uint64 `json:"held"`    // copies announced by relays and checked
 	Lost    uint64 `json:"lost"`    // copies lost: a holder left or dropped the clip
 	Expired uint64 `json:"expired"` // clips dropped at their expiry
+	// Rebuilt counts clips this rendezvous did not know (it restarted)
+	// and rebuilt from a holder's announcement.
+	Rebuilt uint64 `json:"rebuilt"`
+	// MetaIgnored counts announcements whose sealed metadata differed
+	// from the clip's own and was not taken.
+	MetaIgnored uint64 `json:"meta_ignored"`
+	// Released counts holders told to drop a clip its owner unpublished.
+	Released uint64 `json:"released"`
 }
 
 func (c *counters) clipStats() ClipStats {
@@ -70,6 +82,7 @@ func (c *counters) clipStats() ClipStats {
 	return ClipStats{
 		Refused: k.clipRefused.Load(), Orders: k.clipOrders.Load(), Failed: k.clipFailed.Load(),
 		Held: k.clipHeld.Load(), Lost: k.clipLostCopy.Load(), Expired: k.clipExpired.Load(),
+		Rebuilt: k.clipRebuilt.Load(), MetaIgnored: k.clipMetaSkip.Load(), Released: k.clipReleased.Load(),
 	}
 }
 
@@ -83,6 +96,13 @@ type clipState struct {
 	// on its own side (its source); at maxClipSourceFailures no more are
 	// sent.
 	srcFailed map[proto.ItemID]int
+	// unpublished lists the clips their owner unpublished, until they
+	// would have expired (at most maxUnpublished): a holder that
+	// re-announces one is told to drop it (clip_restart.go).
+	unpublished map[proto.ItemID]time.Time
+	// sealedBy holds, per clip, the sealed metadata each holder last
+	// announced (clip_restart.go), pruned with the clip.
+	sealedBy map[proto.ItemID]map[string]string
 }
 
 // maxClipSourceFailures is how many store orders of one clip may fail on
@@ -218,6 +238,7 @@ func (s *Server) storeClipLocked(it *item, now time.Time) {
 			Dir: proto.DirPush, Relay: r.id, Item: it.id, Off: 0, Len: it.size,
 			Exp: it.expires.Unix(), Iat: now.Unix(),
 			Size: it.size, Name: it.name, MIME: it.mime, Store: true,
+			Enc: it.enc, Modified: it.view().validatorTime(), // to rebuild it after a restart (clip_restart.go)
 		})
 		msg := &proto.Order{Order: o.id, Item: it.id, Off: 0, Len: it.size, Relay: r.id, PushURL: s.relayPushURL(r, sess.secure), Token: tok}
 		if !sess.enqueue(msg) {
@@ -265,6 +286,9 @@ func (s *Server) handleClipHold(r *relayConn, m *proto.Hold) {
 	if err == nil && (!c.Store || c.Dir != proto.DirPush || c.Relay != r.id || c.Item != m.ID || c.Off != 0 || c.Len != m.Size || !m.Done) {
 		err = proto.ErrTokenScope
 	}
+	if err == nil {
+		err = checkSealed(c, m)
+	}
 	if err != nil {
 		s.stats.heldRefused.Add(1)
 		r.log.Info("clip hold refused", "item", m.ID, "err", err)
@@ -278,16 +302,23 @@ func (s *Server) handleClipHold(r *relayConn, m *proto.Hold) {
 		}
 	}
 	it := s.items[m.ID]
+	if it == nil && r.held != nil && (m.Ref == "re" || m.Ref == refReannounceClip) {
+		it = s.rebuildClipLocked(r, m, c, now) // clip_restart.go: forgotten by a restart
+	}
 	if it == nil || it.kind != proto.KindClip || r.held == nil {
-		// Unpublished, or forgotten by a restart: the relay drops it at
-		// its expiry.
+		// Unpublished, or over a limit: the relay drops it at its expiry.
 		r.log.Debug("hold of an unknown clip", "item", m.ID)
+		return
+	}
+	if it.size != c.Size || describesClip(c) && it.enc != c.Enc {
+		s.stats.heldRefused.Add(1)
+		r.log.Info("clip hold refused: the token is not of this clip", "item", m.ID)
 		return
 	}
 	if it.holders == nil {
 		it.holders = map[string]bool{}
 	}
-	if !it.holders[r.id] && m.Ref == "re" {
+	if !it.holders[r.id] && (m.Ref == "re" || m.Ref == refReannounceClip) {
 		s.stats.heldReannounced.Add(1)
 	}
 	if !it.holders[r.id] {
@@ -297,6 +328,7 @@ func (s *Server) handleClipHold(r *relayConn, m *proto.Hold) {
 	it.holdDone = true
 	it.offlineSince = time.Time{}
 	r.held[it.id] = it
+	s.syncSealedLocked(r, it, m) // clip_restart.go
 	r.log.Info("clip held", "item", it.id, "holders", len(it.holders))
 }
 
@@ -412,6 +444,16 @@ func (s *Server) sweepClipsLocked(now time.Time) {
 			delete(s.clips.srcFailed, id)
 		}
 	}
+	for id := range s.clips.sealedBy {
+		if s.items[id] == nil {
+			delete(s.clips.sealedBy, id)
+		}
+	}
+	for id, exp := range s.clips.unpublished {
+		if !now.Before(exp) {
+			delete(s.clips.unpublished, id)
+		}
+	}
 	for _, it := range s.items {
 		if it.kind != proto.KindClip || it.expires.IsZero() {
 			continue
@@ -495,6 +537,7 @@ func (s *Server) clipMeta(m *ItemMeta) {
 			m.Storing++
 		}
 	}
+	s.sealedHoldersLocked(it, m, now) // clip_restart.go
 	if !it.expires.IsZero() {
 		m.Expires = it.expires.UTC().Format(time.RFC3339)
 	}

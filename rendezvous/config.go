@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"crypto/ed25519"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -298,6 +299,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
+	// RootCAs, if set, are the certificate authorities trusted for relay
+	// URL challenges to https relays instead of the system's (`meshup dev
+	// --tls` and its local CA). nil: the system roots.
+	RootCAs *x509.CertPool
 }
 
 // Validate reports the first problem with c. Zero values are valid (they

@@ -421,7 +421,10 @@ func (s *Server) reclaim(c *session, p *proto.Publish) proto.Message {
 	if it.enc != "" && p.Meta != "" && len(p.Meta) <= proto.E2EMaxMeta {
 		// Sealed metadata needs the item id, which the publisher learns
 		// from Published: it sends Meta when it takes the item back.
-		it.meta = p.Meta
+		if it.meta != p.Meta {
+			it.meta = p.Meta
+			s.clipMetaChangedLocked(it) // clip_restart.go: its holders keep it
+		}
 	}
 	members := len(it.members)
 	s.mu.Unlock()
@@ -516,6 +519,7 @@ func (s *Server) unpublish(c *session, u *proto.Unpublish) proto.Message {
 	if left == 0 {
 		delete(s.items, it.id)
 		s.countItemLocked(it, -1)
+		s.releaseClipLocked(it) // clip_restart.go: its holders drop it
 	}
 	for _, o := range s.orders {
 		switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -149,6 +150,7 @@ func (s *Server) newVerifier() *http.Client {
 			TLSHandshakeTimeout:    s.cfg.VerifyTimeout,
 			ResponseHeaderTimeout:  s.cfg.VerifyTimeout,
 			MaxResponseHeaderBytes: 16 << 10,
+			TLSClientConfig:        &tls.Config{RootCAs: s.cfg.RootCAs}, // nil: the system's
 		},
 		Timeout:       s.cfg.VerifyTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

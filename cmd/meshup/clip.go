@@ -30,5 +30,8 @@ func sendClip(ctx context.Context, c *client.Client, src client.Source, stdout, 
 		return fmt.Errorf("clip %s not stored: %w", it.ID, err)
 	}
 	fmt.Fprintf(stderr, "clip stored on %d relay(s); readable until %s\n", st.Holders, st.Expires.Local().Format(time.RFC1123))
+	if st.Sealed == 0 {
+		fmt.Fprintln(stderr, "note: no holder confirmed it keeps the clip's sealed name and type (older relays): a restart of the rendezvous loses the clip unless it is sent again")
+	}
 	return nil
 }

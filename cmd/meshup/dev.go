@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/meshup/meshup/cmd/internal/devmesh"
 	"github.com/meshup/meshup/cmd/internal/logflag"
+	"github.com/meshup/meshup/cmd/internal/tlsserve"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -19,6 +22,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	addr := fs.String("http", "127.0.0.1:8080", "rendezvous HTTP listen address")
 	relays := fs.Int("relays", 2, "number of relays (at least 1)")
+	useTLS := fs.Bool("tls", false, "serve the rendezvous and relays over https/wss with a local CA made in memory at start (valid 7 days, new at every start); its certificate is printed, or written with --tls-dir")
+	tlsDir := fs.String("tls-dir", "", "write the local CA's certificate (never a key) to `DIR`/ca.pem, for curl --cacert or SSL_CERT_FILE; implies --tls")
 	var logFlags logflag.Flags
 	logFlags.Register(fs, slog.LevelInfo)
 	fs.Usage = func() {
@@ -39,7 +44,25 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	m, err := devmesh.Start(ctx, devmesh.Config{HTTPAddr: *addr, Relays: *relays, Logger: log})
+	dcfg := devmesh.Config{HTTPAddr: *addr, Relays: *relays, Logger: log}
+	var ca *tlsserve.DevCA
+	caFile := ""
+	if *useTLS || *tlsDir != "" {
+		if ca, err = tlsserve.NewDevCA(); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		dcfg.TLS, dcfg.RootCAs = ca.ServerConfig(), ca.Pool
+		if *tlsDir != "" {
+			if err := os.MkdirAll(*tlsDir, 0o755); err != nil {
+				return fmt.Errorf("dev: --tls-dir: %w", err)
+			}
+			caFile = filepath.Join(*tlsDir, "ca.pem")
+			if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+				return fmt.Errorf("dev: --tls-dir: %w", err)
+			}
+		}
+	}
+	m, err := devmesh.Start(ctx, dcfg)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("dev: %s is taken (another meshup dev?); choose another with --http: %w", *addr, err)
 	}
@@ -54,7 +77,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "meshup dev: rendezvous and web app at %s\n", m.URL)
 	fmt.Fprintf(stdout, "relays: %s\n", strings.Join(m.RelayURLs, " "))
-	fmt.Fprintf(stdout, "try:    go run ./cmd/meshup send FILE --rendezvous %s\n", m.URL)
+	switch {
+	case caFile != "":
+		fmt.Fprintf(stdout, "tls:    certificates of a local CA made at start; its certificate: %s\n", caFile)
+		fmt.Fprintf(stdout, "        trust it: curl --cacert %s ..., SSL_CERT_FILE=%s meshup ...\n", caFile, caFile)
+		fmt.Fprintf(stdout, "try:    SSL_CERT_FILE=%s go run ./cmd/meshup send FILE --rendezvous %s\n", caFile, m.URL)
+	case ca != nil:
+		fmt.Fprintf(stdout, "tls:    certificates of a local CA made at start; save its certificate below to a file (or use --tls-dir DIR)\n")
+		fmt.Fprintf(stdout, "        and trust it: curl --cacert FILE ..., SSL_CERT_FILE=FILE meshup ...\n%s", ca.CertPEM)
+		fmt.Fprintf(stdout, "try:    SSL_CERT_FILE=FILE go run ./cmd/meshup send FILE --rendezvous %s\n", m.URL)
+	default:
+		fmt.Fprintf(stdout, "try:    go run ./cmd/meshup send FILE --rendezvous %s\n", m.URL)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(stderr, "meshup dev: shutting down")
 	return nil

@@ -242,6 +242,8 @@ func describe(ctx context.Context, u string, wait, retryWait time.Duration, tty 
 				return nil, backoff.Permanent(fmt.Errorf("%w: it did not come online within %s (--wait)", errOffline, wait))
 			}
 			return nil, errOffline
+		case untrusted(err) != nil: // tlserr.go
+			return nil, backoff.Permanent(untrusted(err))
 		case errors.As(err, &nm), errors.As(err, &pe) && pe.Status == proto.StatusNotFound,
 			errors.Is(err, client.ErrNoKey), errors.Is(err, client.ErrWrongKey), errors.Is(err, proto.ErrE2EKey),
 			ctx.Err() != nil:

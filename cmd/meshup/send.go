@@ -316,6 +316,9 @@ func checkRendezvous(ctx context.Context, rdv string, wait time.Duration, stderr
 		if errors.As(err, &nm) {
 			return nil, backoff.Permanent(err)
 		}
+		if u := untrusted(err); u != nil { // tlserr.go
+			return nil, backoff.Permanent(u)
+		}
 		return info, err
 	}
 	notify := func(err error, next time.Duration) {
@@ -323,8 +326,11 @@ func checkRendezvous(ctx context.Context, rdv string, wait time.Duration, stderr
 	}
 	_, err := backoff.Retry(ctx, op, backoff.WithMaxElapsedTime(max(wait, time.Nanosecond)), backoff.WithNotify(notify))
 	var nm *client.NotMeshupError
-	if err != nil && !errors.As(err, &nm) {
+	if err != nil && !errors.As(err, &nm) && !errors.Is(err, errUntrusted) {
 		return fmt.Errorf("rendezvous %s does not answer: %w", rdv, err)
+	}
+	if err != nil && errors.Is(err, errUntrusted) {
+		return fmt.Errorf("rendezvous %s: %w", rdv, err)
 	}
 	return err
 }

@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +43,11 @@ type Config struct {
 	// WrapRelay, if set, wraps each relay's HTTP handler (tests use it
 	// to see what requests reach relays).
 	WrapRelay func(http.Handler) http.Handler
+	// TLS, if set, serves the rendezvous and every relay over https (and
+	// wss) with it; RootCAs are then the authorities the servers trust
+	// for each other's URLs (`meshup dev --tls`: tlsserve.DevCA).
+	TLS     *tls.Config
+	RootCAs *x509.CertPool
 }
 
 // Mesh is a running system. Close it when done.
@@ -88,7 +95,12 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("devmesh: listen: %w", err)
 	}
-	m.URL = "http://" + ln.Addr().String()
+	scheme := "http://"
+	if cfg.TLS != nil {
+		scheme = "https://"
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	m.URL = scheme + ln.Addr().String()
 	var gate rendezvous.RelayGate
 	node, err := mesh.New(mesh.Config{
 		ListenAddrs:  loopbackP2P,
@@ -105,6 +117,9 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 	m.nodes = append(m.nodes, node)
 	rc := cfg.Rendezvous
 	rc.PublicURL, rc.Node = m.URL, node
+	if cfg.RootCAs != nil {
+		rc.RootCAs = cfg.RootCAs
+	}
 	// Every relay of a dev mesh is the operator's: each presents an
 	// admission token signed with a key that lives only in this process
 	// (the production path, with class operator), and loopback addresses
@@ -142,7 +157,13 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		}
 		m.nodes = append(m.nodes, node)
 		c := cfg.Relay
-		c.Node, c.Rendezvous, c.PublicURL = node, m.URL, "http://"+ln.Addr().String()
+		if cfg.TLS != nil {
+			ln = tls.NewListener(ln, cfg.TLS)
+		}
+		c.Node, c.Rendezvous, c.PublicURL = node, m.URL, scheme+ln.Addr().String()
+		if cfg.RootCAs != nil {
+			c.RootCAs = cfg.RootCAs
+		}
 		c.AdmissionToken = proto.SignAdmission(admission, proto.AdmissionClaims{Relay: node.ID(), Name: fmt.Sprintf("dev-%d", i)})
 		if c.Logger == nil {
 			c.Logger = cfg.Logger.With("role", "relay", "n", i)

@@ -138,3 +138,139 @@ func TestClipProcesses(t *testing.T) {
 		t.Errorf("GET avoiding the dead relay: %s, want 200", resp.Status)
 	}
 }
+
+// TestClipRendezvousRestart: clips survive a restart of the rendezvous
+// with their senders gone. `meshup send --clip` of a plaintext and of an
+// encrypted file returns once both relays hold them (and the holders have
+// the encrypted clip's sealed metadata); the rendezvous process is killed
+// and started again on the same port with the same --identity (its token
+// key), knowing nothing; the relays register again and re-announce the
+// clips, from which it rebuilds them: the plaintext one is read intact
+// with Ranges, the encrypted one with `meshup get`, name included.
+func TestClipRendezvousRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binaries; run without -short")
+	}
+	dir, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshup := filepath.Join(dir, "meshup")
+	port := freePort(t)
+	rdv := fmt.Sprintf("http://127.0.0.1:%d", port)
+	identity := filepath.Join(t.TempDir(), "rendezvous.key")
+	startRdv := func() *proc {
+		p := start(t, "rendezvous", nil, "--http", fmt.Sprintf("127.0.0.1:%d", port),
+			"--p2p", "/ip4/127.0.0.1/tcp/0", "--public-url", rdv, "--stun", "127.0.0.1:0",
+			"--allow-private-addrs", "--trust-all-relays", "--identity", identity)
+		waitFor(t, "rendezvous", 20*time.Second, func() bool { return liveRelays(rdv) != nil })
+		return p
+	}
+	rp := startRdv()
+	var relayURLs []string
+	for i := range 2 {
+		start(t, "relay", nil, "--rendezvous", rdv, "--http", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0", "--allow-private-addrs")
+		waitFor(t, fmt.Sprintf("relay %d to register", i), 20*time.Second, func() bool { return len(liveRelays(rdv)) == i+1 })
+	}
+	for _, u := range liveRelays(rdv) {
+		relayURLs = append(relayURLs, u)
+	}
+
+	file, sum := randomFile(t, 3<<20+11)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(flags ...string) (share, download string) {
+		t.Helper()
+		cmd := exec.Command(meshup, append(append([]string{"send", "--rendezvous", rdv, "--clip"}, flags...), file)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("meshup send --clip %v: %v\n%s", flags, err, stderr.String())
+		}
+		f := strings.Fields(stdout.String())
+		if len(f) != 2 {
+			t.Fatalf("meshup send --clip: stdout %q, want two URLs", stdout.String())
+		}
+		return f[0], f[1]
+	}
+	_, plain := send("--plain", "--volunteers")
+	secret, _ := send()
+	type clipStats struct {
+		Stats struct {
+			Clips struct {
+				Held   int `json:"held"`
+				Sealed int `json:"sealed"`
+			} `json:"clips"`
+		} `json:"stats"`
+	}
+	// send --clip returned: a holder keeps the sealed metadata already.
+	sealed := 0
+	for _, u := range relayURLs {
+		var st clipStats
+		if err := getJSON(u+"/v1/status", &st); err != nil {
+			t.Fatal(err)
+		}
+		sealed += st.Stats.Clips.Sealed
+	}
+	if sealed < 1 {
+		t.Fatalf("after send --clip returned: %d relays keep the sealed metadata, want at least 1", sealed)
+	}
+	for _, u := range relayURLs {
+		waitFor(t, "relay "+u+" to hold both clips", 20*time.Second, func() bool {
+			var st clipStats
+			return getJSON(u+"/v1/status", &st) == nil && st.Stats.Clips.Held == 2
+		})
+	}
+
+	etagOf := func() string {
+		t.Helper()
+		resp := get(t, plain, "bytes=0-0")
+		resp.Body.Close()
+		return resp.Header.Get("ETag")
+	}
+	etag := etagOf()
+
+	// The rendezvous dies and comes back knowing nothing.
+	rp.kill()
+	startRdv()
+	waitFor(t, "both relays to register again", 60*time.Second, func() bool { return len(liveRelays(rdv)) == 2 })
+	for _, link := range []string{plain, secret} {
+		id := link[strings.LastIndex(link, "/")+1:]
+		if i := strings.IndexByte(id, '#'); i >= 0 {
+			id = id[:i]
+		}
+		waitFor(t, "the clip "+id+" rebuilt with both holders", 30*time.Second, func() bool {
+			var m struct {
+				Holders int `json:"holders"`
+			}
+			return getJSON(rdv+"/v1/items/"+id+"/meta", &m) == nil && m.Holders == 2
+		})
+	}
+	for _, r := range []struct {
+		h        string
+		from, to int
+	}{
+		{"", 0, len(data)},
+		{"bytes=1048570-2097151", 1048570, 2097152},
+		{"bytes=-100", len(data) - 100, len(data)},
+	} {
+		resp := get(t, plain, r.h)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(body, data[r.from:r.to]) {
+			t.Fatalf("GET %s Range %q after the restart: %d bytes, %v; want bytes %d-%d intact", plain, r.h, len(body), err, r.from, r.to)
+		}
+	}
+	if got := etagOf(); got != etag || etag == "" {
+		t.Errorf("ETag after the restart: got %q, want %q as before (If-Range of a reader in progress still matches)", got, etag)
+	}
+	outDir := t.TempDir()
+	cmd := exec.Command(meshup, "get", secret)
+	cmd.Dir = outDir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("meshup get of the encrypted clip after the restart: %v\n%s", err, b)
+	}
+	checkFile(t, filepath.Join(outDir, filepath.Base(file)), sum) // the sealed name opened
+}
