@@ -538,7 +538,8 @@ func (r *LiveReader) fill() error {
 			}
 			return err
 		}
-		return fmt.Errorf("live: %w", err)
+		// The source failed (a reset body): no end mark either.
+		return fmt.Errorf("%w: %w", ErrLiveNoEnd, err)
 	}
 	if kind != LiveHead {
 		if r.head == nil {
