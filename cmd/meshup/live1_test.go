@@ -66,6 +66,7 @@ func TestLiveSealedVolunteer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	waitDirect(t, m)
 	link, stdin, liveErr := startLive(t, ctx, []string{"--rendezvous", m.URL, "--type", "text/plain", "--name", "log.txt"})
 	if !strings.HasPrefix(link, m.URL+"/l/") || !strings.Contains(link, "#k=") {
 		t.Fatalf("link %q, want %s/l/ID#k=KEY", link, m.URL)
@@ -112,6 +113,26 @@ func TestLiveSealedVolunteer(t *testing.T) {
 	if seen.Len() < want.Len() || bytes.Contains(seen.Bytes(), []byte(marker)) || bytes.Contains(seen.Bytes(), []byte("log.txt")) {
 		t.Errorf("the volunteer relay was given %d bytes with plaintext in them (%v)", seen.Len(), bytes.Contains(seen.Bytes(), []byte(marker)))
 	}
+}
+
+// waitDirect waits until the rendezvous sends publishers to the mesh's
+// first relay directly rather than through its tunnel (it learns with
+// STUN that the relay is reachable), so that WrapRelay sees their
+// requests.
+func waitDirect(t *testing.T, m *devmesh.Mesh) {
+	t.Helper()
+	meshtest.Eventually(t, 10*time.Second, "the relay reachable directly", func() bool {
+		id, secret := proto.NewLiveSecret()
+		req, _ := http.NewRequest(http.MethodPost, m.URL+"/v1/live/"+id.String()+"?enc=live1", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		var e proto.LiveEntry
+		err = decodeOK(resp, &e)
+		return err == nil && strings.HasPrefix(e.PushURL, m.RelayURLs[0]+"/")
+	})
 }
 
 type lockedWriter struct {

@@ -329,12 +329,21 @@ func TestLive1HostileRelay(t *testing.T) {
 	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap})
 	id, secret := proto.NewLiveSecret()
 	k := proto.NewE2EKey()
-	entry := liveEntrySealed(t, m.URL, id, secret)
+	// The wrapper sees the relay's own listener only, not its tunnel:
+	// wait until the rendezvous sends publishers there directly.
+	var entry proto.LiveEntry
+	waitFor(t, "the relay reachable directly", 10*time.Second, func() bool {
+		entry = liveEntrySealed(t, m.URL, id, secret)
+		return strings.HasPrefix(entry.PushURL, m.RelayURLs[0]+"/")
+	})
 	a := m.Relays[0]
 	pub := startSealedPublisher(t, entry, secret, k)
 	pub.lw.Head(proto.LiveMeta{Type: "text/plain"}, nil)
 	waitFor(t, "the channel on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn == pub.cw.n.Load() })
 	loc := liveRedirect(t, m.URL, id, a.ID())
+	if !strings.HasPrefix(loc, m.RelayURLs[0]+"/") {
+		t.Fatalf("readers sent to %s, not to the relay's own listener", loc)
+	}
 	honest := readSealed(t, loc, k, id)
 	flipped := readSealed(t, loc+"&tamper=flip", k, id)
 	dropped := readSealed(t, loc+"&tamper=drop", k, id)
