@@ -163,6 +163,20 @@ func TestLive1Relays(t *testing.T) {
 	m := startMeshWith(t, devmesh.Config{Relays: 2, Volunteers: 2})
 	id, secret := proto.NewLiveSecret()
 	k := proto.NewE2EKey()
+	// Volunteers carry sealed channels only; an unknown format is refused.
+	for _, q := range []string{"", "?enc=e2e1"} {
+		req, _ := http.NewRequest(http.MethodPost, m.URL+"/v1/live/"+id.String()+q, nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("POST /v1/live/ID%s on a mesh of volunteers: %s %s, want a refusal", q, resp.Status, b)
+		}
+	}
 	entry := liveEntrySealed(t, m.URL, id, secret)
 	var a, b *relay.Server
 	for _, r := range m.Relays {
