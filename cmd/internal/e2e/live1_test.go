@@ -111,7 +111,8 @@ func startSealedPublisher(t *testing.T, entry proto.LiveEntry, secret string, k 
 // sealedReader reads a sealed channel from url in the background.
 type sealedReader struct {
 	out   bytes.Buffer
-	head  proto.LiveHeadInfo
+	head  proto.LiveHeadInfo // the latest
+	heads int                // heads seen
 	ctype string
 	err   error
 	done  chan struct{}
@@ -133,7 +134,8 @@ func readSealed(t *testing.T, url string, k proto.E2EKey, id proto.ItemID) *seal
 		defer close(r.done)
 		defer resp.Body.Close()
 		lr := proto.NewLiveReader(resp.Body, k, id)
-		if r.head, r.err = lr.Head(); r.err != nil {
+		lr.OnHead = func(h proto.LiveHeadInfo) { r.head = h; r.heads++ }
+		if _, r.err = lr.Head(); r.err != nil {
 			return
 		}
 		_, r.err = lr.WriteTo(&r.out)
@@ -588,4 +590,62 @@ func TestLive1WebSocketPublish(t *testing.T) {
 			t.Errorf("reader: %q, %v; want the bytes before the drop and no end mark", r.out.String(), r.err)
 		}
 	})
+}
+
+// TestLive1HeadChange: a publisher that changes its head mid-stream (a
+// new recorder). A reader there before gets both heads in order; a
+// reader joining after the change gets the new head first and starts at
+// the live edge (the sync record before the new head is not a place to
+// join under it), then at the next sync for later readers.
+func TestLive1HeadChange(t *testing.T) {
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
+	a := m.Relays[0]
+	id, secret := proto.NewLiveSecret()
+	k := proto.NewE2EKey()
+	entry := liveEntrySealed(t, m.URL, id, secret)
+	pub := startSealedPublisher(t, entry, secret, k)
+	inRing := func() {
+		t.Helper()
+		waitFor(t, "the records in the relay's ring", 10*time.Second, func() bool { return a.LiveStats().BytesIn == pub.cw.n.Load() })
+	}
+	m0, m1 := proto.LiveMeta{Type: "video/webm;codecs=vp8"}, proto.LiveMeta{Type: "video/webm;codecs=vp9", Name: "second.webm"}
+	pub.lw.Head(m0, []byte("init0"))
+	pub.lw.Sync([]byte("A;"))
+	inRing()
+	early := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "the early reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+	pub.lw.Write([]byte("a1;"))
+	pub.lw.Head(m1, []byte("init1"))
+	pub.lw.Write([]byte("b0;"))
+	inRing()
+	late := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "the late reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 2 })
+	pub.lw.Write([]byte("b1;"))
+	pub.lw.Sync([]byte("B;"))
+	inRing()
+	later := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "the later reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 3 })
+	pub.lw.Write([]byte("b2;"))
+	pub.lw.Close()
+	pub.pw.Close()
+	if err := <-pub.done; err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		r     *sealedReader
+		want  string
+		head  proto.LiveMeta
+		init  string
+		heads int
+	}{
+		{"early", early, "A;a1;b0;b1;B;b2;", m1, "init1", 2},
+		{"late", late, "b1;B;b2;", m1, "init1", 1},
+		{"later", later, "B;b2;", m1, "init1", 1},
+	} {
+		c.r.wait(t)
+		if c.r.err != nil || c.r.out.String() != c.want || c.r.head.Meta != c.head || string(c.r.head.Init) != c.init || c.r.heads != c.heads {
+			t.Errorf("%s reader: %q, head %+v, %d heads, err %v; want %q under %+v after %d heads", c.name, c.r.out.String(), c.r.head, c.r.heads, c.r.err, c.want, c.head, c.heads)
+		}
+	}
 }
