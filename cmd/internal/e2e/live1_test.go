@@ -452,7 +452,8 @@ func TestLive1WebSocketPublish(t *testing.T) {
 		if !strings.HasPrefix(entry.PushURL, m.URL+"/v1/relays/") {
 			t.Fatalf("push URL %s is not through the rendezvous's tunnel", entry.PushURL)
 		}
-		ws, _, err := wsPublisher(t, entry.PushURL, nil)
+		// As a page of the rendezvous publishes: with its origin.
+		ws, _, err := wsPublisher(t, entry.PushURL, http.Header{"Origin": {m.URL}})
 		if err != nil {
 			t.Fatal(err)
 		}
