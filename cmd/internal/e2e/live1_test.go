@@ -582,6 +582,11 @@ func TestLive1WebSocketPublish(t *testing.T) {
 		waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().Channels == 1 && a.LiveStats().BytesIn > 0 })
 		r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
 		waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+		// A second publisher is refused; the first goes on.
+		ws2 := hello(t, entry, fmt.Sprintf(`{"secret":%q,"enc":"live1"}`, secret))
+		if code, reason, _ := closeCode(ws2); code != 4000+int(proto.StatusConflict) {
+			t.Errorf("second publisher: close %d %q, want %d", code, reason, 4000+int(proto.StatusConflict))
+		}
 		in := a.LiveStats().BytesIn
 		lw.Write([]byte("before the drop;"))
 		waitFor(t, "the record on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn > in })
