@@ -655,3 +655,58 @@ func TestLive1HeadChange(t *testing.T) {
 		}
 	}
 }
+
+// TestLive1BadRecordPut: a PUT publisher whose body holds a record with a
+// length out of bounds is answered 4xx with the reason, and the channel
+// ends for its readers without its end mark.
+func TestLive1BadRecordPut(t *testing.T) {
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
+	a := m.Relays[0]
+	id, secret := proto.NewLiveSecret()
+	k := proto.NewE2EKey()
+	entry := liveEntrySealed(t, m.URL, id, secret)
+	pr, pw := io.Pipe()
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	ans := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPut, entry.PushURL, pr)
+		req.ContentLength = -1
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("Content-Type", proto.LiveContentType)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			ans <- answer{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ans <- answer{code: resp.StatusCode, body: string(b)}
+	}()
+	ls := proto.NewLiveSealer(k, id)
+	head, _ := proto.AppendLiveHead(nil, proto.LiveMeta{Type: "x/y"}, nil)
+	pw.Write(ls.SealRecord(nil, proto.LiveHead, 0, head))
+	waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn > 0 })
+	r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+	pw.Write(ls.SealRecord(nil, proto.LiveData, 0, []byte("ok;")))
+	bad := binary.BigEndian.AppendUint32(nil, proto.LiveMaxRecord) // one byte too long with its len field
+	pw.Write(bad)
+	var got answer
+	select {
+	case got = <-ans:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer to the bad record")
+	}
+	pw.Close()
+	if got.err != nil || got.code < 400 || got.code >= 500 || !strings.Contains(got.body, "bad record") {
+		t.Errorf("answer %d %q, %v; want 4xx naming the bad record", got.code, got.body, got.err)
+	}
+	r.wait(t)
+	if !errors.Is(r.err, proto.ErrLiveNoEnd) || r.out.String() != "ok;" {
+		t.Errorf("reader: %q, %v; want ok; and no end mark", r.out.String(), r.err)
+	}
+}
