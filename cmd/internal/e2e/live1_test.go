@@ -710,3 +710,24 @@ func TestLive1BadRecordPut(t *testing.T) {
 		t.Errorf("reader: %q, %v; want ok; and no end mark", r.out.String(), r.err)
 	}
 }
+
+// TestLive1WebSocketShutdown: a relay shutting down closes its WebSocket
+// publishers with 1001 and the reason.
+func TestLive1WebSocketShutdown(t *testing.T) {
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
+	id, secret := proto.NewLiveSecret()
+	entry := liveEntrySealed(t, m.URL, id, secret)
+	ws, _, err := wsPublisher(t, entry.PushURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"secret":%q,"enc":"live1"}`, secret))
+	if _, ok, err := ws.ReadMessage(); err != nil || string(ok) != `{"ok":true}` {
+		t.Fatalf("answer %q, %v", ok, err)
+	}
+	go m.Close()
+	if code, reason, _ := closeCode(ws); code != websocket.CloseGoingAway {
+		t.Errorf("close %d %q, want 1001", code, reason)
+	}
+}
