@@ -8,10 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 
+	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -19,6 +18,12 @@ import (
 // is drawn here and never leaves this process but as the bearer token of
 // the push; the printed link names the channel id (proto.LiveID), which
 // lets anyone read the channel from the live edge, not write into it.
+//
+// By default the channel is sealed (proto/livee2e.go): a key K is drawn
+// for the channel, stdin goes out as live1 records, and the printed link
+// is the share page RDV/l/ID#k=K, whose fragment never reaches a server.
+// Relays, volunteers included, carry records they cannot read or alter
+// unnoticed. --plain keeps the plaintext channel readable with curl.
 
 func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return liveFrom(ctx, args, os.Stdin, stdout, stderr)
@@ -29,10 +34,13 @@ func liveFrom(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs := flag.NewFlagSet("live", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	rdv := fs.String("rendezvous", defaultRendezvous(), "rendezvous base URL (default $MESHUP_RENDEZVOUS or http://127.0.0.1:8080)")
-	volunteers := fs.Bool("volunteers", false, "let volunteer relays carry this plaintext channel (default: operator relays only)")
+	volunteers := fs.Bool("volunteers", false, "with --plain: let volunteer relays carry this plaintext channel (default: operator relays only; sealed channels may always go through volunteers)")
 	secret := fs.String("secret", "", "the channel secret (at least 22 characters of A-Z a-z 0-9 - _ . ~), e.g. an EvSocket channel name; default: a fresh random one")
+	plain := fs.Bool("plain", false, "a plaintext channel, readable by relays and any HTTP client (curl) at the printed /v1/live/ID link; default: sealed end to end (live1)")
+	typ := fs.String("type", "application/octet-stream", "MIME type of the stream, in the sealed channel's head (players use it)")
+	name := fs.String("name", "", "file name of the stream, in the sealed channel's head")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cmd | meshup live [flags]\n\nStreams stdin into a live channel: prints the channel's link on stdout\n(read it with 'meshup get LINK' or any HTTP client, from the live edge)\nand ends the channel at EOF. Live channels are plaintext at relays.")
+		fmt.Fprintln(stderr, "usage: cmd | meshup live [flags]\n\nStreams stdin into a live channel: prints the channel's link on stdout\nand ends the channel at EOF. The channel is sealed end to end: the link\n(RDV/l/ID#k=KEY; quote it) carries the key in its fragment, relays see\nonly record sizes; read it with 'meshup get LINK' or in a browser.\nWith --plain, the link is RDV/v1/live/ID, plaintext at relays, readable\nwith any HTTP client from the live edge.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -42,57 +50,49 @@ func liveFrom(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	id, sec := proto.NewLiveSecret()
-	if *secret != "" {
-		var err error
-		if id, err = proto.LiveID(*secret); err != nil {
-			return fmt.Errorf("--secret: %w", err)
-		}
-		sec = *secret
-	}
-	u := strings.TrimSuffix(*rdv, "/") + "/v1/live/" + id.String()
-	if *volunteers {
-		u += "?volunteers=1"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	p, err := client.PublishLive(ctx, client.LiveOptions{
+		Rendezvous: *rdv,
+		Secret:     *secret,
+		Plain:      *plain,
+		Volunteers: *volunteers,
+		Meta:       proto.LiveMeta{Type: *typ, Name: *name},
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("live: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+sec)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("live: ask the rendezvous for a relay: %w", err)
-	}
-	var entry proto.LiveEntry
-	err = decodeOK(resp, &entry)
-	if err != nil {
-		return fmt.Errorf("live: ask the rendezvous for a relay: %w", err)
-	}
-	fmt.Fprintln(stdout, entry.URL)
+	fmt.Fprintln(stdout, p.Link)
 	if f, ok := stdout.(interface{ Sync() error }); ok {
 		f.Sync()
 	}
-
-	// The body is stdin as it comes: a chunked request, flushed chunk by
-	// chunk by net/http.
-	preq, err := http.NewRequestWithContext(ctx, http.MethodPut, entry.PushURL, io.NopCloser(stdin))
+	// stdin as it comes: one record (or chunk) per read.
+	buf := make([]byte, proto.LiveMaxPlain)
+	var n int64
+	for {
+		k, rerr := stdin.Read(buf)
+		if k > 0 {
+			n += int64(k)
+			if _, err := p.Write(buf[:k]); err != nil {
+				_, cerr := p.Close()
+				return fmt.Errorf("live: push to relay: %w", errors.Join(cerr, err))
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			p.Abort(rerr)
+			return fmt.Errorf("live: read stdin: %w", rerr)
+		}
+	}
+	res, err := p.Close()
 	if err != nil {
-		return err
+		return fmt.Errorf("live: %w", err)
 	}
-	preq.ContentLength = -1
-	preq.Header.Set("Authorization", "Bearer "+sec)
-	preq.Header.Set("Content-Type", "application/octet-stream")
-	presp, err := http.DefaultClient.Do(preq)
-	if err != nil {
-		return fmt.Errorf("live: push to relay: %w", err)
+	if *plain {
+		fmt.Fprintf(stderr, "live channel ended after %d bytes\n", res.Bytes)
+	} else {
+		fmt.Fprintf(stderr, "live channel ended after %d bytes of stdin (%d sealed)\n", n, res.Bytes)
 	}
-	var done struct {
-		Bytes int64 `json:"bytes"`
-	}
-	if err := decodeOK(presp, &done); err != nil {
-		return fmt.Errorf("live: push to relay: %w", err)
-	}
-	fmt.Fprintf(stderr, "live channel ended after %d bytes\n", done.Bytes)
 	return nil
 }
 
@@ -111,18 +111,46 @@ func decodeOK(resp *http.Response, v any) error {
 	return json.NewDecoder(body).Decode(v)
 }
 
-// isLiveURL reports whether raw is a live channel's link (/v1/live/ID).
-func isLiveURL(raw string) bool {
-	u, err := url.Parse(raw)
-	return err == nil && strings.HasPrefix(u.Path, "/v1/live/")
-}
+// isLiveURL reports whether raw is a live channel's link (/v1/live/ID, or
+// a sealed channel's page /l/ID).
+func isLiveURL(raw string) bool { return client.IsLiveURL(raw) }
 
-// errLiveCut means a live channel's body did not end cleanly.
-var errLiveCut = errors.New("live channel cut off before its end (slow reader, or the publisher or a relay was lost; see the relay's log)")
+// errLiveNoKey means a sealed channel's link lacks its key.
+var errLiveNoKey = errors.New("live: this live channel is sealed end to end and the link has no key: use the whole link printed by 'meshup live', with its #k=... fragment (quote it in the shell)")
+
+// liveReadError words a sealed channel's read error for people.
+func liveReadError(err error) error {
+	switch {
+	case errors.Is(err, proto.ErrLiveIntegrity):
+		var re *proto.LiveRecordError
+		if errors.As(err, &re) && re.Kind == proto.LiveHead && re.Seq == 0 {
+			return fmt.Errorf("live: the channel's head does not open with the link's key: wrong key, or altered by a relay (%w)", err)
+		}
+		return fmt.Errorf("live: a record failed its check, the relay altered or spliced data: %w", err)
+	case errors.Is(err, proto.ErrLiveMissing):
+		return fmt.Errorf("live: %w", err)
+	case errors.Is(err, proto.ErrLiveNoEnd):
+		return fmt.Errorf("live: %w (the publisher, a relay or this reader was cut off: slow reader, lost publisher or relay; see the relay's log)", err)
+	}
+	return fmt.Errorf("live: %w", err)
+}
 
 // runLiveGet streams a live channel from the live edge to out (a file
 // name, or "-" or "" for stdout) until the channel ends.
 func runLiveGet(ctx context.Context, link, out string, stdout io.Writer) error {
+	ls, err := client.ReadLive(ctx, link, nil)
+	if err != nil {
+		if errors.Is(err, client.ErrLiveNoKey) {
+			return errLiveNoKey
+		}
+		return fmt.Errorf("live: %w", err)
+	}
+	defer ls.Close()
+	if ls.Sealed {
+		if _, err := ls.Reader.Head(); err != nil {
+			return liveReadError(err)
+		}
+	}
 	w := stdout
 	if out != "" && out != "-" {
 		f, err := os.Create(out)
@@ -132,34 +160,11 @@ func runLiveGet(ctx context.Context, link, out string, stdout io.Writer) error {
 		defer f.Close()
 		w = f
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, link, nil)
-	if err != nil {
+	if _, err := ls.WriteTo(w); err != nil {
+		if ls.Sealed {
+			return liveReadError(err)
+		}
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("live: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return decodeOK(resp, nil)
-	}
-	defer resp.Body.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil { // unbuffered: each chunk goes on as it comes
-				return err
-			}
-		}
-		if rerr == io.EOF {
-			if resp.Trailer.Get("Meshup-Live-End") != "ok" {
-				return errLiveCut
-			}
-			return nil
-		}
-		if rerr != nil {
-			return fmt.Errorf("%w: %v", errLiveCut, rerr)
-		}
-	}
+	return nil
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// for each other's URLs (`meshup dev --tls`: tlsserve.DevCA).
 	TLS     *tls.Config
 	RootCAs *x509.CertPool
+	// Volunteers is how many of the relays (the last ones) present no
+	// admission token: the rendezvous takes them as volunteer relays.
+	Volunteers int
 }
 
 // Mesh is a running system. Close it when done.
@@ -165,6 +168,9 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 			c.RootCAs = cfg.RootCAs
 		}
 		c.AdmissionToken = proto.SignAdmission(admission, proto.AdmissionClaims{Relay: node.ID(), Name: fmt.Sprintf("dev-%d", i)})
+		if i >= cfg.Relays-cfg.Volunteers {
+			c.AdmissionToken = ""
+		}
 		if c.Logger == nil {
 			c.Logger = cfg.Logger.With("role", "relay", "n", i)
 		}
