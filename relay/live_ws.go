@@ -52,6 +52,14 @@ func (s *Server) handleLiveWSPush(w http.ResponseWriter, r *http.Request, id pro
 		writeError(w, proto.Errorf(proto.StatusOriginRefused, "origin %q is not allowed", r.Header.Get("Origin")))
 		return
 	}
+	// Close waits for the handler: a relay shutting down sends its close
+	// (1001 and the reason, below) before the process goes, rather than
+	// leaving the publisher a bare reset (1006).
+	if !s.goStart() {
+		writeError(w, errShutdown)
+		return
+	}
+	defer s.wg.Done()
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.HandshakeTimeout,
 		WriteBufferPool:  s.wbufs,
@@ -62,6 +70,15 @@ func (s *Server) handleLiveWSPush(w http.ResponseWriter, r *http.Request, id pro
 		return
 	}
 	defer ws.Close()
+	// Until the channel is taken, a shutdown closes the socket here;
+	// after, the channel's end does (stopEnd below).
+	helloClosed := make(chan struct{})
+	stopHello := context.AfterFunc(s.ctx, func() {
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, errShutdown.Msg), time.Now().Add(liveCutGrace))
+		ws.UnderlyingConn().SetReadDeadline(time.Now().Add(liveCutGrace))
+		close(helloClosed)
+	})
+	defer stopHello()
 	log := s.log.With("channel", id, "peer", r.RemoteAddr)
 	closeWith := func(code int, reason string) {
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, proto.TruncateReason(reason)), time.Now().Add(s.cfg.WriteTimeout))
@@ -107,6 +124,16 @@ func (s *Server) handleLiveWSPush(w http.ResponseWriter, r *http.Request, id pro
 		s.stats.refused("live_secret")
 		fail(errLiveSecret)
 		return
+	}
+	if !stopHello() {
+		// Shutting down: the close (1001) is on its way; let the
+		// client read it before the connection goes.
+		<-helloClosed
+		for {
+			if _, _, err := ws.NextReader(); err != nil {
+				return
+			}
+		}
 	}
 	volunteers, _ := strconv.ParseBool(r.URL.Query().Get("volunteers"))
 	ch, err := s.takeLivePublisher(id, volunteers, true)
