@@ -165,7 +165,7 @@ func (s *Server) handleWeb(w http.ResponseWriter, r *http.Request) {
 // libraryFiles are the files of the browser library, served under the
 // versioned path /web/v1/ as well as /web/. meshup.js imports ./e2e.js, so
 // both are there.
-var libraryFiles = map[string]bool{"meshup.js": true, "e2e.js": true}
+var libraryFiles = map[string]bool{"meshup.js": true, "e2e.js": true, "live.js": true, "webm.js": true}
 
 // handleWebV1 serves the browser library at /web/v1/meshup.js: the path
 // pages on other sites import, kept for as long as the library's API is
