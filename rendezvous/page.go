@@ -18,7 +18,7 @@ import (
 )
 
 // The web app (client/web) is served from the binary: the sender at /, an
-// item's page at /i/{id}, the library and the app's modules under /web/,
+// item's page at /i/{id}, a live channel's page at /l/{id}, the library and the app's modules under /web/,
 // and the download Service Worker at /sw.js so that its scope is the whole
 // origin.
 
@@ -115,6 +115,21 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	s.writePageHeaders(w)
 	w.WriteHeader(code)
 	w.Write(buf.Bytes())
+}
+
+// handleLivePage serves the page of a sealed live channel (GET /l/{id},
+// app/live.html): the page reads the channel id from its URL and the key
+// from the fragment, and reads the channel itself (GET /v1/live/{id}).
+// Whether the channel is live is the page's to find out: the rendezvous
+// knows channels only once their relay announced them.
+func (s *Server) handleLivePage(w http.ResponseWriter, r *http.Request) {
+	f, ok := s.web["app/live.html"]
+	if _, err := proto.ParseItemID(r.PathValue("id")); err != nil || !ok {
+		writeError(w, 0, proto.StatusNotFound, "no such live channel")
+		return
+	}
+	s.writePageHeaders(w)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
 }
 
 // handleIndex serves the sender's page, app/index.html.

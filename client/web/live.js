@@ -64,13 +64,14 @@ const enc = new TextEncoder();
  * (a record does not open: altered by a relay), 'missing' (a record's seq
  * is not the previous + 1: dropped or reordered), 'cut' (the stream ended
  * without the publisher's end mark), 'nohead' (the first record is not a
- * head), 'malformed', 'http' (the rendezvous or relay refused; status set)
+ * head), 'head' (an older head after a newer one), 'malformed', 'http' (the
+ * rendezvous or relay refused; status set)
  * and 'other'. seq is the record's, or -1.
  */
 export class LiveError extends Error {
   /**
    * @param {string} message
-   * @param {'key'|'integrity'|'missing'|'cut'|'nohead'|'malformed'|'http'|'other'} [kind]
+   * @param {'key'|'integrity'|'missing'|'cut'|'nohead'|'head'|'malformed'|'http'|'other'} [kind]
    * @param {number} [seq]
    * @param {number} [status] HTTP status of a refusal
    */
@@ -279,8 +280,8 @@ export class LiveReader {
     this.head = -1; // seq of the current head, -1 before the first
     this.next = -1; // seq the next data record must have, -1 before the first
     this.ended = false;
-    /** @type {LiveRecord[]} */
-    this.out = [];
+    /** @type {LiveError|null} a failure after records still to hand out */
+    this.err = null;
   }
 
   /**
@@ -289,24 +290,41 @@ export class LiveReader {
    * @returns {Promise<LiveRecord[]>}
    */
   async push(b) {
+    if (this.err) throw this.err;
     this.buf = this.buf.length ? concat([this.buf, b]) : b;
     /** @type {LiveRecord[]} */
     const out = [];
+    try {
+      await this.parse(out);
+    } catch (err) {
+      // The records before the failure are handed out first.
+      if (out.length === 0) throw err;
+      this.err = err;
+    }
+    return out;
+  }
+
+  /**
+   * Opens the whole records in buf into out.
+   * @param {LiveRecord[]} out
+   */
+  async parse(out) {
     let at = 0;
-    while (this.buf.length - at >= 4) {
-      if (this.ended) throw new LiveError('bytes after the channel\'s end mark', 'malformed');
+    while (this.buf.length - at >= 4 && !this.ended) {
       const v = new DataView(this.buf.buffer, this.buf.byteOffset + at);
       const len = v.getUint32(0);
-      if (len < MIN_LEN || 4 + len > MAX_RECORD) throw new LiveError(`a record of ${len} bytes is outside [${MIN_LEN}, ${MAX_RECORD - 4}]: not a live1 stream`, 'malformed');
+      if (len < MIN_LEN || 4 + len > MAX_RECORD) {
+        throw new LiveError(`a record of ${len} bytes is outside [${MIN_LEN}, ${MAX_RECORD - 4}]: not a live1 stream`, 'malformed');
+      }
       if (this.buf.length - at < 4 + len) break;
       const kind = this.buf[at + 4];
       const seq = v.getUint32(5) * 2 ** 32 + v.getUint32(9);
       const sealed = this.buf.subarray(at + RECORD_HEADER, at + 4 + len);
       at += 4 + len;
-      out.push(await this.open(kind, seq, sealed));
+      const rec = await this.open(kind, seq, sealed);
+      if (rec) out.push(rec);
     }
     this.buf = at === this.buf.length ? new Uint8Array(0) : this.buf.slice(at);
-    return out;
   }
 
   /**
@@ -314,14 +332,12 @@ export class LiveReader {
    * @param {number} kind
    * @param {number} seq
    * @param {Uint8Array} sealed
-   * @returns {Promise<LiveRecord>}
+   * @returns {Promise<LiveRecord|null>} null for a replay of the current head
    */
   async open(kind, seq, sealed) {
     if (kind > Kind.LAST) throw new LiveError(`record ${seq} has kind ${kind}, not one of live1`, 'malformed', seq);
     if (this.head < 0 && kind !== Kind.HEAD) throw new LiveError('no channel head: the first record is not the channel head', 'nohead', seq);
-    if (kind === Kind.HEAD) {
-      if (this.head >= 0 && seq <= this.head) throw new LiveError(`head ${seq} after head ${this.head}: the relay replayed an old channel head`, 'missing', seq);
-    } else if (this.next >= 0 && seq !== this.next) {
+    if (kind !== Kind.HEAD && this.next >= 0 && seq !== this.next) {
       throw new LiveError(`record ${this.next} missing (got ${seq}): the relay dropped or reordered data`, 'missing', this.next);
     }
     let plain;
@@ -332,6 +348,8 @@ export class LiveReader {
       throw new LiveError(`${KIND_NAMES[kind]} record ${seq} does not open: a relay altered, swapped or replayed it`, 'integrity', seq);
     }
     if (kind === Kind.HEAD) {
+      if (seq === this.head) return null; // the current head again (a relay's replay): nothing new
+      if (seq < this.head) throw new LiveError(`head ${seq} after head ${this.head}: a relay replayed an old channel head`, 'head', seq);
       this.head = seq;
       return { kind: 'head', seq, ...parseHead(plain) };
     }
@@ -365,12 +383,13 @@ export async function* openRecords(kl, body) {
         yield rec;
         if (rec.kind === 'last') return;
       }
+      if (r.err) throw r.err;
     }
   } finally {
     reader.cancel().catch(() => {});
   }
   if (r.buf.length) throw new LiveError(`the channel ended without its end mark, inside a record (${r.buf.length} bytes of it)`, 'cut');
-  if (r.head < 0) throw new LiveError('no channel head: the stream ended before it', 'nohead');
+  if (r.head < 0) throw new LiveError('the channel ended without its end mark, before its head', 'cut');
   throw new LiveError('the channel ended without its end mark', 'cut');
 }
 
