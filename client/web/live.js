@@ -485,7 +485,6 @@ export async function readLive(link, opts = {}) {
  *   with MediaRecorder as WebM), or bytes read progressively
  * @property {string} [type] MIME type of the stream; defaults to the recorder's or the Blob's
  * @property {string} [name] file name for readers who save the stream
- * @property {boolean} [volunteers] let volunteer relays carry the channel (they see only sealed records); default true
  * @property {number} [rate] bytes per second at most, for Blob and ReadableStream sources (0: as fast as the relay takes them)
  * @property {boolean} [wait] read a Blob or ReadableStream source only after start() (the head goes at once)
  * @property {number} [timeslice] ms of media per MediaRecorder chunk; default 250
@@ -549,8 +548,8 @@ export async function goLive(opts) {
     ch.dispatchEvent(new CustomEvent('state', { detail: { state: s, detail } }));
   };
 
-  const q = `?enc=${VERSION}${opts.volunteers === false ? '' : '&volunteers=1'}`;
-  const res = await fetch(`${rdv}/v1/live/${id}${q}`, { method: 'POST', headers: { Authorization: `Bearer ${secret}` } });
+  // Sealed: volunteer relays may carry it (they see sealed records only).
+  const res = await fetch(`${rdv}/v1/live/${id}?enc=${VERSION}`, { method: 'POST', headers: { Authorization: `Bearer ${secret}` } });
   const entry = await res.json().catch(() => ({}));
   if (!res.ok) throw new LiveError(`the rendezvous refused the channel: ${entry.error ?? res.status}`, 'http', -1, res.status);
   ch.id = id;

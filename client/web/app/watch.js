@@ -143,6 +143,11 @@ async function play(ch) {
       await append(rec.init);
       continue;
     }
+    if (!$('channel').dataset.firstSeq) {
+      // Where this reader joined: a sync record past 0 is a mid-stream join.
+      $('channel').dataset.firstSeq = String(rec.seq);
+      $('channel').dataset.firstKind = rec.kind;
+    }
     addReceived(rec.data.length);
     await append(rec.data);
     if (rec.kind === 'last') {

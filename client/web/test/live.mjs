@@ -1,0 +1,147 @@
+// Browser test of sealed live channels (format live1, issue 12) in headless
+// Chromium with a fake camera. Started by cmd/internal/browser
+// (TestBrowserLive), which runs a rendezvous and two relays that are both
+// volunteers, so that sealing is what lets them carry the channels:
+//
+//	node live.mjs RENDEZVOUS_URL [--vectors proto/testdata/live1-vectors.json]
+//
+//  1. File: page A streams a file ("Stream a file live"); pages B and C
+//     (each its own browser profile) open the link, get the channel head
+//     and press Save before A presses Start; A streams at its pace and
+//     ends; B and C say "The live channel ended." and saved exactly the
+//     file's bytes (SHA-256).
+//  2. Camera: A goes live with the (fake) camera; B opens the link and its
+//     <video> plays (currentTime advances); C opens it later, joins
+//     mid-stream at a sync record (a WebM Cluster) and plays too; a page
+//     with a wrong key says so; A stops; B and C end cleanly.
+//  3. live.js passes the live1 golden vectors in Chromium (--vectors).
+//
+// It prints "live: ok" when all holds, and "figure:" lines.
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+import { checkLiveVectors } from './livevectors.mjs';
+
+const { positionals, values: opts } = parseArgs({ allowPositionals: true, options: { vectors: { type: 'string' } } });
+const [rv] = positionals;
+if (!rv) {
+  console.error('usage: node live.mjs RENDEZVOUS_URL [--vectors PATH]');
+  process.exit(2);
+}
+const FILE_SIZE = (3 << 20) + 12345;
+const RATE = '4194304'; // the pace option A picks: 4 MiB/s
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
+});
+/** @type {string[]} */
+const errors = [];
+/** @param {string} who */
+async function newPage(who) {
+  const ctx = await browser.newContext({ acceptDownloads: true, permissions: ['camera', 'microphone'] });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') console.log(`${who} console: ${m.text()}`); });
+  return page;
+}
+const sha = (/** @type {Buffer|Uint8Array} */ b) => createHash('sha256').update(b).digest('hex');
+const status = async (/** @type {import('playwright-core').Page} */ p) => p.locator('[data-testid="status"]').evaluate((e) => ({ reason: e.dataset.reason, text: e.textContent }));
+
+try {
+  // --- 1. a file, from its first byte ---
+  const a = await newPage('A');
+  await a.goto(rv + '/');
+  const file = randomBytes(FILE_SIZE);
+  await a.selectOption('[data-testid="live-rate"]', RATE);
+  await a.setInputFiles('[data-testid="live-file-input"]', { name: 'live-test.bin', mimeType: 'application/octet-stream', buffer: file });
+  const card = a.locator('[data-testid="live-channel"]').first();
+  await card.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+  const link = await card.locator('[data-testid="live-link"]').inputValue();
+  assert.match(link, /\/l\/[a-z2-7]{26}#k=[A-Za-z0-9_-]{43}$/, 'the channel link');
+
+  const viewers = [];
+  for (const who of ['B', 'C']) {
+    const p = await newPage(who);
+    await p.goto(link);
+    await p.locator('[data-testid="live-state"][data-live="live"]').waitFor(); // the head came: subscribed
+    assert.equal(await p.locator('[data-testid="live-name"]').textContent(), 'live-test.bin', `${who}: name from the sealed head`);
+    const dl = p.waitForEvent('download');
+    await p.click('[data-testid="save-button"]');
+    viewers.push({ who, p, dl: await dl });
+  }
+  const t0 = performance.now();
+  await card.locator('[data-testid="live-start"]').click();
+  await card.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 60_000 });
+  const secs = (performance.now() - t0) / 1000;
+  for (const { who, p, dl } of viewers) {
+    await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    assert.equal((await status(p)).text, 'The live channel ended.', `${who}: clean end`);
+    assert.equal(await dl.failure(), null, `${who}: the download did not fail`);
+    const got = await readFile(await dl.path());
+    assert.equal(got.length, file.length, `${who}: saved ${got.length} bytes, want ${file.length}`);
+    assert.equal(sha(got), sha(file), `${who}: SHA-256 of the saved file`);
+    assert.equal(await p.locator('[data-testid="save-button"]').getAttribute('data-via'), 'worker', `${who}: saved through the Service Worker`);
+    await p.context().close();
+  }
+  const sentViewers = await card.locator('[data-testid="live-viewers"]').getAttribute('data-viewers');
+  console.log(`figure: live file: ${FILE_SIZE} bytes at ${Number(RATE) >> 10} KiB/s to 2 readers in ${secs.toFixed(1)} s (${(FILE_SIZE / secs / 1048576).toFixed(2)} MiB/s), both SHA-256 equal; viewers shown by A: ${sentViewers}`);
+
+  // --- 2. the camera, with a mid-stream join ---
+  await a.click('[data-testid="live-camera"]');
+  const cam = a.locator('[data-testid="live-channel"]').first();
+  await cam.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+  const camLink = await cam.locator('[data-testid="live-link"]').inputValue();
+  assert.notEqual(camLink, link);
+  const b = await newPage('B');
+  const tb = performance.now();
+  await b.goto(camLink);
+  const playing = (/** @type {import('playwright-core').Page} */ p, /** @type {number} */ t) => p.waitForFunction((t) => {
+    const v = /** @type {HTMLVideoElement} */ (document.querySelector('[data-testid="live-video"]'));
+    return v && v.currentTime > t;
+  }, t, { timeout: 30_000 });
+  await playing(b, 0.5);
+  const firstFrame = (performance.now() - tb) / 1000;
+  await playing(b, 2.5); // it goes on playing
+  const c = await newPage('C');
+  await c.goto(camLink);
+  await playing(c, 1);
+  const join = await c.locator('#channel').evaluate((e) => ({ seq: Number(e.dataset.firstSeq), kind: e.dataset.firstKind, type: e.dataset.type }));
+  assert.equal(join.kind, 'sync', 'C joined at a sync record');
+  assert.ok(join.seq > 0, `C joined mid-stream (first record ${join.seq})`);
+  assert.match(join.type, /^video\/webm/, 'the head says WebM');
+  const bFirst = await b.locator('#channel').evaluate((e) => Number(e.dataset.firstSeq));
+
+  // A page with another key learns nothing and says the key is wrong.
+  const d = await newPage('D');
+  await d.goto(camLink.replace(/#k=.*/, '#k=' + Buffer.from(randomBytes(32)).toString('base64url')));
+  await d.locator('[data-testid="status"][data-state="failed"]').waitFor();
+  assert.equal((await status(d)).reason, 'key', 'wrong key worded as such');
+  await d.context().close();
+
+  const bytesBefore = Number(await b.locator('[data-testid="received"]').getAttribute('data-bytes'));
+  await cam.locator('[data-testid="live-stop"]').click();
+  await cam.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 30_000 });
+  for (const [who, p] of [['B', b], ['C', c]]) {
+    await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    assert.equal((await status(p)).text, 'The live channel ended.', `${who}: clean end`);
+    await p.context().close();
+  }
+  console.log(`figure: live camera: B's video played after ${firstFrame.toFixed(1)} s (first record ${bFirst}), C joined at sync record ${join.seq} and played; B received ${bytesBefore} bytes before the stop`);
+
+  // --- 3. golden vectors in Chromium ---
+  if (opts.vectors) {
+    const v = JSON.parse(await readFile(opts.vectors, 'utf8'));
+    const r = await a.evaluate(`(${checkLiveVectors.toString()})(${JSON.stringify(v)}, '/web/live.js')`);
+    assert.deepEqual(r.failures, [], 'live1 golden vectors in Chromium');
+    console.log(`figure: live1: ${r.checks} golden-vector checks pass in Chromium`);
+  }
+  assert.deepEqual(errors, [], 'page errors');
+  console.log('live: ok');
+} finally {
+  await browser.close();
+}
