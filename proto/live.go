@@ -89,6 +89,16 @@ const (
 	//
 	//	message  [length]byte
 	FrameLiveBinary FrameType = 0x24
+
+	// FrameLiveRecord (upstream -> downstream) carries one record of a
+	// sealed channel (livee2e.go), whole, its len field included, so that
+	// record boundaries and the head survive the hop. An empty one, sent
+	// first, tells the downstream relay that it is subscribed and that the
+	// channel is sealed (a plaintext channel's first frame is an empty
+	// FrameLiveData).
+	//
+	//	record   [length]byte
+	FrameLiveRecord FrameType = 0x25
 )
 
 // Limits of live channels on the wire.
@@ -219,6 +229,9 @@ type LiveAnnounce struct {
 	// Volunteers lets volunteer relays carry this plaintext channel.
 	Volunteers bool `json:"volunteers,omitempty"`
 	End        bool `json:"end,omitempty"`
+	// Enc is LiveEncVersion for a sealed channel (livee2e.go), which
+	// volunteer relays may carry.
+	Enc string `json:"enc,omitempty"`
 }
 
 // MessageType implements Message.
@@ -235,6 +248,9 @@ type LiveEntry struct {
 	Relay   string `json:"relay"`    // the source relay's peer id
 	PushURL string `json:"push_url"` // http(s) URL to PUT the channel to, with the secret as bearer token
 	URL     string `json:"url"`      // the channel's link for readers (GET, chunked)
+	// Share is the page of a sealed channel, RDV/l/ID, to which the
+	// publisher appends #k=KEY (livee2e.go). Empty for plaintext channels.
+	Share string `json:"share,omitempty"`
 }
 
 // EvSocket (the npm package evsocket-client, used by binary-streaming)

@@ -78,9 +78,13 @@ func (s *Server) handleEvSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	volunteers, _ := strconv.ParseBool(r.URL.Query().Get("volunteers"))
-	ch, _, err := s.openLive(id, true, "", volunteers)
+	ch, _, err := s.openLive(id, true, "", volunteers, false)
 	if err != nil {
 		writeError(w, asProtoError(err))
+		return
+	}
+	if ch.isSealed() {
+		writeError(w, errLiveSealed)
 		return
 	}
 	ch.mu.Lock()

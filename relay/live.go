@@ -94,6 +94,8 @@ var (
 	errLiveEnded      = &proto.Error{Status: proto.StatusNotFound, Msg: "the live channel ended"}
 	errLiveUpstream   = &proto.Error{Status: proto.StatusOffline, Msg: "the stream from the upstream relay ended"}
 	errLiveDownstream = &proto.Error{Status: proto.StatusUnavailable, Msg: "the relay carrying the channel is unreachable"}
+	errLiveSealed     = &proto.Error{Status: proto.StatusConflict, Msg: "the channel is sealed (live1): only its publisher writes into it, as records"}
+	errLivePlain      = &proto.Error{Status: proto.StatusConflict, Msg: "the channel is a plaintext one: it takes no live1 records"}
 )
 
 // liveHub holds the relay's channels and live counters.
@@ -164,6 +166,10 @@ type liveChan struct {
 	volunteers bool
 	ctx        context.Context // done when the channel is closed
 	cancel     context.CancelFunc
+	// ready is closed once sealed is known: at once on the source relay,
+	// at the upstream relay's first frame on a downstream copy.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu        sync.Mutex // guards the fields below
 	chunks    []*liveChunk
@@ -177,15 +183,32 @@ type liveChan struct {
 	publisher bool   // an HTTP publisher writes into it
 	members   int    // EvSocket members
 	lastStart []byte // the last EvSocket "start" event, for late members
+
+	// Sealed channels (proto/livee2e.go):
+	sealed       bool   // its chunks are live1 records (FrameLiveRecord)
+	head         []byte // the latest head record, sent first to new subscribers
+	headAt       uint64 // seq of the ring chunk that carried head
+	headReserved bool   // head's LiveMaxRecord bytes are reserved in the budget
 }
+
+// isSealed reports whether ch carries live1 records.
+func (ch *liveChan) isSealed() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.sealed
+}
+
+// setReady marks sealed as known.
+func (ch *liveChan) setReady() { ch.readyOnce.Do(func() { close(ch.ready) }) }
 
 // liveChunk is one chunk of the ring; its bytes are never changed.
 type liveChunk struct {
 	kind   proto.FrameType // FrameLiveData, FrameLiveEvent or FrameLiveBinary
 	b      []byte
-	off    int64    // channel offset of b[0]
-	origin *liveSub // the EvSocket member that sent it: not echoed to it
-	eos    bool     // an EvSocket "complete": HTTP readers' bodies end here
+	off    int64          // channel offset of b[0]
+	origin *liveSub       // the EvSocket member that sent it: not echoed to it
+	eos    bool           // an EvSocket "complete": HTTP readers' bodies end here
+	rkind  proto.LiveKind // the record's kind (FrameLiveRecord)
 }
 
 type subKind uint8
@@ -211,6 +234,8 @@ type liveSub struct {
 	// Guarded by ch.mu:
 	next uint64         // seq of the next chunk to take
 	cut  *proto.LiveEnd // cut off, with this reason
+
+	head []byte // a sealed channel's head to send first (set by subscribe)
 }
 
 // lookupLive returns the channel id carried here, or nil.
@@ -222,7 +247,7 @@ func (s *Server) lookupLive(id proto.ItemID) *liveChan {
 
 // openLive returns channel id, creating it with mk's settings when it is
 // not carried yet. created tells whether it was.
-func (s *Server) openLive(id proto.ItemID, source bool, upstream string, volunteers bool) (ch *liveChan, created bool, err error) {
+func (s *Server) openLive(id proto.ItemID, source bool, upstream string, volunteers, sealed bool) (ch *liveChan, created bool, err error) {
 	h := &s.live
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -241,7 +266,10 @@ func (s *Server) openLive(id proto.ItemID, source bool, upstream string, volunte
 		return nil, false, proto.Errorf(proto.StatusOverLimit, "relay memory budget is full")
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	ch = &liveChan{s: s, id: id, source: source, upstream: upstream, volunteers: volunteers, ctx: ctx, cancel: cancel, subs: make(map[*liveSub]struct{})}
+	ch = &liveChan{s: s, id: id, source: source, upstream: upstream, volunteers: volunteers, sealed: sealed, ctx: ctx, cancel: cancel, subs: make(map[*liveSub]struct{}), ready: make(chan struct{})}
+	if source {
+		ch.setReady()
+	}
 	h.chans[id] = ch
 	s.announceLive(ch, false)
 	s.log.Info("live channel opened", "channel", id, "source", source, "upstream", shortID(upstream))
@@ -252,8 +280,16 @@ func (s *Server) openLive(id proto.ItemID, source bool, upstream string, volunte
 // longer does.
 func (s *Server) announceLive(ch *liveChan, end bool) {
 	if l := s.link.Load(); l != nil {
-		l.send(proto.LiveAnnounce{Channel: ch.id, Source: ch.source, Upstream: ch.upstream, Volunteers: ch.volunteers, End: end})
+		l.send(proto.LiveAnnounce{Channel: ch.id, Source: ch.source, Upstream: ch.upstream, Volunteers: ch.volunteers, End: end, Enc: ch.enc()})
 	}
+}
+
+// enc returns the LiveAnnounce.Enc of ch.
+func (ch *liveChan) enc() string {
+	if ch.isSealed() {
+		return proto.LiveEncVersion
+	}
+	return ""
 }
 
 // reannounceLive announces every channel carried here on a new link, so
@@ -262,7 +298,7 @@ func (s *Server) reannounceLive(l *link) {
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
 	for _, ch := range s.live.chans {
-		l.send(proto.LiveAnnounce{Channel: ch.id, Source: ch.source, Upstream: ch.upstream, Volunteers: ch.volunteers})
+		l.send(proto.LiveAnnounce{Channel: ch.id, Source: ch.source, Upstream: ch.upstream, Volunteers: ch.volunteers, Enc: ch.enc()})
 	}
 }
 
@@ -278,8 +314,14 @@ func (ch *liveChan) finish(end proto.LiveEnd) {
 	for sub := range ch.subs {
 		sub.notify()
 	}
+	headReserved := ch.headReserved
+	ch.headReserved = false
 	ch.mu.Unlock()
+	ch.setReady()
 	s := ch.s
+	if headReserved {
+		s.budget.release(proto.LiveMaxRecord)
+	}
 	s.live.mu.Lock()
 	if s.live.chans[ch.id] == ch {
 		delete(s.live.chans, ch.id)
@@ -296,13 +338,50 @@ func (ch *liveChan) finish(end proto.LiveEnd) {
 // appendChunk adds a chunk at the live edge and wakes the subscribers;
 // those too far behind are cut off. It never blocks on a subscriber.
 func (ch *liveChan) appendChunk(kind proto.FrameType, b []byte, origin *liveSub, eos bool) error {
-	lim := ch.s.cfg.Live
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.ended {
 		return errLiveEnded
 	}
-	c := &liveChunk{kind: kind, b: b, off: ch.written, origin: origin, eos: eos}
+	ch.appendLocked(&liveChunk{kind: kind, b: b, off: ch.written, origin: origin, eos: eos})
+	return nil
+}
+
+// appendRecord adds one whole live1 record (checked by
+// proto.ParseLiveRecord) of a sealed channel at the live edge: a head is
+// also kept apart for new subscribers, a last record ends the channel
+// cleanly.
+func (ch *liveChan) appendRecord(rec []byte, kind proto.LiveKind) error {
+	ch.mu.Lock()
+	if ch.ended {
+		ch.mu.Unlock()
+		return errLiveEnded
+	}
+	if kind == proto.LiveHead {
+		if !ch.headReserved {
+			if !ch.s.budget.reserve(proto.LiveMaxRecord) {
+				ch.mu.Unlock()
+				ch.s.stats.refused("budget")
+				e := proto.Errorf(proto.StatusOverLimit, "relay memory budget is full")
+				ch.finish(proto.LiveEnd{Status: e.Status, Reason: e.Msg})
+				return e
+			}
+			ch.headReserved = true
+		}
+		ch.head, ch.headAt = rec, ch.next
+	}
+	ch.appendLocked(&liveChunk{kind: proto.FrameLiveRecord, b: rec, off: ch.written, rkind: kind})
+	ch.mu.Unlock()
+	if kind == proto.LiveLast {
+		ch.finish(proto.LiveEnd{Status: proto.StatusOK, Reason: "the publisher ended the channel"})
+	}
+	return nil
+}
+
+// appendLocked adds c at the live edge. ch.mu is held.
+func (ch *liveChan) appendLocked(c *liveChunk) {
+	lim := ch.s.cfg.Live
+	b := c.b
 	ch.chunks = append(ch.chunks, c)
 	ch.next++
 	ch.written += int64(len(b))
@@ -324,7 +403,6 @@ func (ch *liveChan) appendChunk(kind proto.FrameType, b []byte, origin *liveSub,
 		}
 		sub.notify()
 	}
-	return nil
 }
 
 // cutLocked cuts sub off with end, counted under reason. ch.mu is held.
@@ -352,6 +430,22 @@ func (ch *liveChan) subscribe(ctx context.Context, kind subKind, peer string) (*
 	}
 	sub := &liveSub{ch: ch, kind: kind, id: ch.s.live.nextSub.Add(1), peer: peer, wake: make(chan struct{}, 1), ctx: ctx, next: ch.next}
 	sub.pos.Store(ch.written)
+	if ch.sealed {
+		// The head first, then from the latest sync record after that
+		// head still in the ring, else from the live edge.
+		sub.head = ch.head
+		for i := len(ch.chunks) - 1; i >= 0; i-- {
+			seq := ch.first + uint64(i)
+			if ch.head != nil && seq <= ch.headAt {
+				break
+			}
+			if c := ch.chunks[i]; c.rkind == proto.LiveSync {
+				sub.next = seq
+				sub.pos.Store(c.off)
+				break
+			}
+		}
+	}
 	ch.subs[sub] = struct{}{}
 	ch.s.live.subs.Add(1)
 	return sub, nil
@@ -467,7 +561,7 @@ func (sub *liveSub) run(w liveWriter, skip func(*liveChunk) (send, stop bool)) p
 // subscribeUpstream returns this relay's copy of channel id, fed by the
 // relay upstream over ProtoLive, starting the feed when it is new.
 func (s *Server) subscribeUpstream(id proto.ItemID, upstream string) (*liveChan, error) {
-	ch, created, err := s.openLive(id, false, upstream, false)
+	ch, created, err := s.openLive(id, false, upstream, false, false)
 	if err != nil || !created {
 		return ch, err
 	}
@@ -507,7 +601,7 @@ func (s *Server) feedLive(ch *liveChan, subscribed chan struct{}) proto.LiveEnd 
 		return proto.LiveEnd{Status: errLiveDownstream.Status, Reason: errLiveDownstream.Msg}
 	}
 	st.SetWriteDeadline(time.Time{})
-	max := max(s.cfg.Live.MaxChunk, proto.MaxLiveEvent)
+	max := max(s.cfg.Live.MaxChunk, proto.MaxLiveEvent, proto.LiveMaxRecord)
 	st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	for {
 		h, err := proto.ReadHeader(st, max)
@@ -521,10 +615,27 @@ func (s *Server) feedLive(ch *liveChan, subscribed chan struct{}) proto.LiveEnd 
 		}
 		if subscribed != nil {
 			st.SetReadDeadline(time.Time{})
+			if h.Type == proto.FrameLiveRecord {
+				ch.mu.Lock()
+				ch.sealed = true
+				ch.mu.Unlock()
+			}
+			ch.setReady()
 			close(subscribed)
 			subscribed = nil
 		}
 		switch h.Type {
+		case proto.FrameLiveRecord:
+			if len(body) == 0 {
+				continue
+			}
+			kind, _, err := proto.ParseLiveRecord(body)
+			if err != nil || !ch.isSealed() {
+				return proto.LiveEnd{Status: proto.StatusMalformed, Reason: "malformed record from the upstream relay"}
+			}
+			if ch.appendRecord(body, kind) != nil || kind == proto.LiveLast {
+				return proto.LiveEnd{Status: proto.StatusOK, Reason: "the publisher ended the channel"}
+			}
 		case proto.FrameLiveData, proto.FrameLiveBinary:
 			if len(body) > 0 {
 				ch.appendChunk(h.Type, body, nil, false)
@@ -619,15 +730,24 @@ func (s *Server) handleLiveStream(st mesh.Stream) {
 	}()
 	ch.mu.Lock()
 	start := ch.lastStart
+	sealed := ch.sealed
 	ch.mu.Unlock()
 	mw := &meshLiveWriter{st: st, timeout: s.cfg.WriteTimeout, sub: sub}
-	// An empty LiveData tells the downstream relay that it is subscribed:
-	// its readers are at the live edge from then on.
-	if mw.write(&liveChunk{kind: proto.FrameLiveData}) != nil {
+	// An empty LiveData (LiveRecord for a sealed channel) tells the
+	// downstream relay that it is subscribed: its readers are at the live
+	// edge from then on.
+	first := proto.FrameLiveData
+	if sealed {
+		first = proto.FrameLiveRecord
+	}
+	if mw.write(&liveChunk{kind: first}) != nil {
 		return
 	}
 	if start != nil {
 		mw.write(&liveChunk{kind: proto.FrameLiveEvent, b: start})
+	}
+	if sub.head != nil && mw.write(&liveChunk{kind: proto.FrameLiveRecord, b: sub.head}) != nil {
+		return
 	}
 	s.log.Debug("live: downstream relay subscribed", "channel", ls.Channel, "peer", shortID(peer))
 	end := sub.run(mw, func(*liveChunk) (bool, bool) { return true, false })

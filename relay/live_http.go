@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/meshup/meshup/proto"
 )
@@ -34,12 +37,13 @@ func (hw httpLiveWriter) write(c *liveChunk) error {
 
 func (hw httpLiveWriter) flush() error { return hw.rc.Flush() }
 
-// httpSkip passes data chunks only, and stops at an EvSocket "complete".
+// httpSkip passes data chunks (a sealed channel's records) only, and
+// stops at an EvSocket "complete".
 func httpSkip(c *liveChunk) (send, stop bool) {
 	if c.eos {
 		return false, true
 	}
-	return c.kind == proto.FrameLiveData, false
+	return c.kind == proto.FrameLiveData || c.kind == proto.FrameLiveRecord, false
 }
 
 // LiveEndTrailer is the trailer of a live channel's body that ended
@@ -59,6 +63,11 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errLiveNotFound)
 		return
 	}
+	if websocket.IsWebSocketUpgrade(r) {
+		s.handleLiveWSPush(w, r, id) // live_ws.go
+		return
+	}
+	proto.SetPublicCORS(w.Header()) // browsers read sealed channels (the link's page)
 	ch := s.lookupLive(id)
 	if ch == nil {
 		up, perr := s.liveUpstreamOf(r, id)
@@ -70,6 +79,11 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 			writeError(w, asProtoError(err))
 			return
 		}
+	}
+	select {
+	case <-ch.ready:
+	case <-r.Context().Done():
+		return
 	}
 	sub, err := ch.subscribe(r.Context(), subHTTP, "")
 	if err != nil {
@@ -86,14 +100,25 @@ func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	sub.setKick(func() { rc.SetWriteDeadline(time.Now().Add(liveCutGrace)) })
 	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
+	sealed := ch.isSealed()
+	if sealed {
+		h.Set("Content-Type", proto.LiveContentType)
+	} else {
+		h.Set("Content-Type", "application/octet-stream")
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Meshup-Relay", s.id)
 	h.Set("Trailer", LiveEndTrailer)
 	w.WriteHeader(http.StatusOK)
+	hw := httpLiveWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, sub: sub}
+	if sub.head != nil { // a sealed channel's head comes first
+		if hw.write(&liveChunk{kind: proto.FrameLiveRecord, b: sub.head}) != nil {
+			return
+		}
+	}
 	rc.Flush()
-	end := sub.run(httpLiveWriter{w: w, rc: rc, timeout: s.cfg.WriteTimeout, sub: sub}, httpSkip)
+	end := sub.run(hw, httpSkip)
 	if end.Status == proto.StatusOK {
 		h.Set(LiveEndTrailer, "ok")
 		return
@@ -139,17 +164,14 @@ func (s *Server) handleLivePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	volunteers, _ := strconv.ParseBool(r.URL.Query().Get("volunteers"))
-	ch, _, err := s.openLive(id, true, "", volunteers)
+	sealed := isLive1(r.Header.Get("Content-Type"))
+	ch, err := s.takeLivePublisher(id, volunteers, sealed)
 	if err != nil {
 		writeError(w, asProtoError(err))
 		return
 	}
-	ch.mu.Lock()
-	busy := ch.publisher || !ch.source
-	ch.publisher = !busy
-	ch.mu.Unlock()
-	if busy {
-		writeError(w, errLiveBusy)
+	if sealed {
+		s.pushLiveRecords(w, r, ch)
 		return
 	}
 	// A live body has no deadline (limits.go leaves /v1/live/ alone): a
@@ -174,6 +196,78 @@ func (s *Server) handleLivePush(w http.ResponseWriter, r *http.Request) {
 	}
 	ch.finish(end)
 	writeJSONStatus(w, http.StatusOK, map[string]any{"channel": id, "bytes": n})
+}
+
+// isLive1 reports whether a Content-Type names a live1 record stream.
+func isLive1(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == proto.LiveContentType
+}
+
+// takeLivePublisher opens channel id as its source for a publisher, and
+// marks it taken: one publisher per channel, of the right kind.
+func (s *Server) takeLivePublisher(id proto.ItemID, volunteers, sealed bool) (*liveChan, error) {
+	ch, _, err := s.openLive(id, true, "", volunteers, sealed)
+	if err != nil {
+		return nil, err
+	}
+	ch.mu.Lock()
+	busy := ch.publisher || !ch.source
+	wrong := ch.sealed != sealed
+	if !busy && !wrong {
+		ch.publisher = true
+	}
+	ch.mu.Unlock()
+	switch {
+	case busy:
+		return nil, errLiveBusy
+	case wrong && sealed:
+		return nil, errLivePlain
+	case wrong:
+		return nil, errLiveSealed
+	}
+	return ch, nil
+}
+
+// pushLiveRecords reads a sealed channel's records from a PUT body: one
+// ring chunk per record, until the last record (the clean end). A
+// malformed record, or a body that ends without the last record, ends the
+// channel not cleanly.
+func (s *Server) pushLiveRecords(w http.ResponseWriter, r *http.Request, ch *liveChan) {
+	var n, records int64
+	var bad error
+	end := proto.LiveEnd{Status: proto.StatusSourceError, Reason: "the publisher's stream ended without its end mark"}
+	for {
+		rec, kind, _, err := proto.ReadLiveRecord(r.Body, nil)
+		if err != nil {
+			switch {
+			case errors.Is(err, proto.ErrLiveRecord) && !errors.Is(err, io.ErrUnexpectedEOF):
+				bad = err
+				end = proto.LiveEnd{Status: proto.StatusMalformed, Reason: "the publisher sent a bad record: " + err.Error()}
+				s.stats.refused("live_record")
+			case !isEOF(err):
+				end = proto.LiveEnd{Status: proto.StatusSourceError, Reason: "the publisher's connection was lost"}
+			}
+			break
+		}
+		n += int64(len(rec))
+		records++
+		if ch.appendRecord(rec, kind) != nil || kind == proto.LiveLast {
+			end = proto.LiveEnd{Status: proto.StatusOK}
+			break
+		}
+	}
+	if end.Status != proto.StatusOK {
+		ch.finish(end)
+	}
+	if bad != nil {
+		writeError(w, proto.Errorf(proto.StatusMalformed, "%s", end.Reason))
+		return
+	}
+	ch.mu.Lock()
+	e := ch.end
+	ch.mu.Unlock()
+	writeJSONStatus(w, http.StatusOK, map[string]any{"channel": ch.id, "bytes": n, "records": records, "status": int(e.Status), "reason": e.Reason})
 }
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }

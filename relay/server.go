@@ -127,6 +127,7 @@ func (s *Server) tokenKey() ed25519.PublicKey {
 //	PUT  /v1/live/{id}    a live channel's publisher, chunked; bearer: the channel secret
 //	GET  /v1/live/stats   live counters (bytes forwarded per downstream relay, cut-offs)
 //	GET  /v1/evsocket/{channel}  EvSocket WebSocket onto a live channel (evsocket.go)
+//	GET  /v1/live/{id}    with Upgrade: websocket, a sealed channel's publisher (live_ws.go)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/push", s.handlePush)
@@ -144,6 +145,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/live/{id}", s.handleLivePush)
 	mux.HandleFunc("GET /v1/live/stats", s.handleLiveStats)
 	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket) // evsocket.go
+	mux.HandleFunc("OPTIONS /v1/live/{id}", proto.ServePreflight)  // CORS for browsers reading sealed channels (live_http.go)
 	return s.limitHandler(mux)
 }
 

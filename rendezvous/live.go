@@ -33,9 +33,13 @@ import (
 //	                           relay picked as its source): a WebSocket
 //	                           cannot follow a redirect
 //
-// Live channels are plaintext at relays: they go through operator relays
-// only, unless the publisher allows volunteers (?volunteers=1 on the POST;
-// the same rule as plaintext items, items.go anyRelay).
+// Plaintext live channels go through operator relays only, unless the
+// publisher allows volunteers (?volunteers=1 on the POST; the same rule as
+// plaintext items, items.go anyRelay). Sealed channels (proto/livee2e.go;
+// ?enc=live1 on the POST, Enc in the relays' announcements) show relays
+// nothing but record sizes, so volunteer relays may carry them, as their
+// source and as downstream copies; their entry names the share page
+// RDV/l/ID, to which the publisher appends #k=KEY.
 
 // DefaultMaxLiveChannels bounds the channels the registry holds.
 const DefaultMaxLiveChannels = 100000
@@ -57,6 +61,7 @@ type liveChan struct {
 	announced  bool            // the source announced it (else noted at a POST)
 	at         time.Time       // when noted
 	volunteers bool            // volunteer relays may carry it
+	sealed     bool            // live1 records (proto/livee2e.go); volunteers is then set too
 	carriers   map[string]bool // relays carrying a copy
 }
 
@@ -85,7 +90,8 @@ func (s *Server) liveAnnounce(r *relayConn, m *proto.LiveAnnounce) {
 			reg.chans[m.Channel] = lc
 		}
 		lc.source, lc.announced, lc.at = r.id, true, s.cfg.Now()
-		lc.volunteers = lc.volunteers || m.Volunteers
+		lc.sealed = lc.sealed || m.Enc == proto.LiveEncVersion
+		lc.volunteers = lc.volunteers || m.Volunteers || lc.sealed
 	case lc != nil && len(lc.carriers) < maxRelayPeers:
 		lc.carriers[r.id] = true
 	}
@@ -108,22 +114,35 @@ func (s *Server) handleLivePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	volunteers, _ := strconv.ParseBool(r.URL.Query().Get("volunteers"))
-	rel, base, e := s.liveSource(id, volunteers, s.secureRequest(r))
+	var sealed bool
+	switch enc := r.URL.Query().Get("enc"); enc {
+	case "":
+	case proto.LiveEncVersion:
+		sealed, volunteers = true, true
+	default:
+		writeError(w, 0, proto.StatusMalformed, fmt.Sprintf("enc %.40q: the live channel formats are %q and none (plaintext)", enc, proto.LiveEncVersion))
+		return
+	}
+	rel, base, e := s.liveSource(id, volunteers, sealed, s.secureRequest(r))
 	if e != nil {
 		writeError(w, 0, e.Status, e.Msg)
 		return
 	}
 	push := base + "/v1/live/" + id.String()
-	if volunteers {
+	if volunteers && !sealed {
 		push += "?volunteers=1"
 	}
+	entry := proto.LiveEntry{Channel: id, Relay: rel, PushURL: push, URL: s.cfg.PublicURL + "/v1/live/" + id.String()}
+	if sealed {
+		entry.Share = s.cfg.PublicURL + "/l/" + id.String()
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, proto.LiveEntry{Channel: id, Relay: rel, PushURL: push, URL: s.cfg.PublicURL + "/v1/live/" + id.String()})
+	writeJSON(w, http.StatusOK, entry)
 }
 
 // liveSource returns the relay carrying channel id's source, picking and
 // noting one when there is none live.
-func (s *Server) liveSource(id proto.ItemID, volunteers, secure bool) (string, string, *proto.Error) {
+func (s *Server) liveSource(id proto.ItemID, volunteers, sealed, secure bool) (string, string, *proto.Error) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,6 +160,9 @@ func (s *Server) liveSource(id proto.ItemID, volunteers, secure bool) (string, s
 	}
 	rel := s.pickRelayLocked(now, !volunteers, nil, secure)
 	if rel == nil {
+		if volunteers {
+			return "", "", proto.Errorf(proto.StatusUnavailable, "no relay is live for a live channel")
+		}
 		return "", "", proto.Errorf(proto.StatusUnavailable, "no operator relay is live for a live channel")
 	}
 	if lc == nil {
@@ -154,7 +176,7 @@ func (s *Server) liveSource(id proto.ItemID, volunteers, secure bool) (string, s
 		lc = &liveChan{carriers: map[string]bool{}}
 		reg.chans[id] = lc
 	}
-	lc.source, lc.announced, lc.at, lc.volunteers = rel.id, false, now, volunteers
+	lc.source, lc.announced, lc.at, lc.volunteers, lc.sealed = rel.id, false, now, volunteers, sealed
 	return rel.id, s.relayBase(rel, secure), nil
 }
 
@@ -171,6 +193,7 @@ func (s *Server) sweepLiveLocked(now time.Time) {
 
 // handleLiveGet answers GET /v1/live/{id} with a redirect to a relay.
 func (s *Server) handleLiveGet(w http.ResponseWriter, r *http.Request) {
+	proto.SetPublicCORS(w.Header()) // browsers follow it to a relay (sealed channels' pages)
 	id, err := proto.ParseItemID(r.PathValue("id"))
 	if err != nil {
 		writeError(w, 0, proto.StatusNotFound, "no such live channel")
@@ -273,7 +296,7 @@ func (s *Server) handleEvSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	volunteers, _ := strconv.ParseBool(r.URL.Query().Get("volunteers"))
-	rel, _, e := s.liveSource(id, volunteers, s.secureRequest(r))
+	rel, _, e := s.liveSource(id, volunteers, false, s.secureRequest(r))
 	if e != nil {
 		writeError(w, 0, e.Status, e.Msg)
 		return

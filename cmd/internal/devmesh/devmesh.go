@@ -41,6 +41,9 @@ type Config struct {
 	// WrapRelay, if set, wraps each relay's HTTP handler (tests use it
 	// to see what requests reach relays).
 	WrapRelay func(http.Handler) http.Handler
+	// Volunteers is how many of the relays (the last ones) present no
+	// admission token: the rendezvous takes them as volunteer relays.
+	Volunteers int
 }
 
 // Mesh is a running system. Close it when done.
@@ -144,6 +147,9 @@ func Start(ctx context.Context, cfg Config) (m *Mesh, err error) {
 		c := cfg.Relay
 		c.Node, c.Rendezvous, c.PublicURL = node, m.URL, "http://"+ln.Addr().String()
 		c.AdmissionToken = proto.SignAdmission(admission, proto.AdmissionClaims{Relay: node.ID(), Name: fmt.Sprintf("dev-%d", i)})
+		if i >= cfg.Relays-cfg.Volunteers {
+			c.AdmissionToken = ""
+		}
 		if c.Logger == nil {
 			c.Logger = cfg.Logger.With("role", "relay", "n", i)
 		}
