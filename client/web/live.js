@@ -496,6 +496,8 @@ export async function readLive(link, opts = {}) {
 /** Bytes a publisher lets wait in its WebSocket before it holds back. */
 const SEND_BUFFER = 1 << 20;
 const DRAIN_POLL_MS = 10;
+/** Most ms between two keyframes of a recorded camera: a joining reader's wait. */
+const KEYFRAME_MS = 1000;
 
 /**
  * A live channel being published.
@@ -629,7 +631,9 @@ export async function goLive(opts) {
     const video = src.getVideoTracks().length > 0;
     const kinds = video ? ['video/webm;codecs=vp8,opus', 'video/webm;codecs=vp8', 'video/webm'] : ['audio/webm;codecs=opus', 'audio/webm'];
     const mimeType = opts.mimeType ?? kinds.find((t) => MediaRecorder.isTypeSupported(t)) ?? '';
-    recorder = new MediaRecorder(src, mimeType ? { mimeType } : {});
+    // A keyframe every KEYFRAME_MS (Chromium's MediaRecorder option; others
+    // ignore it) starts a Cluster a joining reader can decode at once.
+    recorder = new MediaRecorder(src, /** @type {MediaRecorderOptions} */ ({ ...(mimeType ? { mimeType } : {}), videoKeyFrameIntervalDuration: KEYFRAME_MS }));
     type ||= recorder.mimeType || mimeType || 'video/webm';
     webm = true;
     chunks = recorderChunks(recorder, opts.timeslice ?? 250);

@@ -83,7 +83,7 @@ async function start(what) {
         el.textContent = n === 0 ? 'no viewers yet' : `${n} viewer${n === 1 ? '' : 's'}`;
       },
       onState: (s, detail) => {
-        if (s === 'streaming') setState(s, 'live');
+        if (s === 'streaming' && card.dataset.id) setState(s, 'live'); // (before the link shows, below)
         if (s === 'ended') setState(s, 'ended');
         if (s === 'failed') {
           setState(s, 'failed');
@@ -105,7 +105,9 @@ async function start(what) {
   field('meta').textContent = `${file ? `${formatBytes(file.size)} · ${file.type || 'application/octet-stream'} · ${rate ? `${formatBytes(rate)}/s` : 'unpaced'}` : 'camera, WebM'} · end-to-end encrypted`;
   /** @type {HTMLInputElement} */ (card.querySelector('[data-testid="live-link"]')).value = ch.link;
   renderQR(field('qr'), ch.link);
-  if (ch.state === 'live') setState('live', file ? 'ready' : 'live'); // the link is usable
+  // The link is usable.
+  if (ch.state === 'live') setState('live', file ? 'ready' : 'live');
+  if (ch.state === 'streaming') setState('streaming', 'live');
   const startButton = /** @type {HTMLElement} */ (card.querySelector('[data-action="start"]'));
   startButton.hidden = !file;
   const sent = field('sent');

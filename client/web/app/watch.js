@@ -132,6 +132,7 @@ async function play(ch) {
   };
   video.addEventListener('pause', () => { if (!video.ended) video.dataset.userPaused = '1'; });
   video.addEventListener('play', () => { delete video.dataset.userPaused; });
+  video.addEventListener('playing', () => { $('channel').dataset.playingMs ??= String(Math.round(performance.now())); });
   await append(ch.init);
   for await (const rec of ch.records) {
     if (rec.kind === 'head') {
@@ -147,6 +148,7 @@ async function play(ch) {
       // Where this reader joined: a sync record past 0 is a mid-stream join.
       $('channel').dataset.firstSeq = String(rec.seq);
       $('channel').dataset.firstKind = rec.kind;
+      $('channel').dataset.firstDataMs = String(Math.round(performance.now()));
     }
     addReceived(rec.data.length);
     await append(rec.data);
@@ -281,6 +283,7 @@ async function main() {
     return;
   }
   setPill('live');
+  $('channel').dataset.headMs = String(Math.round(performance.now())); // ms since the page's navigation
   const name = ch.meta.name || 'Live channel';
   /** @type {HTMLElement} */ (document.querySelector('[data-testid="live-name"]')).textContent = name;
   /** @type {HTMLElement} */ (document.querySelector('[data-testid="live-type"]')).textContent = ch.meta.type;

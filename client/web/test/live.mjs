@@ -93,8 +93,11 @@ try {
 
   // --- 2. the camera, with a mid-stream join ---
   await a.click('[data-testid="live-camera"]');
+  await a.waitForFunction(() => document.querySelectorAll('[data-testid="live-channel"]').length === 2);
   const cam = a.locator('[data-testid="live-channel"]').first();
-  await cam.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+  // The link shows once the relay took the channel (the camera may be
+  // streaming by then).
+  await cam.locator('[data-testid="live-state"][data-live="live"], [data-testid="live-state"][data-live="streaming"]').waitFor();
   const camLink = await cam.locator('[data-testid="live-link"]').inputValue();
   assert.notEqual(camLink, link);
   const b = await newPage('B');
@@ -114,7 +117,8 @@ try {
   assert.equal(join.kind, 'sync', 'C joined at a sync record');
   assert.ok(join.seq > 0, `C joined mid-stream (first record ${join.seq})`);
   assert.match(join.type, /^video\/webm/, 'the head says WebM');
-  const bFirst = await b.locator('#channel').evaluate((e) => Number(e.dataset.firstSeq));
+  const bt = await b.locator('#channel').evaluate((e) => ({ first: Number(e.dataset.firstSeq), head: Number(e.dataset.headMs), data: Number(e.dataset.firstDataMs), playing: Number(e.dataset.playingMs) }));
+  const ct = await c.locator('#channel').evaluate((e) => ({ head: Number(e.dataset.headMs), data: Number(e.dataset.firstDataMs), playing: Number(e.dataset.playingMs) }));
 
   // A page with another key learns nothing and says the key is wrong.
   const d = await newPage('D');
@@ -131,7 +135,8 @@ try {
     assert.equal((await status(p)).text, 'The live channel ended.', `${who}: clean end`);
     await p.context().close();
   }
-  console.log(`figure: live camera: B's video played after ${firstFrame.toFixed(1)} s (first record ${bFirst}), C joined at sync record ${join.seq} and played; B received ${bytesBefore} bytes before the stop`);
+  console.log(`figure: live camera: B's page (ms since its navigation): head ${bt.head}, first data ${bt.data} (record ${bt.first}), playing ${bt.playing}, currentTime > 0.5 s after ${firstFrame.toFixed(1)} s; ` +
+    `C joined mid-stream at sync record ${join.seq}: head ${ct.head}, first data ${ct.data}, playing ${ct.playing}; B received ${bytesBefore} bytes before the stop`);
 
   // --- 3. golden vectors in Chromium ---
   if (opts.vectors) {
