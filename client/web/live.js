@@ -376,7 +376,7 @@ export async function* openRecords(kl, body) {
       try {
         res = await reader.read();
       } catch (err) {
-        throw new LiveError(`the channel ended without its end mark (${err.message})`, 'cut');
+        throw new LiveError(`the channel ended without its end mark: the connection broke (${err.message})`, 'cut');
       }
       if (res.done) break;
       for (const rec of await r.push(res.value)) {
@@ -665,6 +665,15 @@ export async function goLive(opts) {
     if (recorder && recorder.state !== 'inactive') recorder.stop();
     await ch.done.catch(() => {});
   };
+  // A relay that goes away ends the channel (not cleanly) even while the
+  // source waits for start() or is quiet: the pump stops and fails.
+  closedP.then(() => {
+    if (ch.state === 'ended') return;
+    stopping = true;
+    started();
+    wake();
+    if (recorder && recorder.state !== 'inactive') recorder.stop();
+  });
 
   // The head goes first: at once, or (WebM) when the first Cluster shows
   // where the init bytes end.

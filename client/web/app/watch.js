@@ -77,7 +77,7 @@ function explain(err) {
       return [`Record ${err.seq} was altered on the way (it does not decrypt), so the channel stopped here. What came before is intact.`, 'integrity'];
     case 'cut':
     case 'nohead':
-      return [`The channel ended without its end mark: the sender or a relay went away (${err.message}). What came before is intact.`, 'cut'];
+      return ['The channel ended without its end mark: the sender or a relay went away. What came before is intact.', 'cut'];
     case 'http':
       if (err.status === 404) return ['There is no live channel here: it has ended, or it never started.', 'notfound'];
       return [`The channel could not be read: ${err.message}`, 'http'];
@@ -89,6 +89,7 @@ function explain(err) {
 function fail(err) {
   const [text, reason] = explain(err);
   setStatus('failed', text, reason);
+  statusEl.title = err?.message ?? ''; // the library's words, for the curious
   setPill('failed');
 }
 

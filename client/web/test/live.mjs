@@ -14,7 +14,9 @@
 //     <video> plays (currentTime advances); C opens it later, joins
 //     mid-stream at a sync record (a WebM Cluster) and plays too; a page
 //     with a wrong key says so; A stops; B and C end cleanly.
-//  3. live.js passes the live1 golden vectors in Chromium (--vectors).
+//  3. A streams a file slowly to E and its tab closes mid-stream: E says
+//     the channel ended without its end mark.
+//  4. live.js passes the live1 golden vectors in Chromium (--vectors).
 //
 // It prints "live: ok" when all holds, and "figure:" lines.
 
@@ -138,10 +140,35 @@ try {
   console.log(`figure: live camera: B's page (ms since its navigation): head ${bt.head}, first data ${bt.data} (record ${bt.first}), playing ${bt.playing}, currentTime > 0.5 s after ${firstFrame.toFixed(1)} s; ` +
     `C joined mid-stream at sync record ${join.seq}: head ${ct.head}, first data ${ct.data}, playing ${ct.playing}; B received ${bytesBefore} bytes before the stop`);
 
-  // --- 3. golden vectors in Chromium ---
+  // --- 3. an end without the end mark: A's tab goes away mid-stream ---
+  await a.selectOption('[data-testid="live-rate"]', '262144');
+  await a.setInputFiles('[data-testid="live-file-input"]', { name: 'cut.bin', mimeType: 'application/octet-stream', buffer: randomBytes(4 << 20) });
+  await a.waitForFunction(() => document.querySelectorAll('[data-testid="live-channel"]').length === 3);
+  const cut = a.locator('[data-testid="live-channel"]').first();
+  await cut.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+  const cutLink = await cut.locator('[data-testid="live-link"]').inputValue();
+  const e = await newPage('E');
+  await e.goto(cutLink);
+  await e.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+  await cut.locator('[data-testid="live-start"]').click();
+  await e.waitForFunction(() => Number(document.querySelector('[data-testid="received"]')?.getAttribute('data-bytes')) > 0);
+  let vectors = null;
   if (opts.vectors) {
+    // (checked in A's page, before it goes)
     const v = JSON.parse(await readFile(opts.vectors, 'utf8'));
-    const r = await a.evaluate(`(${checkLiveVectors.toString()})(${JSON.stringify(v)}, '/web/live.js')`);
+    vectors = await a.evaluate(`(${checkLiveVectors.toString()})(${JSON.stringify(v)}, '/web/live.js')`);
+  }
+  await a.context().close();
+  await e.locator('[data-testid="status"][data-state="failed"]').waitFor({ timeout: 30_000 });
+  const cutStatus = await status(e);
+  assert.equal(cutStatus.reason, 'cut', `E: an end without the end mark, worded as such: ${cutStatus.text}`);
+  const cutBytes = Number(await e.locator('[data-testid="received"]').getAttribute('data-bytes'));
+  assert.ok(cutBytes < 4 << 20, `E got ${cutBytes} bytes, less than the file`);
+  console.log(`figure: live cut: A's tab closed after E received ${cutBytes} bytes; E says: ${cutStatus.text}`);
+
+  // --- 4. golden vectors in Chromium ---
+  if (vectors) {
+    const r = vectors;
     assert.deepEqual(r.failures, [], 'live1 golden vectors in Chromium');
     console.log(`figure: live1: ${r.checks} golden-vector checks pass in Chromium`);
   }
