@@ -500,7 +500,9 @@ const DRAIN_POLL_MS = 10;
 const KEYFRAME_MS = 1000;
 
 /**
- * A live channel being published.
+ * A live channel being published. Events: 'state' {state, detail},
+ * 'viewers' {viewers}, 'record' {kind, seq, size, at} for each data, sync
+ * or last record handed to the WebSocket (at: Date.now()).
  */
 export class LiveChannel extends EventTarget {
   constructor() {
@@ -522,7 +524,7 @@ export class LiveChannel extends EventTarget {
     this.state = 'connecting';
     /** @type {Promise<void>} settles when the channel has ended (rejects when it failed) */
     this.done = Promise.resolve();
-    /** @type {() => void} */
+    /** @type {() => void} start a source that waits (GoLiveOptions.wait) */
     this.start = () => {};
     /** @type {() => Promise<void>} */
     this.stop = async () => {};
@@ -604,6 +606,7 @@ export async function goLive(opts) {
     if (closed) throw failure();
     ws.send(rec);
     ch.records++;
+    if (kind !== Kind.HEAD) ch.dispatchEvent(new CustomEvent('record', { detail: { kind, seq: s, size: rec.length, at: Date.now() } }));
   };
   /** @param {Uint8Array} b @param {boolean} sync */
   const sendData = async (b, sync) => {

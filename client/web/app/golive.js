@@ -102,6 +102,11 @@ async function start(what) {
     return;
   }
   card.dataset.id = ch.id;
+  ch.addEventListener('record', (ev) => {
+    const d = /** @type {CustomEvent} */ (ev).detail;
+    card.dataset.seq = String(d.seq); // for the browser test's latency figure
+    card.dataset.sentAt = String(d.at);
+  });
   field('meta').textContent = `${file ? `${formatBytes(file.size)} · ${file.type || 'application/octet-stream'} · ${rate ? `${formatBytes(rate)}/s` : 'unpaced'}` : 'camera, WebM'} · end-to-end encrypted`;
   /** @type {HTMLInputElement} */ (card.querySelector('[data-testid="live-link"]')).value = ch.link;
   renderQR(field('qr'), ch.link);

@@ -22,6 +22,8 @@ const MAX_IN_MEMORY = 512 << 20; // bytes saved without a Service Worker
 const KEEPALIVE_MS = 10_000;
 const SW_READY_MS = 3000;
 const EVICT_KEEP_S = 30; // seconds of played video kept in the SourceBuffer
+const MAX_LAG_S = 2; // seconds behind the newest media before the player jumps ahead
+const LAG_S = 0.5; // seconds behind the newest media it jumps to
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const statusEl = $('status');
@@ -88,6 +90,8 @@ function explain(err) {
 /** @param {any} err */
 function fail(err) {
   const [text, reason] = explain(err);
+  const type = /** @type {HTMLElement} */ (document.querySelector('[data-testid="live-type"]'));
+  if (!$('channel').dataset.type) type.textContent = 'nothing decrypted';
   setStatus('failed', text, reason);
   statusEl.title = err?.message ?? ''; // the library's words, for the curious
   setPill('failed');
@@ -128,7 +132,12 @@ async function play(ch) {
       sb.addEventListener('updateend', resolve, { once: true });
       sb.addEventListener('error', () => reject(new Error('the browser could not decode the video')), { once: true });
     });
-    if (sb.buffered.length && video.currentTime < sb.buffered.start(0)) video.currentTime = sb.buffered.start(0);
+    if (sb.buffered.length) {
+      // Stay near the live edge: a player that fell behind (joined at an
+      // old Cluster, or stalled) jumps ahead.
+      const end = sb.buffered.end(sb.buffered.length - 1);
+      if (video.currentTime < sb.buffered.start(0) || end - video.currentTime > MAX_LAG_S) video.currentTime = Math.max(sb.buffered.start(0), end - LAG_S);
+    }
     if (video.paused && !video.dataset.userPaused) video.play().catch(() => {});
   };
   video.addEventListener('pause', () => { if (!video.ended) video.dataset.userPaused = '1'; });
@@ -152,6 +161,8 @@ async function play(ch) {
       $('channel').dataset.firstDataMs = String(Math.round(performance.now()));
     }
     addReceived(rec.data.length);
+    $('channel').dataset.lastSeq = String(rec.seq);
+    $('channel').dataset.lastAt = String(Date.now());
     await append(rec.data);
     if (rec.kind === 'last') {
       if (sb.updating) await new Promise((r) => sb.addEventListener('updateend', r, { once: true }));

@@ -3,7 +3,7 @@
 // (TestBrowserLive), which runs a rendezvous and two relays that are both
 // volunteers, so that sealing is what lets them carry the channels:
 //
-//	node live.mjs RENDEZVOUS_URL [--vectors proto/testdata/live1-vectors.json]
+//	node live.mjs RENDEZVOUS_URL [--vectors proto/testdata/live1-vectors.json] [--screenshots DIR]
 //
 //  1. File: page A streams a file ("Stream a file live"); pages B and C
 //     (each its own browser profile) open the link, get the channel head
@@ -22,12 +22,13 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import { checkLiveVectors } from './livevectors.mjs';
 
-const { positionals, values: opts } = parseArgs({ allowPositionals: true, options: { vectors: { type: 'string' } } });
+const { positionals, values: opts } = parseArgs({ allowPositionals: true, options: { vectors: { type: 'string' }, screenshots: { type: 'string' } } });
 const [rv] = positionals;
 if (!rv) {
   console.error('usage: node live.mjs RENDEZVOUS_URL [--vectors PATH]');
@@ -50,6 +51,11 @@ async function newPage(who) {
   page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') console.log(`${who} console: ${m.text()}`); });
   return page;
+}
+if (opts.screenshots) await mkdir(opts.screenshots, { recursive: true });
+/** @param {import('playwright-core').Page} page @param {string} name */
+async function screenshot(page, name) {
+  if (opts.screenshots) await page.screenshot({ path: join(opts.screenshots, name), fullPage: true });
 }
 const sha = (/** @type {Buffer|Uint8Array} */ b) => createHash('sha256').update(b).digest('hex');
 const status = async (/** @type {import('playwright-core').Page} */ p) => p.locator('[data-testid="status"]').evaluate((e) => ({ reason: e.dataset.reason, text: e.textContent }));
@@ -83,6 +89,7 @@ try {
   for (const { who, p, dl } of viewers) {
     await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
     assert.equal((await status(p)).text, 'The live channel ended.', `${who}: clean end`);
+    if (who === 'B') await screenshot(p, 'receiver-live-saved.png');
     assert.equal(await dl.failure(), null, `${who}: the download did not fail`);
     const got = await readFile(await dl.path());
     assert.equal(got.length, file.length, `${who}: saved ${got.length} bytes, want ${file.length}`);
@@ -115,6 +122,20 @@ try {
   const c = await newPage('C');
   await c.goto(camLink);
   await playing(c, 1);
+  // Transport latency: from A handing a record to its WebSocket to B
+  // having opened it (both pages and this process share the clock).
+  const lat = [];
+  for (let i = 0; i < 8; i++) {
+    const sent = await cam.evaluate((e) => ({ seq: Number(e.dataset.seq), at: Number(e.dataset.sentAt) }));
+    await b.waitForFunction((seq) => Number(document.getElementById('channel')?.dataset.lastSeq) >= seq, sent.seq, { polling: 5 });
+    const got = await b.locator('#channel').evaluate((e) => ({ seq: Number(e.dataset.lastSeq), at: Number(e.dataset.lastAt) }));
+    if (got.seq === sent.seq) lat.push(got.at - sent.at);
+    await b.waitForTimeout(300);
+  }
+  lat.sort((x, y) => x - y);
+  const behind = await c.locator('[data-testid="live-video"]').evaluate((v) => v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : -1);
+  await screenshot(a, 'sender-live.png');
+  await screenshot(c, 'receiver-live-video.png');
   const join = await c.locator('#channel').evaluate((e) => ({ seq: Number(e.dataset.firstSeq), kind: e.dataset.firstKind, type: e.dataset.type }));
   assert.equal(join.kind, 'sync', 'C joined at a sync record');
   assert.ok(join.seq > 0, `C joined mid-stream (first record ${join.seq})`);
@@ -127,6 +148,7 @@ try {
   await d.goto(camLink.replace(/#k=.*/, '#k=' + Buffer.from(randomBytes(32)).toString('base64url')));
   await d.locator('[data-testid="status"][data-state="failed"]').waitFor();
   assert.equal((await status(d)).reason, 'key', 'wrong key worded as such');
+  await screenshot(d, 'receiver-live-wrong-key.png');
   await d.context().close();
 
   const bytesBefore = Number(await b.locator('[data-testid="received"]').getAttribute('data-bytes'));
@@ -139,6 +161,7 @@ try {
   }
   console.log(`figure: live camera: B's page (ms since its navigation): head ${bt.head}, first data ${bt.data} (record ${bt.first}), playing ${bt.playing}, currentTime > 0.5 s after ${firstFrame.toFixed(1)} s; ` +
     `C joined mid-stream at sync record ${join.seq}: head ${ct.head}, first data ${ct.data}, playing ${ct.playing}; B received ${bytesBefore} bytes before the stop`);
+  console.log(`figure: live latency: A's WebSocket send to B's decrypted record: ${lat.join(', ')} ms (${lat.length} samples); C's player ${behind.toFixed(2)} s behind its newest media`);
 
   // --- 3. an end without the end mark: A's tab goes away mid-stream ---
   await a.selectOption('[data-testid="live-rate"]', '262144');
@@ -162,6 +185,7 @@ try {
   await e.locator('[data-testid="status"][data-state="failed"]').waitFor({ timeout: 30_000 });
   const cutStatus = await status(e);
   assert.equal(cutStatus.reason, 'cut', `E: an end without the end mark, worded as such: ${cutStatus.text}`);
+  await screenshot(e, 'receiver-live-cut.png');
   const cutBytes = Number(await e.locator('[data-testid="received"]').getAttribute('data-bytes'));
   assert.ok(cutBytes < 4 << 20, `E got ${cutBytes} bytes, less than the file`);
   console.log(`figure: live cut: A's tab closed after E received ${cutBytes} bytes; E says: ${cutStatus.text}`);

@@ -66,6 +66,13 @@ func TestBrowserLive(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(testDir, liveVectors)); err == nil {
 		args = append(args, "--vectors", liveVectors)
 	}
+	if dir := os.Getenv("MESHUP_SCREENSHOTS"); dir != "" {
+		abs, err := filepath.Abs(filepath.Join("../../..", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--screenshots", abs)
+	}
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = testDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
