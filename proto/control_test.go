@@ -40,7 +40,7 @@ func sampleMessages() map[string]Message {
 		"hold_done":   HoldDone{ID: id, Size: 5 << 20},
 		"release":     Release{ID: id, Status: StatusExpired, Reason: "expired"},
 		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}, Delta: true, Removed: []string{"12D3KooWC"}},
-		"live":        LiveAnnounce{Channel: id, Source: true, Upstream: "12D3KooWU", Volunteers: true, End: true},
+		"live":        LiveAnnounce{Channel: id, Source: true, Upstream: "12D3KooWU", Volunteers: true, End: true, Enc: LiveEncVersion},
 	}
 }
 

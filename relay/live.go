@@ -185,18 +185,14 @@ type liveChan struct {
 	lastStart []byte // the last EvSocket "start" event, for late members
 
 	// Sealed channels (proto/livee2e.go):
-	sealed       bool   // its chunks are live1 records (FrameLiveRecord)
-	head         []byte // the latest head record, sent first to new subscribers
-	headAt       uint64 // seq of the ring chunk that carried head
-	headReserved bool   // head's LiveMaxRecord bytes are reserved in the budget
+	sealed       atomic.Bool // its chunks are live1 records (FrameLiveRecord); read without mu (announceLive holds the hub's mutex)
+	head         []byte      // the latest head record, sent first to new subscribers
+	headAt       uint64      // seq of the ring chunk that carried head
+	headReserved bool        // head's LiveMaxRecord bytes are reserved in the budget
 }
 
 // isSealed reports whether ch carries live1 records.
-func (ch *liveChan) isSealed() bool {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	return ch.sealed
-}
+func (ch *liveChan) isSealed() bool { return ch.sealed.Load() }
 
 // setReady marks sealed as known.
 func (ch *liveChan) setReady() { ch.readyOnce.Do(func() { close(ch.ready) }) }
@@ -266,7 +262,8 @@ func (s *Server) openLive(id proto.ItemID, source bool, upstream string, volunte
 		return nil, false, proto.Errorf(proto.StatusOverLimit, "relay memory budget is full")
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	ch = &liveChan{s: s, id: id, source: source, upstream: upstream, volunteers: volunteers, sealed: sealed, ctx: ctx, cancel: cancel, subs: make(map[*liveSub]struct{}), ready: make(chan struct{})}
+	ch = &liveChan{s: s, id: id, source: source, upstream: upstream, volunteers: volunteers, ctx: ctx, cancel: cancel, subs: make(map[*liveSub]struct{}), ready: make(chan struct{})}
+	ch.sealed.Store(sealed)
 	if source {
 		ch.setReady()
 	}
@@ -430,7 +427,7 @@ func (ch *liveChan) subscribe(ctx context.Context, kind subKind, peer string) (*
 	}
 	sub := &liveSub{ch: ch, kind: kind, id: ch.s.live.nextSub.Add(1), peer: peer, wake: make(chan struct{}, 1), ctx: ctx, next: ch.next}
 	sub.pos.Store(ch.written)
-	if ch.sealed {
+	if ch.sealed.Load() {
 		// The head first, then from the latest sync record after that
 		// head still in the ring, else from the live edge.
 		sub.head = ch.head
@@ -616,9 +613,7 @@ func (s *Server) feedLive(ch *liveChan, subscribed chan struct{}) proto.LiveEnd 
 		if subscribed != nil {
 			st.SetReadDeadline(time.Time{})
 			if h.Type == proto.FrameLiveRecord {
-				ch.mu.Lock()
-				ch.sealed = true
-				ch.mu.Unlock()
+				ch.sealed.Store(true)
 			}
 			ch.setReady()
 			close(subscribed)
@@ -730,7 +725,7 @@ func (s *Server) handleLiveStream(st mesh.Stream) {
 	}()
 	ch.mu.Lock()
 	start := ch.lastStart
-	sealed := ch.sealed
+	sealed := ch.sealed.Load()
 	ch.mu.Unlock()
 	mw := &meshLiveWriter{st: st, timeout: s.cfg.WriteTimeout, sub: sub}
 	// An empty LiveData (LiveRecord for a sealed channel) tells the

@@ -213,7 +213,7 @@ func (s *Server) takeLivePublisher(id proto.ItemID, volunteers, sealed bool) (*l
 	}
 	ch.mu.Lock()
 	busy := ch.publisher || !ch.source
-	wrong := ch.sealed != sealed
+	wrong := ch.sealed.Load() != sealed
 	if !busy && !wrong {
 		ch.publisher = true
 	}

@@ -38,6 +38,11 @@ exit relay fails mid-transfer the download resumes through another relay.
 An encrypted item is decrypted with the key in the URL's fragment (quote
 it: 'https://.../i/ID#k=...'); only authenticated bytes are written.
 
+A live channel's link streams from the live edge until the channel ends:
+a sealed channel's 'https://.../l/ID#k=...' (decrypted; a relay that
+alters, drops or reorders a record, or a channel cut before its end mark,
+is an error), or a plaintext channel's https://.../v1/live/ID.
+
 Flags:
 `
 

@@ -41,13 +41,21 @@ func TestLiveCommand(t *testing.T) {
 	if !isLiveURL(link) {
 		t.Fatalf("link %q is not a live channel's", link)
 	}
-	stdinW.Write(nil) // the push has begun: the channel is on its relay
+	stdinW.Write(nil) // the push has begun
 	subscribers := func() (n int64) {
 		for _, r := range m.Relays {
 			n += r.LiveStats().Subscribers
 		}
 		return n
 	}
+	meshtest.Eventually(t, 10*time.Second, "the channel on its relay", func() bool {
+		for _, r := range m.Relays {
+			if r.LiveStats().Channels == 1 {
+				return true
+			}
+		}
+		return false
+	})
 	type got struct {
 		b   []byte
 		err error

@@ -155,7 +155,7 @@ func logStart(ctx context.Context, log *slog.Logger, o *options, srv *relay.Serv
 // default), never on the public port.
 func startDebug(ctx context.Context, o *options, srv *relay.Server, hs *httpserve.Server, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStatusCollector(srv), buildinfo.Collector(),
+	reg.MustRegister(newStatusCollector(srv), newLiveCollector(srv), buildinfo.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshup_relay_tcp_refused_total", Help: "TCP connections closed at once for --max-tcp-conns-per-ip."},
 			func() float64 { return float64(hs.Refused()) }))

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshup/meshup/cmd/internal/devmesh"
+	"github.com/meshup/meshup/mesh/meshtest"
+	"github.com/meshup/meshup/proto"
+)
+
+// TestLiveMetrics: the live counters of GET /v1/live/stats are Prometheus
+// metrics too, read from a real relay carrying a channel.
+func TestLiveMetrics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rel := m.Relays[0]
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newLiveCollector(rel))
+	metric := func(name string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				var sum float64
+				for _, mm := range mf.GetMetric() {
+					sum += mm.GetGauge().GetValue() + mm.GetCounter().GetValue()
+				}
+				return sum
+			}
+		}
+		return -1
+	}
+
+	id, secret := proto.NewLiveSecret()
+	pr, pw := io.Pipe()
+	go func() {
+		req, _ := http.NewRequest(http.MethodPut, m.RelayURLs[0]+"/v1/live/"+id.String(), pr)
+		req.ContentLength = -1
+		req.Header.Set("Authorization", "Bearer "+secret)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	meshtest.Eventually(t, 10*time.Second, "the channel", func() bool { return metric("meshup_relay_live_channels") == 1 })
+	resp, err := http.Get(m.URL + "/v1/live/" + id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	meshtest.Eventually(t, 10*time.Second, "the subscriber", func() bool { return metric("meshup_relay_live_subscribers") == 1 })
+	pw.Write([]byte(strings.Repeat("z", 1000)))
+	buf := make([]byte, 1000)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	if in := metric("meshup_relay_live_bytes_in_total"); in != 1000 {
+		t.Errorf("bytes in %v, want 1000", in)
+	}
+	// The relay counts bytes out once the write returned.
+	meshtest.Eventually(t, 10*time.Second, "1000 bytes out", func() bool { return metric("meshup_relay_live_bytes_out_total") == 1000 })
+	if v := metric("meshup_relay_live_forwarded_bytes_total"); v != 0 {
+		t.Errorf("forwarded %v, want 0", v)
+	}
+	pw.Close()
+	meshtest.Eventually(t, 10*time.Second, "the channel ended", func() bool { return metric("meshup_relay_live_channels") == 0 })
+}
