@@ -16,7 +16,10 @@
 //     with a wrong key says so; A stops; B and C end cleanly.
 //  3. A streams a file slowly to E and its tab closes mid-stream: E says
 //     the channel ended without its end mark.
-//  4. live.js passes the live1 golden vectors in Chromium (--vectors).
+//  4. With --harness (the Go test), a Go reader (proto.LiveReader) reads the
+//     file of 1. too, and page F saves a channel a Go publisher
+//     (proto.LiveWriter over PUT) streams: both SHA-256 equal.
+//  5. live.js passes the live1 golden vectors in Chromium (--vectors).
 //
 // It prints "live: ok" when all holds, and "figure:" lines.
 
@@ -24,11 +27,12 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import { checkLiveVectors } from './livevectors.mjs';
 
-const { positionals, values: opts } = parseArgs({ allowPositionals: true, options: { vectors: { type: 'string' }, screenshots: { type: 'string' } } });
+const { positionals, values: opts } = parseArgs({ allowPositionals: true, options: { vectors: { type: 'string' }, screenshots: { type: 'string' }, harness: { type: 'boolean' } } });
 const [rv] = positionals;
 if (!rv) {
   console.error('usage: node live.mjs RENDEZVOUS_URL [--vectors PATH]');
@@ -53,6 +57,17 @@ async function newPage(who) {
   return page;
 }
 if (opts.screenshots) await mkdir(opts.screenshots, { recursive: true });
+// With --harness, the Go test answers requests on stdin: it reads a
+// channel with proto.LiveReader and publishes one with proto.LiveWriter.
+const rl = opts.harness ? createInterface({ input: process.stdin }) : null;
+const answers = rl ? rl[Symbol.asyncIterator]() : null;
+/** @param {string} req */
+async function ask(req) {
+  console.log(`harness: ${req}`);
+  const { value } = await /** @type {AsyncIterator<string>} */ (answers).next();
+  assert.ok(!String(value).startsWith('error'), `harness ${req}: ${value}`);
+  return String(value);
+}
 /** @param {import('playwright-core').Page} page @param {string} name */
 async function screenshot(page, name) {
   if (opts.screenshots) await page.screenshot({ path: join(opts.screenshots, name), fullPage: true });
@@ -82,6 +97,7 @@ try {
     await p.click('[data-testid="save-button"]');
     viewers.push({ who, p, dl: await dl });
   }
+  if (answers) assert.equal(await ask(`live-read ${link}`), 'subscribed', 'a Go reader (proto.LiveReader) subscribed too');
   const t0 = performance.now();
   await card.locator('[data-testid="live-start"]').click();
   await card.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 60_000 });
@@ -96,6 +112,11 @@ try {
     assert.equal(sha(got), sha(file), `${who}: SHA-256 of the saved file`);
     assert.equal(await p.locator('[data-testid="save-button"]').getAttribute('data-via'), 'worker', `${who}: saved through the Service Worker`);
     await p.context().close();
+  }
+  if (answers) {
+    const [sum, n] = (await ask('live-sum')).split(' ');
+    assert.equal(Number(n), file.length, 'the Go reader got the whole file');
+    assert.equal(sum, sha(file), 'SHA-256 of what the Go reader got');
   }
   const sentViewers = await card.locator('[data-testid="live-viewers"]').getAttribute('data-viewers');
   console.log(`figure: live file: ${FILE_SIZE} bytes at ${Number(RATE) >> 10} KiB/s to 2 readers in ${secs.toFixed(1)} s (${(FILE_SIZE / secs / 1048576).toFixed(2)} MiB/s), both SHA-256 equal; viewers shown by A: ${sentViewers}`);
@@ -190,7 +211,26 @@ try {
   assert.ok(cutBytes < 4 << 20, `E got ${cutBytes} bytes, less than the file`);
   console.log(`figure: live cut: A's tab closed after E received ${cutBytes} bytes; E says: ${cutStatus.text}`);
 
-  // --- 4. golden vectors in Chromium ---
+  // --- 4. a channel published from Go (proto.LiveWriter), read by a page ---
+  if (answers) {
+    const [goLink, goSum] = (await ask('live-publish')).split(' ');
+    const f = await newPage('F');
+    await f.goto(goLink);
+    await f.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+    assert.equal(await f.locator('[data-testid="live-name"]').textContent(), 'from-go.bin', 'F: name from the Go head');
+    const dl = f.waitForEvent('download');
+    await f.click('[data-testid="save-button"]');
+    const download = await dl;
+    assert.equal(await ask('live-publish-start'), 'started');
+    await f.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    const got = await readFile(await download.path());
+    assert.equal(sha(got), goSum, `F: SHA-256 of the Go channel (${got.length} bytes)`);
+    assert.equal(await ask('live-published'), 'ok', 'the Go publisher ended cleanly');
+    await f.context().close();
+    console.log(`figure: live interop: the Go reader got the browser's file (SHA-256 equal), page F saved the Go publisher's ${got.length} bytes (SHA-256 equal)`);
+  }
+
+  // --- 5. golden vectors in Chromium ---
   if (vectors) {
     const r = vectors;
     assert.deepEqual(r.failures, [], 'live1 golden vectors in Chromium');
@@ -200,4 +240,6 @@ try {
   console.log('live: ok');
 } finally {
   await browser.close();
+  rl?.close(); // stdin stays open while the Go side waits for our end
+  process.stdin.destroy();
 }
