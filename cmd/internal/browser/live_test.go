@@ -15,8 +15,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,10 +122,10 @@ func TestBrowserLive(t *testing.T) {
 // other end to end.
 type liveHarness struct {
 	rv    string
-	start chan struct{} // lets "live-publish" stream its data
-	read chan liveResult // the result of the read started by "live-read"
-	pub  chan error      // the end of the publish started by "live-publish"
-	data []byte          // what "live-publish" streams
+	start chan struct{}   // lets "live-publish" stream its data
+	read  chan liveResult // the result of the read started by "live-read"
+	pub   chan error      // the end of the publish started by "live-publish"
+	data  []byte          // what "live-publish" streams
 }
 
 type liveResult struct {
@@ -245,7 +245,6 @@ func readLiveGo(ctx context.Context, link string, subscribed chan<- error) (res 
 	}
 	return liveResult{sum: hex.EncodeToString(hash.Sum(nil)), n: n}
 }
-
 
 // TestLiveUnit runs client/web/test/liveunit.mjs in Node: the WebM
 // walker finds exactly the Clusters of a synthetic WebM whose frame data
