@@ -94,6 +94,8 @@ function fail(err) {
   if (!$('channel').dataset.type) type.textContent = 'nothing decrypted';
   setStatus('failed', text, reason);
   statusEl.title = err?.message ?? ''; // the library's words, for the curious
+  // What arrived cannot be saved now: the held stream failed with the channel.
+  if (!saveButton.dataset.via) saveButton.hidden = true;
   setPill('failed');
 }
 
