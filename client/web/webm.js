@@ -226,3 +226,56 @@ function concatBytes(parts) {
   }
   return out;
 }
+
+// Codec ids of WebM tracks and their names in a MIME type's codecs
+// parameter (RFC 6381, as MediaSource.isTypeSupported takes them).
+const CODECS = new Map([['V_VP8', 'vp8'], ['V_VP9', 'vp9'], ['A_OPUS', 'opus'], ['A_VORBIS', 'vorbis']]);
+const TRACK_ENTRY = 0xae;
+const CODEC_ID = 0x86;
+
+/**
+ * The codecs of the tracks of a WebM's init bytes (EBML header, Segment
+ * up to its first Cluster), for a MIME type that lacks them: a "video/webm"
+ * without codecs is not a type MediaSource takes. Codecs it does not know
+ * are left out; malformed bytes give what was found before them.
+ * @param {Uint8Array} init
+ * @returns {string[]} e.g. ["vp8", "opus"]
+ */
+export function webmCodecs(init) {
+  /** @type {string[]} */
+  const out = [];
+  /**
+   * Walks the elements of init[from, to).
+   * @param {number} from
+   * @param {number} to
+   * @param {number} depth 0 top, 1 Segment, 2 Tracks, 3 TrackEntry
+   */
+  const walk = (from, to, depth) => {
+    let at = from;
+    while (at < to) {
+      const idLen = vintLength(init[at]);
+      if (idLen === 0 || idLen > 4 || at + idLen >= to) return;
+      let id = 0;
+      for (let k = 0; k < idLen; k++) id = id * 256 + init[at + k];
+      const sizeLen = vintLength(init[at + idLen]);
+      if (sizeLen === 0 || at + idLen + sizeLen > to) return;
+      let size = init[at + idLen] & (0xff >> sizeLen);
+      let allOnes = size === (0xff >> sizeLen);
+      for (let k = 1; k < sizeLen; k++) {
+        size = size * 256 + init[at + idLen + k];
+        allOnes &&= init[at + idLen + k] === 0xff;
+      }
+      const body = at + idLen + sizeLen;
+      const end = allOnes ? to : Math.min(to, body + size);
+      if ((depth === 0 && id === ID.SEGMENT) || (depth === 1 && id === ID.TRACKS) || (depth === 2 && id === TRACK_ENTRY)) {
+        walk(body, end, depth + 1);
+      } else if (depth === 3 && id === CODEC_ID) {
+        const name = CODECS.get(String.fromCharCode(...init.subarray(body, end)));
+        if (name && !out.includes(name)) out.push(name);
+      }
+      at = end;
+    }
+  };
+  walk(0, init.length, 0);
+  return out;
+}

@@ -15,6 +15,7 @@
 // publisher's end mark; "The live channel ended." on a clean end.
 
 import * as live from '/web/live.js';
+import { webmCodecs } from '/web/webm.js';
 import { formatBytes } from './common.js';
 
 const MAX_HELD = 256 << 20; // bytes held for saving before Save is pressed
@@ -107,17 +108,33 @@ function ended() {
 // --- playing ---
 
 /**
+ * The type to give MediaSource for a channel of type, or '' when it
+ * cannot play it. A WebM type without codecs (a file's "video/webm") gets
+ * them from the init bytes' tracks.
+ * @param {string} type
+ * @param {Uint8Array} init
+ */
+function mediaType(type, init) {
+  if (!/^(video|audio)\//.test(type) || !globalThis.MediaSource) return '';
+  if (MediaSource.isTypeSupported(type)) return type;
+  const codecs = /^(video|audio)\/webm\s*$/i.test(type) ? webmCodecs(init) : [];
+  const t = codecs.length ? `${type.trim()};codecs="${codecs.join(',')}"` : '';
+  return t && MediaSource.isTypeSupported(t) ? t : '';
+}
+
+/**
  * Plays the channel's WebM in the video element with MediaSource.
  * @param {live.LiveRead} ch
+ * @param {string} playType the type for MediaSource (mediaType)
  */
-async function play(ch) {
+async function play(ch, playType) {
   const video = /** @type {HTMLVideoElement} */ ($('video'));
   $('player').hidden = false;
   const ms = new MediaSource();
   video.src = URL.createObjectURL(ms);
   await new Promise((r) => ms.addEventListener('sourceopen', r, { once: true }));
   let type = ch.meta.type;
-  const sb = ms.addSourceBuffer(type);
+  const sb = ms.addSourceBuffer(playType);
   // Sequence mode lays the media out from 0 whatever the Cluster
   // timestamps: a reader who joins mid-stream starts playing at once.
   sb.mode = 'sequence';
@@ -150,7 +167,9 @@ async function play(ch) {
     if (rec.kind === 'head') {
       // A new recorder: a new init segment (and perhaps another type).
       if (rec.meta.type !== type && 'changeType' in sb) {
-        sb.changeType(rec.meta.type);
+        const t = mediaType(rec.meta.type, rec.init);
+        if (!t) throw new Error(`the channel changed to ${rec.meta.type}, which this browser cannot play`);
+        sb.changeType(t);
         type = rec.meta.type;
       }
       await append(rec.init);
@@ -303,10 +322,11 @@ async function main() {
   /** @type {HTMLElement} */ (document.querySelector('[data-testid="live-type"]')).textContent = ch.meta.type;
   document.title = `${name} · live · meshup`;
   $('channel').dataset.type = ch.meta.type;
-  const playable = /^(video|audio)\//.test(ch.meta.type) && globalThis.MediaSource?.isTypeSupported(ch.meta.type);
+  const playType = mediaType(ch.meta.type, ch.init);
+  const playable = playType !== '';
   setStatus('running', playable ? 'Playing live…' : 'Receiving… Press Save to write it to a file.', 'running');
   try {
-    if (playable) await play(ch);
+    if (playable) await play(ch, playType);
     else await offerSave(ch);
     ended();
   } catch (err) {

@@ -14,6 +14,8 @@
 //     <video> plays (currentTime advances); C opens it later, joins
 //     mid-stream at a sync record (a WebM Cluster) and plays too; a page
 //     with a wrong key says so; A stops; B and C end cleanly.
+//     2b. With ffmpeg: A streams a 4 s WebM file at its playback speed
+//     ("auto"), cut at its Clusters; W plays it from its first Cluster.
 //  3. A streams a file slowly to E and its tab closes mid-stream: E says
 //     the channel ended without its end mark.
 //  4. With --harness (the Go test), a Go reader (proto.LiveReader) reads the
@@ -25,8 +27,10 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
@@ -136,7 +140,14 @@ try {
   const playing = (/** @type {import('playwright-core').Page} */ p, /** @type {number} */ t) => p.waitForFunction((t) => {
     const v = /** @type {HTMLVideoElement} */ (document.querySelector('[data-testid="live-video"]'));
     return v && v.currentTime > t;
-  }, t, { timeout: 30_000 });
+  }, t, { timeout: 30_000 }).catch(async (err) => {
+    const why = await p.evaluate(() => {
+      const v = /** @type {HTMLVideoElement} */ (document.querySelector('[data-testid="live-video"]'));
+      const b = v.buffered.length ? `${v.buffered.start(0)}-${v.buffered.end(v.buffered.length - 1)}` : 'nothing';
+      return `status "${document.querySelector('[data-testid="status"]')?.textContent}", currentTime ${v.currentTime}, buffered ${b}, paused ${v.paused}, error ${v.error?.message}, readyState ${v.readyState}`;
+    });
+    throw new Error(`${err.message}: ${why}`);
+  });
   await playing(b, 0.5);
   const firstFrame = (performance.now() - tb) / 1000;
   await playing(b, 2.5); // it goes on playing
@@ -157,10 +168,10 @@ try {
   const behind = await c.locator('[data-testid="live-video"]').evaluate((v) => v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : -1);
   await screenshot(a, 'sender-live.png');
   await screenshot(c, 'receiver-live-video.png');
-  const join = await c.locator('#channel').evaluate((e) => ({ seq: Number(e.dataset.firstSeq), kind: e.dataset.firstKind, type: e.dataset.type }));
-  assert.equal(join.kind, 'sync', 'C joined at a sync record');
-  assert.ok(join.seq > 0, `C joined mid-stream (first record ${join.seq})`);
-  assert.match(join.type, /^video\/webm/, 'the head says WebM');
+  const joined = await c.locator('#channel').evaluate((e) => ({ seq: Number(e.dataset.firstSeq), kind: e.dataset.firstKind, type: e.dataset.type }));
+  assert.equal(joined.kind, 'sync', 'C joined at a sync record');
+  assert.ok(joined.seq > 0, `C joined mid-stream (first record ${joined.seq})`);
+  assert.match(joined.type, /^video\/webm/, 'the head says WebM');
   const bt = await b.locator('#channel').evaluate((e) => ({ first: Number(e.dataset.firstSeq), head: Number(e.dataset.headMs), data: Number(e.dataset.firstDataMs), playing: Number(e.dataset.playingMs) }));
   const ct = await c.locator('#channel').evaluate((e) => ({ head: Number(e.dataset.headMs), data: Number(e.dataset.firstDataMs), playing: Number(e.dataset.playingMs) }));
 
@@ -181,13 +192,49 @@ try {
     await p.context().close();
   }
   console.log(`figure: live camera: B's page (ms since its navigation): head ${bt.head}, first data ${bt.data} (record ${bt.first}), playing ${bt.playing}, currentTime > 0.5 s after ${firstFrame.toFixed(1)} s; ` +
-    `C joined mid-stream at sync record ${join.seq}: head ${ct.head}, first data ${ct.data}, playing ${ct.playing}; B received ${bytesBefore} bytes before the stop`);
+    `C joined mid-stream at sync record ${joined.seq}: head ${ct.head}, first data ${ct.data}, playing ${ct.playing}; B received ${bytesBefore} bytes before the stop`);
   console.log(`figure: live latency: A's WebSocket send to B's decrypted record: ${lat.join(', ')} ms (${lat.length} samples); C's player ${behind.toFixed(2)} s behind its newest media`);
+
+  // --- 2b. a WebM file, at its playback speed, played by a viewer ---
+  let webm = null;
+  try {
+    // To a file, not a pipe: ffmpeg then writes the duration, which the
+    // page's "auto" pace reads.
+    const path = join(await mkdtemp(join(tmpdir(), 'meshup-live-')), 'clip.webm');
+    execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=15', '-t', '4', '-c:v', 'libvpx', '-b:v', '300k', '-g', '15', '-y', path]);
+    webm = await readFile(path);
+    await rm(dirname(path), { recursive: true });
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  if (webm) {
+    await a.selectOption('[data-testid="live-rate"]', 'auto');
+    await a.setInputFiles('[data-testid="live-file-input"]', { name: 'clip.webm', mimeType: 'video/webm', buffer: webm });
+    await a.waitForFunction(() => document.querySelectorAll('[data-testid="live-channel"]').length === 3);
+    const wcard = a.locator('[data-testid="live-channel"]').first();
+    await wcard.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+    const wlink = await wcard.locator('[data-testid="live-link"]').inputValue();
+    const meta = await wcard.locator('[data-field="meta"]').textContent();
+    const w = await newPage('W');
+    await w.goto(wlink);
+    await w.locator('[data-testid="live-state"][data-live="live"]').waitFor();
+    const tw = performance.now();
+    await wcard.locator('[data-testid="live-start"]').click();
+    await playing(w, 1);
+    await wcard.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 30_000 });
+    const streamed = (performance.now() - tw) / 1000;
+    await w.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    const wt = await w.locator('#channel').evaluate((e) => ({ first: Number(e.dataset.firstSeq), kind: e.dataset.firstKind }));
+    assert.deepEqual(wt, { first: 0, kind: 'sync' }, 'W got the WebM file from its first Cluster, a sync record');
+    assert.ok(streamed > 2, `a 4 s WebM streamed at its playback speed took ${streamed.toFixed(1)} s`);
+    await w.context().close();
+    console.log(`figure: live WebM file: ${webm.length} bytes of a 4 s clip (${meta}) streamed in ${streamed.toFixed(1)} s, played by W, clean end`);
+  }
 
   // --- 3. an end without the end mark: A's tab goes away mid-stream ---
   await a.selectOption('[data-testid="live-rate"]', '262144');
   await a.setInputFiles('[data-testid="live-file-input"]', { name: 'cut.bin', mimeType: 'application/octet-stream', buffer: randomBytes(4 << 20) });
-  await a.waitForFunction(() => document.querySelectorAll('[data-testid="live-channel"]').length === 3);
+  await a.waitForFunction((n) => document.querySelectorAll('[data-testid="live-channel"]').length === n, webm ? 4 : 3);
   const cut = a.locator('[data-testid="live-channel"]').first();
   await cut.locator('[data-testid="live-state"][data-live="live"]').waitFor();
   const cutLink = await cut.locator('[data-testid="live-link"]').inputValue();

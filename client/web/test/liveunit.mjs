@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
-import { EBMLWalker, WebMSplitter, ID } from '../webm.js';
+import { EBMLWalker, WebMSplitter, ID, webmCodecs } from '../webm.js';
 import * as live from '../live.js';
 import { checkLiveVectors } from './livevectors.mjs';
 
@@ -91,6 +91,13 @@ for (const [k, pieces] of feeds.entries()) {
   assert.deepEqual(syncAt, want, `feed ${k}: a sync part begins at each Cluster, nowhere else`);
 }
 
+// Codecs from the tracks of init bytes (TrackEntry > CodecID).
+const entry = (/** @type {string} */ codec) => el(0xae, cat([el(0xd7, hex('01')), el(0x86, new TextEncoder().encode(codec))]));
+const tracksInit = cat([header, unknown(ID.SEGMENT), info, el(ID.TRACKS, cat([entry('V_VP9'), entry('A_OPUS'), entry('S_TEXT/UTF8')]))]);
+assert.deepEqual(webmCodecs(tracksInit), ['vp9', 'opus'], 'codecs of the tracks');
+assert.deepEqual(webmCodecs(tracksInit.subarray(0, tracksInit.length - 5)), ['vp9', 'opus'], 'codecs of init bytes cut short');
+assert.deepEqual(webmCodecs(hex('00 01 02')), [], 'no codecs in garbage');
+
 // Malformed input fails with WebMError, never silently.
 assert.throws(() => new EBMLWalker().push(hex('00 00 00')), /webm: bad element id/);
 assert.throws(() => new EBMLWalker().push(cat([header, unknown(ID.INFO)])), /webm: .*top-level|unknown size/);
@@ -104,6 +111,7 @@ try {
   assert.ok(offs.length >= 3, `ffmpeg's 3 s WebM has ${offs.length} Clusters, want >= 3`);
   for (const o of offs) assert.deepEqual([...b.subarray(o, o + 4)], [0x1f, 0x43, 0xb6, 0x75], `Cluster id at ${o}`);
   real = offs.length;
+  assert.deepEqual(webmCodecs(b.subarray(0, offs[0])), ['vp8'], 'codecs of the ffmpeg WebM\'s tracks');
 } catch (err) {
   if (err.code !== 'ENOENT') throw err;
 }
