@@ -150,7 +150,7 @@ try {
   });
   await playing(b, 0.5);
   const firstFrame = (performance.now() - tb) / 1000;
-  await playing(b, 2.5); // it goes on playing
+  await playing(b, 1.5); // it goes on playing
   const c = await newPage('C');
   await c.goto(camLink);
   await playing(c, 1);

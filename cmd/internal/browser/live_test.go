@@ -38,8 +38,11 @@ const liveVectors = "../../../proto/testdata/live1-vectors.json"
 // (live1) channels may use them: page A streams a file and then the
 // camera to channel links, pages B and C receive, A stops, B and C end
 // cleanly; the saved file is byte-exact (SHA-256), the videos play, a
-// reader joining mid-stream starts at a sync record, a wrong key is
-// worded as such, and live.js passes the live1 golden vectors.
+// reader joining mid-stream starts at a sync record, a WebM file streams
+// at its playback speed and plays (with ffmpeg), a wrong key and an end
+// without the end mark are worded as such, a Go reader (proto.LiveReader)
+// reads the browser's channel and a page the Go publisher's
+// (proto.LiveWriter), and live.js passes the live1 golden vectors.
 //
 //	go test -count=1 -run TestBrowserLive ./cmd/internal/browser
 func TestBrowserLive(t *testing.T) {
