@@ -261,6 +261,8 @@ func (s *Server) pushLiveRecords(w http.ResponseWriter, r *http.Request, ch *liv
 		ch.finish(end)
 	}
 	if bad != nil {
+		// The rest of the body is not read: close rather than drain it.
+		w.Header().Set("Connection", "close")
 		writeError(w, proto.Errorf(proto.StatusMalformed, "%s", end.Reason))
 		return
 	}

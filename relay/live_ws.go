@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +29,8 @@ import (
 // unknown kind, bytes after the record), a message over LiveMaxRecord
 // bytes, or a text message after the first, ends the channel with the
 // reason and closes 4000+StatusMalformed (4200) or 4000+StatusTooLarge
-// (4201). A WebSocket lost without a last record ends the channel not
+// (4201). A channel ended from elsewhere closes with 4000+its status, or
+// 1001 when the relay shuts down. A WebSocket lost without a last record ends the channel not
 // cleanly: readers see it end without its end mark. Origins are checked
 // as for the relay's other browser endpoints (AllowedOrigins, and the
 // rendezvous's origins).
@@ -120,6 +122,26 @@ func (s *Server) handleLiveWSPush(w http.ResponseWriter, r *http.Request, id pro
 		return
 	}
 	log.Info("live WebSocket publisher", "volunteers", volunteers)
+	// A channel ended from elsewhere (the relay shutting down, a full
+	// budget) closes the socket with its reason.
+	stopEnd := context.AfterFunc(ch.ctx, func() {
+		ch.mu.Lock()
+		end, ended := ch.end, ch.ended
+		ch.mu.Unlock()
+		if ended && end.Status == proto.StatusOK {
+			return // the publisher's own last record: closed below
+		}
+		if !ended { // the relay's context: shutting down
+			end = proto.LiveEnd{Status: proto.StatusUnavailable, Reason: errShutdown.Msg}
+		}
+		code := end.Status.CloseCode()
+		if s.ctx.Err() != nil {
+			code = websocket.CloseGoingAway
+		}
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, proto.TruncateReason(end.Reason)), time.Now().Add(liveCutGrace))
+		ws.UnderlyingConn().SetReadDeadline(time.Now().Add(liveCutGrace))
+	})
+	defer stopEnd()
 
 	// The subscriber count, now and then, from one goroutine (the only
 	// writer of data messages; closes are control frames).

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 
+	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -53,136 +50,51 @@ func liveFrom(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	id, sec := proto.NewLiveSecret()
-	if *secret != "" {
-		var err error
-		if id, err = proto.LiveID(*secret); err != nil {
-			return fmt.Errorf("--secret: %w", err)
-		}
-		sec = *secret
-	}
-	base := strings.TrimSuffix(*rdv, "/")
-	u := base + "/v1/live/" + id.String()
-	switch {
-	case !*plain:
-		u += "?enc=" + proto.LiveEncVersion
-	case *volunteers:
-		u += "?volunteers=1"
-	}
-	meta := proto.LiveMeta{Type: *typ, Name: *name}
-	if _, err := proto.AppendLiveHead(nil, meta, nil); err != nil {
-		return fmt.Errorf("live: --type/--name: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	p, err := client.PublishLive(ctx, client.LiveOptions{
+		Rendezvous: *rdv,
+		Secret:     *secret,
+		Plain:      *plain,
+		Volunteers: *volunteers,
+		Meta:       proto.LiveMeta{Type: *typ, Name: *name},
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("live: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+sec)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("live: ask the rendezvous for a relay: %w", err)
-	}
-	var entry proto.LiveEntry
-	err = decodeOK(resp, &entry)
-	if err != nil {
-		return fmt.Errorf("live: ask the rendezvous for a relay: %w", err)
-	}
-	body, ctype := io.Reader(io.NopCloser(stdin)), "application/octet-stream"
-	var sealed *sealedBody
-	if *plain {
-		fmt.Fprintln(stdout, entry.URL)
-	} else {
-		k := proto.NewE2EKey()
-		share := entry.Share
-		if share == "" { // a rendezvous that predates sealed channels' pages
-			share = base + "/l/" + id.String()
-		}
-		fmt.Fprintln(stdout, share+"#"+k.Fragment())
-		sealed = newSealedBody(stdin, k, id, meta)
-		body, ctype = sealed, proto.LiveContentType
-	}
+	fmt.Fprintln(stdout, p.Link)
 	if f, ok := stdout.(interface{ Sync() error }); ok {
 		f.Sync()
 	}
-
-	// The body is stdin as it comes (sealed into records): a chunked
-	// request, flushed chunk by chunk by net/http.
-	preq, err := http.NewRequestWithContext(ctx, http.MethodPut, entry.PushURL, body)
-	if err != nil {
-		return err
-	}
-	preq.ContentLength = -1
-	preq.Header.Set("Authorization", "Bearer "+sec)
-	preq.Header.Set("Content-Type", ctype)
-	presp, err := http.DefaultClient.Do(preq)
-	if err != nil {
-		return fmt.Errorf("live: push to relay: %w", err)
-	}
-	var done struct {
-		Bytes  int64  `json:"bytes"`
-		Status int    `json:"status"`
-		Reason string `json:"reason"`
-	}
-	if err := decodeOK(presp, &done); err != nil {
-		return fmt.Errorf("live: push to relay: %w", err)
-	}
-	if sealed != nil {
-		if err := sealed.err(); err != nil {
-			return fmt.Errorf("live: read stdin: %w", err)
+	// stdin as it comes: one record (or chunk) per read.
+	buf := make([]byte, proto.LiveMaxPlain)
+	var n int64
+	for {
+		k, rerr := stdin.Read(buf)
+		if k > 0 {
+			n += int64(k)
+			if _, err := p.Write(buf[:k]); err != nil {
+				_, cerr := p.Close()
+				return fmt.Errorf("live: push to relay: %w", errors.Join(cerr, err))
+			}
 		}
-		if done.Status != 0 {
-			return fmt.Errorf("live: the relay ended the channel: %s", done.Reason)
+		if rerr == io.EOF {
+			break
 		}
-		fmt.Fprintf(stderr, "live channel ended after %d bytes of stdin (%d sealed)\n", sealed.n, done.Bytes)
-		return nil
+		if rerr != nil {
+			p.Abort(rerr)
+			return fmt.Errorf("live: read stdin: %w", rerr)
+		}
 	}
-	fmt.Fprintf(stderr, "live channel ended after %d bytes\n", done.Bytes)
+	res, err := p.Close()
+	if err != nil {
+		return fmt.Errorf("live: %w", err)
+	}
+	if *plain {
+		fmt.Fprintf(stderr, "live channel ended after %d bytes\n", res.Bytes)
+	} else {
+		fmt.Fprintf(stderr, "live channel ended after %d bytes of stdin (%d sealed)\n", n, res.Bytes)
+	}
 	return nil
 }
-
-// sealedBody is a PUT body of live1 records: a head, stdin's bytes as
-// they come (one data record per read), and the last record at stdin's
-// EOF. A read error of stdin fails the body, so the channel ends without
-// its end mark and readers know it is cut short.
-type sealedBody struct {
-	src  io.Reader
-	lw   *proto.LiveWriter
-	out  bytes.Buffer // sealed records not yet read
-	buf  []byte
-	n    int64 // stdin bytes read
-	done bool
-	rerr error // stdin's read error, other than EOF
-}
-
-func newSealedBody(src io.Reader, k proto.E2EKey, id proto.ItemID, meta proto.LiveMeta) *sealedBody {
-	b := &sealedBody{src: src, buf: make([]byte, proto.LiveMaxPlain)}
-	b.lw = proto.NewLiveWriter(&b.out, k, id)
-	b.lw.Head(meta, nil) // checked by the caller
-	return b
-}
-
-func (b *sealedBody) Read(p []byte) (int, error) {
-	for b.out.Len() == 0 {
-		if b.done {
-			return 0, io.EOF
-		}
-		n, err := b.src.Read(b.buf)
-		if n > 0 {
-			b.n += int64(n)
-			b.lw.Write(b.buf[:n])
-		}
-		if err == io.EOF {
-			b.lw.Close()
-			b.done = true
-		} else if err != nil {
-			b.rerr = err
-			return 0, err
-		}
-	}
-	return b.out.Read(p)
-}
-
-func (b *sealedBody) err() error { return b.rerr }
 
 // decodeOK decodes a 200 response's JSON body into v, or returns the
 // error body's message.
@@ -201,18 +113,10 @@ func decodeOK(resp *http.Response, v any) error {
 
 // isLiveURL reports whether raw is a live channel's link (/v1/live/ID, or
 // a sealed channel's page /l/ID).
-func isLiveURL(raw string) bool {
-	u, err := url.Parse(raw)
-	return err == nil && (strings.HasPrefix(u.Path, "/v1/live/") || strings.HasPrefix(u.Path, "/l/"))
-}
+func isLiveURL(raw string) bool { return client.IsLiveURL(raw) }
 
 // errLiveNoKey means a sealed channel's link lacks its key.
 var errLiveNoKey = errors.New("live: this live channel is sealed end to end and the link has no key: use the whole link printed by 'meshup live', with its #k=... fragment (quote it in the shell)")
-
-func isLive1Type(ct string) bool {
-	mt, _, _ := mime.ParseMediaType(ct)
-	return mt == proto.LiveContentType
-}
 
 // liveReadError words a sealed channel's read error for people.
 func liveReadError(err error) error {
@@ -231,34 +135,22 @@ func liveReadError(err error) error {
 	return fmt.Errorf("live: %w", err)
 }
 
-// errLiveCut means a live channel's body did not end cleanly.
-var errLiveCut = errors.New("live channel cut off before its end (slow reader, or the publisher or a relay was lost; see the relay's log)")
-
 // runLiveGet streams a live channel from the live edge to out (a file
 // name, or "-" or "" for stdout) until the channel ends.
 func runLiveGet(ctx context.Context, link, out string, stdout io.Writer) error {
-	u, err := url.Parse(link)
+	ls, err := client.ReadLive(ctx, link, nil)
 	if err != nil {
-		return err
+		if errors.Is(err, client.ErrLiveNoKey) {
+			return errLiveNoKey
+		}
+		return fmt.Errorf("live: %w", err)
 	}
-	key, haveKey, err := proto.ParseE2EFragment(u.Fragment)
-	if err != nil {
-		return fmt.Errorf("live: the link's key (#k=...) is malformed: %w", err)
+	defer ls.Close()
+	if ls.Sealed {
+		if _, err := ls.Reader.Head(); err != nil {
+			return liveReadError(err)
+		}
 	}
-	page := strings.HasPrefix(u.Path, "/l/")
-	idText := strings.TrimPrefix(strings.TrimPrefix(u.Path, "/l/"), "/v1/live/")
-	id, err := proto.ParseItemID(idText)
-	if err != nil {
-		return fmt.Errorf("live: %q names no live channel: %w", link, err)
-	}
-	if page && !haveKey {
-		return errLiveNoKey
-	}
-	u.Fragment, u.RawFragment = "", ""
-	if page {
-		u.Path, u.RawPath = "/v1/live/"+id.String(), ""
-	}
-	link = u.String()
 	w := stdout
 	if out != "" && out != "-" {
 		f, err := os.Create(out)
@@ -268,50 +160,11 @@ func runLiveGet(ctx context.Context, link, out string, stdout io.Writer) error {
 		defer f.Close()
 		w = f
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, link, nil)
-	if err != nil {
+	if _, err := ls.WriteTo(w); err != nil {
+		if ls.Sealed {
+			return liveReadError(err)
+		}
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("live: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return decodeOK(resp, nil)
-	}
-	defer resp.Body.Close()
-	sealedStream := isLive1Type(resp.Header.Get("Content-Type"))
-	switch {
-	case sealedStream && !haveKey:
-		return errLiveNoKey
-	case !sealedStream && haveKey:
-		return fmt.Errorf("live: the link carries a key but the channel is not sealed (Content-Type %q)", resp.Header.Get("Content-Type"))
-	case sealedStream:
-		lr := proto.NewLiveReader(resp.Body, key, id)
-		if _, err := lr.Head(); err != nil {
-			return liveReadError(err)
-		}
-		if _, err := lr.WriteTo(w); err != nil {
-			return liveReadError(err)
-		}
-		return nil
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil { // unbuffered: each chunk goes on as it comes
-				return err
-			}
-		}
-		if rerr == io.EOF {
-			if resp.Trailer.Get("Meshup-Live-End") != "ok" {
-				return errLiveCut
-			}
-			return nil
-		}
-		if rerr != nil {
-			return fmt.Errorf("%w: %v", errLiveCut, rerr)
-		}
-	}
+	return nil
 }

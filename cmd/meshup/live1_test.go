@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshup/meshup/client"
 	"github.com/meshup/meshup/cmd/internal/devmesh"
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
@@ -181,5 +182,73 @@ func TestLivePlainCurl(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil || out.String() != "plain bytes for curl\n" {
 		t.Errorf("curl: %q, %v", out.String(), err)
+	}
+}
+
+// TestLiveClientAPI: the client library's live API (client/live.go): PublishLive and ReadLive of a sealed channel through a
+// volunteer relay: the reader gets the head (and the new one), the bytes
+// from the live edge, and a clean end; a link without its key is refused;
+// an aborted channel ends for its reader without its end mark.
+func TestLiveClientAPI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Volunteers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rel := m.Relays[0]
+
+	p, err := client.PublishLive(ctx, client.LiveOptions{Rendezvous: m.URL, Meta: proto.LiveMeta{Type: "text/plain", Name: "a.txt"}, Init: []byte("init")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.Link, m.URL+"/l/") || !strings.Contains(p.Link, "#k=") {
+		t.Fatalf("link %q", p.Link)
+	}
+	meshtest.Eventually(t, 10*time.Second, "the head on the relay", func() bool { return rel.LiveStats().BytesIn > 0 })
+	noKey, _, _ := strings.Cut(p.Link, "#")
+	if _, err := client.ReadLive(ctx, noKey, nil); !errors.Is(err, client.ErrLiveNoKey) {
+		t.Errorf("ReadLive without the key: %v", err)
+	}
+	ls, err := client.ReadLive(ctx, p.Link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	var heads []proto.LiveHeadInfo
+	ls.Reader.OnHead = func(h proto.LiveHeadInfo) { heads = append(heads, h) }
+	meshtest.Eventually(t, 10*time.Second, "the reader", func() bool { return rel.LiveStats().Subscribers == 1 })
+	p.Sync([]byte("one;"))
+	p.Head(proto.LiveMeta{Type: "text/markdown"}, nil)
+	p.Write([]byte("two;"))
+	if _, err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := ls.WriteTo(&out); err != nil || out.String() != "one;two;" {
+		t.Errorf("read %q, %v", out.String(), err)
+	}
+	if len(heads) != 2 || heads[0].Meta.Name != "a.txt" || string(heads[0].Init) != "init" || heads[1].Meta.Type != "text/markdown" {
+		t.Errorf("heads %+v", heads)
+	}
+
+	// Aborted: the reader sees no end mark.
+	p, err = client.PublishLive(ctx, client.LiveOptions{Rendezvous: m.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 10*time.Second, "the head on the relay", func() bool { return rel.LiveStats().Channels == 1 })
+	ls, err = client.ReadLive(ctx, p.Link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	meshtest.Eventually(t, 10*time.Second, "the reader", func() bool { return rel.LiveStats().Subscribers == 1 })
+	p.Write([]byte("cut;"))
+	p.Abort(errors.New("the camera fell"))
+	out.Reset()
+	if _, err := ls.WriteTo(&out); !errors.Is(err, proto.ErrLiveNoEnd) || out.String() != "cut;" {
+		t.Errorf("aborted channel: read %q, %v; want cut; and no end mark", out.String(), err)
 	}
 }

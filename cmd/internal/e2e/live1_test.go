@@ -111,7 +111,8 @@ func startSealedPublisher(t *testing.T, entry proto.LiveEntry, secret string, k 
 // sealedReader reads a sealed channel from url in the background.
 type sealedReader struct {
 	out   bytes.Buffer
-	head  proto.LiveHeadInfo
+	head  proto.LiveHeadInfo // the latest
+	heads int                // heads seen
 	ctype string
 	err   error
 	done  chan struct{}
@@ -133,7 +134,8 @@ func readSealed(t *testing.T, url string, k proto.E2EKey, id proto.ItemID) *seal
 		defer close(r.done)
 		defer resp.Body.Close()
 		lr := proto.NewLiveReader(resp.Body, k, id)
-		if r.head, r.err = lr.Head(); r.err != nil {
+		lr.OnHead = func(h proto.LiveHeadInfo) { r.head = h; r.heads++ }
+		if _, r.err = lr.Head(); r.err != nil {
 			return
 		}
 		_, r.err = lr.WriteTo(&r.out)
@@ -450,7 +452,8 @@ func TestLive1WebSocketPublish(t *testing.T) {
 		if !strings.HasPrefix(entry.PushURL, m.URL+"/v1/relays/") {
 			t.Fatalf("push URL %s is not through the rendezvous's tunnel", entry.PushURL)
 		}
-		ws, _, err := wsPublisher(t, entry.PushURL, nil)
+		// As a page of the rendezvous publishes: with its origin.
+		ws, _, err := wsPublisher(t, entry.PushURL, http.Header{"Origin": {m.URL}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -579,6 +582,11 @@ func TestLive1WebSocketPublish(t *testing.T) {
 		waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().Channels == 1 && a.LiveStats().BytesIn > 0 })
 		r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
 		waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+		// A second publisher is refused; the first goes on.
+		ws2 := hello(t, entry, fmt.Sprintf(`{"secret":%q,"enc":"live1"}`, secret))
+		if code, reason, _ := closeCode(ws2); code != 4000+int(proto.StatusConflict) {
+			t.Errorf("second publisher: close %d %q, want %d", code, reason, 4000+int(proto.StatusConflict))
+		}
 		in := a.LiveStats().BytesIn
 		lw.Write([]byte("before the drop;"))
 		waitFor(t, "the record on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn > in })
@@ -588,4 +596,138 @@ func TestLive1WebSocketPublish(t *testing.T) {
 			t.Errorf("reader: %q, %v; want the bytes before the drop and no end mark", r.out.String(), r.err)
 		}
 	})
+}
+
+// TestLive1HeadChange: a publisher that changes its head mid-stream (a
+// new recorder). A reader there before gets both heads in order; a
+// reader joining after the change gets the new head first and starts at
+// the live edge (the sync record before the new head is not a place to
+// join under it), then at the next sync for later readers.
+func TestLive1HeadChange(t *testing.T) {
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
+	a := m.Relays[0]
+	id, secret := proto.NewLiveSecret()
+	k := proto.NewE2EKey()
+	entry := liveEntrySealed(t, m.URL, id, secret)
+	pub := startSealedPublisher(t, entry, secret, k)
+	inRing := func() {
+		t.Helper()
+		waitFor(t, "the records in the relay's ring", 10*time.Second, func() bool { return a.LiveStats().BytesIn == pub.cw.n.Load() })
+	}
+	m0, m1 := proto.LiveMeta{Type: "video/webm;codecs=vp8"}, proto.LiveMeta{Type: "video/webm;codecs=vp9", Name: "second.webm"}
+	pub.lw.Head(m0, []byte("init0"))
+	pub.lw.Sync([]byte("A;"))
+	inRing()
+	early := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "the early reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+	pub.lw.Write([]byte("a1;"))
+	pub.lw.Head(m1, []byte("init1"))
+	pub.lw.Write([]byte("b0;"))
+	inRing()
+	late := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "the late reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 2 })
+	pub.lw.Write([]byte("b1;"))
+	pub.lw.Sync([]byte("B;"))
+	inRing()
+	later := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "the later reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 3 })
+	pub.lw.Write([]byte("b2;"))
+	pub.lw.Close()
+	pub.pw.Close()
+	if err := <-pub.done; err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		r     *sealedReader
+		want  string
+		head  proto.LiveMeta
+		init  string
+		heads int
+	}{
+		{"early", early, "A;a1;b0;b1;B;b2;", m1, "init1", 2},
+		{"late", late, "b1;B;b2;", m1, "init1", 1},
+		{"later", later, "B;b2;", m1, "init1", 1},
+	} {
+		c.r.wait(t)
+		if c.r.err != nil || c.r.out.String() != c.want || c.r.head.Meta != c.head || string(c.r.head.Init) != c.init || c.r.heads != c.heads {
+			t.Errorf("%s reader: %q, head %+v, %d heads, err %v; want %q under %+v after %d heads", c.name, c.r.out.String(), c.r.head, c.r.heads, c.r.err, c.want, c.head, c.heads)
+		}
+	}
+}
+
+// TestLive1BadRecordPut: a PUT publisher whose body holds a record with a
+// length out of bounds is answered 4xx with the reason, and the channel
+// ends for its readers without its end mark.
+func TestLive1BadRecordPut(t *testing.T) {
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
+	a := m.Relays[0]
+	id, secret := proto.NewLiveSecret()
+	k := proto.NewE2EKey()
+	entry := liveEntrySealed(t, m.URL, id, secret)
+	pr, pw := io.Pipe()
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	ans := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPut, entry.PushURL, pr)
+		req.ContentLength = -1
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("Content-Type", proto.LiveContentType)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			ans <- answer{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ans <- answer{code: resp.StatusCode, body: string(b)}
+	}()
+	ls := proto.NewLiveSealer(k, id)
+	head, _ := proto.AppendLiveHead(nil, proto.LiveMeta{Type: "x/y"}, nil)
+	pw.Write(ls.SealRecord(nil, proto.LiveHead, 0, head))
+	waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn > 0 })
+	r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
+	waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+	pw.Write(ls.SealRecord(nil, proto.LiveData, 0, []byte("ok;")))
+	bad := binary.BigEndian.AppendUint32(nil, proto.LiveMaxRecord) // one byte too long with its len field
+	pw.Write(bad)
+	var got answer
+	select {
+	case got = <-ans:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer to the bad record")
+	}
+	pw.Close()
+	if got.err != nil || got.code < 400 || got.code >= 500 || !strings.Contains(got.body, "bad record") {
+		t.Errorf("answer %d %q, %v; want 4xx naming the bad record", got.code, got.body, got.err)
+	}
+	r.wait(t)
+	if !errors.Is(r.err, proto.ErrLiveNoEnd) || r.out.String() != "ok;" {
+		t.Errorf("reader: %q, %v; want ok; and no end mark", r.out.String(), r.err)
+	}
+}
+
+// TestLive1WebSocketShutdown: a relay shutting down closes its WebSocket
+// publishers with 1001 and the reason.
+func TestLive1WebSocketShutdown(t *testing.T) {
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
+	id, secret := proto.NewLiveSecret()
+	entry := liveEntrySealed(t, m.URL, id, secret)
+	ws, _, err := wsPublisher(t, entry.PushURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"secret":%q,"enc":"live1"}`, secret))
+	if _, ok, err := ws.ReadMessage(); err != nil || string(ok) != `{"ok":true}` {
+		t.Fatalf("answer %q, %v", ok, err)
+	}
+	go m.Close()
+	if code, reason, _ := closeCode(ws); code != websocket.CloseGoingAway {
+		t.Errorf("close %d %q, want 1001", code, reason)
+	}
 }
