@@ -162,7 +162,7 @@ try {
     await b.waitForFunction((seq) => Number(document.getElementById('channel')?.dataset.lastSeq) >= seq, sent.seq, { polling: 5 });
     const got = await b.locator('#channel').evaluate((e) => ({ seq: Number(e.dataset.lastSeq), at: Number(e.dataset.lastAt) }));
     if (got.seq === sent.seq) lat.push(got.at - sent.at);
-    await b.waitForTimeout(300);
+    await b.waitForTimeout(100);
   }
   lat.sort((x, y) => x - y);
   const behind = await c.locator('[data-testid="live-video"]').evaluate((v) => v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : -1);
