@@ -434,6 +434,11 @@ export async function readLive(link, opts = {}) {
     }
     throw new LiveError(res.status === 404 ? 'no such live channel: it has ended or never started' : `the channel answered ${res.status}${why ? `: ${why}` : ''}`, 'http', -1, res.status);
   }
+  const ctype = (res.headers.get('Content-Type') ?? '').split(';')[0].trim();
+  if (ctype && ctype !== CONTENT_TYPE) {
+    res.body.cancel().catch(() => {});
+    throw new LiveError(`the channel is not sealed (${ctype}, not ${CONTENT_TYPE}): read it at ${base}/v1/live/${id}`, 'malformed');
+  }
   const records = openRecords(kl, res.body);
   const first = await records.next();
   if (first.done || first.value.kind !== 'head') throw new LiveError('no channel head', 'nohead');
