@@ -45,6 +45,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /v1/live/{id}", s.handleLivePost)   // live.go
 	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)
 	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket)
+	mux.HandleFunc("GET /l/{id}", s.handleLivePage) // page.go
 	return mux
 }
 

@@ -18,7 +18,7 @@ import (
 )
 
 // The web app (client/web) is served from the binary: the sender at /, an
-// item's page at /i/{id}, the library and the app's modules under /web/,
+// item's page at /i/{id}, a live channel's page at /l/{id}, the library and the app's modules under /web/,
 // and the download Service Worker at /sw.js so that its scope is the whole
 // origin.
 
@@ -117,6 +117,21 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf.Bytes())
 }
 
+// handleLivePage serves the page of a sealed live channel (GET /l/{id},
+// app/live.html): the page reads the channel id from its URL and the key
+// from the fragment, and reads the channel itself (GET /v1/live/{id}).
+// Whether the channel is live is the page's to find out: the rendezvous
+// knows channels only once their relay announced them.
+func (s *Server) handleLivePage(w http.ResponseWriter, r *http.Request) {
+	f, ok := s.web["app/live.html"]
+	if _, err := proto.ParseItemID(r.PathValue("id")); err != nil || !ok {
+		writeError(w, 0, proto.StatusNotFound, "no such live channel")
+		return
+	}
+	s.writePageHeaders(w)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+}
+
 // handleIndex serves the sender's page, app/index.html.
 func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
 	f, ok := s.web["app/index.html"]
@@ -165,7 +180,7 @@ func (s *Server) handleWeb(w http.ResponseWriter, r *http.Request) {
 // libraryFiles are the files of the browser library, served under the
 // versioned path /web/v1/ as well as /web/. meshup.js imports ./e2e.js, so
 // both are there.
-var libraryFiles = map[string]bool{"meshup.js": true, "e2e.js": true}
+var libraryFiles = map[string]bool{"meshup.js": true, "e2e.js": true, "live.js": true, "webm.js": true}
 
 // handleWebV1 serves the browser library at /web/v1/meshup.js: the path
 // pages on other sites import, kept for as long as the library's API is

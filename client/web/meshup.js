@@ -949,3 +949,8 @@ function decodeItemID(s) {
   if (n !== 16) throw new MeshupError(Status.MALFORMED, `bad item id ${s}`);
   return out;
 }
+
+// Sealed live channels (format live1, live.js): goLive publishes a camera
+// or a growing byte stream, readLive reads one from its link.
+export { goLive, readLive, LiveChannel, LiveError } from './live.js';
+export * as live from './live.js';

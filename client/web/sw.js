@@ -44,6 +44,14 @@
 // neither the relay that served it nor one that failed); if that fails too
 // the response fails.
 //
+// Live channels (format live1, /web/live.js). The page of a channel
+// (/l/{id}) reads and decrypts it itself; to save it, it transfers the
+// stream of plaintext to the worker ({type: 'live-save', tag, name,
+// stream}) and navigates a hidden frame to /dl/live/TAG, which the worker
+// answers with that stream as an attachment: the browser writes it to
+// disk as it arrives, and the download fails if the channel does not end
+// cleanly.
+//
 // Every other request goes to the network untouched.
 
 /// <reference lib="webworker" />
@@ -93,6 +101,9 @@ self.addEventListener('activate', (ev) => ev.waitUntil(self.clients.claim()));
 self.addEventListener('message', (ev) => {
   const m = ev.data;
   if (m?.type === 'keepalive') ev.waitUntil(Promise.resolve());
+  if (m?.type === 'live-save' && typeof m.tag === 'string' && m.stream instanceof ReadableStream) {
+    liveSave(m.tag).resolve({ stream: m.stream, name: String(m.name ?? 'live') });
+  }
   if (m?.type === 'key' && typeof m.id === 'string' && typeof m.key === 'string') {
     try {
       const k = e2e.parseFragment(`k=${m.key}`);
@@ -109,6 +120,11 @@ self.addEventListener('message', (ev) => {
 self.addEventListener('fetch', (ev) => {
   const url = new URL(ev.request.url);
   if (url.origin !== self.location.origin || ev.request.method !== 'GET') return;
+  const live = url.pathname.match(/^\/dl\/live\/([0-9a-f-]{36})$/);
+  if (live) {
+    ev.respondWith(liveResponse(live[1]));
+    return;
+  }
   let m = url.pathname.match(/^\/dl\/([a-z2-7]{26})$/);
   if (m) {
     ev.respondWith(download(m[1], url.searchParams.get('key') || m[1]));
@@ -593,4 +609,44 @@ function post(m) {
 /** @param {number} ms */
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** @type {Map<string, {p: Promise<{stream: ReadableStream, name: string}>, resolve: (v: {stream: ReadableStream, name: string}) => void}>} */
+const liveSaves = new Map();
+const LIVE_SAVE_WAIT_MS = 10_000;
+
+/**
+ * The save of a live channel named tag: its stream comes in a message, its
+ * download as a navigation, in either order.
+ * @param {string} tag
+ */
+function liveSave(tag) {
+  let e = liveSaves.get(tag);
+  if (!e) {
+    /** @type {(v: {stream: ReadableStream, name: string}) => void} */
+    let resolve = () => {};
+    const p = new Promise((r) => { resolve = r; });
+    e = { p, resolve };
+    liveSaves.set(tag, e);
+    setTimeout(() => liveSaves.delete(tag), LIVE_SAVE_WAIT_MS);
+  }
+  return e;
+}
+
+/**
+ * Answers /dl/live/TAG with the stream the page handed over.
+ * @param {string} tag
+ * @returns {Promise<Response>}
+ */
+async function liveResponse(tag) {
+  const got = await Promise.race([liveSave(tag).p, sleep(LIVE_SAVE_WAIT_MS).then(() => null)]);
+  liveSaves.delete(tag);
+  if (!got) return textResponse(404, 'no such live channel save');
+  return new Response(got.stream, {
+    headers: {
+      'Content-Type': 'application/octet-stream',
+      'Content-Disposition': `attachment; filename*=UTF-8''${encodeURIComponent(got.name)}`,
+      'X-Content-Type-Options': 'nosniff',
+    },
+  });
 }

@@ -17,5 +17,5 @@ import "embed"
 // Files holds meshup.js, sw.js and app/. Paths are relative to this
 // directory, as in "app/send.js".
 //
-//go:embed meshup.js e2e.js sw.js app
+//go:embed meshup.js e2e.js live.js webm.js sw.js app
 var Files embed.FS
