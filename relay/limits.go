@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -62,7 +63,7 @@ func (s *Server) parseToken(tok string) (proto.Claims, error) {
 func (s *Server) limitHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip, ok := srclimit.SourceIP(r.RemoteAddr)
-		if ok && (s.cfg.LimitLoopback || !ip.IsLoopback()) {
+		if ok && (s.cfg.LimitLoopback || !ip.IsLoopback()) && !s.sioSessionRequest(r, ip) {
 			release, why, retry := s.ips.Acquire(ip, s.cfg.Now())
 			if why != "" {
 				s.stats.refused(why)
@@ -79,6 +80,17 @@ func (s *Server) limitHandler(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// sioSessionRequest reports whether r belongs to an open socket.io
+// (Engine.IO) session from ip, which holds one lease for its whole life
+// (socketio.go): its polls and its upgrade take none of their own.
+func (s *Server) sioSessionRequest(r *http.Request, ip netip.Addr) bool {
+	if !strings.HasPrefix(r.URL.Path, sioPath) {
+		return false
+	}
+	sid := r.URL.Query().Get("sid")
+	return sid != "" && s.ad.sio.sessionIP(sid, ip)
 }
 
 // takeLease takes the lease of r in the limits per source, which the

@@ -104,7 +104,9 @@ func (p *nodeProc) next(name string) map[string]any {
 			p.t.Fatalf("node client failed: %v", ev)
 		}
 	}
-	p.t.Fatalf("node client ended before event %q: %v", name, <-p.done)
+	err := <-p.done
+	p.done <- err // for the cleanup, which waits for it too
+	p.t.Fatalf("node client ended before event %q: %v", name, err)
 	return nil
 }
 

@@ -276,6 +276,14 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 			// The uploader went away mid-body: what arrived is kept
 			// for a resume until the upload expires.
 			s.log.Info("PUT upload interrupted; kept for a resume", "item", u.id, "offset", u.Offset(), "err", rerr)
+			if errors.Is(rerr, srclimit.ErrSlowBody) {
+				// A stalled uploader that still listens is told
+				// why (408), where to resume, and the connection
+				// closes.
+				s.setPutHeaders(w, r, u)
+				w.Header().Set("Connection", "close")
+				writeError(w, proto.Errorf(proto.StatusTimeout, "%v; resume at byte %d", rerr, u.Offset()))
+			}
 			return
 		}
 	}

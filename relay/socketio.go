@@ -41,20 +41,40 @@ package relay
 // (appending happens on each session's goroutine, and a chunk sent before
 // the previous ack is refused), so that queue holds at most one chunk per
 // session.
+//
+// Throughput (measured with BenchmarkUploadProtocols, cmd/internal/e2e):
+// one acknowledged chunk at a time is bound by the round trip, and the
+// round trip is the client's and the library's, not this adapter's. With
+// socket.io-client in Node the upgrade to WebSocket happens before the
+// first chunk (polling carries only the handshake), TCP_NODELAY is on at
+// both ends (Go's default, ws's), pings are every SocketIOPing (25 s) and
+// no flush timer is involved. A minimal zishang520 server that
+// acknowledges and keeps nothing is within 10-25% of this relay (1 MiB
+// and 10240-byte chunks alike), and Node's own ws package against a bare
+// Go WebSocket server, no socket.io at all, is only about twice as fast
+// as either: most of the time is the client (masking every frame in JS,
+// socket writes) and, on the server, the library reading each message
+// into a buffer grown from 512 bytes by doubling (types.Buffer.ReadFrom,
+// twice per binary attachment: transport then parser), which no option
+// configures. What is ours is one copy into the item and one goroutine
+// hand-off per chunk.
 
 import (
 	"context"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/zishang520/socket.io/servers/engine/v3"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
+	"github.com/meshup/meshup/mesh/srclimit"
 	"github.com/meshup/meshup/proto"
 )
 
@@ -68,6 +88,95 @@ const (
 type sioState struct {
 	once sync.Once
 	h    http.Handler
+
+	mu       sync.Mutex            // guards the field below
+	sessions map[string]netip.Addr // Engine.IO session id -> source IP, for sessions holding a lease
+}
+
+// Engine.IO sessions in the limits per source (limits.go). An Engine.IO
+// session is one connection for MaxConnsPerIP, whatever its transport:
+// the handshake request's lease (taken in limitHandler) is kept for the
+// session's life and released when the session closes, and the session's
+// later requests (long-polling GETs and POSTs, the WebSocket upgrade)
+// carry its sid and take no lease of their own (nor a token of the
+// request rate: like a WebSocket's messages, they are the session's
+// traffic), so a polling session does not count once per poll and is not
+// refused mid-upload when its IP is at the limit. A handshake over the limit is refused by limitHandler
+// (429, "too many connections from your address").
+
+// sioHold carries a handshake request's lease to the Engine.IO
+// connection event (sioState.claim).
+type sioHold struct {
+	ip      netip.Addr
+	release func()
+
+	mu      sync.Mutex // guards the field below
+	claimed bool
+}
+
+type sioHoldKey struct{}
+
+// sessionIP reports whether sid is an Engine.IO session holding a lease
+// for ip (see limitHandler).
+func (st *sioState) sessionIP(sid string, ip netip.Addr) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	got, ok := st.sessions[sid]
+	return ok && got == ip
+}
+
+// claim moves the lease of the handshake that made es to the session:
+// it is released when the session closes.
+func (st *sioState) claim(es engine.Socket) {
+	ctx := es.Request()
+	if ctx == nil || ctx.Request() == nil {
+		return
+	}
+	hold, _ := ctx.Request().Context().Value(sioHoldKey{}).(*sioHold)
+	if hold == nil {
+		return
+	}
+	hold.mu.Lock()
+	defer hold.mu.Unlock()
+	if hold.claimed {
+		return
+	}
+	hold.claimed = true
+	sid := es.Id()
+	st.mu.Lock()
+	if st.sessions == nil {
+		st.sessions = make(map[string]netip.Addr)
+	}
+	st.sessions[sid] = hold.ip
+	st.mu.Unlock()
+	release := hold.release
+	es.Once("close", func(...any) {
+		st.mu.Lock()
+		delete(st.sessions, sid)
+		st.mu.Unlock()
+		release()
+	})
+}
+
+// serve passes r to the socket.io server h. A handshake (a request with
+// no sid) lends its lease in the limits per source to the session it
+// makes; if it made none, the lease is released when h returns.
+func (st *sioState) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("sid") != "" {
+		st.h.ServeHTTP(w, r)
+		return
+	}
+	ip, _ := srclimit.SourceIP(r.RemoteAddr)
+	hold := &sioHold{ip: ip, release: takeLease(r)}
+	r = r.WithContext(context.WithValue(r.Context(), sioHoldKey{}, hold))
+	st.h.ServeHTTP(w, r)
+	hold.mu.Lock()
+	claimed := hold.claimed
+	hold.claimed = true // a late connection event finds no lease to claim
+	hold.mu.Unlock()
+	if !claimed {
+		hold.release()
+	}
 }
 
 // socketIOHandler returns the socket.io handler, mounted at sioPath.
@@ -99,10 +208,19 @@ func (s *Server) socketIOHandler() http.Handler {
 				s.sioConnect(sock)
 			}
 		})
-		st.h = io.ServeHandler(opts)
+		h := io.ServeHandler(opts)
+		// The handshake's lease becomes the session's (limits per source).
+		io.Engine().On("connection", func(a ...any) {
+			if len(a) > 0 {
+				if es, ok := a[0].(engine.Socket); ok {
+					st.claim(es)
+				}
+			}
+		})
+		st.h = h
 		context.AfterFunc(s.ctx, func() { io.Close(nil) })
 	})
-	return st.h
+	return http.HandlerFunc(st.serve)
 }
 
 // sioConn is one socket.io connection (a socket on the main namespace).

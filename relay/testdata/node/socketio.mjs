@@ -10,6 +10,10 @@
 //	           previous one's ack, the last one empty when FILE divides evenly
 //	oversize   one chunk of CHUNK bytes (over the relay's limit)
 //	malformed  one chunk that is a string, not binary
+//	conns      CHUNK connections one after another, each kept open once
+//	           connected and upgraded to WebSocket: {"event":"held",n}
+//	           for each, {"event":"refused",status,body} for the first one
+//	           refused, then {"event":"done",held}
 import { readFileSync } from 'node:fs'
 import { io } from 'socket.io-client'
 
@@ -18,6 +22,31 @@ const data = readFileSync(file)
 const chunkSize = Number(chunkArg)
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
 const fail = (message) => { out({ event: 'error', message }); process.exit(0) }
+
+if (mode === 'conns') {
+  const held = []
+  for (let i = 0; i < chunkSize; i++) {
+    const s = io(base, { path, reconnection: false, timeout: 20000, forceNew: true })
+    const r = await new Promise((resolve) => {
+      s.on('connect_error', (err) => resolve({ err }))
+      s.on('connect', () => {
+        if (s.io.engine.transport.name === 'websocket') resolve({})
+        else s.io.engine.once('upgrade', () => resolve({}))
+      })
+    })
+    if (r.err) {
+      const xhr = r.err.context
+      out({ event: 'refused', message: r.err.message, status: r.err.description, body: xhr && xhr.responseText })
+      s.close()
+      break
+    }
+    held.push(s)
+    out({ event: 'held', n: held.length, transport: s.io.engine.transport.name })
+  }
+  out({ event: 'done', held: held.length })
+  held.forEach((s) => s.close())
+  process.exit(0)
+}
 
 const socket = io(base, { path, reconnection: false, timeout: 20000 })
 let upgraded = false
