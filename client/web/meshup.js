@@ -83,6 +83,10 @@ const STABLE_MS = 60_000; // a connection up this long resets the backoff
 /**
  * An error reported by the rendezvous or a relay, with its status code.
  */
+/** How long waitClipStored waits, once a clip is stored, for a holder to
+ * confirm it keeps the sealed metadata (client/clip.go: sealedWait). */
+const SEALED_WAIT_MS = 5000;
+
 export class MeshupError extends Error {
   /**
    * @param {number} status a Status code
@@ -397,6 +401,55 @@ export class Client extends EventTarget {
       const early = this._early;
       this._early = [];
       for (const o of early) this._order(o);
+    }
+  }
+
+  /**
+   * What the rendezvous says of a clip's copies: relays holding every
+   * byte, copies being pushed, when it expires, and how many holders keep
+   * its sealed metadata too (-1 when the rendezvous does not say), as
+   * client.ClipState in Go.
+   * @param {Item} it a published clip
+   * @returns {Promise<{holders: number, storing: number, sealed: number, expires: Date|null}>}
+   */
+  async clipState(it) {
+    const resp = await fetch(`${this.baseURL}/v1/items/${it.id}/meta`, { cache: 'no-store' });
+    if (!resp.ok) throw new MeshupError(Status.UNAVAILABLE, `clip ${it.id}: the rendezvous answered ${resp.status}`);
+    const m = await resp.json();
+    return {
+      holders: m.holders ?? 0,
+      storing: m.storing ?? 0,
+      sealed: typeof m.sealed_holders === 'number' ? m.sealed_holders : -1,
+      expires: m.expires ? new Date(m.expires) : null,
+    };
+  }
+
+  /**
+   * Resolves once the tab may close without losing clip it: a relay holds
+   * every byte, no copy is still being pushed, and (encrypted clips) a
+   * holder keeps the sealed metadata, so that a restart of the rendezvous
+   * loses nothing. Holders that predate that never confirm it: after
+   * SEALED_WAIT_MS of being stored it resolves anyway, with sealed 0.
+   * Rejects when every push failed (no holder, none receiving). Mirrors
+   * client.WaitClipStored in Go.
+   * @param {Item} it a published clip
+   * @param {{pollMs?: number, signal?: AbortSignal}} [opts]
+   */
+  async waitClipStored(it, opts = {}) {
+    const poll = opts.pollMs ?? 250;
+    let storedAt = 0;
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      const st = await this.clipState(it);
+      if (st.holders > 0 && st.storing === 0) {
+        if (st.sealed !== 0) return st;
+        if (!storedAt) storedAt = Date.now();
+        else if (Date.now() - storedAt >= SEALED_WAIT_MS) return st;
+      }
+      if (st.holders === 0 && st.storing === 0) {
+        throw new MeshupError(Status.UNAVAILABLE, 'no relay holds the clip and none is receiving it: its pushes failed');
+      }
+      await new Promise((resolve) => setTimeout(resolve, poll));
     }
   }
 

@@ -104,10 +104,23 @@ function renderItem(item) {
     card.dataset.kind = item.kind;
     const field = (/** @type {string} */ f) => /** @type {HTMLElement} */ (card.querySelector(`[data-field="${f}"]`));
     field('name').textContent = item.name || 'Message';
-    field('meta').textContent = item.kind === Kind.MESSAGE
+    const about = item.kind === Kind.MESSAGE
       ? 'message · through the rendezvous only'
-      : `${formatBytes(item.plainSize)} · ${item.type || 'unknown type'} · ${item.enc ? 'end-to-end encrypted' : 'not encrypted'}`
-        + (item.expires ? ` · clip: kept by relays until ${item.expires.toLocaleString()}, readable after this tab closes` : '');
+      : `${formatBytes(item.plainSize)} · ${item.type || 'unknown type'} · ${item.enc ? 'end-to-end encrypted' : 'not encrypted'}`;
+    field('meta').textContent = about + (item.kind === Kind.CLIP ? ' · clip: storing on relays…' : '');
+    if (item.kind === Kind.CLIP) {
+      // Say "readable after this tab closes" only once it is true: a
+      // relay holds every byte (and the sealed metadata, so that a
+      // restart of the rendezvous loses nothing).
+      client.waitClipStored(item).then((st) => {
+        const until = (st.expires ?? item.expires)?.toLocaleString() ?? 'it expires';
+        const copies = st.holders === 1 ? 'one relay' : `${st.holders} relays`;
+        field('meta').textContent = `${about} · clip: kept by ${copies} until ${until}, readable after this tab closes`;
+        card.dataset.stored = 'true';
+      }, (err) => {
+        field('meta').textContent = `${about} · clip not stored: ${err.message}`;
+      });
+    }
     /** @type {HTMLInputElement} */ (card.querySelector('[data-testid="share-link"]')).value = item.shareURL;
     renderQR(field('qr'), item.shareURL);
     if (item.kind === Kind.MESSAGE) {

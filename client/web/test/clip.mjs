@@ -51,8 +51,13 @@ try {
   const links = [];
   for (let i = 0; i < 2; i++) {
     links.push(await cards.nth(i).locator('[data-testid="share-link"]').inputValue());
+  }
+  // The page says a clip outlives the tab only once the rendezvous says a
+  // relay holds it whole with its sealed metadata (waitClipStored).
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="item"][data-kind="clip"]')].every((c) => /** @type {HTMLElement} */ (c).dataset.stored === 'true'));
+  for (let i = 0; i < 2; i++) {
     const meta = await cards.nth(i).locator('[data-field="meta"]').textContent();
-    assert.match(meta, /readable after this tab closes/, `card ${i} says how long the clip is kept`);
+    assert.match(meta, /clip: kept by .* until .*, readable after this tab closes/, `card ${i} says how long the clip is kept`);
   }
 
   // Stored: every copy pushed, and held by both relays.
@@ -60,7 +65,10 @@ try {
   for (const id of ids) {
     for (let i = 0; ; i++) {
       const m = await (await fetch(`${rv}/v1/items/${id}/meta`)).json();
-      if (m.holders === 2 && !m.storing) break;
+      if (m.holders === 2 && !m.storing) {
+        assert.ok(m.sealed_holders >= 1, `clip ${id}: a holder keeps the sealed metadata: ${JSON.stringify(m)}`);
+        break;
+      }
       assert.ok(i < 600, `clip ${id} stored on 2 relays: ${JSON.stringify(m)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
