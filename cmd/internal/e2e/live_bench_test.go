@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,9 +42,16 @@ func BenchmarkLiveFanOut(b *testing.B) {
 		var entry proto.LiveEntry
 		json.NewDecoder(resp.Body).Decode(&entry)
 		resp.Body.Close()
-		pu, _ := url.Parse(entry.PushURL)
+		// The relay's counters, where the push goes: its own URL, or the
+		// rendezvous's tunnel to it when the rendezvous has not yet
+		// verified that URL (then the push URL is a tunnel URL too).
+		su, err := url.Parse(entry.PushURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		su.Path, su.RawQuery = strings.TrimSuffix(su.Path, id.String())+"stats", ""
 		stats := func() (st relay.LiveStats) {
-			getJSON("http://"+pu.Host+"/v1/live/stats", &st)
+			getJSON(su.String(), &st)
 			return st
 		}
 		pr, pw := io.Pipe()
