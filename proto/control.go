@@ -216,6 +216,12 @@ type Registered struct {
 	// that the relay lets them push too: a page on another site that
 	// embeds the browser library.
 	Origins []string `json:"origins,omitempty"`
+	// ReadChecks (appended, issue 11) says whether the rendezvous has an
+	// auth webhook, so that the relay asks it (ReadCheck) before serving
+	// a read of an item it holds on a URL of its own (the tus upload URL).
+	// Nil (a rendezvous that does not say) means the relay cannot know:
+	// it refuses such reads (fail closed).
+	ReadChecks *bool `json:"read_checks,omitempty"`
 }
 
 // Heartbeat (relay -> rendezvous) keeps the registration alive and reports
@@ -510,6 +516,46 @@ type Release struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// Read checks (issue 11). A relay serves a held upload on a URL of its
+// own too, besides the item's download URL, which the rendezvous checks
+// before it redirects: tus answers GET on the upload URL with the item
+// (it cannot redirect: a Location does not pass the tunnel into relays
+// behind NAT). When the rendezvous has an auth webhook
+// (Registered.ReadChecks), the relay asks it first on the register stream:
+//
+//	relay                                       rendezvous
+//	read_check {check, item, client, auth}  -->  (auth webhook, operation read)
+//	                                        <--  read_verdict {check, status, reason}
+//
+// and serves the bytes only on StatusOK. StatusForbidden is the webhook's
+// no; StatusUnavailable that it could not be asked (timeout, unreachable:
+// fail closed). At most MaxReadChecks checks are pending on one register
+// stream: a relay refuses the reads beyond them itself, and a rendezvous
+// answers the checks beyond them StatusOverLimit. No verdict is cached.
+
+// MaxReadChecks bounds the read checks pending on one register stream.
+const MaxReadChecks = 256
+
+// ReadCheck (relay -> rendezvous) asks whether a reader may read held item
+// Item. Check is the relay's id of the request, echoed in the verdict.
+// Client is the reader's address as the relay saw it; Auth the credentials
+// it presented ("authorization": its Authorization header). The
+// rendezvous answers only about items the relay holds.
+type ReadCheck struct {
+	Check  uint64            `json:"check"`
+	Item   ItemID            `json:"item"`
+	Client string            `json:"client,omitempty"`
+	Auth   map[string]string `json:"auth,omitempty"`
+}
+
+// ReadVerdict (rendezvous -> relay) answers a ReadCheck: StatusOK allows,
+// anything else denies with Reason, which the reader is told.
+type ReadVerdict struct {
+	Check  uint64 `json:"check"`
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
 func (Hello) MessageType() string       { return "hello" }
 func (Welcome) MessageType() string     { return "welcome" }
 func (Publish) MessageType() string     { return "publish" }
@@ -531,6 +577,8 @@ func (Hold) MessageType() string        { return "hold" }
 func (Held) MessageType() string        { return "held" }
 func (HoldDone) MessageType() string    { return "hold_done" }
 func (Release) MessageType() string     { return "release" }
+func (ReadCheck) MessageType() string   { return "read_check" }
+func (ReadVerdict) MessageType() string { return "read_verdict" }
 
 var messageTypes = map[string]func() Message{
 	"hello":        func() Message { return new(Hello) },
@@ -554,6 +602,8 @@ var messageTypes = map[string]func() Message{
 	"held":         func() Message { return new(Held) },
 	"hold_done":    func() Message { return new(HoldDone) },
 	"release":      func() Message { return new(Release) },
+	"read_check":   func() Message { return new(ReadCheck) },
+	"read_verdict": func() Message { return new(ReadVerdict) },
 }
 
 // EncodeMessage returns the JSON form of m, with its "type" field first.

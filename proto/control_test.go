@@ -24,7 +24,7 @@ func sampleMessages() map[string]Message {
 		"order_failed": OrderFailed{Order: 7, Status: StatusSourceError, Reason: "EIO"},
 		"error":        ErrorMsg{Ref: "r2", Status: StatusNotFound, Reason: "no such item"},
 		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true, Record: []byte{0, 1, 'r', 0xff}, Time: 1764650000123, Admission: "adm.sig", Tunnel: true},
-		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000, Observed: "/ip4/11.0.0.2/udp/4001/quic-v1", Origins: []string{"https://app.example"}},
+		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000, Observed: "/ip4/11.0.0.2/udp/4001/quic-v1", Origins: []string{"https://app.example"}, ReadChecks: new(true)},
 		"heartbeat": Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33, Mesh: &MeshStatus{
 			NAT:       NATSymmetric,
 			Addrs:     MeshAddrs{Observed: []string{"/ip4/11.0.0.2/tcp/1"}, Advertised: []string{"/ip4/11.0.0.1/tcp/4001/p2p/12D3KooWR/p2p-circuit"}},
@@ -41,6 +41,9 @@ func sampleMessages() map[string]Message {
 		"release":     Release{ID: id, Status: StatusExpired, Reason: "expired"},
 		"peers":       Peers{Peers: []PeerInfo{{ID: "12D3KooWB", NAT: NATCone, Addrs: []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}}}, Delta: true, Removed: []string{"12D3KooWC"}},
 		"live":        LiveAnnounce{Channel: id, Source: true, Upstream: "12D3KooWU", Volunteers: true, End: true, Enc: LiveEncVersion},
+
+		"read_check":   ReadCheck{Check: 9, Item: id, Client: "192.0.2.1:5", Auth: map[string]string{"authorization": "Bearer x"}},
+		"read_verdict": ReadVerdict{Check: 9, Status: StatusForbidden, Reason: "denied"},
 	}
 }
 
@@ -169,6 +172,21 @@ func TestEncodeMessageGolden(t *testing.T) {
 			"release",
 			Release{ID: ItemID{0: 0x08}, Status: StatusExpired, Reason: "expired"},
 			`{"type":"release","id":"baaaaaaaaaaaaaaaaaaaaaaaaa","status":101,"reason":"expired"}`,
+		},
+		{
+			"registered with read checks off",
+			Registered{Relay: "R", HeartbeatMS: 1000, ReadChecks: new(false)},
+			`{"type":"registered","relay":"R","heartbeat_ms":1000,"read_checks":false}`,
+		},
+		{
+			"read_check",
+			ReadCheck{Check: 3, Item: ItemID{0: 0x08}, Client: "192.0.2.1:5", Auth: map[string]string{"authorization": "Bearer x"}},
+			`{"type":"read_check","check":3,"item":"baaaaaaaaaaaaaaaaaaaaaaaaa","client":"192.0.2.1:5","auth":{"authorization":"Bearer x"}}`,
+		},
+		{
+			"read_verdict allows",
+			ReadVerdict{Check: 3},
+			`{"type":"read_verdict","check":3,"status":0}`,
 		},
 		{
 			"heartbeat without record",

@@ -35,6 +35,12 @@ type link struct {
 
 	home     string    // the rendezvous's peer id: home of our directory record
 	recordAt time.Time // when the last record was signed; writer only
+
+	// Read checks (readcheck.go): whether the rendezvous asks its auth
+	// webhook about reads (Registered.ReadChecks; nil: it did not say),
+	// and the checks waiting for its verdict.
+	readChecks *bool
+	checks     pendingChecks
 }
 
 var errLinkFull = errors.New("relay: rendezvous link queue full")
@@ -236,6 +242,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	}
 
 	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), origins: reg.Origins[:min(len(reg.Origins), maxRegisteredOrigins)], home: peer, recordAt: time.Now()}
+	l.readChecks = reg.ReadChecks
 	s.setDirectory(nil) // each register stream starts from an empty directory
 	s.link.Store(l)
 	s.registeredOnce.Store(true)
@@ -296,6 +303,8 @@ func (s *Server) linkReader(l *link) error {
 			}
 		case *proto.Release:
 			s.releaseClip(m) // clip.go: its owner unpublished it
+		case *proto.ReadVerdict:
+			l.checks.answer(m) // readcheck.go
 		case *proto.ErrorMsg:
 			if !s.heldAnswer(m.Ref, m) {
 				s.log.Info("rendezvous error", "ref", m.Ref, "status", m.Status, "reason", m.Reason)

@@ -17,7 +17,8 @@ package relay
 //	                          sha256) verifies the body before it is appended (460 on a mismatch);
 //	                          Upload-Length declares a deferred length. 204, Upload-Offset, Upload-Expires
 //	DELETE  /v1/files/KEY     termination: the upload and its item are dropped
-//	GET     /v1/files/KEY     not in tus: the item, with Range, as its download URL serves it
+//	GET     /v1/files/KEY     not in tus: the item, with Range, as its download URL serves it,
+//	                          after the auth webhook's verdict when there is one (readcheck.go)
 //
 // Extensions: creation, creation-with-upload, creation-defer-length,
 // termination, expiration, checksum. Not concatenation: a meshup item is
@@ -372,15 +373,22 @@ func (s *Server) tusDelete(w http.ResponseWriter, key string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// tusGet serves GET, which tus does not define: the upload URL reads the item, with Range,
-// while it arrives too, served here as its download URL's relay serves it
-// (serveHeld). Served, not redirected: a redirect's Location does not pass
-// the tunnel into relays behind NAT, and the upload URL is the uploader's
-// own capability (its key is as unguessable as a read token), so the
-// auth webhook is not asked again, as it is not for a PATCH.
+// tusGet serves GET, which tus does not define: the upload URL reads the
+// item, with Range, while it arrives too, served here as its download
+// URL's relay serves it (serveHeld). Served, not redirected: a redirect's
+// Location does not pass the tunnel into relays behind NAT. Like a read of
+// the download URL, it is a read the application has its say on: when
+// the rendezvous has an auth webhook, the relay asks it first
+// (checkHeldRead, readcheck.go) and answers 403 or 503 on a no.
 func (s *Server) tusGet(w http.ResponseWriter, r *http.Request, key string) {
 	u, ok := s.tusLookup(w, key)
 	if !ok {
+		return
+	}
+	if perr := s.checkHeldRead(r, u); perr != nil {
+		if perr.Status != proto.StatusCancelled {
+			writeError(w, perr)
+		}
 		return
 	}
 	h := w.Header()

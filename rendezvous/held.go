@@ -35,6 +35,7 @@ type heldCounters struct {
 	heldReleased    atomic.Uint64 // held items dropped by their relay
 	heldExpired     atomic.Uint64 // held items swept at their expiry
 	webhookCalls    atomic.Uint64 // auth webhook calls
+	readChecks      atomic.Uint64 // relays' read checks of held items (readcheck.go)
 }
 
 // HeldStats counts the items relays hold for legacy uploads, and the auth
@@ -47,6 +48,9 @@ type HeldStats struct {
 	Released     uint64 `json:"released"`
 	Expired      uint64 `json:"expired"`
 	WebhookCalls uint64 `json:"webhook_calls"`
+	// ReadChecks counts the reads of held items on their relay's own
+	// URLs (tus upload URLs) that relays asked about (proto.ReadCheck).
+	ReadChecks uint64 `json:"read_checks"`
 }
 
 func (c *counters) heldStats() HeldStats {
@@ -54,7 +58,7 @@ func (c *counters) heldStats() HeldStats {
 	return HeldStats{
 		Created: h.heldCreated.Load(), Refused: h.heldRefused.Load(), Reannounced: h.heldReannounced.Load(),
 		Done: h.heldDone.Load(), Released: h.heldReleased.Load(), Expired: h.heldExpired.Load(),
-		WebhookCalls: h.webhookCalls.Load(),
+		WebhookCalls: h.webhookCalls.Load(), ReadChecks: h.readChecks.Load(),
 	}
 }
 
@@ -373,7 +377,7 @@ func (s *Server) checkRead(r *http.Request, id proto.ItemID) *proto.Error {
 	it := s.items[id]
 	var wi webhookItem
 	if it != nil {
-		wi = webhookItem{ID: id.String(), Name: it.name, MIME: it.mime, Size: it.size, Kind: it.kind, Protocol: it.protocol, Enc: it.enc}
+		wi = readItemLocked(it)
 	}
 	s.mu.Unlock()
 	if it == nil {
@@ -385,6 +389,12 @@ func (s *Server) checkRead(r *http.Request, id proto.ItemID) *proto.Error {
 	}
 	_, perr := s.askWebhook(r.Context(), webhookRequest{Operation: WebhookRead, Item: wi, Client: webhookClient{Addr: r.RemoteAddr}, Credentials: cred})
 	return perr
+}
+
+// readItemLocked describes item it to the webhook for a read. The caller
+// holds s.mu.
+func readItemLocked(it *item) webhookItem {
+	return webhookItem{ID: it.id.String(), Name: it.name, MIME: it.mime, Size: it.size, Kind: it.kind, Protocol: it.protocol, Enc: it.enc}
 }
 
 // checkPublishHook asks the auth webhook whether session c may publish p,

@@ -53,6 +53,8 @@ type relayConn struct {
 	needToken  string       // the last read token whose signature verified
 	needClaims proto.Claims // its claims
 
+	readChecks atomic.Int32 // read checks asking the auth webhook (readcheck.go)
+
 	send     chan proto.Message
 	done     chan struct{} // closed by fail
 	failOnce sync.Once
@@ -202,7 +204,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		s.refuseRelay(st, reason, proto.StatusOverLimit, err)
 		return
 	}
-	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed, Origins: s.cfg.AllowedOrigins}
+	r.send <- &proto.Registered{Relay: peer, HeartbeatMS: int(s.cfg.HeartbeatInterval / time.Millisecond), Observed: r.observed, Origins: s.cfg.AllowedOrigins, ReadChecks: new(s.cfg.AuthWebhook != "")}
 	if old := s.relays[peer]; old != nil {
 		old.fail("replaced by a new registration")
 	}
@@ -345,6 +347,8 @@ func (s *Server) readRelay(r *relayConn) error {
 			s.clipLost(r, m.ID) // clip.go: re-replicate
 		case *proto.LiveAnnounce:
 			s.liveAnnounce(r, m) // live.go
+		case *proto.ReadCheck:
+			s.handleReadCheck(r, m) // readcheck.go
 		default:
 			s.stats.reject(RejectUnexpectedType)
 			r.log.Debug("unexpected message from relay", "type", m.MessageType())

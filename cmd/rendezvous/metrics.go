@@ -58,6 +58,7 @@ func newStatsCollector(srv *rendezvous.Server) *statsCollector {
 			counter("held_released_total", "Held items dropped by their relay.", func(s rendezvous.Stats) uint64 { return s.Held.Released }),
 			counter("held_expired_total", "Held items swept at their expiry.", func(s rendezvous.Stats) uint64 { return s.Held.Expired }),
 			counter("webhook_calls_total", "Auth webhook calls.", func(s rendezvous.Stats) uint64 { return s.Held.WebhookCalls }),
+			counter("held_read_checks_total", "Reads of held items on their relay's own URL (tus upload URL) that relays asked about.", func(s rendezvous.Stats) uint64 { return s.Held.ReadChecks }),
 			counter("clips_refused_total", "Clips refused at publish: over --max-clip-size or no relay had room (issue 12).", func(s rendezvous.Stats) uint64 { return s.Clips.Refused }),
 			counter("clip_orders_total", "Store orders of clips sent, re-replications included.", func(s rendezvous.Stats) uint64 { return s.Clips.Orders }),
 			counter("clip_orders_failed_total", "Store orders of clips failed.", func(s rendezvous.Stats) uint64 { return s.Clips.Failed }),
