@@ -394,15 +394,14 @@ func (e *E2EItem) OpenMeta(s string) (E2EMeta, error) {
 // runs on past the run, it returns an *E2EChunkError naming the chunk and
 // returns it again on every later call.
 type E2EReader struct {
-	item       *E2EItem
-	src        io.Reader
-	next       uint64 // index of the next chunk to read
-	end        uint64 // index after the last chunk of the run
-	final      uint64 // index of the item's last chunk
-	lastSealed int64  // sealed size of the item's last chunk
-	buf        []byte // one sealed chunk
-	plain      []byte // authenticated plaintext not yet handed out (aliases buf)
-	err        error
+	item         *E2EItem
+	src          io.Reader
+	next         uint64 // index of the next chunk to read
+	end          uint64 // index after the last chunk of the run
+	final        uint64 // index of the item's last chunk
+	lastSealed   int64  // sealed size of the item's last chunk
+	buf          []byte // one sealed chunk
+	openedReader        // plain aliases buf
 }
 
 // NewReader returns a reader of the plaintext of an item of ciphertext size
@@ -421,50 +420,16 @@ func (e *E2EItem) NewReader(src io.Reader, s int64, chunk uint64, end int64) (*E
 	if end < 0 || end > s || (end != s && end%E2ESealedChunkSize != 0) || chunk > endChunk || endChunk > n {
 		return nil, fmt.Errorf("%w: chunks from %d to ciphertext offset %d of %d", ErrE2ESize, chunk, end, s)
 	}
-	return &E2EReader{item: e, src: src, next: chunk, end: endChunk, final: n - 1,
+	r := &E2EReader{item: e, src: src, next: chunk, end: endChunk, final: n - 1,
 		lastSealed: s - int64(n-1)*E2ESealedChunkSize,
-		buf:        make([]byte, E2ESealedChunkSize)}, nil
+		buf:        make([]byte, E2ESealedChunkSize)}
+	r.openNext = r.fill
+	return r, nil
 }
 
 // Chunk returns the index of the next chunk the reader will read: after an
 // error, the chunk that failed.
 func (r *E2EReader) Chunk() uint64 { return r.next }
-
-// Read implements io.Reader.
-func (r *E2EReader) Read(p []byte) (int, error) {
-	for len(r.plain) == 0 {
-		if r.err != nil {
-			return 0, r.err
-		}
-		r.err = r.fill()
-	}
-	n := copy(p, r.plain)
-	r.plain = r.plain[n:]
-	return n, nil
-}
-
-// WriteTo implements io.WriterTo, handing each chunk's plaintext to w in
-// one Write without copying.
-func (r *E2EReader) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for {
-		if len(r.plain) > 0 {
-			n, err := w.Write(r.plain)
-			total += int64(n)
-			r.plain = r.plain[n:]
-			if err != nil {
-				return total, err
-			}
-		}
-		if r.err != nil {
-			if r.err == io.EOF {
-				return total, nil
-			}
-			return total, r.err
-		}
-		r.err = r.fill()
-	}
-}
 
 // fill reads and opens the next chunk into r.plain.
 func (r *E2EReader) fill() error {

@@ -444,11 +444,10 @@ type LiveReader struct {
 	s      *LiveSealer
 	src    io.Reader
 	buf    []byte
-	plain  []byte
 	head   *LiveHeadInfo
 	next   uint64 // expected data seq
 	joined bool   // a data/sync/last record was read
-	err    error
+	openedReader
 
 	// OnHead, when set, is called with each new head (the first one
 	// included) before the bytes that follow it are handed out.
@@ -460,7 +459,9 @@ type LiveReader struct {
 
 // NewLiveReader returns a reader of channel id under k from src.
 func NewLiveReader(src io.Reader, k E2EKey, id ItemID) *LiveReader {
-	return &LiveReader{s: NewLiveSealer(k, id), src: src, buf: make([]byte, LiveMaxRecord)}
+	r := &LiveReader{s: NewLiveSealer(k, id), src: src, buf: make([]byte, LiveMaxRecord)}
+	r.openNext = r.fill
+	return r
 }
 
 // Head returns the current channel head, reading up to it when it has not
@@ -473,42 +474,6 @@ func (r *LiveReader) Head() (LiveHeadInfo, error) {
 		r.err = r.fill()
 	}
 	return *r.head, nil
-}
-
-// Read implements io.Reader.
-func (r *LiveReader) Read(p []byte) (int, error) {
-	for len(r.plain) == 0 {
-		if r.err != nil {
-			return 0, r.err
-		}
-		r.err = r.fill()
-	}
-	n := copy(p, r.plain)
-	r.plain = r.plain[n:]
-	return n, nil
-}
-
-// WriteTo implements io.WriterTo: each record's plaintext goes to w in one
-// Write, as it comes.
-func (r *LiveReader) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for {
-		if len(r.plain) > 0 {
-			n, err := w.Write(r.plain)
-			total += int64(n)
-			r.plain = r.plain[n:]
-			if err != nil {
-				return total, err
-			}
-		}
-		if r.err != nil {
-			if r.err == io.EOF {
-				return total, nil
-			}
-			return total, r.err
-		}
-		r.err = r.fill()
-	}
 }
 
 // fill reads and opens the next record.
