@@ -40,20 +40,11 @@ func TestClipProcesses(t *testing.T) {
 	}
 	send := func(flags ...string) (share, download string) {
 		t.Helper()
-		cmd := exec.Command(meshup, append(append([]string{"send", "--rendezvous", rdv, "--clip"}, flags...), file)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("meshup send --clip %v: %v\n%s", flags, err, stderr.String())
+		share, download, stderr := sendClip(t, meshup, rdv, file, flags...)
+		if !strings.Contains(stderr, "clip stored on 2 relay(s); readable until") {
+			t.Errorf("meshup send --clip %v: stderr %q, want it stored on 2 relays", flags, stderr)
 		}
-		if !strings.Contains(stderr.String(), "clip stored on 2 relay(s); readable until") {
-			t.Errorf("meshup send --clip %v: stderr %q, want it stored on 2 relays", flags, stderr.String())
-		}
-		f := strings.Fields(stdout.String())
-		if len(f) != 2 {
-			t.Fatalf("meshup send --clip: stdout %q, want two URLs", stdout.String())
-		}
-		return f[0], f[1]
+		return share, download
 	}
 	_, plain := send("--plain", "--volunteers")
 	secret, _ := send()
@@ -183,17 +174,8 @@ func TestClipRendezvousRestart(t *testing.T) {
 	}
 	send := func(flags ...string) (share, download string) {
 		t.Helper()
-		cmd := exec.Command(meshup, append(append([]string{"send", "--rendezvous", rdv, "--clip"}, flags...), file)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("meshup send --clip %v: %v\n%s", flags, err, stderr.String())
-		}
-		f := strings.Fields(stdout.String())
-		if len(f) != 2 {
-			t.Fatalf("meshup send --clip: stdout %q, want two URLs", stdout.String())
-		}
-		return f[0], f[1]
+		share, download, _ = sendClip(t, meshup, rdv, file, flags...)
+		return share, download
 	}
 	_, plain := send("--plain", "--volunteers")
 	secret, _ := send()
@@ -273,4 +255,21 @@ func TestClipRendezvousRestart(t *testing.T) {
 		t.Fatalf("meshup get of the encrypted clip after the restart: %v\n%s", err, b)
 	}
 	checkFile(t, filepath.Join(outDir, filepath.Base(file)), sum) // the sealed name opened
+}
+
+// sendClip runs `meshup send --clip` of file with flags and returns the
+// share and download URLs it printed, and its stderr.
+func sendClip(t *testing.T, meshup, rdv, file string, flags ...string) (share, download, stderr string) {
+	t.Helper()
+	cmd := exec.Command(meshup, append(append([]string{"send", "--rendezvous", rdv, "--clip"}, flags...), file)...)
+	var stdout, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("meshup send --clip %v: %v\n%s", flags, err, errb.String())
+	}
+	f := strings.Fields(stdout.String())
+	if len(f) != 2 {
+		t.Fatalf("meshup send --clip: stdout %q, want two URLs", stdout.String())
+	}
+	return f[0], f[1], errb.String()
 }
