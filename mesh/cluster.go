@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -209,29 +210,22 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 	if c.Name == "" && c.Node != nil {
 		c.Name = c.Node.ID()
 	}
-	setDefault(&c.BindAddr, DefaultGossipBindAddr)
-	setDefault(&c.MaxRecords, DefaultMaxRecords)
-	setDefault(&c.MaxRecordSize, DefaultMaxRecordSize)
-	setDefault(&c.MaxRecordTTL, DefaultMaxRecordTTL)
-	setDefault(&c.CallbackQueue, DefaultCallbackQueue)
-	setDefault(&c.ProbeInterval, DefaultClusterProbeInterval)
-	setDefault(&c.ProbeTimeout, DefaultClusterProbeTimeout)
-	setDefault(&c.GossipInterval, DefaultGossipInterval)
-	setDefault(&c.PushPullInterval, DefaultPushPullInterval)
-	setDefault(&c.SuspicionMult, DefaultSuspicionMult)
-	setDefault(&c.RejoinInterval, DefaultRejoinInterval)
-	setDefault(&c.LeaveTimeout, DefaultLeaveTimeout)
+	c.BindAddr = cmp.Or(c.BindAddr, DefaultGossipBindAddr)
+	c.MaxRecords = cmp.Or(c.MaxRecords, DefaultMaxRecords)
+	c.MaxRecordSize = cmp.Or(c.MaxRecordSize, DefaultMaxRecordSize)
+	c.MaxRecordTTL = cmp.Or(c.MaxRecordTTL, DefaultMaxRecordTTL)
+	c.CallbackQueue = cmp.Or(c.CallbackQueue, DefaultCallbackQueue)
+	c.ProbeInterval = cmp.Or(c.ProbeInterval, DefaultClusterProbeInterval)
+	c.ProbeTimeout = cmp.Or(c.ProbeTimeout, DefaultClusterProbeTimeout)
+	c.GossipInterval = cmp.Or(c.GossipInterval, DefaultGossipInterval)
+	c.PushPullInterval = cmp.Or(c.PushPullInterval, DefaultPushPullInterval)
+	c.SuspicionMult = cmp.Or(c.SuspicionMult, DefaultSuspicionMult)
+	c.RejoinInterval = cmp.Or(c.RejoinInterval, DefaultRejoinInterval)
+	c.LeaveTimeout = cmp.Or(c.LeaveTimeout, DefaultLeaveTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
-}
-
-func setDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
-	}
 }
 
 func splitHostPort(s string) (string, int, error) {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"sync/atomic"
 	"time"
 )
@@ -40,10 +41,10 @@ type AdapterConfig struct {
 }
 
 func (c *AdapterConfig) setDefaults() {
-	setDefault(&c.MaxChunk, DefaultMaxChunk)
-	setDefault(&c.SocketIOSessions, DefaultSocketIOSessions)
-	setDefault(&c.SocketIOPing, DefaultSocketIOPing)
-	setDefault(&c.SocketIOPingWait, DefaultSocketIOPingWait)
+	c.MaxChunk = cmp.Or(c.MaxChunk, DefaultMaxChunk)
+	c.SocketIOSessions = cmp.Or(c.SocketIOSessions, DefaultSocketIOSessions)
+	c.SocketIOPing = cmp.Or(c.SocketIOPing, DefaultSocketIOPing)
+	c.SocketIOPingWait = cmp.Or(c.SocketIOPingWait, DefaultSocketIOPingWait)
 }
 
 func (c *AdapterConfig) logAttrs() []any {

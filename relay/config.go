@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
@@ -211,28 +212,28 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	setDefault(&c.Budget, DefaultBudget)
-	setDefault(&c.Window, DefaultWindow)
-	setDefault(&c.PartSize, DefaultPartSize)
-	setDefault(&c.Prefetch, DefaultPrefetch)
-	setDefault(&c.MaxFrame, proto.DefaultMaxFrame)
-	setDefault(&c.MaxConns, DefaultMaxConns)
+	c.Budget = cmp.Or(c.Budget, DefaultBudget)
+	c.Window = cmp.Or(c.Window, DefaultWindow)
+	c.PartSize = cmp.Or(c.PartSize, DefaultPartSize)
+	c.Prefetch = cmp.Or(c.Prefetch, DefaultPrefetch)
+	c.MaxFrame = cmp.Or(c.MaxFrame, proto.DefaultMaxFrame)
+	c.MaxConns = cmp.Or(c.MaxConns, DefaultMaxConns)
 	if c.MaxStreamsPerConn == 0 && c.Window > 0 {
 		c.MaxStreamsPerConn = int(max(1, c.Budget/int64(c.Window)))
 	}
-	setDefault(&c.MaxRanges, proto.DefaultMaxRanges)
-	setDefault(&c.NeedTimeout, DefaultNeedTimeout)
-	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
-	setDefault(&c.StallTimeout, DefaultStallTimeout)
-	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
-	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
-	setDefault(&c.PingInterval, DefaultPingInterval)
-	setDefault(&c.NATProbeInterval, DefaultNATProbeInterval)
-	setDefault(&c.PeerInterval, DefaultPeerInterval)
-	setDefault(&c.UploadHold, DefaultUploadHold)
-	setDefault(&c.UploadWindow, DefaultUploadWindow)
-	setDefault(&c.UploadSweep, DefaultUploadSweep)
-	setDefault(&c.StorMaxBlock, DefaultStorMaxBlock)
+	c.MaxRanges = cmp.Or(c.MaxRanges, proto.DefaultMaxRanges)
+	c.NeedTimeout = cmp.Or(c.NeedTimeout, DefaultNeedTimeout)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
+	c.StallTimeout = cmp.Or(c.StallTimeout, DefaultStallTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.HandshakeTimeout = cmp.Or(c.HandshakeTimeout, DefaultHandshakeTimeout)
+	c.PingInterval = cmp.Or(c.PingInterval, DefaultPingInterval)
+	c.NATProbeInterval = cmp.Or(c.NATProbeInterval, DefaultNATProbeInterval)
+	c.PeerInterval = cmp.Or(c.PeerInterval, DefaultPeerInterval)
+	c.UploadHold = cmp.Or(c.UploadHold, DefaultUploadHold)
+	c.UploadWindow = cmp.Or(c.UploadWindow, DefaultUploadWindow)
+	c.UploadSweep = cmp.Or(c.UploadSweep, DefaultUploadSweep)
+	c.StorMaxBlock = cmp.Or(c.StorMaxBlock, DefaultStorMaxBlock)
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
 	c.Adapters.setDefaults()
@@ -242,13 +243,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
-	}
-}
-
-func setDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
 	}
 }
 

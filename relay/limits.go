@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"errors"
 	"net"
 	"net/http"
@@ -36,13 +37,13 @@ const (
 )
 
 func (c *Config) setLimitDefaults() {
-	setDefault(&c.ClockSkew, proto.DefaultClockSkew)
-	setDefault(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
-	setDefault(&c.RequestRate, DefaultRequestRate)
-	setDefault(&c.RequestBurst, DefaultRequestBurst)
-	setDefault(&c.TrackedIPs, DefaultTrackedIPs)
-	setDefault(&c.BodyTimeout, DefaultBodyTimeout)
-	setDefault(&c.MinBodyRate, DefaultMinBodyRate)
+	c.ClockSkew = cmp.Or(c.ClockSkew, proto.DefaultClockSkew)
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	c.RequestRate = cmp.Or(c.RequestRate, DefaultRequestRate)
+	c.RequestBurst = cmp.Or(c.RequestBurst, DefaultRequestBurst)
+	c.TrackedIPs = cmp.Or(c.TrackedIPs, DefaultTrackedIPs)
+	c.BodyTimeout = cmp.Or(c.BodyTimeout, DefaultBodyTimeout)
+	c.MinBodyRate = cmp.Or(c.MinBodyRate, DefaultMinBodyRate)
 }
 
 func (c *Config) limitAttrs() []any {
@@ -51,6 +52,7 @@ func (c *Config) limitAttrs() []any {
 		"request_rate", c.RequestRate, "request_burst", c.RequestBurst,
 		"tracked_ips", c.TrackedIPs, "limit_loopback", c.LimitLoopback,
 		"body_timeout", c.BodyTimeout, "min_body_rate", c.MinBodyRate,
+		"max_read_checks", proto.MaxReadChecks, // fixed by the protocol: both ends of a link bound it
 	}
 }
 

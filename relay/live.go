@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -55,11 +56,11 @@ type LiveConfig struct {
 }
 
 func (c *LiveConfig) setDefaults() {
-	setDefault(&c.Buffer, DefaultLiveBuffer)
-	setDefault(&c.Queue, DefaultLiveQueue)
-	setDefault(&c.MaxChunk, DefaultLiveMaxChunk)
-	setDefault(&c.MaxChannels, DefaultLiveMaxChannels)
-	setDefault(&c.MaxSubscribers, DefaultLiveMaxSubscribers)
+	c.Buffer = cmp.Or(c.Buffer, DefaultLiveBuffer)
+	c.Queue = cmp.Or(c.Queue, DefaultLiveQueue)
+	c.MaxChunk = cmp.Or(c.MaxChunk, DefaultLiveMaxChunk)
+	c.MaxChannels = cmp.Or(c.MaxChannels, DefaultLiveMaxChannels)
+	c.MaxSubscribers = cmp.Or(c.MaxSubscribers, DefaultLiveMaxSubscribers)
 }
 
 func (c *LiveConfig) validate() error {

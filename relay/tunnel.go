@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/http"
@@ -59,8 +60,8 @@ type AssistConfig struct {
 }
 
 func (c *AssistConfig) setDefaults() {
-	setDefault(&c.TunnelConns, DefaultTunnelConns)
-	setDefault(&c.Reservations, DefaultCircuitReservations)
+	c.TunnelConns = cmp.Or(c.TunnelConns, DefaultTunnelConns)
+	c.Reservations = cmp.Or(c.Reservations, DefaultCircuitReservations)
 }
 
 func (c *AssistConfig) logAttrs() []any {

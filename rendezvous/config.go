@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
@@ -411,41 +412,41 @@ func (c *Config) Validate() error {
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	setDefault(&c.MaxMessage, proto.DefaultMaxMessage)
-	setDefault(&c.MaxSessions, DefaultMaxSessions)
-	setDefault(&c.MaxItemsPerSession, DefaultMaxItemsPerSession)
-	setDefault(&c.MaxItems, DefaultMaxItems)
-	setDefault(&c.MaxPublishersPerItem, DefaultMaxPublishersPerItem)
-	setDefault(&c.MaxTextMessage, DefaultMaxTextMessage)
-	setDefault(&c.MaxItemSize, DefaultMaxItemSize)
-	setDefault(&c.MaxNeedsPerRelay, DefaultMaxNeedsPerRelay)
-	setDefault(&c.MaxTunnelConns, DefaultMaxTunnelConns)
-	setDefault(&c.SessionQueue, DefaultSessionQueue)
-	setDefault(&c.RelayQueue, DefaultRelayQueue)
-	setDefault(&c.HeartbeatInterval, DefaultHeartbeatInterval)
-	setDefault(&c.DeadAfter, DefaultDeadAfter)
-	setDefault(&c.ReadTokenTTL, DefaultReadTokenTTL)
-	setDefault(&c.MaxLiveChannels, DefaultMaxLiveChannels)
-	setDefault(&c.PushTokenTTL, DefaultPushTokenTTL)
-	setDefault(&c.ItemTTL, DefaultItemTTL)
-	setDefault(&c.UploadTTL, DefaultUploadTTL)
-	setDefault(&c.MaxClipSize, DefaultMaxClipSize)
-	setDefault(&c.ClipTTL, DefaultClipTTL)
-	setDefault(&c.AuthWebhookTimeout, DefaultAuthWebhookTimeout)
-	setDefault(&c.PingInterval, DefaultPingInterval)
-	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
-	setDefault(&c.Admission, AdmissionOpen)
-	setDefault(&c.ClockSkew, proto.DefaultClockSkew)
-	setDefault(&c.MaxRelays, DefaultMaxRelays)
-	setDefault(&c.MaxRelaysPerIP, DefaultMaxRelaysPerIP)
-	setDefault(&c.VerifyInterval, DefaultVerifyInterval)
-	setDefault(&c.VerifyTimeout, DefaultVerifyTimeout)
-	setDefault(&c.NeedRate, DefaultNeedRate)
-	setDefault(&c.NeedBurst, DefaultNeedBurst)
-	setDefault(&c.ItemNeedRate, DefaultItemNeedRate)
-	setDefault(&c.ItemNeedBurst, DefaultItemNeedBurst)
-	setDefault(&c.NeedTokenGrace, DefaultNeedTokenGrace)
-	setDefault(&c.DirectoryInterval, DefaultDirectoryInterval)
+	c.MaxMessage = cmp.Or(c.MaxMessage, proto.DefaultMaxMessage)
+	c.MaxSessions = cmp.Or(c.MaxSessions, DefaultMaxSessions)
+	c.MaxItemsPerSession = cmp.Or(c.MaxItemsPerSession, DefaultMaxItemsPerSession)
+	c.MaxItems = cmp.Or(c.MaxItems, DefaultMaxItems)
+	c.MaxPublishersPerItem = cmp.Or(c.MaxPublishersPerItem, DefaultMaxPublishersPerItem)
+	c.MaxTextMessage = cmp.Or(c.MaxTextMessage, DefaultMaxTextMessage)
+	c.MaxItemSize = cmp.Or(c.MaxItemSize, DefaultMaxItemSize)
+	c.MaxNeedsPerRelay = cmp.Or(c.MaxNeedsPerRelay, DefaultMaxNeedsPerRelay)
+	c.MaxTunnelConns = cmp.Or(c.MaxTunnelConns, DefaultMaxTunnelConns)
+	c.SessionQueue = cmp.Or(c.SessionQueue, DefaultSessionQueue)
+	c.RelayQueue = cmp.Or(c.RelayQueue, DefaultRelayQueue)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
+	c.DeadAfter = cmp.Or(c.DeadAfter, DefaultDeadAfter)
+	c.ReadTokenTTL = cmp.Or(c.ReadTokenTTL, DefaultReadTokenTTL)
+	c.MaxLiveChannels = cmp.Or(c.MaxLiveChannels, DefaultMaxLiveChannels)
+	c.PushTokenTTL = cmp.Or(c.PushTokenTTL, DefaultPushTokenTTL)
+	c.ItemTTL = cmp.Or(c.ItemTTL, DefaultItemTTL)
+	c.UploadTTL = cmp.Or(c.UploadTTL, DefaultUploadTTL)
+	c.MaxClipSize = cmp.Or(c.MaxClipSize, DefaultMaxClipSize)
+	c.ClipTTL = cmp.Or(c.ClipTTL, DefaultClipTTL)
+	c.AuthWebhookTimeout = cmp.Or(c.AuthWebhookTimeout, DefaultAuthWebhookTimeout)
+	c.PingInterval = cmp.Or(c.PingInterval, DefaultPingInterval)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.Admission = cmp.Or(c.Admission, AdmissionOpen)
+	c.ClockSkew = cmp.Or(c.ClockSkew, proto.DefaultClockSkew)
+	c.MaxRelays = cmp.Or(c.MaxRelays, DefaultMaxRelays)
+	c.MaxRelaysPerIP = cmp.Or(c.MaxRelaysPerIP, DefaultMaxRelaysPerIP)
+	c.VerifyInterval = cmp.Or(c.VerifyInterval, DefaultVerifyInterval)
+	c.VerifyTimeout = cmp.Or(c.VerifyTimeout, DefaultVerifyTimeout)
+	c.NeedRate = cmp.Or(c.NeedRate, DefaultNeedRate)
+	c.NeedBurst = cmp.Or(c.NeedBurst, DefaultNeedBurst)
+	c.ItemNeedRate = cmp.Or(c.ItemNeedRate, DefaultItemNeedRate)
+	c.ItemNeedBurst = cmp.Or(c.ItemNeedBurst, DefaultItemNeedBurst)
+	c.NeedTokenGrace = cmp.Or(c.NeedTokenGrace, DefaultNeedTokenGrace)
+	c.DirectoryInterval = cmp.Or(c.DirectoryInterval, DefaultDirectoryInterval)
 	if c.STUNAddr == "" {
 		c.STUNAddr = STUNOff
 	}
@@ -462,13 +463,6 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	return c
-}
-
-func setDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
-	}
 }
 
 // Limits returns every effective limit and interval as slog attributes, so
@@ -527,6 +521,8 @@ func (s *Server) Limits() []slog.Attr {
 		slog.String("stun_alt", c.STUNAltAddr),
 		slog.Any("stun_advertised", s.stunAddrs),
 		slog.Int("stun_max_packet", MaxSTUNPacket),
+		slog.Int("max_read_checks", proto.MaxReadChecks),
+		slog.Int("max_unpublished_clips", maxUnpublished),
 	}, append(s.limitAttrs(), c.liveAttrs()...)...)
 }
 

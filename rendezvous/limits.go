@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -52,15 +53,15 @@ const (
 
 func (c *Config) setLimitDefaults() {
 	c.TunnelURL = strings.TrimRight(c.TunnelURL, "/")
-	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
-	setDefault(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
-	setDefault(&c.RequestRate, DefaultRequestRate)
-	setDefault(&c.RequestBurst, DefaultRequestBurst)
-	setDefault(&c.MaxSessionsPerIP, DefaultMaxSessionsPerIP)
-	setDefault(&c.MaxItemsPerIP, DefaultMaxItemsPerIP)
-	setDefault(&c.TrackedIPs, DefaultTrackedIPs)
-	setDefault(&c.BodyTimeout, DefaultBodyTimeout)
-	setDefault(&c.MinBodyRate, DefaultMinBodyRate)
+	c.HandshakeTimeout = cmp.Or(c.HandshakeTimeout, DefaultHandshakeTimeout)
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	c.RequestRate = cmp.Or(c.RequestRate, DefaultRequestRate)
+	c.RequestBurst = cmp.Or(c.RequestBurst, DefaultRequestBurst)
+	c.MaxSessionsPerIP = cmp.Or(c.MaxSessionsPerIP, DefaultMaxSessionsPerIP)
+	c.MaxItemsPerIP = cmp.Or(c.MaxItemsPerIP, DefaultMaxItemsPerIP)
+	c.TrackedIPs = cmp.Or(c.TrackedIPs, DefaultTrackedIPs)
+	c.BodyTimeout = cmp.Or(c.BodyTimeout, DefaultBodyTimeout)
+	c.MinBodyRate = cmp.Or(c.MinBodyRate, DefaultMinBodyRate)
 }
 
 func (c *Config) validateLimits() error {
