@@ -197,11 +197,20 @@ func TestClusterGossipsRecords(t *testing.T) {
 	for _, c := range cs {
 		waitFor(t, c.Name()+" holds the record", func() bool { return hasRecord(c, r) })
 	}
+	// Once, or again when a loaded machine made m4 declare m1 failed for
+	// a moment (dropping m1's records) and learn the record anew.
 	waitFor(t, "OnRecord is called on m4", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(seen) == 1 && reflect.DeepEqual(seen[0], r)
+		return len(seen) > 0 && reflect.DeepEqual(seen[len(seen)-1], r)
 	})
+	mu.Lock()
+	for _, got := range seen {
+		if !reflect.DeepEqual(got, r) {
+			t.Errorf("OnRecord on m4 got %+v, want only %+v", got, r)
+		}
+	}
+	mu.Unlock()
 	if st := cs[0].Stats(); st.Published != 1 || st.LocalRecords != 1 || st.Records != 1 {
 		t.Errorf("m1 stats: got %+v, want 1 published, 1 local record", st)
 	}

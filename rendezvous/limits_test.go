@@ -270,6 +270,7 @@ func TestControlFlood(t *testing.T) {
 	cfg.LimitLoopback = true
 	cfg.MaxSessionsPerIP = 16
 	cfg.RequestRate, cfg.RequestBurst = 1e6, 1e6 // this test is about sessions
+	cfg.MaxConnsPerIP = 4 * n                    // not requests in flight: 64 slow dials and 16 sessions exceed the default on a loaded machine
 	// Long enough for the flood to be over before the first sessions
 	// are closed at the deadline, on a loaded machine too; those closed
 	// earlier free their slots, and are allowed for below.
