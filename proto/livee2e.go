@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"time"
 )
 
 // # Sealed live channels: format "live1"
@@ -31,10 +33,16 @@ import (
 // Stream. What the publisher sends, relays carry and readers get is a
 // sequence of records:
 //
-//	record = len:uint32_be || kind:uint8 || seq:uint64_be || sealed
-//	len    = 1 + 8 + len(sealed)              (the bytes after the len field)
-//	sealed = AES-256-GCM(Kl, nonce, plaintext, AAD = empty)   (plaintext + 16-byte tag)
+//	record = len:uint32_be || kind:uint8 || seq:uint64_be || time:uint64_be || sealed
+//	len    = 1 + 8 + 8 + len(sealed)          (the bytes after the len field)
+//	time   = the publisher's wall clock when it sealed the record, in Unix milliseconds
+//	sealed = AES-256-GCM(Kl, nonce, plaintext, AAD = time)   (plaintext + 16-byte tag)
 //	nonce  = uint88_be(seq) || flag            (12 bytes, as e2e1's chunks)
+//
+// The time is in clear (relays may look at it; they need not) and is the
+// AEAD's additional data: a relay that changes it makes the record fail
+// to open. A publisher's times never go back (it sends max(clock, the
+// previous record's time)); heads carry one too.
 //
 // The kind is in clear so that relays can act on it (start new readers at
 // a sync record, keep the head, end at the last record), and is bound to
@@ -57,15 +65,46 @@ import (
 // A whole record is at most LiveMaxRecord bytes (the len field included);
 // a writer cuts longer plaintext into several records.
 //
+// Ticks. A publisher that has sent no record for LiveTickInterval (5 s)
+// sends an empty data record, so that even a quiet channel always has a
+// recent record (LiveWriter.Tick; goLive in client/web).
+//
 // Readers (LiveReader here, client/web in browsers) must: get a head
 // first (a relay sends the channel's latest head to every new subscriber)
 // else fail with "no channel head"; accept any seq s0 for the first
 // data/sync/last record (they joined mid-stream) and then exactly +1 per
 // record, else fail with "record N missing"; hand out no byte of a record
 // that does not open, and name its seq; take a later head with a higher
-// head seq as the new head (readers that play media re-initialise); end
-// cleanly only on a last record, and fail with "the channel ended without
-// its end mark" on any other end.
+// head seq as the new head (readers that play media re-initialise), and
+// ignore the current head sent again (same head seq); end cleanly only on
+// a last record, and fail with "the channel ended without its end mark"
+// on any other end.
+//
+// Readers must also see the live edge, so that a relay that recorded a
+// channel cannot serve it later as if it were live:
+//
+//   - times never go back: a record (a head included, but not the current
+//     head sent again) whose time is before the previous record's fails
+//     with "record N goes back in time". The check follows the record's
+//     opening, so a changed time is an integrity failure.
+//   - catch up: let t0 be the reader's own clock when the first record
+//     arrives. Until the reader has seen a record whose time is at most
+//     MaxLag (default 60 s) behind its clock ("caught up"), it fails with
+//     "the channel is D behind its publisher: a relay is replaying or
+//     delaying it (or the publisher's clock is off; max lag M)" when
+//     CatchUp (default 30 s) has passed since t0, whether a record
+//     arrives then or none at all (a relay that stalls after a replay:
+//     LiveReader closes its source), and at a last record (a whole old
+//     channel replayed at once). D is the reader's clock minus the
+//     newest record time seen. An honest relay sends a new reader the
+//     head, the ring from its latest sync record and the live edge at
+//     once, and ticks keep the live edge within LiveTickInterval of the
+//     publisher's clock, so honest joins pass. Once caught up, later lag
+//     is not checked: a slow reader's own lag is not a relay's doing (a
+//     relay cuts slow subscribers off itself).
+//
+// Readers and publishers whose clocks differ by more than MaxLag fail the
+// catch-up rule (the error says so); MaxLag is the reader's option.
 //
 // Relays (relay/live.go) parse records by their length prefix only: each
 // record is one chunk of the channel's ring, never split or merged; they
@@ -75,9 +114,10 @@ import (
 // downstream relays in FrameLiveRecord frames, and end the channel cleanly
 // at a last record. They never look inside sealed.
 //
-// What a relay still learns: the channel id, record sizes and kinds, and
-// timing. What it can do unnoticed: nothing but stop (a reader sees the
-// missing end mark) or start a new reader later than it could have.
+// What a relay still learns: the channel id, record sizes, kinds and
+// publisher times, and timing. What it can do unnoticed: nothing but stop
+// (a reader sees the missing end mark), or start a new reader, or delay
+// it, by less than MaxLag + CatchUp behind the live edge.
 //
 // Test vectors shared by the Go and JavaScript implementations live in
 // testdata/live1-vectors.json; livee2e_vectors_test.go documents its
@@ -93,14 +133,23 @@ const (
 	LiveContentType = "application/x-meshup-live1"
 	// LiveMaxRecord bounds a whole record, its len field included.
 	LiveMaxRecord = 64 << 10
-	// LiveRecordHeader is the size of len, kind and seq.
-	LiveRecordHeader = 4 + 1 + 8
+	// LiveRecordHeader is the size of len, kind, seq and time.
+	LiveRecordHeader = 4 + 1 + 8 + 8
 	// LiveMinRecord is the smallest record: an empty plaintext's tag.
 	LiveMinRecord = LiveRecordHeader + E2ETagSize
 	// LiveMaxPlain is the most plaintext one record holds.
 	LiveMaxPlain = LiveMaxRecord - LiveMinRecord
 	// LiveMaxMeta bounds the head's meta JSON.
 	LiveMaxMeta = 4096
+	// LiveTickInterval is how long a publisher stays quiet at most: after
+	// that it sends an empty data record (a tick).
+	LiveTickInterval = 5 * time.Second
+	// LiveDefaultMaxLag is how far behind its own clock a reader accepts
+	// the live edge (LiveReader.MaxLag).
+	LiveDefaultMaxLag = 60 * time.Second
+	// LiveDefaultCatchUp is how long a reader waits, from its first
+	// record, for the live edge (LiveReader.CatchUp).
+	LiveDefaultCatchUp = 30 * time.Second
 )
 
 // LiveKind is a record's kind byte.
@@ -161,7 +210,32 @@ var (
 	// ErrLiveHead means a head record is malformed or older than the
 	// current head.
 	ErrLiveHead = errors.New("bad channel head")
+	// ErrLiveTimeBack means a record's publisher time is before the
+	// previous record's.
+	ErrLiveTimeBack = errors.New("its publisher time is before the previous record's: a relay replayed or spliced it")
+	// ErrLiveStale means the reader never reached the live edge: a
+	// *LiveStaleError wraps it.
+	ErrLiveStale = errors.New("a relay is replaying or delaying it")
 )
+
+// LiveStaleError says how far behind its publisher a channel was when the
+// reader gave up waiting for the live edge.
+type LiveStaleError struct {
+	// Lag is the reader's clock minus the newest record time it saw.
+	Lag time.Duration
+	// MaxLag is the reader's limit.
+	MaxLag time.Duration
+}
+
+func (e *LiveStaleError) Error() string {
+	lag := e.Lag.Round(time.Millisecond)
+	if lag >= time.Second {
+		lag = lag.Round(time.Second)
+	}
+	return fmt.Sprintf("the channel is %v behind its publisher: %v (or the publisher's clock is off; max lag %v)", lag, ErrLiveStale, e.MaxLag)
+}
+
+func (e *LiveStaleError) Unwrap() error { return ErrLiveStale }
 
 // LiveRecordError names the record at which a reader stopped.
 type LiveRecordError struct {
@@ -175,6 +249,9 @@ type LiveRecordError struct {
 func (e *LiveRecordError) Error() string {
 	if errors.Is(e.Err, ErrLiveMissing) {
 		return fmt.Sprintf("record %d missing (got %d): %v", e.Want, e.Seq, e.Err)
+	}
+	if errors.Is(e.Err, ErrLiveTimeBack) {
+		return fmt.Sprintf("%s record %d goes back in time: %v", e.Kind, e.Seq, e.Err)
 	}
 	return fmt.Sprintf("%s record %d: %v", e.Kind, e.Seq, e.Err)
 }
@@ -210,33 +287,49 @@ func liveNonce(kind LiveKind, seq uint64) [12]byte {
 	return n
 }
 
-// SealRecord appends the record of kind and seq holding plain to dst. plain
-// must be at most LiveMaxPlain bytes.
-func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq uint64, plain []byte) []byte {
+// LiveHeader is the clear part of a record after its len field.
+type LiveHeader struct {
+	Kind LiveKind
+	Seq  uint64
+	// Time is the publisher's clock when it sealed the record, to the
+	// millisecond.
+	Time time.Time
+}
+
+// liveMillis is t in Unix milliseconds, 0 for times before 1970.
+func liveMillis(t time.Time) uint64 {
+	return uint64(max(t.UnixMilli(), 0))
+}
+
+// SealRecord appends the record of kind and seq, stamped with time at,
+// holding plain to dst. plain must be at most LiveMaxPlain bytes.
+func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq uint64, at time.Time, plain []byte) []byte {
 	if len(plain) > LiveMaxPlain {
 		panic("proto: live1 record plaintext too long")
 	}
-	dst = binary.BigEndian.AppendUint32(dst, uint32(1+8+len(plain)+E2ETagSize))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(1+8+8+len(plain)+E2ETagSize))
 	dst = append(dst, byte(kind))
 	dst = binary.BigEndian.AppendUint64(dst, seq)
+	dst = binary.BigEndian.AppendUint64(dst, liveMillis(at))
 	n := liveNonce(kind, seq)
-	return l.aead.Seal(dst, n[:], plain, nil)
+	return l.aead.Seal(dst, n[:], plain, dst[len(dst)-8:])
 }
 
 // OpenRecord checks and opens one whole record, appending its plaintext to
 // dst. Errors are *LiveRecordError wrapping ErrLiveRecord or
 // ErrLiveIntegrity.
-func (l *LiveSealer) OpenRecord(dst, rec []byte) (kind LiveKind, seq uint64, plain []byte, err error) {
-	kind, seq, err = ParseLiveRecord(rec)
+func (l *LiveSealer) OpenRecord(dst, rec []byte) (h LiveHeader, plain []byte, err error) {
+	h.Kind, h.Seq, err = ParseLiveRecord(rec)
 	if err != nil {
-		return kind, seq, nil, err
+		return h, nil, err
 	}
-	n := liveNonce(kind, seq)
-	plain, oerr := l.aead.Open(dst, n[:], rec[LiveRecordHeader:], nil)
+	h.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(rec[13:21])))
+	n := liveNonce(h.Kind, h.Seq)
+	plain, oerr := l.aead.Open(dst, n[:], rec[LiveRecordHeader:], rec[13:21])
 	if oerr != nil {
-		return kind, seq, nil, &LiveRecordError{Kind: kind, Seq: seq, Err: ErrLiveIntegrity}
+		return h, nil, &LiveRecordError{Kind: h.Kind, Seq: h.Seq, Err: ErrLiveIntegrity}
 	}
-	return kind, seq, plain, nil
+	return h, plain, nil
 }
 
 // ParseLiveRecord checks that rec is exactly one record, within bounds and
@@ -354,15 +447,28 @@ func ParseLiveHead(plain []byte) (LiveMeta, []byte, error) {
 
 // LiveWriter seals a channel's bytes into records, writing each record to
 // its destination in one Write (so that a WebSocket publisher sends one
-// record per message). It is not safe for concurrent use.
+// record per message). Its methods are safe for concurrent use (a ticker
+// goroutine calling Tick beside the writer's), and each record is written
+// whole before the next one begins.
 type LiveWriter struct {
-	s       *LiveSealer
-	w       io.Writer
-	seq     uint64 // next data/sync/last seq
-	headSeq uint64 // next head seq
-	buf     []byte
-	closed  bool
-	err     error
+	// Now is the publisher's clock, stamped on each record. Set it before
+	// the first record; defaults to time.Now.
+	Now func() time.Time
+	// TickInterval is how long the channel may stay quiet before Tick
+	// sends an empty data record. Defaults to LiveTickInterval.
+	TickInterval time.Duration
+
+	s *LiveSealer
+	w io.Writer
+
+	mu       sync.Mutex // guards the fields below
+	seq      uint64     // next data/sync/last seq
+	headSeq  uint64     // next head seq
+	buf      []byte
+	closed   bool
+	err      error
+	lastTime uint64    // time of the last record, Unix ms: times never go back
+	lastAt   time.Time // Now() when the last record was written, zero before the first
 }
 
 // NewLiveWriter returns a writer of channel id under k into w.
@@ -370,14 +476,34 @@ func NewLiveWriter(w io.Writer, k E2EKey, id ItemID) *LiveWriter {
 	return &LiveWriter{s: NewLiveSealer(k, id), w: w, buf: make([]byte, 0, LiveMaxRecord)}
 }
 
+var errLiveWriterClosed = errors.New("proto: live writer closed")
+
+func (lw *LiveWriter) now() time.Time {
+	if lw.Now != nil {
+		return lw.Now()
+	}
+	return time.Now()
+}
+
+func (lw *LiveWriter) tickInterval() time.Duration {
+	if lw.TickInterval > 0 {
+		return lw.TickInterval
+	}
+	return LiveTickInterval
+}
+
+// record seals and writes one record; lw.mu is held.
 func (lw *LiveWriter) record(kind LiveKind, seq uint64, plain []byte) error {
 	if lw.err != nil {
 		return lw.err
 	}
 	if lw.closed {
-		return errors.New("proto: live writer closed")
+		return errLiveWriterClosed
 	}
-	lw.buf = lw.s.SealRecord(lw.buf[:0], kind, seq, plain)
+	now := lw.now()
+	lw.lastTime = max(lw.lastTime, liveMillis(now))
+	lw.lastAt = now
+	lw.buf = lw.s.SealRecord(lw.buf[:0], kind, seq, time.UnixMilli(int64(lw.lastTime)), plain)
 	if _, err := lw.w.Write(lw.buf); err != nil {
 		lw.err = err
 		return err
@@ -392,6 +518,8 @@ func (lw *LiveWriter) Head(m LiveMeta, init []byte) error {
 	if err != nil {
 		return err
 	}
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
 	if err := lw.record(LiveHead, lw.headSeq, p); err != nil {
 		return err
 	}
@@ -411,6 +539,8 @@ func (lw *LiveWriter) Sync(p []byte) (int, error) {
 }
 
 func (lw *LiveWriter) write(kind LiveKind, p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
 	n := 0
 	for first := true; first || len(p) > 0; first = false {
 		k := min(len(p), LiveMaxPlain)
@@ -425,9 +555,40 @@ func (lw *LiveWriter) write(kind LiveKind, p []byte) (int, error) {
 	return n, nil
 }
 
+// Tick sends a tick, an empty data record, when the channel has had a
+// head and no record for TickInterval (by Now), so that its readers see a
+// recent record even when the publisher has nothing to say. It returns
+// how long from now the next tick is due: a ticker goroutine calls Tick,
+// sleeps that long, and calls it again, until Tick fails (after Close, or
+// when the destination failed).
+func (lw *LiveWriter) Tick() (time.Duration, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.err != nil {
+		return 0, lw.err
+	}
+	if lw.closed {
+		return 0, errLiveWriterClosed
+	}
+	iv := lw.tickInterval()
+	if lw.headSeq == 0 {
+		return iv, nil // no head yet: nothing may come before it
+	}
+	if idle := lw.now().Sub(lw.lastAt); idle < iv {
+		return iv - idle, nil
+	}
+	if err := lw.record(LiveData, lw.seq, nil); err != nil {
+		return 0, err
+	}
+	lw.seq++
+	return iv, nil
+}
+
 // Close writes the last record (empty), the channel's clean end. It does
 // not close the destination.
 func (lw *LiveWriter) Close() error {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
 	if lw.closed {
 		return lw.err
 	}
@@ -440,6 +601,11 @@ func (lw *LiveWriter) Close() error {
 // stream, enforcing the reader rules of the format. Read hands out a
 // record's bytes only after the whole record opened; after an error every
 // call returns it again. It ends with io.EOF only after a last record.
+//
+// Until it has caught up with the live edge, a LiveReader runs a timer of
+// CatchUp from its first record: when it fires, the reader fails with a
+// *LiveStaleError and closes src if src is an io.Closer, so that a Read
+// blocked on a stalled source returns.
 type LiveReader struct {
 	s      *LiveSealer
 	src    io.Reader
@@ -455,12 +621,32 @@ type LiveReader struct {
 	// EndReason, when set, is asked for the reason the stream ended
 	// without a last record (e.g. the relay's), to add to ErrLiveNoEnd.
 	EndReason func() string
+	// MaxLag is how far behind the reader's clock the live edge may be:
+	// the reader must see a record at most this old within CatchUp of
+	// its first record. Defaults to LiveDefaultMaxLag; negative turns the
+	// catch-up rule off (times still never go back).
+	MaxLag time.Duration
+	// CatchUp is how long from its first record the reader waits for the
+	// live edge. Defaults to LiveDefaultCatchUp.
+	CatchUp time.Duration
+	// Now is the reader's clock. Defaults to time.Now. The CatchUp timer
+	// runs on the real clock (a fake one in testing/synctest).
+	Now func() time.Time
+
+	started  bool      // a record arrived
+	start    time.Time // Now() at the first record
+	lastTime time.Time // time of the newest record
+	timer    *time.Timer
+
+	mu       sync.Mutex // guards the fields below
+	caughtUp bool       // a record within MaxLag arrived (or the rule is off)
+	expired  bool       // the CatchUp timer fired before caughtUp
 }
 
 // NewLiveReader returns a reader of channel id under k from src.
 func NewLiveReader(src io.Reader, k E2EKey, id ItemID) *LiveReader {
 	r := &LiveReader{s: NewLiveSealer(k, id), src: src, buf: make([]byte, LiveMaxRecord)}
-	r.openNext = r.fill
+	r.openNext = r.fillTimed
 	return r
 }
 
@@ -471,14 +657,99 @@ func (r *LiveReader) Head() (LiveHeadInfo, error) {
 		if r.err != nil {
 			return LiveHeadInfo{}, r.err
 		}
-		r.err = r.fill()
+		r.err = r.fillTimed()
 	}
 	return *r.head, nil
+}
+
+func (r *LiveReader) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *LiveReader) maxLag() time.Duration {
+	if r.MaxLag == 0 {
+		return LiveDefaultMaxLag
+	}
+	return r.MaxLag
+}
+
+func (r *LiveReader) catchUp() time.Duration {
+	if r.CatchUp <= 0 {
+		return LiveDefaultCatchUp
+	}
+	return r.CatchUp
+}
+
+// fillTimed is fill, with the catch-up timer stopped at the reader's end.
+func (r *LiveReader) fillTimed() error {
+	err := r.fill()
+	if err != nil && r.timer != nil {
+		r.timer.Stop()
+	}
+	return err
+}
+
+// expire runs when the CatchUp timer fires.
+func (r *LiveReader) expire() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.caughtUp {
+		return
+	}
+	r.expired = true
+	if c, ok := r.src.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// staleError is the failure of a reader that did not catch up, at now.
+func (r *LiveReader) staleError(now time.Time) error {
+	return &LiveStaleError{Lag: now.Sub(r.lastTime), MaxLag: r.maxLag()}
+}
+
+// checkFresh applies the catch-up rule to a record of time t that just
+// opened (the last record of the channel when last).
+func (r *LiveReader) checkFresh(t time.Time, last bool) error {
+	now := r.now()
+	if !r.started {
+		r.started, r.start = true, now
+		if r.maxLag() < 0 {
+			r.caughtUp = true // the rule is off; no timer
+		} else {
+			r.timer = time.AfterFunc(r.catchUp(), r.expire)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.caughtUp:
+		return nil
+	case r.expired:
+		return r.staleError(now)
+	case now.Sub(t) <= r.maxLag():
+		r.caughtUp = true
+		r.timer.Stop()
+		return nil
+	case last || now.Sub(r.start) > r.catchUp():
+		return r.staleError(now)
+	}
+	return nil
 }
 
 // fill reads and opens the next record.
 func (r *LiveReader) fill() error {
 	rec, kind, seq, err := ReadLiveRecord(r.src, r.buf)
+	if err != nil {
+		r.mu.Lock()
+		expired := r.expired
+		r.mu.Unlock()
+		if expired { // the CatchUp timer closed src
+			return r.staleError(r.now())
+		}
+	}
 	if err == io.EOF {
 		err = ErrLiveNoEnd
 		if r.head == nil && !r.joined {
@@ -514,18 +785,25 @@ func (r *LiveReader) fill() error {
 			return &LiveRecordError{Kind: kind, Seq: seq, Want: r.next, Err: ErrLiveMissing}
 		}
 	}
-	_, _, plain, err := r.s.OpenRecord(rec[LiveRecordHeader:LiveRecordHeader], rec) // in place
+	h, plain, err := r.s.OpenRecord(rec[LiveRecordHeader:LiveRecordHeader], rec) // in place
 	if err != nil {
+		return err
+	}
+	if kind == LiveHead && r.head != nil && seq <= r.head.Seq {
+		if seq == r.head.Seq {
+			return nil // the same head again (a relay's replay of it): nothing new
+		}
+		return &LiveRecordError{Kind: kind, Seq: seq, Err: fmt.Errorf("%w: head %d after head %d", ErrLiveHead, seq, r.head.Seq)}
+	}
+	if r.started && h.Time.Before(r.lastTime) {
+		return &LiveRecordError{Kind: kind, Seq: seq, Err: ErrLiveTimeBack}
+	}
+	r.lastTime = h.Time
+	if err := r.checkFresh(h.Time, kind == LiveLast); err != nil {
 		return err
 	}
 	switch kind {
 	case LiveHead:
-		if r.head != nil && seq <= r.head.Seq {
-			if seq == r.head.Seq {
-				return nil // the same head again (a relay's replay of it): nothing new
-			}
-			return &LiveRecordError{Kind: kind, Seq: seq, Err: fmt.Errorf("%w: head %d after head %d", ErrLiveHead, seq, r.head.Seq)}
-		}
 		m, init, err := ParseLiveHead(plain)
 		if err != nil {
 			return &LiveRecordError{Kind: kind, Seq: seq, Err: err}
