@@ -67,3 +67,44 @@ func TestLiveGetMaxLag(t *testing.T) {
 		t.Errorf("get --live-max-lag 11m: %q, %v", l.out, l.err)
 	}
 }
+
+// TestLiveTicksThroughRelay: a sealed channel whose publisher has nothing
+// to say still sends ticks (client.PublishLive's ticker) that the relay
+// carries; its reader reads the data around them and ends cleanly.
+func TestLiveTicksThroughRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Volunteers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p, err := client.PublishLive(ctx, client.LiveOptions{Rendezvous: m.URL, Meta: proto.LiveMeta{Type: "text/plain"}, TickInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := m.Relays[0]
+	meshtest.Eventually(t, 10*time.Second, "the channel's head on the relay", func() bool { return rel.LiveStats().BytesIn > 0 })
+	ls, err := client.ReadLive(ctx, p.Link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	if _, err := ls.Reader.Head(); err != nil {
+		t.Fatal(err)
+	}
+	// Quiet: only ticks (empty records, proto.LiveMinRecord bytes each) go.
+	in := rel.LiveStats().BytesIn
+	meshtest.Eventually(t, 10*time.Second, "3 ticks on the relay", func() bool { return rel.LiveStats().BytesIn >= in+3*proto.LiveMinRecord })
+	p.Write([]byte("a;"))
+	in = rel.LiveStats().BytesIn
+	meshtest.Eventually(t, 10*time.Second, "3 more ticks on the relay", func() bool { return rel.LiveStats().BytesIn >= in+3*proto.LiveMinRecord })
+	p.Write([]byte("b;"))
+	if _, err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(ls)
+	if err != nil || string(got) != "a;b;" {
+		t.Errorf("reader: %q, %v", got, err)
+	}
+}
