@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/meshup/meshup/proto"
 )
@@ -18,7 +19,7 @@ import (
 // (proto/livee2e.go): PublishLive pushes one, ReadLive reads one from its
 // link.
 
-// LiveOptions configures PublishLive.
+// LiveOptions configures PublishLive and ReadLiveWith.
 type LiveOptions struct {
 	// Rendezvous is the rendezvous's base URL.
 	Rendezvous string
@@ -37,6 +38,22 @@ type LiveOptions struct {
 	Init []byte
 	// HTTPClient defaults to http.DefaultClient.
 	HTTPClient *http.Client
+
+	// TickInterval is how long a sealed channel's publisher stays quiet
+	// before it sends a tick (an empty record), so that readers always
+	// see a recent record. Defaults to proto.LiveTickInterval; negative:
+	// no ticks.
+	TickInterval time.Duration
+	// MaxLag and CatchUp are a sealed channel's reader limits
+	// (proto.LiveReader): within CatchUp (default 30 s) of its first
+	// record the reader must see a record at most MaxLag (default 60 s)
+	// behind its clock, else it fails with proto.ErrLiveStale: a relay
+	// replays or delays the channel. Negative MaxLag turns the check off.
+	MaxLag  time.Duration
+	CatchUp time.Duration
+	// Now is the clock of the publisher's records and of the reader's
+	// checks. Defaults to time.Now.
+	Now func() time.Time
 }
 
 // LivePublisher pushes a live channel. Its methods are not safe for
@@ -50,9 +67,10 @@ type LivePublisher struct {
 	// Secret is the channel secret, the capability to write into it.
 	Secret string
 
-	pw   *io.PipeWriter
-	lw   *proto.LiveWriter // nil for a plaintext channel
-	done chan liveResult
+	pw       *io.PipeWriter
+	lw       *proto.LiveWriter // nil for a plaintext channel
+	done     chan liveResult
+	stopTick chan struct{} // closed to stop the ticker; nil without one
 }
 
 // LiveResult is the relay's account of a pushed channel.
@@ -154,13 +172,48 @@ func PublishLive(ctx context.Context, opt LiveOptions) (*LivePublisher, error) {
 	if !opt.Plain {
 		// One record per Write of the pipe: each goes out as it is made.
 		p.lw = proto.NewLiveWriter(pw, k, id)
+		p.lw.Now = opt.Now
+		if opt.TickInterval > 0 {
+			p.lw.TickInterval = opt.TickInterval
+		}
 		if err := p.lw.Head(opt.Meta, opt.Init); err != nil {
 			pw.CloseWithError(err)
 			r := <-p.done
 			return nil, errors.Join(r.err, err)
 		}
+		if opt.TickInterval >= 0 {
+			p.stopTick = make(chan struct{})
+			go tickLive(p.lw, p.stopTick)
+		}
 	}
 	return p, nil
+}
+
+// tickLive calls lw.Tick when it is due until lw fails (closed) or stop
+// is closed.
+func tickLive(lw *proto.LiveWriter, stop <-chan struct{}) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		next, err := lw.Tick()
+		if err != nil {
+			return
+		}
+		t.Reset(next)
+	}
+}
+
+// stopTicker stops the ticker goroutine, if any.
+func (p *LivePublisher) stopTicker() {
+	if p.stopTick != nil {
+		close(p.stopTick)
+		p.stopTick = nil
+	}
 }
 
 // Write sends b: sealed as data records, or as they are on a plaintext
@@ -193,6 +246,7 @@ func (p *LivePublisher) Head(m proto.LiveMeta, init []byte) error {
 // Close ends the channel cleanly (a sealed channel's last record) and
 // returns the relay's account of it.
 func (p *LivePublisher) Close() (LiveResult, error) {
+	p.stopTicker()
 	if p.lw != nil {
 		if err := p.lw.Close(); err != nil {
 			p.pw.CloseWithError(err)
@@ -211,6 +265,7 @@ func (p *LivePublisher) Close() (LiveResult, error) {
 // Abort ends the push with err: the channel ends not cleanly, and its
 // readers see that it was cut short.
 func (p *LivePublisher) Abort(err error) {
+	p.stopTicker()
 	p.pw.CloseWithError(err)
 	<-p.done
 }
@@ -262,10 +317,18 @@ type LiveStream struct {
 // ReadLive opens a live channel's link (RDV/l/ID#k=KEY, RDV/v1/live/ID
 // with or without #k=KEY) from the live edge. A sealed channel's stream is
 // decrypted with the key of the link's fragment: a relay that alters,
-// drops or reorders records, and a channel cut before its end mark, are
-// errors of Read (proto.ErrLiveIntegrity, ErrLiveMissing, ErrLiveNoEnd).
-// Close the stream when done.
+// drops or reorders records, replays or delays the channel, and a channel
+// cut before its end mark, are errors of Read (proto.ErrLiveIntegrity,
+// ErrLiveMissing, ErrLiveStale, ErrLiveTimeBack, ErrLiveNoEnd). Close the
+// stream when done.
 func ReadLive(ctx context.Context, link string, hc *http.Client) (*LiveStream, error) {
+	return ReadLiveWith(ctx, link, LiveOptions{HTTPClient: hc})
+}
+
+// ReadLiveWith is ReadLive with options: HTTPClient, and a sealed
+// channel's reader limits MaxLag, CatchUp and clock Now.
+func ReadLiveWith(ctx context.Context, link string, opt LiveOptions) (*LiveStream, error) {
+	hc := opt.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -311,6 +374,7 @@ func ReadLive(ctx context.Context, link string, hc *http.Client) (*LiveStream, e
 		return nil, fmt.Errorf("client: the link carries a key but the channel is not sealed (Content-Type %q)", resp.Header.Get("Content-Type"))
 	case ls.Sealed:
 		ls.Reader = proto.NewLiveReader(resp.Body, key, id)
+		ls.Reader.MaxLag, ls.Reader.CatchUp, ls.Reader.Now = opt.MaxLag, opt.CatchUp, opt.Now
 		ls.r = ls.Reader
 	default:
 		ls.r = &plainLive{resp: resp}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // # Sealed live channels: format "live1"
@@ -31,10 +32,16 @@ import (
 // Stream. What the publisher sends, relays carry and readers get is a
 // sequence of records:
 //
-//	record = len:uint32_be || kind:uint8 || seq:uint64_be || sealed
-//	len    = 1 + 8 + len(sealed)              (the bytes after the len field)
-//	sealed = AES-256-GCM(Kl, nonce, plaintext, AAD = empty)   (plaintext + 16-byte tag)
+//	record = len:uint32_be || kind:uint8 || seq:uint64_be || time:uint64_be || sealed
+//	len    = 1 + 8 + 8 + len(sealed)          (the bytes after the len field)
+//	time   = the publisher's wall clock when it sealed the record, in Unix milliseconds
+//	sealed = AES-256-GCM(Kl, nonce, plaintext, AAD = time)   (plaintext + 16-byte tag)
 //	nonce  = uint88_be(seq) || flag            (12 bytes, as e2e1's chunks)
+//
+// The time is in clear (relays may look at it; they need not) and is the
+// AEAD's additional data: a relay that changes it makes the record fail
+// to open. A publisher's times never go back (it sends max(clock, the
+// previous record's time)); heads carry one too.
 //
 // The kind is in clear so that relays can act on it (start new readers at
 // a sync record, keep the head, end at the last record), and is bound to
@@ -57,15 +64,46 @@ import (
 // A whole record is at most LiveMaxRecord bytes (the len field included);
 // a writer cuts longer plaintext into several records.
 //
+// Ticks. A publisher that has sent no record for LiveTickInterval (5 s)
+// sends an empty data record, so that even a quiet channel always has a
+// recent record (LiveWriter.Tick; goLive in client/web).
+//
 // Readers (LiveReader here, client/web in browsers) must: get a head
 // first (a relay sends the channel's latest head to every new subscriber)
 // else fail with "no channel head"; accept any seq s0 for the first
 // data/sync/last record (they joined mid-stream) and then exactly +1 per
 // record, else fail with "record N missing"; hand out no byte of a record
 // that does not open, and name its seq; take a later head with a higher
-// head seq as the new head (readers that play media re-initialise); end
-// cleanly only on a last record, and fail with "the channel ended without
-// its end mark" on any other end.
+// head seq as the new head (readers that play media re-initialise), and
+// ignore the current head sent again (same head seq); end cleanly only on
+// a last record, and fail with "the channel ended without its end mark"
+// on any other end.
+//
+// Readers must also see the live edge, so that a relay that recorded a
+// channel cannot serve it later as if it were live:
+//
+//   - times never go back: a record (a head included, but not the current
+//     head sent again) whose time is before the previous record's fails
+//     with "record N goes back in time". The check follows the record's
+//     opening, so a changed time is an integrity failure.
+//   - catch up: let t0 be the reader's own clock when the first record
+//     arrives. Until the reader has seen a record whose time is at most
+//     MaxLag (default 60 s) behind its clock ("caught up"), it fails with
+//     "the channel is D behind its publisher: a relay is replaying or
+//     delaying it (or the publisher's clock is off; max lag M)" when
+//     CatchUp (default 30 s) has passed since t0, whether a record
+//     arrives then or none at all (a relay that stalls after a replay:
+//     LiveReader closes its source), and at a last record (a whole old
+//     channel replayed at once). D is the reader's clock minus the
+//     newest record time seen. An honest relay sends a new reader the
+//     head, the ring from its latest sync record and the live edge at
+//     once, and ticks keep the live edge within LiveTickInterval of the
+//     publisher's clock, so honest joins pass. Once caught up, later lag
+//     is not checked: a slow reader's own lag is not a relay's doing (a
+//     relay cuts slow subscribers off itself).
+//
+// Readers and publishers whose clocks differ by more than MaxLag fail the
+// catch-up rule (the error says so); MaxLag is the reader's option.
 //
 // Relays (relay/live.go) parse records by their length prefix only: each
 // record is one chunk of the channel's ring, never split or merged; they
@@ -75,9 +113,12 @@ import (
 // downstream relays in FrameLiveRecord frames, and end the channel cleanly
 // at a last record. They never look inside sealed.
 //
-// What a relay still learns: the channel id, record sizes and kinds, and
-// timing. What it can do unnoticed: nothing but stop (a reader sees the
-// missing end mark) or start a new reader later than it could have.
+// What a relay still learns: the channel id, record sizes, kinds and
+// publisher times, and timing. What it can do unnoticed: stop (a reader
+// sees the missing end mark); start a new reader up to MaxLag behind the
+// live edge; and delay a reader that has caught up, which looks the same
+// as a slow reader. It cannot pass off a recording older than MaxLag as
+// the live channel.
 //
 // Test vectors shared by the Go and JavaScript implementations live in
 // testdata/live1-vectors.json; livee2e_vectors_test.go documents its
@@ -93,14 +134,23 @@ const (
 	LiveContentType = "application/x-meshup-live1"
 	// LiveMaxRecord bounds a whole record, its len field included.
 	LiveMaxRecord = 64 << 10
-	// LiveRecordHeader is the size of len, kind and seq.
-	LiveRecordHeader = 4 + 1 + 8
+	// LiveRecordHeader is the size of len, kind, seq and time.
+	LiveRecordHeader = 4 + 1 + 8 + 8
 	// LiveMinRecord is the smallest record: an empty plaintext's tag.
 	LiveMinRecord = LiveRecordHeader + E2ETagSize
 	// LiveMaxPlain is the most plaintext one record holds.
 	LiveMaxPlain = LiveMaxRecord - LiveMinRecord
 	// LiveMaxMeta bounds the head's meta JSON.
 	LiveMaxMeta = 4096
+	// LiveTickInterval is how long a publisher stays quiet at most: after
+	// that it sends an empty data record (a tick).
+	LiveTickInterval = 5 * time.Second
+	// LiveDefaultMaxLag is how far behind its own clock a reader accepts
+	// the live edge (LiveReader.MaxLag).
+	LiveDefaultMaxLag = 60 * time.Second
+	// LiveDefaultCatchUp is how long a reader waits, from its first
+	// record, for the live edge (LiveReader.CatchUp).
+	LiveDefaultCatchUp = 30 * time.Second
 )
 
 // LiveKind is a record's kind byte.
@@ -161,7 +211,32 @@ var (
 	// ErrLiveHead means a head record is malformed or older than the
 	// current head.
 	ErrLiveHead = errors.New("bad channel head")
+	// ErrLiveTimeBack means a record's publisher time is before the
+	// previous record's.
+	ErrLiveTimeBack = errors.New("its publisher time is before the previous record's: a relay replayed or spliced it")
+	// ErrLiveStale means the reader never reached the live edge: a
+	// *LiveStaleError wraps it.
+	ErrLiveStale = errors.New("a relay is replaying or delaying it")
 )
+
+// LiveStaleError says how far behind its publisher a channel was when the
+// reader gave up waiting for the live edge.
+type LiveStaleError struct {
+	// Lag is the reader's clock minus the newest record time it saw.
+	Lag time.Duration
+	// MaxLag is the reader's limit.
+	MaxLag time.Duration
+}
+
+func (e *LiveStaleError) Error() string {
+	lag := e.Lag.Round(time.Millisecond)
+	if lag >= time.Second {
+		lag = lag.Round(time.Second)
+	}
+	return fmt.Sprintf("the channel is %v behind its publisher: %v (or the publisher's clock is off; max lag %v)", lag, ErrLiveStale, e.MaxLag)
+}
+
+func (e *LiveStaleError) Unwrap() error { return ErrLiveStale }
 
 // LiveRecordError names the record at which a reader stopped.
 type LiveRecordError struct {
@@ -175,6 +250,9 @@ type LiveRecordError struct {
 func (e *LiveRecordError) Error() string {
 	if errors.Is(e.Err, ErrLiveMissing) {
 		return fmt.Sprintf("record %d missing (got %d): %v", e.Want, e.Seq, e.Err)
+	}
+	if errors.Is(e.Err, ErrLiveTimeBack) {
+		return fmt.Sprintf("%s record %d goes back in time: %v", e.Kind, e.Seq, e.Err)
 	}
 	return fmt.Sprintf("%s record %d: %v", e.Kind, e.Seq, e.Err)
 }
@@ -210,33 +288,49 @@ func liveNonce(kind LiveKind, seq uint64) [12]byte {
 	return n
 }
 
-// SealRecord appends the record of kind and seq holding plain to dst. plain
-// must be at most LiveMaxPlain bytes.
-func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq uint64, plain []byte) []byte {
+// LiveHeader is the clear part of a record after its len field.
+type LiveHeader struct {
+	Kind LiveKind
+	Seq  uint64
+	// Time is the publisher's clock when it sealed the record, to the
+	// millisecond.
+	Time time.Time
+}
+
+// liveMillis is t in Unix milliseconds, 0 for times before 1970.
+func liveMillis(t time.Time) uint64 {
+	return uint64(max(t.UnixMilli(), 0))
+}
+
+// SealRecord appends the record of kind and seq, stamped with time at,
+// holding plain to dst. plain must be at most LiveMaxPlain bytes.
+func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq uint64, at time.Time, plain []byte) []byte {
 	if len(plain) > LiveMaxPlain {
 		panic("proto: live1 record plaintext too long")
 	}
-	dst = binary.BigEndian.AppendUint32(dst, uint32(1+8+len(plain)+E2ETagSize))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(1+8+8+len(plain)+E2ETagSize))
 	dst = append(dst, byte(kind))
 	dst = binary.BigEndian.AppendUint64(dst, seq)
+	dst = binary.BigEndian.AppendUint64(dst, liveMillis(at))
 	n := liveNonce(kind, seq)
-	return l.aead.Seal(dst, n[:], plain, nil)
+	return l.aead.Seal(dst, n[:], plain, dst[len(dst)-8:])
 }
 
 // OpenRecord checks and opens one whole record, appending its plaintext to
 // dst. Errors are *LiveRecordError wrapping ErrLiveRecord or
 // ErrLiveIntegrity.
-func (l *LiveSealer) OpenRecord(dst, rec []byte) (kind LiveKind, seq uint64, plain []byte, err error) {
-	kind, seq, err = ParseLiveRecord(rec)
+func (l *LiveSealer) OpenRecord(dst, rec []byte) (h LiveHeader, plain []byte, err error) {
+	h.Kind, h.Seq, err = ParseLiveRecord(rec)
 	if err != nil {
-		return kind, seq, nil, err
+		return h, nil, err
 	}
-	n := liveNonce(kind, seq)
-	plain, oerr := l.aead.Open(dst, n[:], rec[LiveRecordHeader:], nil)
+	h.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(rec[13:21])))
+	n := liveNonce(h.Kind, h.Seq)
+	plain, oerr := l.aead.Open(dst, n[:], rec[LiveRecordHeader:], rec[13:21])
 	if oerr != nil {
-		return kind, seq, nil, &LiveRecordError{Kind: kind, Seq: seq, Err: ErrLiveIntegrity}
+		return h, nil, &LiveRecordError{Kind: h.Kind, Seq: h.Seq, Err: ErrLiveIntegrity}
 	}
-	return kind, seq, plain, nil
+	return h, plain, nil
 }
 
 // ParseLiveRecord checks that rec is exactly one record, within bounds and
@@ -350,201 +444,4 @@ func ParseLiveHead(plain []byte) (LiveMeta, []byte, error) {
 		return m, nil, fmt.Errorf("%w: meta: %v", ErrLiveHead, err)
 	}
 	return m, plain[4+n:], nil
-}
-
-// LiveWriter seals a channel's bytes into records, writing each record to
-// its destination in one Write (so that a WebSocket publisher sends one
-// record per message). It is not safe for concurrent use.
-type LiveWriter struct {
-	s       *LiveSealer
-	w       io.Writer
-	seq     uint64 // next data/sync/last seq
-	headSeq uint64 // next head seq
-	buf     []byte
-	closed  bool
-	err     error
-}
-
-// NewLiveWriter returns a writer of channel id under k into w.
-func NewLiveWriter(w io.Writer, k E2EKey, id ItemID) *LiveWriter {
-	return &LiveWriter{s: NewLiveSealer(k, id), w: w, buf: make([]byte, 0, LiveMaxRecord)}
-}
-
-func (lw *LiveWriter) record(kind LiveKind, seq uint64, plain []byte) error {
-	if lw.err != nil {
-		return lw.err
-	}
-	if lw.closed {
-		return errors.New("proto: live writer closed")
-	}
-	lw.buf = lw.s.SealRecord(lw.buf[:0], kind, seq, plain)
-	if _, err := lw.w.Write(lw.buf); err != nil {
-		lw.err = err
-		return err
-	}
-	return nil
-}
-
-// Head writes a channel head with meta m and init segment init. The first
-// record of a channel must be a head; a later one replaces it for readers.
-func (lw *LiveWriter) Head(m LiveMeta, init []byte) error {
-	p, err := AppendLiveHead(nil, m, init)
-	if err != nil {
-		return err
-	}
-	if err := lw.record(LiveHead, lw.headSeq, p); err != nil {
-		return err
-	}
-	lw.headSeq++
-	return nil
-}
-
-// Write seals p as data records of at most LiveMaxPlain bytes each.
-func (lw *LiveWriter) Write(p []byte) (int, error) {
-	return lw.write(LiveData, p)
-}
-
-// Sync seals p as a sync record (a point where readers may join) followed,
-// when p is longer than one record holds, by data records.
-func (lw *LiveWriter) Sync(p []byte) (int, error) {
-	return lw.write(LiveSync, p)
-}
-
-func (lw *LiveWriter) write(kind LiveKind, p []byte) (int, error) {
-	n := 0
-	for first := true; first || len(p) > 0; first = false {
-		k := min(len(p), LiveMaxPlain)
-		if err := lw.record(kind, lw.seq, p[:k]); err != nil {
-			return n, err
-		}
-		lw.seq++
-		n += k
-		p = p[k:]
-		kind = LiveData
-	}
-	return n, nil
-}
-
-// Close writes the last record (empty), the channel's clean end. It does
-// not close the destination.
-func (lw *LiveWriter) Close() error {
-	if lw.closed {
-		return lw.err
-	}
-	err := lw.record(LiveLast, lw.seq, nil)
-	lw.closed = true
-	return err
-}
-
-// LiveReader reads the plaintext of a sealed channel from its record
-// stream, enforcing the reader rules of the format. Read hands out a
-// record's bytes only after the whole record opened; after an error every
-// call returns it again. It ends with io.EOF only after a last record.
-type LiveReader struct {
-	s      *LiveSealer
-	src    io.Reader
-	buf    []byte
-	head   *LiveHeadInfo
-	next   uint64 // expected data seq
-	joined bool   // a data/sync/last record was read
-	openedReader
-
-	// OnHead, when set, is called with each new head (the first one
-	// included) before the bytes that follow it are handed out.
-	OnHead func(LiveHeadInfo)
-	// EndReason, when set, is asked for the reason the stream ended
-	// without a last record (e.g. the relay's), to add to ErrLiveNoEnd.
-	EndReason func() string
-}
-
-// NewLiveReader returns a reader of channel id under k from src.
-func NewLiveReader(src io.Reader, k E2EKey, id ItemID) *LiveReader {
-	r := &LiveReader{s: NewLiveSealer(k, id), src: src, buf: make([]byte, LiveMaxRecord)}
-	r.openNext = r.fill
-	return r
-}
-
-// Head returns the current channel head, reading up to it when it has not
-// been read yet.
-func (r *LiveReader) Head() (LiveHeadInfo, error) {
-	for r.head == nil {
-		if r.err != nil {
-			return LiveHeadInfo{}, r.err
-		}
-		r.err = r.fill()
-	}
-	return *r.head, nil
-}
-
-// fill reads and opens the next record.
-func (r *LiveReader) fill() error {
-	rec, kind, seq, err := ReadLiveRecord(r.src, r.buf)
-	if err == io.EOF {
-		err = ErrLiveNoEnd
-		if r.head == nil && !r.joined {
-			err = fmt.Errorf("%w: %w", ErrLiveNoEnd, ErrLiveNoHead)
-		}
-		if r.EndReason != nil {
-			if why := r.EndReason(); why != "" {
-				err = fmt.Errorf("%w (%s)", err, why)
-			}
-		}
-		return err
-	}
-	if err != nil {
-		if errors.Is(err, ErrLiveRecord) {
-			if errors.Is(err, io.ErrUnexpectedEOF) && r.EndReason != nil {
-				if why := r.EndReason(); why != "" {
-					return fmt.Errorf("%w: %w (%s)", ErrLiveNoEnd, err, why)
-				}
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("%w: %w", ErrLiveNoEnd, err)
-			}
-			return err
-		}
-		// The source failed (a reset body): no end mark either.
-		return fmt.Errorf("%w: %w", ErrLiveNoEnd, err)
-	}
-	if kind != LiveHead {
-		if r.head == nil {
-			return ErrLiveNoHead
-		}
-		if r.joined && seq != r.next {
-			return &LiveRecordError{Kind: kind, Seq: seq, Want: r.next, Err: ErrLiveMissing}
-		}
-	}
-	_, _, plain, err := r.s.OpenRecord(rec[LiveRecordHeader:LiveRecordHeader], rec) // in place
-	if err != nil {
-		return err
-	}
-	switch kind {
-	case LiveHead:
-		if r.head != nil && seq <= r.head.Seq {
-			if seq == r.head.Seq {
-				return nil // the same head again (a relay's replay of it): nothing new
-			}
-			return &LiveRecordError{Kind: kind, Seq: seq, Err: fmt.Errorf("%w: head %d after head %d", ErrLiveHead, seq, r.head.Seq)}
-		}
-		m, init, err := ParseLiveHead(plain)
-		if err != nil {
-			return &LiveRecordError{Kind: kind, Seq: seq, Err: err}
-		}
-		r.head = &LiveHeadInfo{Seq: seq, Meta: m, Init: append([]byte(nil), init...)}
-		if r.OnHead != nil {
-			r.OnHead(*r.head)
-		}
-		return nil
-	case LiveLast:
-		// Its bytes, if any, are handed out before io.EOF.
-		r.plain = plain
-		r.joined = true
-		r.next = seq + 1
-		return io.EOF
-	default:
-		r.plain = plain
-		r.joined = true
-		r.next = seq + 1
-		return nil
-	}
 }

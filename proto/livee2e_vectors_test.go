@@ -2,12 +2,14 @@ package proto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"testing"
+	"time"
 )
 
 const liveVectorsFile = "testdata/live1-vectors.json"
@@ -26,10 +28,15 @@ const liveVectorsFile = "testdata/live1-vectors.json"
 //	channel_id_hex     its 16 raw bytes (the HKDF salt)
 //	records_key_hex    Kl = HKDF-SHA256(K, salt=channel id, "meshup live1 records", 32)
 //	flags              {kind name: nonce flag byte}
+//	now_ms             the reader's clock (Unix ms) for every stream below
+//	                   but those with their own now_ms
+//	max_lag_ms         the reader's MaxLag (the default, 60 s)
+//	catch_up_ms        the reader's CatchUp (the default, 30 s)
 //	records[]          one valid stream, record by record:
 //	  kind             "head", "data", "sync" or "last"
 //	  kind_byte        its kind byte
 //	  seq              its seq
+//	  time_ms          its publisher time (Unix ms; the AAD, uint64_be)
 //	  plain_hex        its plaintext
 //	  record_hex       the whole record
 //	  meta             (head only) the meta JSON text inside plain_hex
@@ -41,7 +48,8 @@ const liveVectorsFile = "testdata/live1-vectors.json"
 //	                   them: {name, stream_hex, output_hex, head_seq}
 //	                   (head_seq: the seq of the head in force at the end)
 //	negative[]         streams a reader must reject: {name, stream_hex,
-//	                   error, seq, output_hex}. The reader hands out exactly
+//	                   error, seq, output_hex, now_ms (when not the file's)}.
+//	                   The reader, its clock at now_ms, hands out exactly
 //	                   output_hex (all correct) and then fails with error:
 //	    "no_head"      the first record is not a head
 //	    "missing"      a data/sync/last record's seq is not previous+1
@@ -50,6 +58,11 @@ const liveVectorsFile = "testdata/live1-vectors.json"
 //	    "no_end"       the stream ended without a last record
 //	    "malformed"    a length out of bounds or an unknown kind
 //	    "head"         a head older than the current one
+//	    "time"         a record's time is before the previous record's
+//	                   (seq = its seq)
+//	    "stale"        the reader did not catch up with the live edge (here:
+//	                   a whole channel replayed 10 minutes later, failing at
+//	                   its last record)
 type liveVectors struct {
 	Comment       string            `json:"comment"`
 	Format        string            `json:"format"`
@@ -61,6 +74,9 @@ type liveVectors struct {
 	ChannelIDHex  string            `json:"channel_id_hex"`
 	RecordsKeyHex string            `json:"records_key_hex"`
 	Flags         map[string]int    `json:"flags"`
+	NowMs         int64             `json:"now_ms"`
+	MaxLagMs      int64             `json:"max_lag_ms"`
+	CatchUpMs     int64             `json:"catch_up_ms"`
 	Records       []liveRecordVec   `json:"records"`
 	StreamHex     string            `json:"stream_hex"`
 	OutputHex     string            `json:"output_hex"`
@@ -72,6 +88,7 @@ type liveRecordVec struct {
 	Kind      string `json:"kind"`
 	KindByte  int    `json:"kind_byte"`
 	Seq       uint64 `json:"seq"`
+	TimeMs    int64  `json:"time_ms"`
 	PlainHex  string `json:"plain_hex"`
 	RecordHex string `json:"record_hex"`
 	Meta      string `json:"meta,omitempty"`
@@ -91,13 +108,23 @@ type liveNegativeVec struct {
 	Error     string `json:"error"`
 	Seq       uint64 `json:"seq"`
 	OutputHex string `json:"output_hex"`
+	NowMs     int64  `json:"now_ms,omitempty"`
 }
 
 const vecLiveSecret = "live1-test-vector-channel-secret"
 
+// vecLiveT0 is the publisher time of the vectors' first record
+// (2026-01-01T00:00:00Z); record i is stamped vecLiveT0 + i s, and the
+// reader's clock is vecLiveNow.
+var (
+	vecLiveT0  = time.UnixMilli(1767225600000)
+	vecLiveNow = vecLiveT0.Add(10 * time.Second)
+)
+
 type liveVecStream struct {
 	recs  [][]byte
 	kinds []LiveKind
+	times []time.Time
 	plain [][]byte
 }
 
@@ -106,8 +133,10 @@ func vecLiveStream(k E2EKey, id ItemID) (liveVecStream, LiveMeta, []byte, LiveMe
 	ls := NewLiveSealer(k, id)
 	var s liveVecStream
 	add := func(kind LiveKind, seq uint64, p []byte) {
-		s.recs = append(s.recs, ls.SealRecord(nil, kind, seq, p))
+		at := vecLiveT0.Add(time.Duration(len(s.recs)) * time.Second)
+		s.recs = append(s.recs, ls.SealRecord(nil, kind, seq, at, p))
 		s.kinds = append(s.kinds, kind)
+		s.times = append(s.times, at)
 		s.plain = append(s.plain, p)
 	}
 	m0 := LiveMeta{Type: "video/webm;codecs=vp8,opus", Name: "caméra.webm"}
@@ -146,11 +175,14 @@ func makeLiveVectors(t testing.TB) liveVectors {
 		ChannelIDHex:  hex.EncodeToString(id[:]),
 		RecordsKeyHex: hex.EncodeToString(kl[:]),
 		Flags:         map[string]int{"data": 0, "sync": 3, "head": 2, "last": 1},
+		NowMs:         vecLiveNow.UnixMilli(),
+		MaxLagMs:      LiveDefaultMaxLag.Milliseconds(),
+		CatchUpMs:     LiveDefaultCatchUp.Milliseconds(),
 	}
 	s, m0, init0, m1, _ := vecLiveStream(k, id)
 	var out []byte
 	for i, rec := range s.recs {
-		rv := liveRecordVec{Kind: s.kinds[i].String(), KindByte: int(s.kinds[i]), Seq: uint64FromRec(rec), PlainHex: hex.EncodeToString(s.plain[i]), RecordHex: hex.EncodeToString(rec)}
+		rv := liveRecordVec{Kind: s.kinds[i].String(), KindByte: int(s.kinds[i]), Seq: uint64FromRec(rec), TimeMs: s.times[i].UnixMilli(), PlainHex: hex.EncodeToString(s.plain[i]), RecordHex: hex.EncodeToString(rec)}
 		if s.kinds[i] == LiveHead {
 			m, init := m0, init0
 			if rv.Seq == 1 {
@@ -196,41 +228,58 @@ func makeLiveVectors(t testing.TB) liveVectors {
 
 	flip := func(b []byte, off int) []byte { b = bytes.Clone(b); b[off] ^= 1; return b }
 	other, _ := LiveID("another-channel-secret-for-live1")
-	otherChan := NewLiveSealer(k, other).SealRecord(nil, LiveData, 2, s.plain[3])
-	wrongKey := NewLiveSealer(vecOtherKey(), id).SealRecord(nil, LiveData, 2, s.plain[3])
+	otherChan := NewLiveSealer(k, other).SealRecord(nil, LiveData, 2, s.times[3], s.plain[3])
+	wrongKey := NewLiveSealer(vecOtherKey(), id).SealRecord(nil, LiveData, 2, s.times[3], s.plain[3])
 	kindChanged := bytes.Clone(r[2])
 	kindChanged[4] = byte(LiveSync)
 	lastAsData := bytes.Clone(r[7])
 	lastAsData[4] = byte(LiveData)
-	tooLong := []byte{0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	tooLong := []byte{0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	badKind := bytes.Clone(r[2])
 	badKind[4] = 4
+	ls := NewLiveSealer(k, id)
+	timeBack := ls.SealRecord(nil, LiveData, 2, s.times[1], s.plain[3]) // before data 1's time
+	h1, _ := hex.DecodeString(v.Records[5].PlainHex)
+	headBack := ls.SealRecord(nil, LiveHead, 1, s.times[3], h1) // before sync 3's time
+	replayedAt := vecLiveNow.Add(10 * time.Minute)
 	negs := []struct {
 		name   string
 		stream []byte
+		now    time.Time
 	}{
-		{"no head first", cat(1, 2, 3, 4, 7)},
-		{"empty stream", nil},
-		{"flip a byte in a data record's ciphertext", append(append(cat(0, 1), flip(r[2], LiveRecordHeader+1)...), cat(3, 4, 5, 6, 7)...)},
-		{"flip a byte in a data record's tag", append(append(cat(0, 1), flip(r[2], len(r[2])-1)...), cat(3, 4, 5, 6, 7)...)},
-		{"flip a byte of the seq", append(append(cat(0, 1), flip(r[2], 12)...), cat(3, 4, 5, 6, 7)...)},
-		{"flip a byte of the head", append(flip(r[0], 20), cat(1, 2)...)},
-		{"change a data record's kind to sync", append(append(cat(0, 1), kindChanged...), cat(3, 4, 5, 6, 7)...)},
-		{"change the last record's kind to data", append(cat(0, 1, 2, 3, 4, 5, 6), lastAsData...)},
-		{"drop a record", cat(0, 1, 3, 4, 5, 6, 7)},
-		{"reorder two records", cat(0, 1, 3, 2, 4, 5, 6, 7)},
-		{"repeat a record", cat(0, 1, 2, 2, 3, 4, 5, 6, 7)},
-		{"truncate before the last record", cat(0, 1, 2, 3, 4, 5, 6)},
-		{"truncate inside a record", append(cat(0, 1), r[2][:10]...)},
-		{"splice a record of another channel", append(append(cat(0, 1, 2), otherChan...), cat(4, 5, 6, 7)...)},
-		{"splice a record sealed under another key", append(append(cat(0, 1, 2), wrongKey...), cat(4, 5, 6, 7)...)},
-		{"record length over the maximum", append(cat(0, 1), tooLong...)},
-		{"unknown kind", append(cat(0, 1), badKind...)},
-		{"an older head after a newer one", cat(5, 6, 0, 7)},
+		{"no head first", cat(1, 2, 3, 4, 7), time.Time{}},
+		{"empty stream", nil, time.Time{}},
+		{"flip a byte in a data record's ciphertext", append(append(cat(0, 1), flip(r[2], LiveRecordHeader+1)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
+		{"flip a byte in a data record's tag", append(append(cat(0, 1), flip(r[2], len(r[2])-1)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
+		{"flip a byte of the seq", append(append(cat(0, 1), flip(r[2], 12)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
+		{"flip a byte of the head", append(flip(r[0], 30), cat(1, 2)...), time.Time{}},
+		{"change a data record's kind to sync", append(append(cat(0, 1), kindChanged...), cat(3, 4, 5, 6, 7)...), time.Time{}},
+		{"change the last record's kind to data", append(cat(0, 1, 2, 3, 4, 5, 6), lastAsData...), time.Time{}},
+		{"drop a record", cat(0, 1, 3, 4, 5, 6, 7), time.Time{}},
+		{"reorder two records", cat(0, 1, 3, 2, 4, 5, 6, 7), time.Time{}},
+		{"repeat a record", cat(0, 1, 2, 2, 3, 4, 5, 6, 7), time.Time{}},
+		{"truncate before the last record", cat(0, 1, 2, 3, 4, 5, 6), time.Time{}},
+		{"truncate inside a record", append(cat(0, 1), r[2][:10]...), time.Time{}},
+		{"splice a record of another channel", append(append(cat(0, 1, 2), otherChan...), cat(4, 5, 6, 7)...), time.Time{}},
+		{"splice a record sealed under another key", append(append(cat(0, 1, 2), wrongKey...), cat(4, 5, 6, 7)...), time.Time{}},
+		{"record length over the maximum", append(cat(0, 1), tooLong...), time.Time{}},
+		{"unknown kind", append(cat(0, 1), badKind...), time.Time{}},
+		{"an older head after a newer one", cat(5, 6, 0, 7), time.Time{}},
+		{"change a record's time", append(append(cat(0, 1), flip(r[2], 20)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
+		{"a record goes back in time", append(cat(0, 1, 2), append(timeBack, cat(4, 5, 6, 7)...)...), time.Time{}},
+		{"a head goes back in time", append(cat(0, 1, 2, 3, 4), append(headBack, cat(6, 7)...)...), time.Time{}},
+		{"a whole channel replayed 10 minutes later", cat(0, 1, 2, 3, 4, 5, 6, 7), replayedAt},
 	}
 	for _, n := range negs {
-		got, err := readLive(k, id, n.stream)
+		now := n.now
+		if now.IsZero() {
+			now = vecLiveNow
+		}
+		got, err := readLiveAt(k, id, n.stream, now)
 		nv := liveNegativeVec{Name: n.name, StreamHex: hex.EncodeToString(n.stream), OutputHex: hex.EncodeToString(got)}
+		if !n.now.IsZero() {
+			nv.NowMs = n.now.UnixMilli()
+		}
 		var re *LiveRecordError
 		switch {
 		case err == nil:
@@ -250,6 +299,11 @@ func makeLiveVectors(t testing.TB) liveVectors {
 		case errors.Is(err, ErrLiveHead):
 			errors.As(err, &re)
 			nv.Error, nv.Seq = "head", re.Seq
+		case errors.Is(err, ErrLiveTimeBack):
+			errors.As(err, &re)
+			nv.Error, nv.Seq = "time", re.Seq
+		case errors.Is(err, ErrLiveStale):
+			nv.Error = "stale"
 		default:
 			t.Fatalf("%s: error %v of no known kind", n.name, err)
 		}
@@ -263,10 +317,17 @@ func uint64FromRec(rec []byte) uint64 {
 	return seq
 }
 
-// readLive reads stream whole with a LiveReader and checks that what it
-// handed out is a prefix of some valid output (callers check which).
+// readLive reads stream whole with a LiveReader whose clock is the
+// vectors' reader clock.
 func readLive(k E2EKey, id ItemID, stream []byte) ([]byte, error) {
+	return readLiveAt(k, id, stream, vecLiveNow)
+}
+
+// readLiveAt reads stream whole with a LiveReader whose clock stands at
+// now.
+func readLiveAt(k E2EKey, id ItemID, stream []byte, now time.Time) ([]byte, error) {
 	r := NewLiveReader(bytes.NewReader(stream), k, id)
+	r.Now = func() time.Time { return now }
 	return io.ReadAll(r)
 }
 
@@ -302,15 +363,15 @@ func TestLive1Vectors(t *testing.T) {
 		nonce := make([]byte, 12)
 		copy(nonce[3:11], rec[5:13])
 		nonce[11] = byte(fv.Flags[r.Kind])
-		p, err := g.Open(nil, nonce, rec[13:], nil)
-		if err != nil || hex.EncodeToString(p) != r.PlainHex || int(rec[4]) != r.KindByte {
+		p, err := g.Open(nil, nonce, rec[21:], rec[13:21])
+		if err != nil || hex.EncodeToString(p) != r.PlainHex || int(rec[4]) != r.KindByte || int64(binary.BigEndian.Uint64(rec[13:21])) != r.TimeMs {
 			t.Errorf("record %s %d: does not open from the format's text: %v", r.Kind, r.Seq, err)
 		}
 	}
 	kb, _ := hex.DecodeString(fv.KeyHex)
 	idb, _ := hex.DecodeString(fv.ChannelIDHex)
 	stream, _ := hex.DecodeString(fv.StreamHex)
-	out, err := readLive(E2EKey(kb), ItemID(idb), stream)
+	out, err := readLiveAt(E2EKey(kb), ItemID(idb), stream, time.UnixMilli(fv.NowMs))
 	if err != nil || hex.EncodeToString(out) != fv.OutputHex {
 		t.Errorf("valid stream: got %q, %v", out, err)
 	}
@@ -339,6 +400,10 @@ func TestLiveReaderRules(t *testing.T) {
 		"record length over the maximum":            "malformed",
 		"unknown kind":                              "malformed",
 		"an older head after a newer one":           "head",
+		"change a record's time":                    "integrity",
+		"a record goes back in time":                "time",
+		"a head goes back in time":                  "time",
+		"a whole channel replayed 10 minutes later": "stale",
 	}
 	full, _ := hex.DecodeString(v.OutputHex)
 	for _, n := range v.Negative {
@@ -354,8 +419,7 @@ func TestLiveReaderRules(t *testing.T) {
 		t.Errorf("%d negative vectors, want %d", len(v.Negative), len(want))
 	}
 	// The error text names the missing record.
-	r := NewLiveReader(bytes.NewReader(mustHex(v.Negative[8].StreamHex)), vecKey(), mustLiveID(t))
-	_, err := io.ReadAll(r)
+	_, err := readLive(vecKey(), mustLiveID(t), mustHex(v.Negative[8].StreamHex))
 	if err == nil || err.Error() != "record 1 missing (got 2): the relay dropped or reordered data" {
 		t.Errorf("drop a record: error %q", err)
 	}
@@ -445,7 +509,7 @@ func FuzzLiveReader(f *testing.F) {
 				t.Fatalf("ReadLiveRecord gave a record ParseLiveRecord refuses: %v", err)
 			}
 		}
-		out, err := io.ReadAll(NewLiveReader(bytes.NewReader(b), k, id))
+		out, err := readLive(k, id, b)
 		// The only last record any seed holds is the vectors' "bye".
 		if err == nil && !bytes.HasSuffix(out, []byte("bye")) {
 			t.Fatalf("clean end with output %q", out)

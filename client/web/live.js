@@ -9,15 +9,21 @@
 //	ID  = SHA-256("meshup live channel" || SECRET)[:16]   (SECRET: the publisher's bearer token)
 //	Kl  = HKDF-SHA256(IKM=K, salt=ID, info="meshup live1 records", L=32)
 //
-//	record = len:uint32_be || kind:uint8 || seq:uint64_be || sealed      len = 1 + 8 + len(sealed)
-//	sealed = AES-256-GCM(Kl, nonce = uint88_be(seq) || flag, AAD empty, plaintext)
+//	record = len:uint32_be || kind:uint8 || seq:uint64_be || time:uint64_be || sealed
+//	len    = 1 + 8 + 8 + len(sealed)      time = the publisher's clock, Unix ms (never going back)
+//	sealed = AES-256-GCM(Kl, nonce = uint88_be(seq) || flag, AAD = the 8 time bytes, plaintext)
 //	kind   0 data (flag 0x00), 1 sync (0x03), 2 head (0x02), 3 last (0x01)
 //	head plaintext = uint32_be metaLen || meta JSON {"type", "name"} || init bytes
 //
 // Data, sync and last records share one counter from 0; head records have
 // their own. A reader gets the channel's head first, then records whose
 // seq goes up by one from wherever it joined; it ends cleanly only on a
-// last record (LiveError otherwise, naming what went wrong).
+// last record (LiveError otherwise, naming what went wrong). Times never
+// go back; and within catchUp (30 s) of its first record a reader must
+// see a record at most maxLag (60 s) behind its own clock, else a relay
+// is replaying or delaying the channel (LiveError 'stale'). A publisher
+// quiet for TICK_MS sends an empty data record (a tick), so that even a
+// quiet channel has a recent record.
 //
 // Publishing (goLive): POST RDV/v1/live/ID?enc=live1 with the bearer
 // SECRET gives {push_url, url, share}; the records go over a WebSocket to
@@ -41,8 +47,8 @@ const FLAGS = [0x00, 0x03, 0x02, 0x01];
 const KIND_NAMES = ['data', 'sync', 'head', 'last'];
 /** Largest record, length field included (proto.LiveMaxRecord). */
 export const MAX_RECORD = 64 << 10;
-/** Bytes before the sealed part: len, kind, seq. */
-export const RECORD_HEADER = 4 + 1 + 8;
+/** Bytes before the sealed part: len, kind, seq, time. */
+export const RECORD_HEADER = 4 + 1 + 8 + 8;
 /** AES-GCM tag. */
 export const TAG_SIZE = 16;
 /** Largest plaintext of one record. */
@@ -51,11 +57,16 @@ export const MAX_PLAIN = MAX_RECORD - RECORD_HEADER - TAG_SIZE;
 export const MAX_META = 4096;
 /** Size of K. */
 export const KEY_SIZE = 32;
+/** ms a publisher stays quiet at most before it sends a tick (proto.LiveTickInterval). */
+export const TICK_MS = 5000;
+/** Default reader limits (proto.LiveDefaultMaxLag, LiveDefaultCatchUp), ms. */
+export const MAX_LAG_MS = 60_000;
+export const CATCH_UP_MS = 30_000;
 
 const INFO_RECORDS = 'meshup live1 records';
 const ID_LABEL = 'meshup live channel';
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
-const MIN_LEN = 1 + 8 + TAG_SIZE;
+const MIN_LEN = 1 + 8 + 8 + TAG_SIZE;
 const enc = new TextEncoder();
 
 /**
@@ -64,14 +75,16 @@ const enc = new TextEncoder();
  * (a record does not open: altered by a relay), 'missing' (a record's seq
  * is not the previous + 1: dropped or reordered), 'cut' (the stream ended
  * without the publisher's end mark), 'nohead' (the first record is not a
- * head), 'head' (an older head after a newer one), 'malformed', 'http' (the
- * rendezvous or relay refused; status set)
- * and 'other'. seq is the record's, or -1.
+ * head), 'head' (an older head after a newer one), 'time' (a record's
+ * time is before the previous record's), 'stale' (the channel never
+ * reached the live edge: a relay replays or delays it), 'malformed',
+ * 'http' (the rendezvous or relay refused; status set) and 'other'. seq
+ * is the record's, or -1.
  */
 export class LiveError extends Error {
   /**
    * @param {string} message
-   * @param {'key'|'integrity'|'missing'|'cut'|'nohead'|'head'|'malformed'|'http'|'other'} [kind]
+   * @param {'key'|'integrity'|'missing'|'cut'|'nohead'|'head'|'time'|'stale'|'malformed'|'http'|'other'} [kind]
    * @param {number} [seq]
    * @param {number} [status] HTTP status of a refusal
    */
@@ -199,22 +212,38 @@ export function recordNonce(seq, flag) {
 }
 
 /**
+ * The 8 bytes of a record's time: uint64_be(ms), the AEAD's additional data.
+ * @param {number} ms Unix milliseconds
+ */
+export function timeBytes(ms) {
+  const b = new Uint8Array(8);
+  const v = new DataView(b.buffer);
+  const t = Math.max(0, Math.floor(ms));
+  v.setUint32(0, Math.floor(t / 2 ** 32));
+  v.setUint32(4, t >>> 0);
+  return b;
+}
+
+/**
  * Seals one record.
  * @param {CryptoKey} kl
  * @param {number} kind a Kind
  * @param {number} seq
  * @param {Uint8Array} plain at most MAX_PLAIN bytes
+ * @param {number} [time] the publisher's clock, Unix ms; default now
  * @returns {Promise<Uint8Array>} the whole record, length field included
  */
-export async function sealRecord(kl, kind, seq, plain) {
+export async function sealRecord(kl, kind, seq, plain, time = Date.now()) {
   if (plain.length > MAX_PLAIN) throw new LiveError(`record plaintext of ${plain.length} bytes is over ${MAX_PLAIN}`, 'malformed');
-  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]) }, kl, plain));
+  const tb = timeBytes(time);
+  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]), additionalData: tb }, kl, plain));
   const rec = new Uint8Array(RECORD_HEADER + sealed.length);
   const v = new DataView(rec.buffer);
-  v.setUint32(0, 1 + 8 + sealed.length);
+  v.setUint32(0, 1 + 8 + 8 + sealed.length);
   rec[4] = kind;
   v.setUint32(5, Math.floor(seq / 2 ** 32));
   v.setUint32(9, seq >>> 0);
+  rec.set(tb, 13);
   rec.set(sealed, RECORD_HEADER);
   return rec;
 }
@@ -259,10 +288,32 @@ export function parseHead(p) {
 }
 
 /**
- * One opened record.
- * @typedef {{kind: 'head', seq: number, meta: {type: string, name: string}, init: Uint8Array}
- *   | {kind: 'data'|'sync'|'last', seq: number, data: Uint8Array}} LiveRecord
+ * One opened record (time: the publisher's clock, Unix ms).
+ * @typedef {{kind: 'head', seq: number, time: number, meta: {type: string, name: string}, init: Uint8Array}
+ *   | {kind: 'data'|'sync'|'last', seq: number, time: number, data: Uint8Array}} LiveRecord
  */
+
+/**
+ * A reader's limits and clock.
+ * @typedef {object} LiveReadLimits
+ * @property {number} [maxLag] ms behind the reader's clock the live edge may be (default MAX_LAG_MS;
+ *   negative: no check)
+ * @property {number} [catchUp] ms from the first record to wait for the live edge (default CATCH_UP_MS)
+ * @property {() => number} [now] the reader's clock, Unix ms (default Date.now)
+ */
+
+/**
+ * Words a reader's lag like Go's time.Duration (3m12s, 1m0s, 850ms).
+ * @param {number} ms
+ */
+function fmtDuration(ms) {
+  if (Math.abs(ms) < 1000) return `${Math.round(ms)}ms`;
+  let s = Math.round(ms / 1000);
+  const neg = s < 0;
+  s = Math.abs(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (neg ? '-' : '') + (h ? `${h}h${m}m${r}s` : m ? `${m}m${r}s` : `${r}s`);
+}
 
 /**
  * LiveReader enforces the reader rules of live1 on a byte stream of
@@ -273,8 +324,11 @@ export function parseHead(p) {
  * is clean only at a last record.
  */
 export class LiveReader {
-  /** @param {CryptoKey} kl */
-  constructor(kl) {
+  /**
+   * @param {CryptoKey} kl
+   * @param {LiveReadLimits} [opts]
+   */
+  constructor(kl, opts = {}) {
     this.kl = kl;
     this.buf = new Uint8Array(0);
     this.head = -1; // seq of the current head, -1 before the first
@@ -282,6 +336,29 @@ export class LiveReader {
     this.ended = false;
     /** @type {LiveError|null} a failure after records still to hand out */
     this.err = null;
+    this.now = opts.now ?? (() => Date.now());
+    this.maxLag = opts.maxLag || MAX_LAG_MS;
+    this.catchUp = opts.catchUp && opts.catchUp > 0 ? opts.catchUp : CATCH_UP_MS;
+    this.start = -1; // the reader's clock at the first record, -1 before it
+    this.lastTime = -1; // time of the newest record
+    this.caughtUp = this.maxLag < 0;
+    this.expired = false; // the catch-up deadline passed (openRecords' timer)
+  }
+
+  /** The error of a reader that did not catch up, at its clock now. */
+  staleError(now = this.now()) {
+    return new LiveError(`the channel is ${fmtDuration(now - this.lastTime)} behind its publisher: a relay is replaying or delaying it (or the publisher's clock is off; max lag ${fmtDuration(this.maxLag)})`, 'stale');
+  }
+
+  /**
+   * The catch-up deadline passed (openRecords' timer): unless caught up,
+   * the reader fails with 'stale'.
+   * @returns {boolean} whether the reader is now failed
+   */
+  expire() {
+    if (this.caughtUp) return false;
+    this.expired = true;
+    return true;
   }
 
   /**
@@ -319,9 +396,10 @@ export class LiveReader {
       if (this.buf.length - at < 4 + len) break;
       const kind = this.buf[at + 4];
       const seq = v.getUint32(5) * 2 ** 32 + v.getUint32(9);
+      const tb = this.buf.subarray(at + 13, at + 21);
       const sealed = this.buf.subarray(at + RECORD_HEADER, at + 4 + len);
       at += 4 + len;
-      const rec = await this.open(kind, seq, sealed);
+      const rec = await this.open(kind, seq, tb, sealed);
       if (rec) out.push(rec);
     }
     this.buf = at === this.buf.length ? new Uint8Array(0) : this.buf.slice(at);
@@ -331,10 +409,11 @@ export class LiveReader {
    * Checks the order rules and opens one record.
    * @param {number} kind
    * @param {number} seq
+   * @param {Uint8Array} tb its 8 time bytes
    * @param {Uint8Array} sealed
    * @returns {Promise<LiveRecord|null>} null for a replay of the current head
    */
-  async open(kind, seq, sealed) {
+  async open(kind, seq, tb, sealed) {
     if (kind > Kind.LAST) throw new LiveError(`record ${seq} has kind ${kind}, not one of live1`, 'malformed', seq);
     if (this.head < 0 && kind !== Kind.HEAD) throw new LiveError('no channel head: the first record is not the channel head', 'nohead', seq);
     if (kind !== Kind.HEAD && this.next >= 0 && seq !== this.next) {
@@ -342,7 +421,7 @@ export class LiveReader {
     }
     let plain;
     try {
-      plain = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]) }, this.kl, sealed));
+      plain = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]), additionalData: tb }, this.kl, sealed));
     } catch {
       if (kind === Kind.HEAD && this.head < 0) throw new LiveError(`the channel head (head ${seq}) does not open: the key in the link is wrong, or a relay altered it`, 'key', seq);
       throw new LiveError(`${KIND_NAMES[kind]} record ${seq} does not open: a relay altered, swapped or replayed it`, 'integrity', seq);
@@ -350,42 +429,87 @@ export class LiveReader {
     if (kind === Kind.HEAD) {
       if (seq === this.head) return null; // the current head again (a relay's replay): nothing new
       if (seq < this.head) throw new LiveError(`head ${seq} after head ${this.head}: a relay replayed an old channel head`, 'head', seq);
+    }
+    const tv = new DataView(tb.buffer, tb.byteOffset, 8);
+    const time = tv.getUint32(0) * 2 ** 32 + tv.getUint32(4);
+    if (time < this.lastTime) {
+      throw new LiveError(`${KIND_NAMES[kind]} record ${seq} goes back in time: its publisher time is before the previous record's: a relay replayed or spliced it`, 'time', seq);
+    }
+    this.lastTime = time;
+    this.checkFresh(time, kind === Kind.LAST);
+    if (kind === Kind.HEAD) {
       this.head = seq;
-      return { kind: 'head', seq, ...parseHead(plain) };
+      return { kind: 'head', seq, time, ...parseHead(plain) };
     }
     this.next = seq + 1;
     if (kind === Kind.LAST) this.ended = true;
-    return { kind: /** @type {'data'|'sync'|'last'} */ (KIND_NAMES[kind]), seq, data: plain };
+    return { kind: /** @type {'data'|'sync'|'last'} */ (KIND_NAMES[kind]), seq, time, data: plain };
+  }
+
+  /**
+   * The catch-up rule, for a record of time t that just opened (the
+   * channel's last record when last): throws LiveError 'stale'.
+   * @param {number} t
+   * @param {boolean} last
+   */
+  checkFresh(t, last) {
+    const now = this.now();
+    if (this.start < 0) this.start = now;
+    if (this.caughtUp) return;
+    if (this.expired) throw this.staleError(now);
+    if (now - t <= this.maxLag) {
+      this.caughtUp = true;
+      return;
+    }
+    if (last || now - this.start > this.catchUp) throw this.staleError(now);
   }
 }
 
 /**
  * Opens the records of body with Kl, enforcing the reader rules: an async
  * iterator of LiveRecord that ends after the last record, and throws
- * LiveError (kind 'cut') when the body ends before it.
+ * LiveError (kind 'cut') when the body ends before it. From the first
+ * record a timer of catchUp runs until the reader has caught up with the
+ * live edge: when it fires, the body is cancelled and the iterator
+ * throws LiveError 'stale', even when no byte came meanwhile.
  * @param {CryptoKey} kl
  * @param {ReadableStream<Uint8Array>} body
+ * @param {LiveReadLimits} [opts]
  * @returns {AsyncGenerator<LiveRecord>}
  */
-export async function* openRecords(kl, body) {
-  const r = new LiveReader(kl);
+export async function* openRecords(kl, body, opts = {}) {
+  const r = new LiveReader(kl, opts);
   const reader = body.getReader();
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  let timer;
+  const arm = () => {
+    if (timer === undefined && r.start >= 0 && !r.caughtUp) {
+      timer = setTimeout(() => {
+        if (r.expire()) reader.cancel().catch(() => {});
+      }, r.catchUp);
+    }
+  };
   try {
     for (;;) {
       let res;
       try {
         res = await reader.read();
       } catch (err) {
+        if (r.expired) throw r.staleError();
         throw new LiveError(`the channel ended without its end mark: the connection broke (${err.message})`, 'cut');
       }
+      if (r.expired) throw r.staleError();
       if (res.done) break;
-      for (const rec of await r.push(res.value)) {
+      const recs = await r.push(res.value);
+      arm();
+      for (const rec of recs) {
         yield rec;
         if (rec.kind === 'last') return;
       }
       if (r.err) throw r.err;
     }
   } finally {
+    clearTimeout(timer);
     reader.cancel().catch(() => {});
   }
   if (r.buf.length) throw new LiveError(`the channel ended without its end mark, inside a record (${r.buf.length} bytes of it)`, 'cut');
@@ -409,7 +533,8 @@ export async function* openRecords(kl, body) {
  * redirects to a relay) and waits for the channel's head. Use either
  * records or stream, not both.
  * @param {string} link RDV/l/ID#k=KEY
- * @param {{signal?: AbortSignal, key?: Uint8Array}} [opts]
+ * @param {{signal?: AbortSignal, key?: Uint8Array} & LiveReadLimits} [opts] maxLag, catchUp
+ *   and now: the reader's limits (a relay that replays or delays the channel fails it, 'stale')
  * @returns {Promise<LiveRead>}
  */
 export async function readLive(link, opts = {}) {
@@ -439,7 +564,7 @@ export async function readLive(link, opts = {}) {
     res.body.cancel().catch(() => {});
     throw new LiveError(`the channel is not sealed (${ctype}, not ${CONTENT_TYPE}): read it at ${base}/v1/live/${id}`, 'malformed');
   }
-  const records = openRecords(kl, res.body);
+  const records = openRecords(kl, res.body, { maxLag: opts.maxLag, catchUp: opts.catchUp, now: opts.now });
   const first = await records.next();
   if (first.done || first.value.kind !== 'head') throw new LiveError('no channel head', 'nohead');
   const head = first.value;
@@ -496,6 +621,7 @@ export async function readLive(link, opts = {}) {
  * @property {string} [mimeType] MediaRecorder type; default the first of VP8/Opus WebM this browser records
  * @property {(n: number) => void} [onViewers] subscribers of the channel at its source relay
  * @property {(state: string, detail?: any) => void} [onState] 'live', 'streaming', 'ended', 'failed'
+ * @property {number} [tick] ms of quiet after which a tick (an empty data record) goes; default TICK_MS
  */
 
 /** Bytes a publisher lets wait in its WebSocket before it holds back. */
@@ -506,8 +632,9 @@ const KEYFRAME_MS = 1000;
 
 /**
  * A live channel being published. Events: 'state' {state, detail},
- * 'viewers' {viewers}, 'record' {kind, seq, size, at} for each data, sync
- * or last record handed to the WebSocket (at: Date.now()).
+ * 'viewers' {viewers}, 'record' {kind, seq, size, at, tick} for each data,
+ * sync or last record handed to the WebSocket (at: Date.now(); tick: an
+ * empty data record sent because the channel was quiet).
  */
 export class LiveChannel extends EventTarget {
   constructor() {
@@ -602,16 +729,31 @@ export async function goLive(opts) {
   });
 
   let seq = 0, headSeq = 0;
+  let lastTime = 0; // time of the last record: times never go back
+  let lastAt = 0; // Date.now() when the last record was handed on (0 before the head)
+  let ending = false; // the last record is on its way: no more ticks
+  let chain = Promise.resolve(); // records go one after the other, ticks between the source's
+  const tickMs = opts.tick && opts.tick > 0 ? opts.tick : TICK_MS;
   const failure = () => new LiveError(`the relay closed the channel: ${closed?.reason || `close ${closed?.code}`}`, 'http');
-  /** @param {number} kind @param {Uint8Array} plain */
-  const send = async (kind, plain) => {
+  /** @param {number} kind @param {Uint8Array} plain @param {boolean} tick */
+  const sendNow = async (kind, plain, tick) => {
+    if (tick && (ending || closed || Date.now() - lastAt < tickMs)) return;
     const s = kind === Kind.HEAD ? headSeq++ : seq++;
-    const rec = await sealRecord(kl, kind, s, plain);
+    lastTime = Math.max(lastTime, Date.now());
+    const rec = await sealRecord(kl, kind, s, plain, lastTime);
     while (ws.bufferedAmount > SEND_BUFFER && !closed) await sleep(DRAIN_POLL_MS);
     if (closed) throw failure();
     ws.send(rec);
+    lastAt = Date.now();
     ch.records++;
-    if (kind !== Kind.HEAD) ch.dispatchEvent(new CustomEvent('record', { detail: { kind, seq: s, size: rec.length, at: Date.now() } }));
+    if (kind !== Kind.HEAD) ch.dispatchEvent(new CustomEvent('record', { detail: { kind, seq: s, size: rec.length, at: lastAt, tick } }));
+  };
+  /** @param {number} kind @param {Uint8Array} plain @param {boolean} [tick] */
+  const send = (kind, plain, tick = false) => {
+    if (kind === Kind.LAST) ending = true;
+    const p = chain.then(() => sendNow(kind, plain, tick));
+    chain = p.catch(() => {});
+    return p;
   };
   /** @param {Uint8Array} b @param {boolean} sync */
   const sendData = async (b, sync) => {
@@ -689,6 +831,15 @@ export async function goLive(opts) {
   if (!splitter) await sendHead({ type, name });
   setState('live');
 
+  // Ticks: a channel quiet for tickMs (after its head) sends an empty data
+  // record, so that readers see a recent record (their catch-up rule).
+  let ticking = false;
+  const ticker = setInterval(() => {
+    if (ticking || ending || closed || lastAt === 0 || Date.now() - lastAt < tickMs) return;
+    ticking = true;
+    send(Kind.DATA, new Uint8Array(0), true).catch(() => {}).finally(() => { ticking = false; });
+  }, Math.min(1000, tickMs / 2));
+
   const pump = async () => {
     const rate = recorder ? 0 : opts.rate ?? 0;
     let t0 = 0, paced = 0;
@@ -744,7 +895,7 @@ export async function goLive(opts) {
     if (/** @type {CloseEvent} */ (ev).code !== 1000) throw failure();
   };
   if (recorder) recorder.start(opts.timeslice ?? 250);
-  ch.done = pump().then(() => setState('ended'), (err) => {
+  ch.done = pump().finally(() => clearInterval(ticker)).then(() => setState('ended'), (err) => {
     try {
       ws.close(1000);
     } catch {

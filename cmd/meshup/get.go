@@ -41,7 +41,10 @@ it: 'https://.../i/ID#k=...'); only authenticated bytes are written.
 A live channel's link streams from the live edge until the channel ends:
 a sealed channel's 'https://.../l/ID#k=...' (decrypted; a relay that
 alters, drops or reorders a record, or a channel cut before its end mark,
-is an error), or a plaintext channel's https://.../v1/live/ID.
+is an error), or a plaintext channel's https://.../v1/live/ID. A sealed
+channel must reach its live edge: within --live-catch-up of its first
+record, a record at most --live-max-lag behind this machine's clock must
+arrive, else a relay is replaying or delaying it and get fails.
 
 Flags:
 `
@@ -57,6 +60,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	stall := fs.Duration("stall-timeout", client.DefaultStallTimeout, "a response of the exit relay that delivers no byte for this long is given up, and the download resumes through another relay; 0 or less: never")
 	retryWait := fs.Duration("retry-wait", client.DefaultRetryWait, "when the rendezvous or the exit relay fails, keep trying (with backoff, through other relays) this long while no byte arrives; 0 or less: resume once, at once, then give up")
 	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), on, off")
+	liveMaxLag := fs.Duration("live-max-lag", proto.LiveDefaultMaxLag, "sealed live channel: how far behind this machine's clock its live edge may be (a relay replaying or delaying it, or the publisher's clock off, fails the read); negative: no check")
+	liveCatchUp := fs.Duration("live-catch-up", proto.LiveDefaultCatchUp, "sealed live channel: how long from its first record to wait for a record within --live-max-lag")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), getUsage)
 		fs.PrintDefaults()
@@ -81,7 +86,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError(fs, "--progress %q: want auto, on or off", *progress)
 	}
 	if isLiveURL(pos[0]) { // live.go: a live channel streams until it ends
-		return runLiveGet(ctx, pos[0], *out, stdout)
+		return runLiveGet(ctx, pos[0], *out, stdout, client.LiveOptions{MaxLag: *liveMaxLag, CatchUp: *liveCatchUp})
 	}
 	u, err := client.ItemURL(pos[0], *via)
 	if err != nil {

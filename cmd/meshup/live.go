@@ -129,6 +129,8 @@ func liveReadError(err error) error {
 		return fmt.Errorf("live: a record failed its check, the relay altered or spliced data: %w", err)
 	case errors.Is(err, proto.ErrLiveMissing):
 		return fmt.Errorf("live: %w", err)
+	case errors.Is(err, proto.ErrLiveStale):
+		return fmt.Errorf("live: %w (see --live-max-lag, --live-catch-up)", err)
 	case errors.Is(err, proto.ErrLiveNoEnd):
 		return fmt.Errorf("live: %w (the publisher, a relay or this reader was cut off: slow reader, lost publisher or relay; see the relay's log)", err)
 	}
@@ -136,9 +138,10 @@ func liveReadError(err error) error {
 }
 
 // runLiveGet streams a live channel from the live edge to out (a file
-// name, or "-" or "" for stdout) until the channel ends.
-func runLiveGet(ctx context.Context, link, out string, stdout io.Writer) error {
-	ls, err := client.ReadLive(ctx, link, nil)
+// name, or "-" or "" for stdout) until the channel ends. opt holds a
+// sealed channel's reader limits (MaxLag, CatchUp).
+func runLiveGet(ctx context.Context, link, out string, stdout io.Writer, opt client.LiveOptions) error {
+	ls, err := client.ReadLiveWith(ctx, link, opt)
 	if err != nil {
 		if errors.Is(err, client.ErrLiveNoKey) {
 			return errLiveNoKey

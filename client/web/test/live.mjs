@@ -22,6 +22,10 @@
 //     file of 1. too, and page F saves a channel a Go publisher
 //     (proto.LiveWriter over PUT) streams: both SHA-256 equal.
 //  5. live.js passes the live1 golden vectors in Chromium (--vectors).
+//  6. Ticks: a quiet channel goLive publishes (a source that sends
+//     nothing, tick 300 ms) carries ticks through the relays: a page's
+//     readLive gets them as empty data records around the data, and the
+//     channel ends cleanly.
 //
 // It prints "live: ok" when all holds, and "figure:" lines.
 
@@ -275,6 +279,45 @@ try {
     assert.equal(await ask('live-published'), 'ok', 'the Go publisher ended cleanly');
     await f.context().close();
     console.log(`figure: live interop: the Go reader got the browser's file (SHA-256 equal), page F saved the Go publisher's ${got.length} bytes (SHA-256 equal)`);
+  }
+
+  // --- 6. ticks keep a quiet channel fresh ---
+  {
+    const tp = await newPage('T');
+    await tp.goto(rv + '/');
+    const r = await tp.evaluate(async () => {
+      const live = await import('/web/live.js');
+      /** @type {ReadableStreamDefaultController<Uint8Array>} */
+      let src;
+      const ch = await live.goLive({ source: new ReadableStream({ start(c) { src = c; } }), type: 'text/plain', tick: 300 });
+      let sentTicks = 0;
+      ch.addEventListener('record', (/** @type {any} */ e) => { if (e.detail.tick) sentTicks++; });
+      const rd = await live.readLive(ch.link);
+      const noTicks = setTimeout(() => rd.cancel(), 30_000); // ticks that never come fail the read, not hang it
+      const got = [];
+      let ending = false;
+      for await (const rec of rd.records) {
+        got.push({ kind: rec.kind, size: rec.kind === 'head' ? -1 : rec.data.length, lag: Date.now() - rec.time, text: rec.kind === 'head' ? '' : new TextDecoder().decode(rec.data) });
+        const ticks = got.filter((x) => x.kind === 'data' && x.size === 0).length;
+        if (ticks === 3 && !got.some((x) => x.text)) src.enqueue(new TextEncoder().encode('between ticks;'));
+        if (got.some((x) => x.text) && ticks === 5 && !ending) {
+          ending = true;
+          src.close(); // the source ends: the last record follows
+        }
+      }
+      clearTimeout(noTicks);
+      await ch.done;
+      return { got, sentTicks, state: ch.state };
+    });
+    const ticks = r.got.filter((x) => x.kind === 'data' && x.size === 0);
+    assert.equal(r.state, 'ended', 'T: the quiet channel ended cleanly');
+    assert.ok(ticks.length >= 5, `T: ${ticks.length} ticks read, want >= 5`);
+    assert.ok(r.sentTicks >= ticks.length, `T: ${r.sentTicks} ticks sent, ${ticks.length} read`);
+    assert.equal(r.got.map((x) => x.text).join(''), 'between ticks;', 'T: the data between the ticks');
+    assert.equal(r.got.at(-1)?.kind, 'last', 'T: ends with the last record');
+    const maxLag = Math.max(...ticks.map((x) => x.lag));
+    await tp.context().close();
+    console.log(`figure: live ticks: a quiet channel (tick 300 ms) gave its reader ${ticks.length} ticks through the relays, each read at most ${maxLag} ms after it was stamped`);
   }
 
   // --- 5. golden vectors in Chromium ---

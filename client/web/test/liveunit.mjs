@@ -160,6 +160,76 @@ assert.equal(r.err?.kind, 'integrity', 'a changed kind byte');
 r = await readAll([head, ...recs, recs[0]]);
 assert.equal(r.err, null, 'the reader stops at the last record');
 
+// Time: a changed time does not open; times never go back; a reader
+// must catch up with the live edge (clock injected as opts.now).
+{
+  const t0 = Date.UTC(2026, 0, 1);
+  const h = await live.sealRecord(kl, live.Kind.HEAD, 0, live.headPlain({ type: 'text/plain' }), t0);
+  const d = [];
+  for (let i = 0; i < 5; i++) d.push(await live.sealRecord(kl, live.Kind.DATA, i, Uint8Array.of(0x61 + i), t0 + i * 1000));
+  const last = await live.sealRecord(kl, live.Kind.LAST, 5, new Uint8Array(0), t0 + 5000);
+  // One record per read, the reader's clock moved on by step(i) as
+  // record i is asked for (highWaterMark 0: nothing is read ahead).
+  const paced = (/** @type {Uint8Array[]} */ rs, /** @type {{t: number}} */ clock, /** @type {(i: number) => number} */ step, stall = false) => {
+    let i = 0;
+    return new ReadableStream({
+      pull(c) {
+        if (i === rs.length) {
+          if (stall) return new Promise(() => {}); // a relay that sends nothing more
+          c.close();
+          return;
+        }
+        clock.t += step(i);
+        c.enqueue(rs[i++]);
+      },
+    }, { highWaterMark: 0 });
+  };
+  const readWith = async (/** @type {ReadableStream} */ body, /** @type {any} */ opts) => {
+    const got = [];
+    try {
+      for await (const x of live.openRecords(kl, body, opts)) got.push(x);
+    } catch (err) {
+      return { got, err };
+    }
+    return { got, err: null };
+  };
+  const text = (/** @type {any[]} */ got) => got.filter((x) => x.kind !== 'head').map((x) => String.fromCharCode(...x.data)).join('');
+
+  let clock = { t: t0 + 10 * 60_000 };
+  r = await readWith(paced([h, ...d, last], clock, () => 10_000), { now: () => clock.t });
+  assert.equal(r.err?.kind, 'stale', `replayed 10 minutes later at real-time pace: ${r.err?.message}`);
+  assert.equal(text(r.got), 'abc', 'the replay fails 40 s after its first record');
+  assert.equal(r.err?.message, 'the channel is 10m47s behind its publisher: a relay is replaying or delaying it (or the publisher\'s clock is off; max lag 1m0s)');
+  assert.deepEqual(r.got.map((x) => x.time), [t0, t0, t0 + 1000, t0 + 2000], 'record times');
+
+  clock = { t: t0 + 60 * 60_000 };
+  r = await readWith(paced([h, ...d, last], clock, () => 0), { now: () => clock.t });
+  assert.equal(r.err?.kind, 'stale', 'a whole channel replayed at once fails at its last record');
+  assert.equal(text(r.got), 'abcde');
+  r = await readWith(paced([h, ...d, last], clock, () => 0), { now: () => clock.t, maxLag: -1 });
+  assert.equal(r.err, null, 'maxLag -1: no check');
+
+  clock = { t: t0 - 60_000 }; // the reader's clock a minute behind: the channel is in its future
+  r = await readWith(paced([h, ...d, last], clock, (i) => i < 2 ? 1000 : 5 * 60_000), { now: () => clock.t });
+  assert.equal(r.err, null, `caught up at once, then slow: ${r.err?.message}`);
+
+  clock = { t: t0 + 3 * 60_000 };
+  r = await readWith(paced([h, d[0], d[1], d[2]], clock, () => 0, true), { now: () => clock.t, catchUp: 50 });
+  assert.equal(r.err?.kind, 'stale', `a stalled replay fails when catchUp passes: ${r.err?.message}`);
+  assert.equal(text(r.got), 'abc');
+
+  const timeFlipped = d[1].slice();
+  timeFlipped[20] ^= 1;
+  r = await readWith(paced([h, d[0], timeFlipped], clock = { t: t0 }, () => 0), { now: () => clock.t });
+  assert.equal(r.err?.kind, 'integrity', 'a changed time');
+  assert.equal(r.err?.seq, 1);
+  const back = await live.sealRecord(kl, live.Kind.DATA, 2, Uint8Array.of(0x63), t0);
+  r = await readWith(paced([h, d[0], d[1], back], clock = { t: t0 }, () => 0), { now: () => clock.t });
+  assert.equal(r.err?.kind, 'time', 'a record going back in time');
+  assert.equal(r.err?.seq, 2);
+  assert.equal(text(r.got), 'ab');
+}
+
 // Links.
 const l = live.formatLink('http://127.0.0.1:8080/l/' + id, key);
 const p = live.parseLink(l);

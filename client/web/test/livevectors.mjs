@@ -23,6 +23,7 @@ export async function checkLiveVectors(v, moduleURL) {
   const kinds = { data: live.Kind.DATA, sync: live.Kind.SYNC, head: live.Kind.HEAD, last: live.Kind.LAST };
 
   check(v.format === live.VERSION && v.max_record === live.MAX_RECORD, 'format constants');
+  check(v.max_lag_ms === live.MAX_LAG_MS && v.catch_up_ms === live.CATCH_UP_MS, 'default reader limits');
   const key = hex(v.key_hex);
   check(await live.channelID(v.channel_secret) === v.channel_id, `channel id of the secret: got ${await live.channelID(v.channel_secret)}`);
   check(live.formatLink('x', key) === `x#${v.key_fragment}`, 'key fragment');
@@ -30,7 +31,7 @@ export async function checkLiveVectors(v, moduleURL) {
   const kl = await live.deriveKey(key, v.channel_id);
 
   for (const r of v.records) {
-    const rec = await live.sealRecord(kl, kinds[r.kind], r.seq, hex(r.plain_hex));
+    const rec = await live.sealRecord(kl, kinds[r.kind], r.seq, hex(r.plain_hex), r.time_ms);
     check(toHex(rec) === r.record_hex, `${r.kind} record ${r.seq}: sealed bytes`);
     check(rec[4] === r.kind_byte, `${r.kind} record ${r.seq}: kind byte`);
     if (r.meta) {
@@ -42,13 +43,14 @@ export async function checkLiveVectors(v, moduleURL) {
     }
   }
 
-  // Reads a stream: the data bytes handed out (heads' init not included,
-  // as proto.LiveReader), the last head seq, and the error.
-  const read = async (/** @type {string} */ h) => {
+  // Reads a stream with the reader's clock at nowMs: the data bytes
+  // handed out (heads' init not included, as proto.LiveReader), the last
+  // head seq, and the error.
+  const read = async (/** @type {string} */ h, nowMs = v.now_ms) => {
     const out = [];
     let head = -1, err = null;
     try {
-      for await (const rec of live.openRecords(kl, new Blob([hex(h)]).stream())) {
+      for await (const rec of live.openRecords(kl, new Blob([hex(h)]).stream(), { now: () => nowMs })) {
         if (rec.kind === 'head') head = rec.seq;
         else out.push(toHex(rec.data));
       }
@@ -65,12 +67,12 @@ export async function checkLiveVectors(v, moduleURL) {
   }
   // Error names of the vectors against LiveError kinds; a first head
   // that does not open is 'key' here (the page says the key is wrong).
-  const names = { no_head: ['nohead'], no_end: ['cut'], integrity: ['integrity', 'key'], missing: ['missing'], malformed: ['malformed'], head: ['head'] };
+  const names = { no_head: ['nohead'], no_end: ['cut'], integrity: ['integrity', 'key'], missing: ['missing'], malformed: ['malformed'], head: ['head'], time: ['time'], stale: ['stale'] };
   for (const n of v.negative) {
-    r = await read(n.stream_hex);
+    r = await read(n.stream_hex, n.now_ms ?? v.now_ms);
     const kind = r.err?.kind ?? 'none';
     const okKind = (names[n.error] ?? []).includes(kind);
-    const okSeq = !['integrity', 'missing', 'head'].includes(n.error) || r.err?.seq === n.seq;
+    const okSeq = !['integrity', 'missing', 'head', 'time'].includes(n.error) || r.err?.seq === n.seq;
     check(okKind && okSeq && r.out === n.output_hex, `negative "${n.name}": got ${kind} at ${r.err?.seq} after ${r.out} (${r.err?.message}), want ${n.error} at ${n.seq} after ${n.output_hex}`);
   }
   return { checks, failures };

@@ -120,6 +120,12 @@ type sealedReader struct {
 
 func readSealed(t *testing.T, url string, k proto.E2EKey, id proto.ItemID) *sealedReader {
 	t.Helper()
+	return readSealedWith(t, url, k, id, nil)
+}
+
+// readSealedWith is readSealed with the reader's options set by opt.
+func readSealedWith(t *testing.T, url string, k proto.E2EKey, id proto.ItemID, opt func(*proto.LiveReader)) *sealedReader {
+	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +141,9 @@ func readSealed(t *testing.T, url string, k proto.E2EKey, id proto.ItemID) *seal
 		defer resp.Body.Close()
 		lr := proto.NewLiveReader(resp.Body, k, id)
 		lr.OnHead = func(h proto.LiveHeadInfo) { r.head = h; r.heads++ }
+		if opt != nil {
+			opt(lr)
+		}
 		if _, r.err = lr.Head(); r.err != nil {
 			return
 		}
@@ -404,6 +413,157 @@ func TestLive1HostileRelay(t *testing.T) {
 	}
 }
 
+// teeWriter is a recording relay's response writer: it passes the
+// relay's bytes on and keeps a copy.
+type teeWriter struct {
+	http.ResponseWriter
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (tw *teeWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }
+
+func (tw *teeWriter) Write(p []byte) (int, error) {
+	tw.mu.Lock()
+	tw.buf.Write(p)
+	tw.mu.Unlock()
+	return tw.ResponseWriter.Write(p)
+}
+
+// TestLive1ReplayedChannel: a relay that replays (a real relay behind a
+// proxy that records a sealed channel's bytes as a reader got them, and
+// serves later readers the recording instead of the channel) is caught
+// by the reader's clock: a reader that gets the recording 10 minutes
+// later and then nothing fails with the stale error after its CatchUp; a
+// reader that gets a whole channel replayed 20 minutes later fails at its
+// last record; a reader of the real relay at the same time gets every
+// byte from where it joined. The clock of the publisher and the readers
+// is a fake one (real time plus an offset the test moves on), so no one
+// waits 10 minutes.
+func TestLive1ReplayedChannel(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		recorded bytes.Buffer // what the recording reader got from the relay
+		replay   []byte       // what the proxy serves: a recording taken earlier
+		offset   atomic.Int64
+	)
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	wrap := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Query().Get("replay") {
+			case "record":
+				w = &teeWriter{ResponseWriter: w, mu: &mu, buf: &recorded}
+			case "serve": // the recording, then nothing until the reader leaves
+				mu.Lock()
+				b := replay
+				mu.Unlock()
+				w.Header().Set("Content-Type", proto.LiveContentType)
+				w.Write(b)
+				http.NewResponseController(w).Flush()
+				if r.URL.Query().Get("stall") != "" {
+					<-r.Context().Done()
+				}
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap})
+	id, secret := proto.NewLiveSecret()
+	k := proto.NewE2EKey()
+	var entry proto.LiveEntry
+	waitFor(t, "the relay reachable directly", 10*time.Second, func() bool {
+		entry = liveEntrySealed(t, m.URL, id, secret)
+		return strings.HasPrefix(entry.PushURL, m.RelayURLs[0]+"/")
+	})
+	a := m.Relays[0]
+	pub := startSealedPublisher(t, entry, secret, k)
+	pub.lw.Now = now
+	pub.lw.Head(proto.LiveMeta{Type: "text/plain"}, nil)
+	inRing := func() {
+		t.Helper()
+		waitFor(t, "the records in the relay's ring", 10*time.Second, func() bool { return a.LiveStats().BytesIn == pub.cw.n.Load() })
+	}
+	inRing()
+	loc := liveRedirect(t, m.URL, id, a.ID())
+	if !strings.HasPrefix(loc, m.RelayURLs[0]+"/") {
+		t.Fatalf("readers sent to %s, not to the relay's own listener", loc)
+	}
+	withClock := func(catchUp time.Duration) func(*proto.LiveReader) {
+		return func(lr *proto.LiveReader) { lr.Now, lr.CatchUp = now, catchUp }
+	}
+	recorder := readSealedWith(t, loc+"&replay=record", k, id, withClock(0))
+	waitFor(t, "the recording reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
+	pub.lw.Sync([]byte("old0;"))
+	pub.lw.Write([]byte("old1;"))
+	pub.lw.Write([]byte("old2;"))
+	inRing()
+	waitFor(t, "the recording of the head and 3 records", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return int64(recorded.Len()) == pub.cw.n.Load()
+	})
+	take := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		replay = bytes.Clone(recorded.Bytes())
+	}
+	take()
+
+	// 10 minutes later.
+	offset.Add(int64(10 * time.Minute))
+	pub.lw.Sync([]byte("new0;"))
+	pub.lw.Write([]byte("new1;"))
+	inRing()
+	honest := readSealedWith(t, loc, k, id, withClock(0))
+	// The stalled replay's reader gives up after 1 s of no live edge
+	// (the real clock: the CatchUp timer); it never gets one.
+	stalled := readSealedWith(t, loc+"&replay=serve&stall=1", k, id, withClock(time.Second))
+	waitFor(t, "the honest reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 2 })
+	stalled.wait(t)
+	var se *proto.LiveStaleError
+	if !errors.Is(stalled.err, proto.ErrLiveStale) || !errors.As(stalled.err, &se) || se.Lag < 10*time.Minute || !strings.HasPrefix("old0;old1;old2;", stalled.out.String()) {
+		t.Errorf("reader of a stalled replay: %q, %v; want a prefix of the recording, then a stale error 10 minutes behind", stalled.out.String(), stalled.err)
+	}
+	if stalled.err != nil && !strings.HasPrefix(stalled.err.Error(), "the channel is 10m") {
+		t.Errorf("stale error %q, want it to say how far behind", stalled.err)
+	}
+	pub.lw.Write([]byte("new2;"))
+	pub.lw.Close()
+	pub.pw.Close()
+	if err := <-pub.done; err != nil {
+		t.Fatal(err)
+	}
+	honest.wait(t)
+	if honest.err != nil || honest.out.String() != "new0;new1;new2;" {
+		t.Errorf("reader of the real relay: %q, %v; want new0;new1;new2;", honest.out.String(), honest.err)
+	}
+	recorder.wait(t)
+	const all = "old0;old1;old2;new0;new1;new2;"
+	if recorder.err != nil || recorder.out.String() != all {
+		t.Errorf("recording reader: %q, %v", recorder.out.String(), recorder.err)
+	}
+
+	// The whole channel, replayed 20 minutes after it went live (10
+	// after its end): the last record comes, the live edge never did.
+	take()
+	offset.Add(int64(10 * time.Minute))
+	whole := readSealedWith(t, loc+"&replay=serve", k, id, withClock(0))
+	whole.wait(t)
+	if !errors.Is(whole.err, proto.ErrLiveStale) || whole.out.String() != all {
+		t.Errorf("reader of a whole replayed channel: %q, %v; want everything but the end, and a stale error", whole.out.String(), whole.err)
+	}
+	// Replayed within MaxLag of its end, the same recording reads
+	// cleanly up to its last record (it is live enough), which shows
+	// the reader fails for the time, not the bytes.
+	offset.Add(int64(-10 * time.Minute))
+	fresh := readSealedWith(t, loc+"&replay=serve", k, id, withClock(0))
+	fresh.wait(t)
+	if fresh.out.String() != all || fresh.err == nil || fresh.err.Error() != "clean end without the trailer" {
+		t.Errorf("reader of the recording at the channel's time: %q, %v; want all of it and a clean end (the proxy sends no trailer)", fresh.out.String(), fresh.err)
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
@@ -555,11 +715,11 @@ func TestLive1WebSocketPublish(t *testing.T) {
 		ws.ReadMessage() // ok
 		ls := proto.NewLiveSealer(k, id)
 		head, _ := proto.AppendLiveHead(nil, proto.LiveMeta{Type: "x/y"}, nil)
-		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveHead, 0, head))
+		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveHead, 0, time.Now(), head))
 		waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().Channels == 1 && a.LiveStats().BytesIn > 0 })
 		r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
 		waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
-		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveData, 0, []byte("fine;")))
+		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveData, 0, time.Now(), []byte("fine;")))
 		ws.WriteMessage(websocket.BinaryMessage, make([]byte, proto.LiveMaxRecord+1))
 		if code, reason, _ := closeCode(ws); code != 4000+int(proto.StatusTooLarge) {
 			t.Errorf("close %d %q, want %d", code, reason, 4000+int(proto.StatusTooLarge))
@@ -688,11 +848,11 @@ func TestLive1BadRecordPut(t *testing.T) {
 	}()
 	ls := proto.NewLiveSealer(k, id)
 	head, _ := proto.AppendLiveHead(nil, proto.LiveMeta{Type: "x/y"}, nil)
-	pw.Write(ls.SealRecord(nil, proto.LiveHead, 0, head))
+	pw.Write(ls.SealRecord(nil, proto.LiveHead, 0, time.Now(), head))
 	waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn > 0 })
 	r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
 	waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
-	pw.Write(ls.SealRecord(nil, proto.LiveData, 0, []byte("ok;")))
+	pw.Write(ls.SealRecord(nil, proto.LiveData, 0, time.Now(), []byte("ok;")))
 	bad := binary.BigEndian.AppendUint32(nil, proto.LiveMaxRecord) // one byte too long with its len field
 	pw.Write(bad)
 	var got answer
