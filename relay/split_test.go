@@ -160,7 +160,11 @@ func TestEntryDiesMidPart(t *testing.T) {
 	if st.CutShort != 0 {
 		t.Errorf("cut short: got %d, want 0", st.CutShort)
 	}
-	if st.EntryFailovers == 0 || st.PartRetries == 0 {
+	// The killed entry's part is asked again: through another entry when
+	// its stream had reached the exit (an entry failover), or before its
+	// first byte did when the entry died first (on a loaded machine the
+	// entry counts the part open before its stream gets to the exit).
+	if st.PartRetries == 0 {
 		t.Errorf("entry failovers %d, part retries %d: want the killed entry's part asked again through another", st.EntryFailovers, st.PartRetries)
 	}
 }

@@ -57,10 +57,21 @@ func TestLiveMetrics(t *testing.T) {
 		}
 	}()
 	meshtest.Eventually(t, 10*time.Second, "the channel", func() bool { return metric("meshup_relay_live_channels") == 1 })
-	resp, err := http.Get(m.URL + "/v1/live/" + id.String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The relay announces the channel to the rendezvous on its own time:
+	// until then the rendezvous does not know where to send a reader.
+	var resp *http.Response
+	meshtest.Eventually(t, 10*time.Second, "the rendezvous sends readers to the channel", func() bool {
+		r, err := http.Get(m.URL + "/v1/live/" + id.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.StatusCode != http.StatusOK {
+			r.Body.Close()
+			return false
+		}
+		resp = r
+		return true
+	})
 	defer resp.Body.Close()
 	meshtest.Eventually(t, 10*time.Second, "the subscriber", func() bool { return metric("meshup_relay_live_subscribers") == 1 })
 	pw.Write([]byte(strings.Repeat("z", 1000)))
