@@ -85,6 +85,24 @@ type sealedPublisher struct {
 	done chan error
 }
 
+// sealedOnWrappedRelay starts a mesh of one volunteer relay whose own
+// listener is wrapped by wrap, and a sealed channel's publisher pushing
+// to that listener; the caller writes the head.
+func sealedOnWrappedRelay(t *testing.T, wrap func(http.Handler) http.Handler) (*devmesh.Mesh, proto.ItemID, proto.E2EKey, *sealedPublisher) {
+	t.Helper()
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap})
+	id, secret := proto.NewLiveSecret()
+	k := proto.NewE2EKey()
+	// The wrapper sees the relay's own listener only, not its tunnel:
+	// wait until the rendezvous sends publishers there directly.
+	var entry proto.LiveEntry
+	waitFor(t, "the relay reachable directly", 10*time.Second, func() bool {
+		entry = liveEntrySealed(t, m.URL, id, secret)
+		return strings.HasPrefix(entry.PushURL, m.RelayURLs[0]+"/")
+	})
+	return m, id, k, startSealedPublisher(t, entry, secret, k)
+}
+
 func startSealedPublisher(t *testing.T, entry proto.LiveEntry, secret string, k proto.E2EKey) *sealedPublisher {
 	pr, pw := io.Pipe()
 	p := &sealedPublisher{pw: pw, cw: &countingWriter{w: pw}, done: make(chan error, 1)}
@@ -351,18 +369,8 @@ func TestLive1HostileRelay(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap})
-	id, secret := proto.NewLiveSecret()
-	k := proto.NewE2EKey()
-	// The wrapper sees the relay's own listener only, not its tunnel:
-	// wait until the rendezvous sends publishers there directly.
-	var entry proto.LiveEntry
-	waitFor(t, "the relay reachable directly", 10*time.Second, func() bool {
-		entry = liveEntrySealed(t, m.URL, id, secret)
-		return strings.HasPrefix(entry.PushURL, m.RelayURLs[0]+"/")
-	})
+	m, id, k, pub := sealedOnWrappedRelay(t, wrap)
 	a := m.Relays[0]
-	pub := startSealedPublisher(t, entry, secret, k)
 	pub.lw.Head(proto.LiveMeta{Type: "text/plain"}, nil)
 	waitFor(t, "the channel on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn == pub.cw.n.Load() })
 	loc := liveRedirect(t, m.URL, id, a.ID())
@@ -468,16 +476,8 @@ func TestLive1ReplayedChannel(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap})
-	id, secret := proto.NewLiveSecret()
-	k := proto.NewE2EKey()
-	var entry proto.LiveEntry
-	waitFor(t, "the relay reachable directly", 10*time.Second, func() bool {
-		entry = liveEntrySealed(t, m.URL, id, secret)
-		return strings.HasPrefix(entry.PushURL, m.RelayURLs[0]+"/")
-	})
+	m, id, k, pub := sealedOnWrappedRelay(t, wrap)
 	a := m.Relays[0]
-	pub := startSealedPublisher(t, entry, secret, k)
 	pub.lw.Now = now
 	pub.lw.Head(proto.LiveMeta{Type: "text/plain"}, nil)
 	inRing := func() {
