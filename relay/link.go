@@ -243,7 +243,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 
 	l := &link{st: st, out: make(chan proto.Message, 4096), done: make(chan struct{}), origin: originOf(info.PublicURL), origins: reg.Origins[:min(len(reg.Origins), maxRegisteredOrigins)], home: peer, recordAt: time.Now()}
 	l.readChecks = reg.ReadChecks
-	s.setDirectory(nil) // each register stream starts from an empty directory
+	s.resetDirectory() // each register stream starts from an empty directory
 	s.link.Store(l)
 	s.registeredOnce.Store(true)
 	s.reannounceLive(l) // live.go: soft state

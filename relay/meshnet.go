@@ -39,6 +39,11 @@ type meshState struct {
 	punch       map[string]peerRetry // relayed peers: when to try a hole punch again
 	wake        chan struct{}        // cap 1; a new directory arrived
 	resWake     chan struct{}        // cap 1; the same, for the reservation loop
+	// dirReady is closed when the first directory of the current register
+	// stream arrives (resetDirectory makes a new one): the reservation loop
+	// waits for it, so that it does not take the rendezvous's circuit for
+	// want of knowing the public relays.
+	dirReady chan struct{}
 }
 
 type peerRetry struct {
@@ -52,6 +57,7 @@ func (m *meshState) init() {
 	m.punch = make(map[string]peerRetry)
 	m.wake = make(chan struct{}, 1)
 	m.resWake = make(chan struct{}, 1)
+	m.dirReady = make(chan struct{})
 	m.pubCircuits = make(map[string][]string)
 }
 
@@ -113,12 +119,22 @@ func (s *Server) advertise() {
 // maxDirectory bounds the relay's directory of peers.
 const maxDirectory = 4096
 
-// setDirectory replaces the directory of peers and wakes the peering loop.
-func (s *Server) setDirectory(peers []proto.PeerInfo) {
+// resetDirectory empties the directory of peers: each register stream
+// starts from an empty one, and dirReady waits for its first message. It
+// wakes nothing: an empty directory is not news to the loops.
+func (s *Server) resetDirectory() {
 	s.mesh.mu.Lock()
-	s.mesh.directory = peers
+	s.mesh.directory = nil
+	s.mesh.dirReady = make(chan struct{})
 	s.mesh.mu.Unlock()
-	s.wakePeering()
+}
+
+// directoryReady returns a channel closed once the current register
+// stream's first directory has arrived.
+func (s *Server) directoryReady() <-chan struct{} {
+	s.mesh.mu.Lock()
+	defer s.mesh.mu.Unlock()
+	return s.mesh.dirReady
 }
 
 // applyDirectory applies a Peers message: a whole directory, or a delta
@@ -154,6 +170,11 @@ func (s *Server) applyDirectory(m *proto.Peers) {
 		dir = slices.DeleteFunc(dir, func(p proto.PeerInfo) bool { return gone[p.ID] })
 	}
 	s.mesh.directory = dir
+	select {
+	case <-s.mesh.dirReady:
+	default:
+		close(s.mesh.dirReady)
+	}
 	s.mesh.mu.Unlock()
 	s.wakePeering()
 }
@@ -425,7 +446,10 @@ func (s *Server) dialPeer(ctx context.Context, id string, addrs []string) {
 const (
 	// firstDirectoryWait is how long a relay behind NAT waits for its
 	// first directory before it reserves on the rendezvous, so that it
-	// reserves on the public relays the directory names first.
+	// reserves on the public relays the directory names first. (A
+	// reservation on the rendezvous taken for want of a directory is
+	// advertised until a public relay's replaces it, and peers that dial
+	// it meanwhile carry parts across the rendezvous.)
 	firstDirectoryWait = 2 * time.Second
 	// reserveRetryFirst and reserveRetryMax bound the backoff after a
 	// reservation failed. The first retry comes soon: a public relay
@@ -457,7 +481,7 @@ func (s *Server) reserveLoop(ctx context.Context, rdvAddrs []string) {
 	select {
 	case <-ctx.Done():
 		return
-	case <-s.mesh.resWake:
+	case <-s.directoryReady():
 	case <-time.After(firstDirectoryWait):
 	}
 	pub := make(map[string]*held)

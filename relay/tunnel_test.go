@@ -239,6 +239,17 @@ func TestCircuitOverPublicRelay(t *testing.T) {
 	pcfg.PublicIP, pcfg.Node = "127.0.0.1", node
 	pub := relaytest.Start(t, e.rv.URL, pcfg)
 	gate.Bind(pub.Server)
+	// The relays behind NAT register once the public relay is in the
+	// directory: their first directory names it, so they must reserve
+	// on it and never on the rendezvous (checked at the end).
+	eventually(t, "the rendezvous to list the public relay as public", func() bool {
+		for _, r := range relayStatuses(t, e.rv) {
+			if r["id"] == pub.ID() {
+				return r["nat"] == proto.NATPublic
+			}
+		}
+		return false
+	})
 	a := relaytest.Start(t, e.rv.URL, testRelayConfig())
 	b := relaytest.Start(t, e.rv.URL, testRelayConfig())
 
@@ -316,6 +327,9 @@ func TestCircuitOverPublicRelay(t *testing.T) {
 	}
 	if as := pub.Server.Stats().Assist; overCircuit && as.CircuitBytes < int64(len(data)) || as.Reservations < 2 {
 		t.Errorf("public relay: %+v; want the item's bytes over its circuits and the 2 reservations", as)
+	}
+	if rs := e.rv.Node.RelayStats(); rs.Reservations != 0 {
+		t.Errorf("rendezvous's circuit relay: %+v; want no reservation, as the relays' first directory named the public relay", rs)
 	}
 	d := e.rv.Server.DataPath()
 	switch {
