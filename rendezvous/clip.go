@@ -97,7 +97,7 @@ type clipState struct {
 	// sent.
 	srcFailed map[proto.ItemID]int
 	// unpublished lists the clips their owner unpublished, until they
-	// would have expired (at most maxUnpublished): a holder that
+	// would have expired (at most Config.MaxUnpublishedClips): a holder that
 	// re-announces one is told to drop it (clip_restart.go).
 	unpublished map[proto.ItemID]time.Time
 	// sealedBy holds, per clip, the sealed metadata each holder last

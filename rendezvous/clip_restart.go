@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"maps"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -43,7 +44,7 @@ import (
 // holder, and every relay receiving a copy, to drop it (proto.Release,
 // rendezvous -> relay): the relay frees the memory at once and answers
 // reads that still come with 410. The rendezvous remembers the id until
-// the clip would have expired (at most maxUnpublished ids), so that a
+// the clip would have expired (at most Config.MaxUnpublishedClips ids), so that a
 // holder whose link was down, re-announcing it, is told again rather than
 // bringing it back.
 
@@ -199,9 +200,6 @@ func (s *Server) releaseClipLocked(it *item) {
 	s.noteUnpublishedLocked(it.id, it.expires)
 }
 
-// maxUnpublished bounds the unpublished clips the rendezvous remembers.
-const maxUnpublished = 4096
-
 // noteUnpublishedLocked remembers that clip id was unpublished, until
 // expires. The caller holds s.mu.
 func (s *Server) noteUnpublishedLocked(id proto.ItemID, expires time.Time) {
@@ -211,12 +209,20 @@ func (s *Server) noteUnpublishedLocked(id proto.ItemID, expires time.Time) {
 	if s.clips.unpublished == nil {
 		s.clips.unpublished = map[proto.ItemID]time.Time{}
 	}
-	if len(s.clips.unpublished) >= maxUnpublished {
+	if limit := s.cfg.MaxUnpublishedClips; len(s.clips.unpublished) >= limit {
+		// The expired ones go first; then the soonest to expire, which
+		// are the oldest (one ClipTTL for all), until there is room.
 		now := s.cfg.Now()
-		for k, exp := range s.clips.unpublished {
-			if !now.Before(exp) || len(s.clips.unpublished) >= maxUnpublished {
-				delete(s.clips.unpublished, k)
+		maps.DeleteFunc(s.clips.unpublished, func(_ proto.ItemID, exp time.Time) bool { return !now.Before(exp) })
+		for len(s.clips.unpublished) >= limit {
+			var first proto.ItemID
+			var firstExp time.Time
+			for k, exp := range s.clips.unpublished {
+				if firstExp.IsZero() || exp.Before(firstExp) {
+					first, firstExp = k, exp
+				}
 			}
+			delete(s.clips.unpublished, first)
 		}
 	}
 	s.clips.unpublished[id] = expires

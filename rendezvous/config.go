@@ -18,6 +18,10 @@ import (
 // DefaultMaxPublishersPerItem bounds a swarm (Config.MaxPublishersPerItem).
 const DefaultMaxPublishersPerItem = 16
 
+// DefaultMaxUnpublishedClips bounds the unpublished clip ids remembered
+// until they expire (Config.MaxUnpublishedClips).
+const DefaultMaxUnpublishedClips = 4096
+
 // Default limits and intervals. Each applies when the matching Config field
 // is zero.
 const (
@@ -171,6 +175,12 @@ type Config struct {
 	// ClipTTL is how long a clip stays readable from its holder relays
 	// after it is published, also with its publisher gone. Defaults to 24h.
 	ClipTTL time.Duration
+	// MaxUnpublishedClips bounds the ids of clips their publishers
+	// unpublished that the rendezvous remembers until they would have
+	// expired, so that a holder re-announcing one after a restart of the
+	// rendezvous does not bring it back (clip_restart.go). Past the bound
+	// the oldest are forgotten. Defaults to 4096.
+	MaxUnpublishedClips int
 	// AuthWebhook, when set, is the URL of the application's auth
 	// webhook, asked before an item is published, an upload created and
 	// an item read (webhook.go). It fails closed.
@@ -378,6 +388,7 @@ func (c *Config) Validate() error {
 		{"MaxLiveChannels", int64(c.MaxLiveChannels)},
 		{"MaxClipSize", c.MaxClipSize},
 		{"ClipTTL", int64(c.ClipTTL)},
+		{"MaxUnpublishedClips", int64(c.MaxUnpublishedClips)},
 	}
 	for _, f := range ints {
 		if f.v < 0 {
@@ -432,6 +443,7 @@ func (c Config) withDefaults() Config {
 	c.UploadTTL = cmp.Or(c.UploadTTL, DefaultUploadTTL)
 	c.MaxClipSize = cmp.Or(c.MaxClipSize, DefaultMaxClipSize)
 	c.ClipTTL = cmp.Or(c.ClipTTL, DefaultClipTTL)
+	c.MaxUnpublishedClips = cmp.Or(c.MaxUnpublishedClips, DefaultMaxUnpublishedClips)
 	c.AuthWebhookTimeout = cmp.Or(c.AuthWebhookTimeout, DefaultAuthWebhookTimeout)
 	c.PingInterval = cmp.Or(c.PingInterval, DefaultPingInterval)
 	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
@@ -522,7 +534,7 @@ func (s *Server) Limits() []slog.Attr {
 		slog.Any("stun_advertised", s.stunAddrs),
 		slog.Int("stun_max_packet", MaxSTUNPacket),
 		slog.Int("max_read_checks", proto.MaxReadChecks),
-		slog.Int("max_unpublished_clips", maxUnpublished),
+		slog.Int("max_unpublished_clips", c.MaxUnpublishedClips),
 	}, append(s.limitAttrs(), c.liveAttrs()...)...)
 }
 

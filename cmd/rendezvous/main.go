@@ -122,6 +122,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&c.ItemTTL, "item-ttl", rendezvous.DefaultItemTTL, "keep an offline item this long for its publisher to return")
 	fs.DurationVar(&c.UploadTTL, "upload-ttl", rendezvous.DefaultUploadTTL, "an upload through a legacy protocol (STOR, socket.io, PUT, tus) and the item its relay holds expire this long after creation")
 	fs.Int64Var(&c.MaxClipSize, "max-clip-size", rendezvous.DefaultMaxClipSize, "largest clip (pushed whole into relay memory at publish time), in bytes; a larger one is refused at publish")
+	fs.IntVar(&c.MaxUnpublishedClips, "max-unpublished-clips", rendezvous.DefaultMaxUnpublishedClips, "unpublished clip ids remembered until they expire, so that a holder re-announcing one after a restart does not bring it back")
 	fs.DurationVar(&c.ClipTTL, "clip-ttl", rendezvous.DefaultClipTTL, "a clip stays readable from its holder relays this long after publish, with its publisher gone too")
 	fs.StringVar(&c.AuthWebhook, "auth-webhook", "", "`URL` of the application's auth webhook, POSTed before a publish, an upload and a read; fails closed")
 	fs.DurationVar(&c.AuthWebhookTimeout, "auth-webhook-timeout", rendezvous.DefaultAuthWebhookTimeout, "bound on one auth webhook call (a timeout denies)")
