@@ -350,8 +350,12 @@ func (h *liveHarness) publish(ctx context.Context) (link, sum string, err error)
 	// The link is usable once the relay has the channel: a Go reader
 	// that got its head says so (it asks again while the relay answers
 	// 404, before the PUT reached it). It reads on, as one more check.
+	// Bounded by ctx, not by a count of tries: a loaded machine may take
+	// a while to carry the PUT to the relay.
 	h.read = make(chan liveResult, 1)
-	for i := 0; ; i++ {
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
 		subscribed := make(chan error, 1)
 		go func() { h.read <- readLiveGo(ctx, link, subscribed) }()
 		err := <-subscribed
@@ -359,10 +363,14 @@ func (h *liveHarness) publish(ctx context.Context) (link, sum string, err error)
 			break
 		}
 		<-h.read
-		if !strings.Contains(err.Error(), "404") || i == 200 {
+		if !strings.Contains(err.Error(), "404") {
 			return "", "", err
 		}
-		time.Sleep(20 * time.Millisecond) // polling for the relay to have the channel
+		select {
+		case <-ctx.Done():
+			return "", "", fmt.Errorf("the relay never had the channel: %w (%v)", err, ctx.Err())
+		case <-poll.C:
+		}
 	}
 	return link, hex.EncodeToString(s[:]), nil
 }
