@@ -177,13 +177,25 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// startMesh starts the dev mesh's defaults, with f's faults in its relays
+// when f is not nil.
 func startMesh(t *testing.T, f *relayFault) *devmesh.Mesh {
+	t.Helper()
+	var cfg devmesh.Config
+	if f != nil {
+		cfg.WrapRelay = f.wrap
+	}
+	return startMeshWith(t, cfg)
+}
+
+// startMeshWith starts a dev mesh of cfg (logging nowhere unless cfg
+// says) and closes it at the test's cleanup.
+func startMeshWith(t *testing.T, cfg devmesh.Config) *devmesh.Mesh {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg := devmesh.Config{Logger: slog.New(slog.DiscardHandler)}
-	if f != nil {
-		cfg.WrapRelay = f.wrap
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	m, err := devmesh.Start(ctx, cfg)
 	if err != nil {

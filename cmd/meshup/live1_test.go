@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -62,11 +61,7 @@ func TestLiveSealedVolunteer(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1, WrapRelay: wrap})
 	waitDirect(t, m)
 	link, stdin, liveErr := startLive(t, ctx, []string{"--rendezvous", m.URL, "--type", "text/plain", "--name", "log.txt"})
 	if !strings.HasPrefix(link, m.URL+"/l/") || !strings.Contains(link, "#k=") {
@@ -156,11 +151,7 @@ func TestLivePlainCurl(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startMeshWith(t, devmesh.Config{Relays: 1})
 	link, stdin, liveErr := startLive(t, ctx, []string{"--rendezvous", m.URL, "--plain"})
 	if link != m.URL+"/v1/live/"+strings.TrimPrefix(link, m.URL+"/v1/live/") || strings.Contains(link, "#") {
 		t.Fatalf("link %q, want %s/v1/live/ID", link, m.URL)
@@ -192,11 +183,7 @@ func TestLivePlainCurl(t *testing.T) {
 func TestLiveClientAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Volunteers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
 	rel := m.Relays[0]
 
 	p, err := client.PublishLive(ctx, client.LiveOptions{Rendezvous: m.URL, Meta: proto.LiveMeta{Type: "text/plain", Name: "a.txt"}, Init: []byte("init")})

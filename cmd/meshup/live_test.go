@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -21,11 +20,7 @@ import (
 func TestLiveCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startMeshWith(t, devmesh.Config{Relays: 2})
 	stdinR, stdinW := io.Pipe()
 	outR, outW := io.Pipe()
 	liveErr := make(chan error, 1)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +22,7 @@ import (
 func TestLiveGetMaxLag(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Volunteers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
 	p, err := client.PublishLive(ctx, client.LiveOptions{
 		Rendezvous: m.URL,
 		Meta:       proto.LiveMeta{Type: "text/plain"},
@@ -74,11 +69,7 @@ func TestLiveGetMaxLag(t *testing.T) {
 func TestLiveTicksThroughRelay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Volunteers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startMeshWith(t, devmesh.Config{Relays: 1, Volunteers: 1})
 	p, err := client.PublishLive(ctx, client.LiveOptions{Rendezvous: m.URL, Meta: proto.LiveMeta{Type: "text/plain"}, TickInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
