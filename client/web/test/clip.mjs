@@ -28,6 +28,7 @@ const browser = await chromium.launch({
 });
 try {
   const ctx = await browser.newContext();
+  ctx.setDefaultTimeout(120_000); // Playwright's 30 s is short on a loaded machine
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));

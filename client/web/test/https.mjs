@@ -56,6 +56,7 @@ try {
   async function open() {
     const ctx = await browser.newContext({ acceptDownloads: true });
     ctx.on('request', (r) => urls.push(r.url()));
+    ctx.setDefaultTimeout(120_000); // Playwright's 30 s is short on a loaded machine
     const page = await ctx.newPage();
     page.on('websocket', (ws) => urls.push(ws.url()));
     page.on('console', (m) => {

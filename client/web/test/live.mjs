@@ -56,9 +56,15 @@ const browser = await chromium.launch({
 });
 /** @type {string[]} */
 const errors = [];
+// Playwright waits at most 30 s by default; on a loaded machine (CI runs
+// the whole suite on two cores) that is short. A wait that fails still
+// fails, later.
+const WAIT_MS = 120_000;
+
 /** @param {string} who */
 async function newPage(who) {
   const ctx = await browser.newContext({ acceptDownloads: true, permissions: ['camera', 'microphone'] });
+  ctx.setDefaultTimeout(WAIT_MS);
   const page = await ctx.newPage();
   page.on('pageerror', (e) => errors.push(`${who}: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') console.log(`${who} console: ${m.text()}`); });
@@ -108,10 +114,10 @@ try {
   if (answers) assert.equal(await ask(`live-read ${link}`), 'subscribed', 'a Go reader (proto.LiveReader) subscribed too');
   const t0 = performance.now();
   await card.locator('[data-testid="live-start"]').click();
-  await card.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 60_000 });
+  await card.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: WAIT_MS });
   const secs = (performance.now() - t0) / 1000;
   for (const { who, p, dl } of viewers) {
-    await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: WAIT_MS });
     assert.equal((await status(p)).text, 'The live channel ended.', `${who}: clean end`);
     if (who === 'B') await screenshot(p, 'receiver-live-saved.png');
     assert.equal(await dl.failure(), null, `${who}: the download did not fail`);
@@ -144,7 +150,7 @@ try {
   const playing = (/** @type {import('playwright-core').Page} */ p, /** @type {number} */ t) => p.waitForFunction((t) => {
     const v = /** @type {HTMLVideoElement} */ (document.querySelector('[data-testid="live-video"]'));
     return v && v.currentTime > t;
-  }, t, { timeout: 30_000 }).catch(async (err) => {
+  }, t, { timeout: WAIT_MS }).catch(async (err) => {
     const why = await p.evaluate(() => {
       const v = /** @type {HTMLVideoElement} */ (document.querySelector('[data-testid="live-video"]'));
       const b = v.buffered.length ? `${v.buffered.start(0)}-${v.buffered.end(v.buffered.length - 1)}` : 'nothing';
@@ -189,9 +195,9 @@ try {
 
   const bytesBefore = Number(await b.locator('[data-testid="received"]').getAttribute('data-bytes'));
   await cam.locator('[data-testid="live-stop"]').click();
-  await cam.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 30_000 });
+  await cam.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: WAIT_MS });
   for (const [who, p] of [['B', b], ['C', c]]) {
-    await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    await p.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: WAIT_MS });
     assert.equal((await status(p)).text, 'The live channel ended.', `${who}: clean end`);
     await p.context().close();
   }
@@ -225,9 +231,9 @@ try {
     const tw = performance.now();
     await wcard.locator('[data-testid="live-start"]').click();
     await playing(w, 1);
-    await wcard.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: 30_000 });
+    await wcard.locator('[data-testid="live-state"][data-live="ended"]').waitFor({ timeout: WAIT_MS });
     const streamed = (performance.now() - tw) / 1000;
-    await w.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    await w.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: WAIT_MS });
     const wt = await w.locator('#channel').evaluate((e) => ({ first: Number(e.dataset.firstSeq), kind: e.dataset.firstKind }));
     assert.deepEqual(wt, { first: 0, kind: 'sync' }, 'W got the WebM file from its first Cluster, a sync record');
     assert.ok(streamed > 2, `a 4 s WebM streamed at its playback speed took ${streamed.toFixed(1)} s`);
@@ -254,7 +260,7 @@ try {
     vectors = await a.evaluate(`(${checkLiveVectors.toString()})(${JSON.stringify(v)}, '/web/live.js')`);
   }
   await a.context().close();
-  await e.locator('[data-testid="status"][data-state="failed"]').waitFor({ timeout: 30_000 });
+  await e.locator('[data-testid="status"][data-state="failed"]').waitFor({ timeout: WAIT_MS });
   const cutStatus = await status(e);
   assert.equal(cutStatus.reason, 'cut', `E: an end without the end mark, worded as such: ${cutStatus.text}`);
   await screenshot(e, 'receiver-live-cut.png');
@@ -273,7 +279,7 @@ try {
     await f.click('[data-testid="save-button"]');
     const download = await dl;
     assert.equal(await ask('live-publish-start'), 'started');
-    await f.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: 30_000 });
+    await f.locator('[data-testid="status"][data-state="done"]').waitFor({ timeout: WAIT_MS });
     const got = await readFile(await download.path());
     assert.equal(sha(got), goSum, `F: SHA-256 of the Go channel (${got.length} bytes)`);
     assert.equal(await ask('live-published'), 'ok', 'the Go publisher ended cleanly');

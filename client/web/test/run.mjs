@@ -148,9 +148,15 @@ async function sha256File(path) {
   return hash.digest('hex');
 }
 
+// Playwright waits at most 30 s by default; on a loaded machine (CI runs
+// the whole suite on two cores) a 200 MiB transfer or a page's first
+// connection may take longer. A wait that fails still fails, later.
+const WAIT_MS = 120_000;
+
 /** A new browser context and page that record console errors. */
 async function open(context) {
   const ctx = context ?? await browser.newContext({ acceptDownloads: true, viewport: { width: 900, height: 900 } });
+  ctx.setDefaultTimeout(WAIT_MS);
   const page = await ctx.newPage();
   const errors = [];
   page.on('console', (m) => {
@@ -284,11 +290,11 @@ test('2: an encrypted video plays on page B and seeks to 75% with Range requests
   await assertEncryptedPage(b.page, 'testsrc.mp4');
   const v = b.page.locator('[data-testid="preview-video"]');
   await v.waitFor();
-  await b.page.waitForFunction(() => document.querySelector('video')?.readyState >= 1, null, { timeout: 30_000 });
+  await b.page.waitForFunction(() => document.querySelector('video')?.readyState >= 1, null, { timeout: WAIT_MS });
   const duration = await v.evaluate((el) => el.duration);
   assert.ok(duration > 1190, `duration ${duration}`);
   await v.evaluate((el) => { el.muted = true; return el.play(); });
-  await b.page.waitForFunction(() => document.querySelector('video').currentTime > 1, null, { timeout: 30_000 });
+  await b.page.waitForFunction(() => document.querySelector('video').currentTime > 1, null, { timeout: WAIT_MS });
 
   const target = duration * 0.75;
   await v.evaluate((el, t) => new Promise((resolve) => {
@@ -299,7 +305,7 @@ test('2: an encrypted video plays on page B and seeks to 75% with Range requests
   await b.page.waitForFunction((t) => {
     const el = document.querySelector('video');
     return !el.paused && el.currentTime > t + 1;
-  }, target, { timeout: 30_000 });
+  }, target, { timeout: WAIT_MS });
   const position = await v.evaluate((el) => el.currentTime);
   await v.evaluate((el) => el.pause());
   await screenshot(b.page, 'receiver-video.png');
