@@ -231,7 +231,7 @@ func makeLiveVectors(t testing.TB) liveVectors {
 		return b
 	}
 	v.Joins = []liveJoinVec{
-		{Name: "join at sync 3 with head 0", StreamHex: hex.EncodeToString(cat(0, 4, 5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(4, 6, 7)), HeadSeq: 1},
+		{Name: "join at sync 3 with head 0, then a head change (head 0, a record under it, head 1, records under it)", StreamHex: hex.EncodeToString(cat(0, 4, 5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(4, 6, 7)), HeadSeq: 1},
 		{Name: "join at sync 4 with head 1", StreamHex: hex.EncodeToString(cat(5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(6, 7)), HeadSeq: 1},
 		{Name: "head 0 twice (a relay's replay of the current head)", StreamHex: hex.EncodeToString(cat(0, 0, 1, 2, 3, 4, 5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(1, 2, 3, 4, 6, 7)), HeadSeq: 1},
 		{Name: "head 1 twice, between its records (a relay's replay of the current head)", StreamHex: hex.EncodeToString(cat(0, 1, 2, 3, 4, 5, 6, 5, 7)), OutputHex: hex.EncodeToString(plainOf(1, 2, 3, 4, 6, 7)), HeadSeq: 1},
