@@ -35,13 +35,31 @@ import (
 //	record = len:uint32_be || kind:uint8 || seq:uint64_be || time:uint64_be || sealed
 //	len    = 1 + 8 + 8 + len(sealed)          (the bytes after the len field)
 //	time   = the publisher's wall clock when it sealed the record, in Unix milliseconds
-//	sealed = AES-256-GCM(Kl, nonce, plaintext, AAD = time)   (plaintext + 16-byte tag)
+//	head   = the head seq the record is bound to: a head record's own seq; for a
+//	         data, sync or last record, the seq of the latest head the publisher
+//	         sent before it (not on the wire)
+//	sealed = AES-256-GCM(Kl, nonce, plaintext, AAD = time:uint64_be || head:uint64_be)
+//	                                           (plaintext + 16-byte tag)
 //	nonce  = uint88_be(seq) || flag            (12 bytes, as e2e1's chunks)
 //
 // The time is in clear (relays may look at it; they need not) and is the
-// AEAD's additional data: a relay that changes it makes the record fail
-// to open. A publisher's times never go back (it sends max(clock, the
-// previous record's time)); heads carry one too.
+// first half of the AEAD's additional data: a relay that changes it makes
+// the record fail to open. A publisher's times never go back (it sends
+// max(clock, the previous record's time)); heads carry one too.
+//
+// Head binding. The second half of the additional data binds each data,
+// sync and last record to the head it was sealed under, i.e. to the meta
+// and init segment its bytes are to be decoded with. It is not on the
+// wire (the record header is the same for every kind, and relays need
+// nothing new): a reader supplies the seq of the head it took last. A
+// relay that withholds a newer head (head seq 1 for a new recorder) and
+// passes on the records after it, which readers would otherwise decode
+// with the old init segment into garbage, makes the first of them fail
+// to open; so does a relay that starts a new reader with an older head
+// than the one the records it sends were sealed under. A head record is
+// bound to its own seq, so that every record's additional data has the
+// same 16-byte form (its nonce carries that seq too). A publisher sends a
+// head before any data, sync or last record.
 //
 // The kind is in clear so that relays can act on it (start new readers at
 // a sync record, keep the head, end at the last record), and is bound to
@@ -72,12 +90,15 @@ import (
 // first (a relay sends the channel's latest head to every new subscriber)
 // else fail with "no channel head"; accept any seq s0 for the first
 // data/sync/last record (they joined mid-stream) and then exactly +1 per
-// record, else fail with "record N missing"; hand out no byte of a record
-// that does not open, and name its seq; take a later head with a higher
-// head seq as the new head (readers that play media re-initialise), and
-// ignore the current head sent again (same head seq); end cleanly only on
-// a last record, and fail with "the channel ended without its end mark"
-// on any other end.
+// record, else fail with "record N missing"; open each data/sync/last
+// record under the current head's seq (the head binding above); hand out
+// no byte of a record that does not open, and name its seq (a
+// data/sync/last record: "KIND record N does not open under head H: a
+// relay changed it or withheld a newer channel head, or it is of another
+// channel or key"); take a later head with a higher head seq as the new
+// head (readers that play media re-initialise), and ignore the current
+// head sent again (same head seq); end cleanly only on a last record, and
+// fail with "the channel ended without its end mark" on any other end.
 //
 // Readers must also see the live edge, so that a relay that recorded a
 // channel cannot serve it later as if it were live:
@@ -116,9 +137,18 @@ import (
 // What a relay still learns: the channel id, record sizes, kinds and
 // publisher times, and timing. What it can do unnoticed: stop (a reader
 // sees the missing end mark); start a new reader up to MaxLag behind the
-// live edge; and delay a reader that has caught up, which looks the same
-// as a slow reader. It cannot pass off a recording older than MaxLag as
-// the live channel.
+// live edge; delay a reader that has caught up, which looks the same as
+// a slow reader; and withhold a head that no record follows before the
+// next head (nothing was sealed under it, so readers lose nothing). It
+// cannot pass off a recording older than MaxLag as the live channel, and
+// cannot withhold a newer head while passing on the records sealed under
+// it: the first of them does not open under the head the reader has
+// ("does not open under head H").
+//
+// Changes: records are bound to their head (the head half of the AAD)
+// since the second revision of live1; streams sealed before do not open
+// (relays keep nothing, so only a publisher and a reader of different
+// revisions meet, and the reader fails at the first record).
 //
 // Test vectors shared by the Go and JavaScript implementations live in
 // testdata/live1-vectors.json; livee2e_vectors_test.go documents its
@@ -204,7 +234,9 @@ var (
 	// ErrLiveMissing means a record's seq is not the one expected.
 	ErrLiveMissing = errors.New("the relay dropped or reordered data")
 	// ErrLiveIntegrity means a record did not open: altered, of another
-	// channel or key, or with a changed kind.
+	// channel or key, with a changed kind, or (a data, sync or last
+	// record) sealed under a newer head than the reader's, which a relay
+	// withheld.
 	ErrLiveIntegrity = errors.New("record failed its integrity check (altered, or of another channel or key)")
 	// ErrLiveNoEnd means the stream ended without a last record.
 	ErrLiveNoEnd = errors.New("the channel ended without its end mark")
@@ -245,6 +277,9 @@ type LiveRecordError struct {
 	Err  error
 	// Want is the expected seq, for ErrLiveMissing.
 	Want uint64
+	// Head is the head seq a data, sync or last record was opened under,
+	// for ErrLiveIntegrity.
+	Head uint64
 }
 
 func (e *LiveRecordError) Error() string {
@@ -253,6 +288,9 @@ func (e *LiveRecordError) Error() string {
 	}
 	if errors.Is(e.Err, ErrLiveTimeBack) {
 		return fmt.Sprintf("%s record %d goes back in time: %v", e.Kind, e.Seq, e.Err)
+	}
+	if errors.Is(e.Err, ErrLiveIntegrity) && e.Kind != LiveHead {
+		return fmt.Sprintf("%s record %d does not open under head %d: a relay changed it or withheld a newer channel head, or it is of another channel or key", e.Kind, e.Seq, e.Head)
 	}
 	return fmt.Sprintf("%s record %d: %v", e.Kind, e.Seq, e.Err)
 }
@@ -302,9 +340,23 @@ func liveMillis(t time.Time) uint64 {
 	return uint64(max(t.UnixMilli(), 0))
 }
 
+// liveAAD is a record's additional data: time || head (see the format).
+func liveAAD(timeBytes []byte, kind LiveKind, seq, head uint64) [16]byte {
+	var a [16]byte
+	copy(a[:8], timeBytes)
+	if kind == LiveHead {
+		head = seq
+	}
+	binary.BigEndian.PutUint64(a[8:], head)
+	return a
+}
+
 // SealRecord appends the record of kind and seq, stamped with time at,
-// holding plain to dst. plain must be at most LiveMaxPlain bytes.
-func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq uint64, at time.Time, plain []byte) []byte {
+// holding plain to dst. head is the seq of the head the record is sealed
+// under (the latest head the publisher sent); a head record is bound to
+// its own seq, and head is ignored for it. plain must be at most
+// LiveMaxPlain bytes.
+func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq, head uint64, at time.Time, plain []byte) []byte {
 	if len(plain) > LiveMaxPlain {
 		panic("proto: live1 record plaintext too long")
 	}
@@ -313,22 +365,30 @@ func (l *LiveSealer) SealRecord(dst []byte, kind LiveKind, seq uint64, at time.T
 	dst = binary.BigEndian.AppendUint64(dst, seq)
 	dst = binary.BigEndian.AppendUint64(dst, liveMillis(at))
 	n := liveNonce(kind, seq)
-	return l.aead.Seal(dst, n[:], plain, dst[len(dst)-8:])
+	aad := liveAAD(dst[len(dst)-8:], kind, seq, head)
+	return l.aead.Seal(dst, n[:], plain, aad[:])
 }
 
 // OpenRecord checks and opens one whole record, appending its plaintext to
-// dst. Errors are *LiveRecordError wrapping ErrLiveRecord or
+// dst. A data, sync or last record is opened under head, the seq of the
+// reader's current head; a head record under its own seq (head is
+// ignored). Errors are *LiveRecordError wrapping ErrLiveRecord or
 // ErrLiveIntegrity.
-func (l *LiveSealer) OpenRecord(dst, rec []byte) (h LiveHeader, plain []byte, err error) {
+func (l *LiveSealer) OpenRecord(dst, rec []byte, head uint64) (h LiveHeader, plain []byte, err error) {
 	h.Kind, h.Seq, err = ParseLiveRecord(rec)
 	if err != nil {
 		return h, nil, err
 	}
 	h.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(rec[13:21])))
 	n := liveNonce(h.Kind, h.Seq)
-	plain, oerr := l.aead.Open(dst, n[:], rec[LiveRecordHeader:], rec[13:21])
+	aad := liveAAD(rec[13:21], h.Kind, h.Seq, head)
+	plain, oerr := l.aead.Open(dst, n[:], rec[LiveRecordHeader:], aad[:])
 	if oerr != nil {
-		return h, nil, &LiveRecordError{Kind: h.Kind, Seq: h.Seq, Err: ErrLiveIntegrity}
+		re := &LiveRecordError{Kind: h.Kind, Seq: h.Seq, Err: ErrLiveIntegrity}
+		if h.Kind != LiveHead {
+			re.Head = head
+		}
+		return h, nil, re
 	}
 	return h, plain, nil
 }

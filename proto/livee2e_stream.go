@@ -43,7 +43,10 @@ func NewLiveWriter(w io.Writer, k E2EKey, id ItemID) *LiveWriter {
 	return &LiveWriter{s: NewLiveSealer(k, id), w: w, buf: make([]byte, 0, LiveMaxRecord)}
 }
 
-var errLiveWriterClosed = errors.New("proto: live writer closed")
+var (
+	errLiveWriterClosed = errors.New("proto: live writer closed")
+	errLiveWriterNoHead = fmt.Errorf("proto: live writer: %w: a head must come before any other record", ErrLiveNoHead)
+)
 
 func (lw *LiveWriter) now() time.Time {
 	if lw.Now != nil {
@@ -59,7 +62,8 @@ func (lw *LiveWriter) tickInterval() time.Duration {
 	return LiveTickInterval
 }
 
-// record seals and writes one record; lw.mu is held.
+// record seals and writes one record, a data, sync or last record under
+// the latest head; lw.mu is held.
 func (lw *LiveWriter) record(kind LiveKind, seq uint64, plain []byte) error {
 	if lw.err != nil {
 		return lw.err
@@ -67,10 +71,15 @@ func (lw *LiveWriter) record(kind LiveKind, seq uint64, plain []byte) error {
 	if lw.closed {
 		return errLiveWriterClosed
 	}
+	if kind != LiveHead && lw.headSeq == 0 {
+		return errLiveWriterNoHead
+	}
 	now := lw.now()
 	lw.lastTime = max(lw.lastTime, liveMillis(now))
 	lw.lastAt = now
-	lw.buf = lw.s.SealRecord(lw.buf[:0], kind, seq, time.UnixMilli(int64(lw.lastTime)), plain)
+	// headSeq is the next head's seq: the latest is headSeq-1 (a head
+	// record is bound to its own seq, and SealRecord ignores this).
+	lw.buf = lw.s.SealRecord(lw.buf[:0], kind, seq, lw.headSeq-1, time.UnixMilli(int64(lw.lastTime)), plain)
 	if _, err := lw.w.Write(lw.buf); err != nil {
 		lw.err = err
 		return err
@@ -78,8 +87,10 @@ func (lw *LiveWriter) record(kind LiveKind, seq uint64, plain []byte) error {
 	return nil
 }
 
-// Head writes a channel head with meta m and init segment init. The first
-// record of a channel must be a head; a later one replaces it for readers.
+// Head writes a channel head with meta m and init segment init, with the
+// next head seq (0, then 1, 2, ...). The first record of a channel must
+// be a head (Write, Sync and Close fail before it); a later one replaces
+// it for readers, and the records after it are sealed under it.
 func (lw *LiveWriter) Head(m LiveMeta, init []byte) error {
 	p, err := AppendLiveHead(nil, m, init)
 	if err != nil {
@@ -166,8 +177,10 @@ func (lw *LiveWriter) Close() error {
 
 // LiveReader reads the plaintext of a sealed channel from its record
 // stream, enforcing the reader rules of the format. Read hands out a
-// record's bytes only after the whole record opened; after an error every
-// call returns it again. It ends with io.EOF only after a last record.
+// record's bytes only after the whole record opened, data, sync and last
+// records under the current head (a relay that withheld a newer head is
+// caught at the first record sealed under it); after an error every call
+// returns it again. It ends with io.EOF only after a last record.
 //
 // Until it has caught up with the live edge, a LiveReader runs a timer of
 // CatchUp from its first record: when it fires, the reader fails with a
@@ -352,7 +365,11 @@ func (r *LiveReader) fill() error {
 			return &LiveRecordError{Kind: kind, Seq: seq, Want: r.next, Err: ErrLiveMissing}
 		}
 	}
-	h, plain, err := r.s.OpenRecord(rec[LiveRecordHeader:LiveRecordHeader], rec) // in place
+	var head uint64 // the current head's seq: data, sync and last records open under it
+	if r.head != nil {
+		head = r.head.Seq
+	}
+	h, plain, err := r.s.OpenRecord(rec[LiveRecordHeader:LiveRecordHeader], rec, head) // in place
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,25 +38,32 @@ const liveVectorsFile = "testdata/live1-vectors.json"
 //	  kind             "head", "data", "sync" or "last"
 //	  kind_byte        its kind byte
 //	  seq              its seq
-//	  time_ms          its publisher time (Unix ms; the AAD, uint64_be)
+//	  head_seq         the head seq it is sealed under (a head: its own seq)
+//	  time_ms          its publisher time (Unix ms)
+//	                   (the AAD is uint64_be(time_ms) || uint64_be(head_seq))
 //	  plain_hex        its plaintext
 //	  record_hex       the whole record
 //	  meta             (head only) the meta JSON text inside plain_hex
 //	  init_hex         (head only) the init bytes inside plain_hex
-//	stream_hex         the records concatenated (what a reader gets)
+//	stream_hex         the records concatenated (what a reader gets): a
+//	                   stream with a head change (head 0, records under
+//	                   it, head 1, records under it)
 //	output_hex         what a reader hands out: the plaintexts of the
 //	                   data, sync and last records, in order
 //	joins[]            valid streams as a reader joining mid-stream gets
 //	                   them: {name, stream_hex, output_hex, head_seq}
 //	                   (head_seq: the seq of the head in force at the end)
 //	negative[]         streams a reader must reject: {name, stream_hex,
-//	                   error, seq, output_hex, now_ms (when not the file's)}.
+//	                   error, seq, output_hex, now_ms (when not the file's),
+//	                   message (when set, the error's exact text in every
+//	                   implementation)}.
 //	                   The reader, its clock at now_ms, hands out exactly
 //	                   output_hex (all correct) and then fails with error:
 //	    "no_head"      the first record is not a head
 //	    "missing"      a data/sync/last record's seq is not previous+1
 //	                   (seq = the seq expected)
-//	    "integrity"    a record does not open (seq = its seq)
+//	    "integrity"    a record does not open (seq = its seq), e.g. a
+//	                   record sealed under a head the relay withheld
 //	    "no_end"       the stream ended without a last record
 //	    "malformed"    a length out of bounds or an unknown kind
 //	    "head"         a head older than the current one
@@ -88,6 +97,7 @@ type liveRecordVec struct {
 	Kind      string `json:"kind"`
 	KindByte  int    `json:"kind_byte"`
 	Seq       uint64 `json:"seq"`
+	HeadSeq   uint64 `json:"head_seq"`
 	TimeMs    int64  `json:"time_ms"`
 	PlainHex  string `json:"plain_hex"`
 	RecordHex string `json:"record_hex"`
@@ -109,6 +119,7 @@ type liveNegativeVec struct {
 	Seq       uint64 `json:"seq"`
 	OutputHex string `json:"output_hex"`
 	NowMs     int64  `json:"now_ms,omitempty"`
+	Message   string `json:"message,omitempty"`
 }
 
 const vecLiveSecret = "live1-test-vector-channel-secret"
@@ -124,6 +135,7 @@ var (
 type liveVecStream struct {
 	recs  [][]byte
 	kinds []LiveKind
+	heads []uint64 // the head seq each record is sealed under
 	times []time.Time
 	plain [][]byte
 }
@@ -132,10 +144,15 @@ type liveVecStream struct {
 func vecLiveStream(k E2EKey, id ItemID) (liveVecStream, LiveMeta, []byte, LiveMeta, []byte) {
 	ls := NewLiveSealer(k, id)
 	var s liveVecStream
+	var head uint64 // the latest head's seq
 	add := func(kind LiveKind, seq uint64, p []byte) {
 		at := vecLiveT0.Add(time.Duration(len(s.recs)) * time.Second)
-		s.recs = append(s.recs, ls.SealRecord(nil, kind, seq, at, p))
+		if kind == LiveHead {
+			head = seq
+		}
+		s.recs = append(s.recs, ls.SealRecord(nil, kind, seq, head, at, p))
 		s.kinds = append(s.kinds, kind)
+		s.heads = append(s.heads, head)
 		s.times = append(s.times, at)
 		s.plain = append(s.plain, p)
 	}
@@ -182,7 +199,7 @@ func makeLiveVectors(t testing.TB) liveVectors {
 	s, m0, init0, m1, _ := vecLiveStream(k, id)
 	var out []byte
 	for i, rec := range s.recs {
-		rv := liveRecordVec{Kind: s.kinds[i].String(), KindByte: int(s.kinds[i]), Seq: uint64FromRec(rec), TimeMs: s.times[i].UnixMilli(), PlainHex: hex.EncodeToString(s.plain[i]), RecordHex: hex.EncodeToString(rec)}
+		rv := liveRecordVec{Kind: s.kinds[i].String(), KindByte: int(s.kinds[i]), Seq: uint64FromRec(rec), HeadSeq: s.heads[i], TimeMs: s.times[i].UnixMilli(), PlainHex: hex.EncodeToString(s.plain[i]), RecordHex: hex.EncodeToString(rec)}
 		if s.kinds[i] == LiveHead {
 			m, init := m0, init0
 			if rv.Seq == 1 {
@@ -214,9 +231,10 @@ func makeLiveVectors(t testing.TB) liveVectors {
 		return b
 	}
 	v.Joins = []liveJoinVec{
-		{Name: "join at sync 3 with head 0", StreamHex: hex.EncodeToString(cat(0, 4, 5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(4, 6, 7)), HeadSeq: 1},
+		{Name: "join at sync 3 with head 0, then a head change (head 0, a record under it, head 1, records under it)", StreamHex: hex.EncodeToString(cat(0, 4, 5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(4, 6, 7)), HeadSeq: 1},
 		{Name: "join at sync 4 with head 1", StreamHex: hex.EncodeToString(cat(5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(6, 7)), HeadSeq: 1},
 		{Name: "head 0 twice (a relay's replay of the current head)", StreamHex: hex.EncodeToString(cat(0, 0, 1, 2, 3, 4, 5, 6, 7)), OutputHex: hex.EncodeToString(plainOf(1, 2, 3, 4, 6, 7)), HeadSeq: 1},
+		{Name: "head 1 twice, between its records (a relay's replay of the current head)", StreamHex: hex.EncodeToString(cat(0, 1, 2, 3, 4, 5, 6, 5, 7)), OutputHex: hex.EncodeToString(plainOf(1, 2, 3, 4, 6, 7)), HeadSeq: 1},
 	}
 	for _, j := range v.Joins {
 		b, _ := hex.DecodeString(j.StreamHex)
@@ -228,8 +246,8 @@ func makeLiveVectors(t testing.TB) liveVectors {
 
 	flip := func(b []byte, off int) []byte { b = bytes.Clone(b); b[off] ^= 1; return b }
 	other, _ := LiveID("another-channel-secret-for-live1")
-	otherChan := NewLiveSealer(k, other).SealRecord(nil, LiveData, 2, s.times[3], s.plain[3])
-	wrongKey := NewLiveSealer(vecOtherKey(), id).SealRecord(nil, LiveData, 2, s.times[3], s.plain[3])
+	otherChan := NewLiveSealer(k, other).SealRecord(nil, LiveData, 2, 0, s.times[3], s.plain[3])
+	wrongKey := NewLiveSealer(vecOtherKey(), id).SealRecord(nil, LiveData, 2, 0, s.times[3], s.plain[3])
 	kindChanged := bytes.Clone(r[2])
 	kindChanged[4] = byte(LiveSync)
 	lastAsData := bytes.Clone(r[7])
@@ -238,37 +256,45 @@ func makeLiveVectors(t testing.TB) liveVectors {
 	badKind := bytes.Clone(r[2])
 	badKind[4] = 4
 	ls := NewLiveSealer(k, id)
-	timeBack := ls.SealRecord(nil, LiveData, 2, s.times[1], s.plain[3]) // before data 1's time
+	timeBack := ls.SealRecord(nil, LiveData, 2, 0, s.times[1], s.plain[3]) // before data 1's time
 	h1, _ := hex.DecodeString(v.Records[5].PlainHex)
-	headBack := ls.SealRecord(nil, LiveHead, 1, s.times[3], h1) // before sync 3's time
+	headBack := ls.SealRecord(nil, LiveHead, 1, 1, s.times[3], h1) // before sync 3's time
+	// Data 2 sealed under head 1 while the reader has head 0: the same
+	// bytes, time and seq as record 3, bound to a head that never came.
+	underHead1 := ls.SealRecord(nil, LiveData, 2, 1, s.times[3], s.plain[3])
+	withheld := "sync record 4 does not open under head 0: a relay changed it or withheld a newer channel head, or it is of another channel or key"
 	replayedAt := vecLiveNow.Add(10 * time.Minute)
 	negs := []struct {
 		name   string
 		stream []byte
 		now    time.Time
+		msg    string // the error's exact text, in every implementation
 	}{
-		{"no head first", cat(1, 2, 3, 4, 7), time.Time{}},
-		{"empty stream", nil, time.Time{}},
-		{"flip a byte in a data record's ciphertext", append(append(cat(0, 1), flip(r[2], LiveRecordHeader+1)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
-		{"flip a byte in a data record's tag", append(append(cat(0, 1), flip(r[2], len(r[2])-1)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
-		{"flip a byte of the seq", append(append(cat(0, 1), flip(r[2], 12)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
-		{"flip a byte of the head", append(flip(r[0], 30), cat(1, 2)...), time.Time{}},
-		{"change a data record's kind to sync", append(append(cat(0, 1), kindChanged...), cat(3, 4, 5, 6, 7)...), time.Time{}},
-		{"change the last record's kind to data", append(cat(0, 1, 2, 3, 4, 5, 6), lastAsData...), time.Time{}},
-		{"drop a record", cat(0, 1, 3, 4, 5, 6, 7), time.Time{}},
-		{"reorder two records", cat(0, 1, 3, 2, 4, 5, 6, 7), time.Time{}},
-		{"repeat a record", cat(0, 1, 2, 2, 3, 4, 5, 6, 7), time.Time{}},
-		{"truncate before the last record", cat(0, 1, 2, 3, 4, 5, 6), time.Time{}},
-		{"truncate inside a record", append(cat(0, 1), r[2][:10]...), time.Time{}},
-		{"splice a record of another channel", append(append(cat(0, 1, 2), otherChan...), cat(4, 5, 6, 7)...), time.Time{}},
-		{"splice a record sealed under another key", append(append(cat(0, 1, 2), wrongKey...), cat(4, 5, 6, 7)...), time.Time{}},
-		{"record length over the maximum", append(cat(0, 1), tooLong...), time.Time{}},
-		{"unknown kind", append(cat(0, 1), badKind...), time.Time{}},
-		{"an older head after a newer one", cat(5, 6, 0, 7), time.Time{}},
-		{"change a record's time", append(append(cat(0, 1), flip(r[2], 20)...), cat(3, 4, 5, 6, 7)...), time.Time{}},
-		{"a record goes back in time", append(cat(0, 1, 2), append(timeBack, cat(4, 5, 6, 7)...)...), time.Time{}},
-		{"a head goes back in time", append(cat(0, 1, 2, 3, 4), append(headBack, cat(6, 7)...)...), time.Time{}},
-		{"a whole channel replayed 10 minutes later", cat(0, 1, 2, 3, 4, 5, 6, 7), replayedAt},
+		{"no head first", cat(1, 2, 3, 4, 7), time.Time{}, ""},
+		{"empty stream", nil, time.Time{}, ""},
+		{"flip a byte in a data record's ciphertext", append(append(cat(0, 1), flip(r[2], LiveRecordHeader+1)...), cat(3, 4, 5, 6, 7)...), time.Time{}, ""},
+		{"flip a byte in a data record's tag", append(append(cat(0, 1), flip(r[2], len(r[2])-1)...), cat(3, 4, 5, 6, 7)...), time.Time{}, ""},
+		{"flip a byte of the seq", append(append(cat(0, 1), flip(r[2], 12)...), cat(3, 4, 5, 6, 7)...), time.Time{}, ""},
+		{"flip a byte of the head", append(flip(r[0], 30), cat(1, 2)...), time.Time{}, ""},
+		{"change a data record's kind to sync", append(append(cat(0, 1), kindChanged...), cat(3, 4, 5, 6, 7)...), time.Time{}, ""},
+		{"change the last record's kind to data", append(cat(0, 1, 2, 3, 4, 5, 6), lastAsData...), time.Time{}, ""},
+		{"drop a record", cat(0, 1, 3, 4, 5, 6, 7), time.Time{}, ""},
+		{"reorder two records", cat(0, 1, 3, 2, 4, 5, 6, 7), time.Time{}, ""},
+		{"repeat a record", cat(0, 1, 2, 2, 3, 4, 5, 6, 7), time.Time{}, ""},
+		{"truncate before the last record", cat(0, 1, 2, 3, 4, 5, 6), time.Time{}, ""},
+		{"truncate inside a record", append(cat(0, 1), r[2][:10]...), time.Time{}, ""},
+		{"splice a record of another channel", append(append(cat(0, 1, 2), otherChan...), cat(4, 5, 6, 7)...), time.Time{}, ""},
+		{"splice a record sealed under another key", append(append(cat(0, 1, 2), wrongKey...), cat(4, 5, 6, 7)...), time.Time{}, ""},
+		{"record length over the maximum", append(cat(0, 1), tooLong...), time.Time{}, ""},
+		{"unknown kind", append(cat(0, 1), badKind...), time.Time{}, ""},
+		{"an older head after a newer one", cat(5, 6, 0, 7), time.Time{}, ""},
+		{"change a record's time", append(append(cat(0, 1), flip(r[2], 20)...), cat(3, 4, 5, 6, 7)...), time.Time{}, ""},
+		{"a record goes back in time", append(cat(0, 1, 2), append(timeBack, cat(4, 5, 6, 7)...)...), time.Time{}, ""},
+		{"a head goes back in time", append(cat(0, 1, 2, 3, 4), append(headBack, cat(6, 7)...)...), time.Time{}, ""},
+		{"a whole channel replayed 10 minutes later", cat(0, 1, 2, 3, 4, 5, 6, 7), replayedAt, ""},
+		{"a newer head withheld (head 1 dropped, its records passed on)", cat(0, 1, 2, 3, 4, 6, 7), time.Time{}, withheld},
+		{"a joining reader given the older head (head 0, then records under head 1)", cat(0, 6, 7), time.Time{}, withheld},
+		{"a data record sealed under a head the reader never got", append(append(cat(0, 1, 2), underHead1...), cat(4, 5, 6, 7)...), time.Time{}, "data record 2 does not open under head 0: a relay changed it or withheld a newer channel head, or it is of another channel or key"},
 	}
 	for _, n := range negs {
 		now := n.now
@@ -276,7 +302,10 @@ func makeLiveVectors(t testing.TB) liveVectors {
 			now = vecLiveNow
 		}
 		got, err := readLiveAt(k, id, n.stream, now)
-		nv := liveNegativeVec{Name: n.name, StreamHex: hex.EncodeToString(n.stream), OutputHex: hex.EncodeToString(got)}
+		nv := liveNegativeVec{Name: n.name, StreamHex: hex.EncodeToString(n.stream), OutputHex: hex.EncodeToString(got), Message: n.msg}
+		if n.msg != "" && (err == nil || err.Error() != n.msg) {
+			t.Fatalf("%s: error %v, want %q", n.name, err, n.msg)
+		}
 		if !n.now.IsZero() {
 			nv.NowMs = n.now.UnixMilli()
 		}
@@ -363,7 +392,8 @@ func TestLive1Vectors(t *testing.T) {
 		nonce := make([]byte, 12)
 		copy(nonce[3:11], rec[5:13])
 		nonce[11] = byte(fv.Flags[r.Kind])
-		p, err := g.Open(nil, nonce, rec[21:], rec[13:21])
+		aad := binary.BigEndian.AppendUint64(bytes.Clone(rec[13:21]), r.HeadSeq)
+		p, err := g.Open(nil, nonce, rec[21:], aad)
 		if err != nil || hex.EncodeToString(p) != r.PlainHex || int(rec[4]) != r.KindByte || int64(binary.BigEndian.Uint64(rec[13:21])) != r.TimeMs {
 			t.Errorf("record %s %d: does not open from the format's text: %v", r.Kind, r.Seq, err)
 		}
@@ -384,26 +414,29 @@ func TestLiveReaderRules(t *testing.T) {
 	want := map[string]string{
 		"no head first": "no_head",
 		"empty stream":  "no_end",
-		"flip a byte in a data record's ciphertext": "integrity",
-		"flip a byte in a data record's tag":        "integrity",
-		"flip a byte of the seq":                    "missing",
-		"flip a byte of the head":                   "integrity",
-		"change a data record's kind to sync":       "integrity",
-		"change the last record's kind to data":     "integrity",
-		"drop a record":                             "missing",
-		"reorder two records":                       "missing",
-		"repeat a record":                           "missing",
-		"truncate before the last record":           "no_end",
-		"truncate inside a record":                  "no_end",
-		"splice a record of another channel":        "integrity",
-		"splice a record sealed under another key":  "integrity",
-		"record length over the maximum":            "malformed",
-		"unknown kind":                              "malformed",
-		"an older head after a newer one":           "head",
-		"change a record's time":                    "integrity",
-		"a record goes back in time":                "time",
-		"a head goes back in time":                  "time",
-		"a whole channel replayed 10 minutes later": "stale",
+		"flip a byte in a data record's ciphertext":                     "integrity",
+		"flip a byte in a data record's tag":                            "integrity",
+		"flip a byte of the seq":                                        "missing",
+		"flip a byte of the head":                                       "integrity",
+		"change a data record's kind to sync":                           "integrity",
+		"change the last record's kind to data":                         "integrity",
+		"drop a record":                                                 "missing",
+		"reorder two records":                                           "missing",
+		"repeat a record":                                               "missing",
+		"truncate before the last record":                               "no_end",
+		"truncate inside a record":                                      "no_end",
+		"splice a record of another channel":                            "integrity",
+		"splice a record sealed under another key":                      "integrity",
+		"record length over the maximum":                                "malformed",
+		"unknown kind":                                                  "malformed",
+		"an older head after a newer one":                               "head",
+		"change a record's time":                                        "integrity",
+		"a record goes back in time":                                    "time",
+		"a head goes back in time":                                      "time",
+		"a whole channel replayed 10 minutes later":                     "stale",
+		"a newer head withheld (head 1 dropped, its records passed on)": "integrity",
+		"a joining reader given the older head (head 0, then records under head 1)": "integrity",
+		"a data record sealed under a head the reader never got":                    "integrity",
 	}
 	full, _ := hex.DecodeString(v.OutputHex)
 	for _, n := range v.Negative {
@@ -481,6 +514,58 @@ func TestLiveWriter(t *testing.T) {
 	_, err = io.ReadAll(NewLiveReader(bytes.NewReader(bytes.Join(recs, nil)), NewE2EKey(), id))
 	if !errors.Is(err, ErrLiveIntegrity) {
 		t.Errorf("wrong key: %v", err)
+	}
+}
+
+// TestLiveWriterHeadChange: a LiveWriter refuses data before its first
+// head; a second Head is head seq 1, and the records after it are sealed
+// under it: a reader given the whole stream reads it all under both
+// heads, and one from which head 1 is withheld fails at the first record
+// after it, handing out none of its bytes.
+func TestLiveWriterHeadChange(t *testing.T) {
+	k, id := NewE2EKey(), mustLiveID(t)
+	var recs [][]byte
+	w := NewLiveWriter(writerFunc(func(p []byte) (int, error) {
+		recs = append(recs, bytes.Clone(p))
+		return len(p), nil
+	}), k, id)
+	if _, err := w.Write([]byte("too early")); !errors.Is(err, ErrLiveNoHead) || len(recs) != 0 {
+		t.Fatalf("Write before Head: %v, %d records; want ErrLiveNoHead and none", err, len(recs))
+	}
+	w.Head(LiveMeta{Type: "video/webm"}, []byte("init0"))
+	w.Sync([]byte("a;"))
+	w.Head(LiveMeta{Type: "video/webm", Name: "2.webm"}, []byte("init1"))
+	w.Sync([]byte("b;"))
+	w.Write([]byte("c;"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, rec := range recs {
+		kind, seq, _ := ParseLiveRecord(rec)
+		kinds = append(kinds, fmt.Sprintf("%s %d", kind, seq))
+	}
+	if got := strings.Join(kinds, ", "); got != "head 0, sync 0, head 1, sync 1, data 2, last 3" {
+		t.Fatalf("records %s", got)
+	}
+	read := func(recs ...[]byte) (string, []LiveHeadInfo, error) {
+		r := NewLiveReader(bytes.NewReader(bytes.Join(recs, nil)), k, id)
+		var heads []LiveHeadInfo
+		r.OnHead = func(h LiveHeadInfo) { heads = append(heads, h) }
+		out, err := io.ReadAll(r)
+		return string(out), heads, err
+	}
+	out, heads, err := read(recs...)
+	if err != nil || out != "a;b;c;" || len(heads) != 2 || heads[1].Seq != 1 || string(heads[1].Init) != "init1" {
+		t.Errorf("whole stream: %q, heads %+v, %v", out, heads, err)
+	}
+	out, heads, err = read(recs[0], recs[1], recs[3], recs[4], recs[5])
+	var re *LiveRecordError
+	if !errors.Is(err, ErrLiveIntegrity) || !errors.As(err, &re) || re.Seq != 1 || re.Head != 0 || out != "a;" || len(heads) != 1 {
+		t.Errorf("head 1 withheld: %q, %d heads, %v; want a; and an integrity error at record 1 under head 0", out, len(heads), err)
+	}
+	if want := "sync record 1 does not open under head 0: a relay changed it or withheld a newer channel head, or it is of another channel or key"; err == nil || err.Error() != want {
+		t.Errorf("head 1 withheld: error %q, want %q", err, want)
 	}
 }
 

@@ -158,7 +158,7 @@ func TestLiveReaderFreshness(t *testing.T) {
 	t.Run("time goes back", func(t *testing.T) {
 		ls := NewLiveSealer(k, id)
 		recs := append([][]byte(nil), sink.recs[:3]...) // head a b
-		recs = append(recs, ls.SealRecord(nil, LiveData, 2, t0, []byte("c")))
+		recs = append(recs, ls.SealRecord(nil, LiveData, 2, 0, t0, []byte("c")))
 		out, err := read(recs, &fakeClock{t: t0}, 0, 0)
 		if !errors.Is(err, ErrLiveTimeBack) || out != "ab" || err.Error() != "data record 2 goes back in time: its publisher time is before the previous record's: a relay replayed or spliced it" {
 			t.Errorf("got %q, %v", out, err)
@@ -280,7 +280,7 @@ func TestLiveWriterTimesNeverGoBack(t *testing.T) {
 	s := NewLiveSealer(k, id)
 	var times []time.Time
 	for _, rec := range sink.recs {
-		h, _, err := s.OpenRecord(nil, rec)
+		h, _, err := s.OpenRecord(nil, rec, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,13 +11,18 @@
 //
 //	record = len:uint32_be || kind:uint8 || seq:uint64_be || time:uint64_be || sealed
 //	len    = 1 + 8 + 8 + len(sealed)      time = the publisher's clock, Unix ms (never going back)
-//	sealed = AES-256-GCM(Kl, nonce = uint88_be(seq) || flag, AAD = the 8 time bytes, plaintext)
+//	sealed = AES-256-GCM(Kl, nonce = uint88_be(seq) || flag, AAD = time:uint64_be || head:uint64_be, plaintext)
+//	head   = the head seq the record is sealed under: a head record's own seq; for data, sync
+//	         and last records the latest head's seq (not on the wire: readers supply their own)
 //	kind   0 data (flag 0x00), 1 sync (0x03), 2 head (0x02), 3 last (0x01)
 //	head plaintext = uint32_be metaLen || meta JSON {"type", "name"} || init bytes
 //
 // Data, sync and last records share one counter from 0; head records have
 // their own. A reader gets the channel's head first, then records whose
-// seq goes up by one from wherever it joined; it ends cleanly only on a
+// seq goes up by one from wherever it joined, each opened under the
+// current head (so a relay that withholds a newer head, and passes on the
+// records sealed under it, fails the reader at the first of them instead
+// of feeding it bytes for another init segment); it ends cleanly only on a
 // last record (LiveError otherwise, naming what went wrong). Times never
 // go back; and within catchUp (30 s) of its first record a reader must
 // see a record at most maxLag (60 s) behind its own clock, else a relay
@@ -72,7 +77,9 @@ const enc = new TextEncoder();
 /**
  * An error of a live channel. kind says what happened, for pages to word:
  * 'key' (the head does not open: the key in the link is wrong), 'integrity'
- * (a record does not open: altered by a relay), 'missing' (a record's seq
+ * (a record does not open: altered by a relay, or, for data, sync and last
+ * records, sealed under a newer head that a relay withheld; head says
+ * which head it was opened under), 'missing' (a record's seq
  * is not the previous + 1: dropped or reordered), 'cut' (the stream ended
  * without the publisher's end mark), 'nohead' (the first record is not a
  * head), 'head' (an older head after a newer one), 'time' (a record's
@@ -94,6 +101,8 @@ export class LiveError extends Error {
     this.kind = kind;
     this.seq = seq;
     this.status = status;
+    /** the head seq a data, sync or last record that did not open was opened under, or -1 */
+    this.head = -1;
   }
 }
 
@@ -212,7 +221,8 @@ export function recordNonce(seq, flag) {
 }
 
 /**
- * The 8 bytes of a record's time: uint64_be(ms), the AEAD's additional data.
+ * The 8 bytes of a record's time: uint64_be(ms), the first half of the
+ * AEAD's additional data.
  * @param {number} ms Unix milliseconds
  */
 export function timeBytes(ms) {
@@ -225,18 +235,39 @@ export function timeBytes(ms) {
 }
 
 /**
+ * A record's additional data: its 8 time bytes || uint64_be(head), where
+ * head is the record's own seq for a head record.
+ * @param {Uint8Array} tb
+ * @param {number} kind
+ * @param {number} seq
+ * @param {number} head
+ */
+export function recordAAD(tb, kind, seq, head) {
+  const a = new Uint8Array(16);
+  a.set(tb, 0);
+  const h = kind === Kind.HEAD ? seq : head;
+  const v = new DataView(a.buffer);
+  v.setUint32(8, Math.floor(h / 2 ** 32));
+  v.setUint32(12, h >>> 0);
+  return a;
+}
+
+/**
  * Seals one record.
  * @param {CryptoKey} kl
  * @param {number} kind a Kind
  * @param {number} seq
+ * @param {number} head the seq of the head the record is sealed under (the latest head sent);
+ *   ignored for a head record, which is bound to its own seq
  * @param {Uint8Array} plain at most MAX_PLAIN bytes
  * @param {number} [time] the publisher's clock, Unix ms; default now
  * @returns {Promise<Uint8Array>} the whole record, length field included
  */
-export async function sealRecord(kl, kind, seq, plain, time = Date.now()) {
+export async function sealRecord(kl, kind, seq, head, plain, time = Date.now()) {
   if (plain.length > MAX_PLAIN) throw new LiveError(`record plaintext of ${plain.length} bytes is over ${MAX_PLAIN}`, 'malformed');
+  if (kind !== Kind.HEAD && !(head >= 0)) throw new LiveError(`${KIND_NAMES[kind]} record ${seq} before any channel head`, 'nohead', seq);
   const tb = timeBytes(time);
-  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]), additionalData: tb }, kl, plain));
+  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]), additionalData: recordAAD(tb, kind, seq, head) }, kl, plain));
   const rec = new Uint8Array(RECORD_HEADER + sealed.length);
   const v = new DataView(rec.buffer);
   v.setUint32(0, 1 + 8 + 8 + sealed.length);
@@ -318,10 +349,12 @@ function fmtDuration(ms) {
 /**
  * LiveReader enforces the reader rules of live1 on a byte stream of
  * records: the first is a head; then data, sync and last records whose
- * seq goes up by one from the first; later heads (with a higher head seq)
- * replace the meta and init. A record that does not open fails with its
- * seq, before any byte of it is handed out; so does a gap in seq. The end
- * is clean only at a last record.
+ * seq goes up by one from the first, each opened under the current head;
+ * later heads (with a higher head seq) replace the meta and init. A
+ * record that does not open fails with its seq (and, for data, sync and
+ * last records, the head it was opened under: err.head), before any byte
+ * of it is handed out; so does a gap in seq. The end is clean only at a
+ * last record.
  */
 export class LiveReader {
   /**
@@ -421,10 +454,14 @@ export class LiveReader {
     }
     let plain;
     try {
-      plain = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]), additionalData: tb }, this.kl, sealed));
+      plain = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: recordNonce(seq, FLAGS[kind]), additionalData: recordAAD(tb, kind, seq, this.head) }, this.kl, sealed));
     } catch {
       if (kind === Kind.HEAD && this.head < 0) throw new LiveError(`the channel head (head ${seq}) does not open: the key in the link is wrong, or a relay altered it`, 'key', seq);
-      throw new LiveError(`${KIND_NAMES[kind]} record ${seq} does not open: a relay altered, swapped or replayed it`, 'integrity', seq);
+      if (kind === Kind.HEAD) throw new LiveError(`head record ${seq} does not open: a relay altered, swapped or replayed it`, 'integrity', seq);
+      // The words of proto.LiveRecordError, shared through the vectors.
+      const err = new LiveError(`${KIND_NAMES[kind]} record ${seq} does not open under head ${this.head}: a relay changed it or withheld a newer channel head, or it is of another channel or key`, 'integrity', seq);
+      err.head = this.head;
+      throw err;
     }
     if (kind === Kind.HEAD) {
       if (seq === this.head) return null; // the current head again (a relay's replay): nothing new
@@ -728,7 +765,7 @@ export async function goLive(opts) {
     }
   });
 
-  let seq = 0, headSeq = 0;
+  let seq = 0, headSeq = 0; // headSeq: the next head's; records are sealed under headSeq - 1
   let lastTime = 0; // time of the last record: times never go back
   let lastAt = 0; // Date.now() when the last record was handed on (0 before the head)
   let ending = false; // the last record is on its way: no more ticks
@@ -738,9 +775,10 @@ export async function goLive(opts) {
   /** @param {number} kind @param {Uint8Array} plain @param {boolean} tick */
   const sendNow = async (kind, plain, tick) => {
     if (tick && (ending || closed || Date.now() - lastAt < tickMs)) return;
+    if (kind !== Kind.HEAD && headSeq === 0) throw new LiveError('a record before the channel head', 'nohead');
     const s = kind === Kind.HEAD ? headSeq++ : seq++;
     lastTime = Math.max(lastTime, Date.now());
-    const rec = await sealRecord(kl, kind, s, plain, lastTime);
+    const rec = await sealRecord(kl, kind, s, headSeq - 1, plain, lastTime);
     while (ws.bufferedAmount > SEND_BUFFER && !closed) await sleep(DRAIN_POLL_MS);
     if (closed) throw failure();
     ws.send(rec);

@@ -121,9 +121,9 @@ const key = crypto.getRandomValues(new Uint8Array(32));
 const id = await live.channelID(live.newSecret());
 assert.match(id, /^[a-z2-7]{26}$/);
 const kl = await live.deriveKey(key, id);
-const head = await live.sealRecord(kl, live.Kind.HEAD, 0, live.headPlain({ type: 'video/webm', name: 'a.webm' }, hex('0102')));
+const head = await live.sealRecord(kl, live.Kind.HEAD, 0, 0, live.headPlain({ type: 'video/webm', name: 'a.webm' }, hex('0102')));
 const recs = [];
-for (let i = 0; i < 5; i++) recs.push(await live.sealRecord(kl, i === 4 ? live.Kind.LAST : i === 2 ? live.Kind.SYNC : live.Kind.DATA, 7 + i, Uint8Array.of(i, i)));
+for (let i = 0; i < 5; i++) recs.push(await live.sealRecord(kl, i === 4 ? live.Kind.LAST : i === 2 ? live.Kind.SYNC : live.Kind.DATA, 7 + i, 0, Uint8Array.of(i, i)));
 /** @param {Uint8Array[]} rs @param {CryptoKey} [k] */
 const readAll = async (rs, k = kl) => {
   const body = new Blob(rs).stream();
@@ -160,14 +160,34 @@ assert.equal(r.err?.kind, 'integrity', 'a changed kind byte');
 r = await readAll([head, ...recs, recs[0]]);
 assert.equal(r.err, null, 'the reader stops at the last record');
 
+// Head binding: records sealed after head 1 open under head 1 only. A
+// relay that withholds head 1 and passes on what follows fails the reader
+// at the first record after it, none of whose bytes is handed out.
+{
+  const head1 = await live.sealRecord(kl, live.Kind.HEAD, 1, 0, live.headPlain({ type: 'video/webm', name: 'b.webm' }, hex('0304')));
+  const under1 = [];
+  for (let i = 0; i < 2; i++) under1.push(await live.sealRecord(kl, i === 0 ? live.Kind.SYNC : live.Kind.LAST, 11 + i, 1, Uint8Array.of(0x40 + i)));
+  r = await readAll([head, ...recs.slice(0, 4), head1, ...under1]);
+  assert.equal(r.err, null, `a head change read whole: ${r.err?.message}`);
+  assert.deepEqual(r.got.map((x) => `${x.kind} ${x.seq}`), ['head 0', 'data 7', 'data 8', 'sync 9', 'data 10', 'head 1', 'sync 11', 'last 12']);
+  assert.deepEqual(r.got[5].init, hex('0304'), 'the new head\'s init');
+  r = await readAll([head, ...recs.slice(0, 4), ...under1]);
+  assert.equal(r.err?.kind, 'integrity', 'head 1 withheld');
+  assert.equal(r.err?.seq, 11);
+  assert.equal(r.err?.head, 0);
+  assert.equal(r.err?.message, 'sync record 11 does not open under head 0: a relay changed it or withheld a newer channel head, or it is of another channel or key');
+  assert.deepEqual(r.got.map((x) => `${x.kind} ${x.seq}`), ['head 0', 'data 7', 'data 8', 'sync 9', 'data 10'], 'nothing of the record after the withheld head');
+  await assert.rejects(live.sealRecord(kl, live.Kind.DATA, 0, -1, Uint8Array.of(1)), /before any channel head/, 'no record sealed without a head');
+}
+
 // Time: a changed time does not open; times never go back; a reader
 // must catch up with the live edge (clock injected as opts.now).
 {
   const t0 = Date.UTC(2026, 0, 1);
-  const h = await live.sealRecord(kl, live.Kind.HEAD, 0, live.headPlain({ type: 'text/plain' }), t0);
+  const h = await live.sealRecord(kl, live.Kind.HEAD, 0, 0, live.headPlain({ type: 'text/plain' }), t0);
   const d = [];
-  for (let i = 0; i < 5; i++) d.push(await live.sealRecord(kl, live.Kind.DATA, i, Uint8Array.of(0x61 + i), t0 + i * 1000));
-  const last = await live.sealRecord(kl, live.Kind.LAST, 5, new Uint8Array(0), t0 + 5000);
+  for (let i = 0; i < 5; i++) d.push(await live.sealRecord(kl, live.Kind.DATA, i, 0, Uint8Array.of(0x61 + i), t0 + i * 1000));
+  const last = await live.sealRecord(kl, live.Kind.LAST, 5, 0, new Uint8Array(0), t0 + 5000);
   // One record per read, the reader's clock moved on by step(i) as
   // record i is asked for (highWaterMark 0: nothing is read ahead).
   const paced = (/** @type {Uint8Array[]} */ rs, /** @type {{t: number}} */ clock, /** @type {(i: number) => number} */ step, stall = false) => {
@@ -223,7 +243,7 @@ assert.equal(r.err, null, 'the reader stops at the last record');
   r = await readWith(paced([h, d[0], timeFlipped], clock = { t: t0 }, () => 0), { now: () => clock.t });
   assert.equal(r.err?.kind, 'integrity', 'a changed time');
   assert.equal(r.err?.seq, 1);
-  const back = await live.sealRecord(kl, live.Kind.DATA, 2, Uint8Array.of(0x63), t0);
+  const back = await live.sealRecord(kl, live.Kind.DATA, 2, 0, Uint8Array.of(0x63), t0);
   r = await readWith(paced([h, d[0], d[1], back], clock = { t: t0 }, () => 0), { now: () => clock.t });
   assert.equal(r.err?.kind, 'time', 'a record going back in time');
   assert.equal(r.err?.seq, 2);

@@ -31,7 +31,7 @@ export async function checkLiveVectors(v, moduleURL) {
   const kl = await live.deriveKey(key, v.channel_id);
 
   for (const r of v.records) {
-    const rec = await live.sealRecord(kl, kinds[r.kind], r.seq, hex(r.plain_hex), r.time_ms);
+    const rec = await live.sealRecord(kl, kinds[r.kind], r.seq, r.head_seq, hex(r.plain_hex), r.time_ms);
     check(toHex(rec) === r.record_hex, `${r.kind} record ${r.seq}: sealed bytes`);
     check(rec[4] === r.kind_byte, `${r.kind} record ${r.seq}: kind byte`);
     if (r.meta) {
@@ -74,6 +74,8 @@ export async function checkLiveVectors(v, moduleURL) {
     const okKind = (names[n.error] ?? []).includes(kind);
     const okSeq = !['integrity', 'missing', 'head', 'time'].includes(n.error) || r.err?.seq === n.seq;
     check(okKind && okSeq && r.out === n.output_hex, `negative "${n.name}": got ${kind} at ${r.err?.seq} after ${r.out} (${r.err?.message}), want ${n.error} at ${n.seq} after ${n.output_hex}`);
+    // Where the vectors give the error's words, both implementations use them.
+    if (n.message) check(r.err?.message === n.message, `negative "${n.name}": message ${JSON.stringify(r.err?.message)}, want ${JSON.stringify(n.message)}`);
   }
   return { checks, failures };
 }

@@ -715,11 +715,11 @@ func TestLive1WebSocketPublish(t *testing.T) {
 		ws.ReadMessage() // ok
 		ls := proto.NewLiveSealer(k, id)
 		head, _ := proto.AppendLiveHead(nil, proto.LiveMeta{Type: "x/y"}, nil)
-		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveHead, 0, time.Now(), head))
+		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveHead, 0, 0, time.Now(), head))
 		waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().Channels == 1 && a.LiveStats().BytesIn > 0 })
 		r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
 		waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
-		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveData, 0, time.Now(), []byte("fine;")))
+		ws.WriteMessage(websocket.BinaryMessage, ls.SealRecord(nil, proto.LiveData, 0, 0, time.Now(), []byte("fine;")))
 		ws.WriteMessage(websocket.BinaryMessage, make([]byte, proto.LiveMaxRecord+1))
 		if code, reason, _ := closeCode(ws); code != 4000+int(proto.StatusTooLarge) {
 			t.Errorf("close %d %q, want %d", code, reason, 4000+int(proto.StatusTooLarge))
@@ -848,11 +848,11 @@ func TestLive1BadRecordPut(t *testing.T) {
 	}()
 	ls := proto.NewLiveSealer(k, id)
 	head, _ := proto.AppendLiveHead(nil, proto.LiveMeta{Type: "x/y"}, nil)
-	pw.Write(ls.SealRecord(nil, proto.LiveHead, 0, time.Now(), head))
+	pw.Write(ls.SealRecord(nil, proto.LiveHead, 0, 0, time.Now(), head))
 	waitFor(t, "the head on the relay", 10*time.Second, func() bool { return a.LiveStats().BytesIn > 0 })
 	r := readSealed(t, m.URL+"/v1/live/"+id.String(), k, id)
 	waitFor(t, "a reader", 10*time.Second, func() bool { return a.LiveStats().Subscribers == 1 })
-	pw.Write(ls.SealRecord(nil, proto.LiveData, 0, time.Now(), []byte("ok;")))
+	pw.Write(ls.SealRecord(nil, proto.LiveData, 0, 0, time.Now(), []byte("ok;")))
 	bad := binary.BigEndian.AppendUint32(nil, proto.LiveMaxRecord) // one byte too long with its len field
 	pw.Write(bad)
 	var got answer
