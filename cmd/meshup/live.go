@@ -126,7 +126,7 @@ func liveReadError(err error) error {
 		if errors.As(err, &re) && re.Kind == proto.LiveHead && re.Seq == 0 {
 			return fmt.Errorf("live: the channel's head does not open with the link's key: wrong key, or altered by a relay (%w)", err)
 		}
-		return fmt.Errorf("live: a record failed its check, the relay altered or spliced data: %w", err)
+		return fmt.Errorf("live: a record failed its check, a relay altered or spliced data, or withheld a newer channel head: %w", err)
 	case errors.Is(err, proto.ErrLiveMissing):
 		return fmt.Errorf("live: %w", err)
 	case errors.Is(err, proto.ErrLiveStale):

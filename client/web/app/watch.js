@@ -77,7 +77,7 @@ function explain(err) {
       return [`Record ${err.seq} is missing: a relay dropped or reordered data, so the channel stopped here. What came before is intact.`, 'missing'];
     case 'integrity':
     case 'head':
-      return [`Record ${err.seq} was altered on the way (it does not decrypt), so the channel stopped here. What came before is intact.`, 'integrity'];
+      return [`Record ${err.seq} was altered on the way, or a relay withheld the newer channel head it belongs to (it does not decrypt), so the channel stopped here. What came before is intact.`, 'integrity'];
     case 'cut':
     case 'nohead':
       return ['The channel ended without its end mark: the sender or a relay went away. What came before is intact.', 'cut'];
