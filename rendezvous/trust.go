@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -203,27 +204,48 @@ func (s *Server) challenge(ctx context.Context, peer, url string) error {
 	return nil
 }
 
-// verifyLoop proves relay r's http_url now and every VerifyInterval until
-// r is dropped or the server closes. It runs for relays that claim to be
-// public; the others are reached through the tunnel anyway.
+// verifyRetry is the wait before a failed challenge is tried again; it
+// doubles with each failure in a row, up to VerifyInterval. A relay that
+// registers before its URL answers (a certificate still being issued by
+// ACME, a port forward not yet open) is verified seconds after it does,
+// not a VerifyInterval later.
+const verifyRetry = 2 * time.Second
+
+// verifyLoop proves relay r's http_url now and then every VerifyInterval
+// (sooner after a failure: verifyRetry, doubling) until r is dropped or
+// the server closes. It runs for relays that claim to be public; the
+// others are reached through the tunnel anyway.
 func (s *Server) verifyLoop(r *relayConn) {
 	defer s.wg.Done()
+	failures := 0
 	for {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.VerifyTimeout)
 		err := s.challenge(ctx, r.id, r.httpURL)
 		cancel()
 		s.mu.Lock()
-		was := r.verified
+		was, wasErr := r.verified, r.verifyErr
 		r.verified, r.verifiedAt = err == nil, s.cfg.Now()
 		r.verifyErr = ""
 		if err != nil {
 			r.verifyErr = proto.TruncateReason(err.Error())
 		}
 		s.mu.Unlock()
+		next := s.cfg.VerifyInterval
+		if err == nil {
+			failures = 0
+		}
 		switch {
 		case err != nil:
+			failures++
+			next = min(next, verifyRetry<<min(failures-1, 16))
 			s.stats.reject(RejectChallenge)
-			r.log.Warn("relay url not verified; reached through the tunnel", "http_url", r.httpURL, "class", r.class, "err", err)
+			// The same failure again is news only to a debugging operator;
+			// GET /v1/status shows it as verify_error.
+			level := slog.LevelWarn
+			if r.verifyErr == wasErr {
+				level = slog.LevelDebug
+			}
+			r.log.Log(s.ctx, level, "relay url not verified; reached through the tunnel", "http_url", r.httpURL, "class", r.class, "err", err, "retry_in", next)
 		case !was:
 			s.stats.verified.Add(1)
 			r.log.Info("relay url verified", "http_url", r.httpURL)
@@ -233,7 +255,7 @@ func (s *Server) verifyLoop(r *relayConn) {
 			return
 		case <-s.ctx.Done():
 			return
-		case <-time.After(s.cfg.VerifyInterval):
+		case <-time.After(next):
 		}
 	}
 }

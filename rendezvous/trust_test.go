@@ -581,6 +581,40 @@ func TestChallengeFetchSafety(t *testing.T) {
 	})
 }
 
+// TestVerifyRetriesSoon: a relay registers before its URL answers (as
+// one whose ACME certificate is still being issued does). The failed
+// challenge is tried again within seconds, not a VerifyInterval (an hour
+// here) later, and the relay is verified once its URL answers.
+func TestVerifyRetriesSoon(t *testing.T) {
+	t.Parallel()
+	rv := rendezvoustest.Start(t, rendezvous.Config{DeadAfter: time.Minute, AllowPrivateAddrs: true, StatusToken: opToken, VerifyInterval: time.Hour}, rendezvoustest.Strict())
+	var target atomic.Pointer[httputil.ReverseProxy]
+	var hits atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if p := target.Load(); p != nil {
+			p.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "certificate not ready", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(front.Close)
+	r := relaytest.Start(t, rv.URL, relay.Config{PublicURL: front.URL})
+	eventually(t, "the first challenge failed", func() bool {
+		_, _, _, v, verr, _, _ := statusOf(t, rv, opToken, r.ID())
+		return !v && strings.Contains(verr, "503")
+	})
+	u, _ := url.Parse(r.URL)
+	target.Store(httputil.NewSingleHostReverseProxy(u))
+	eventually(t, "the relay verified after its URL answered", func() bool {
+		_, _, _, v, _, _, _ := statusOf(t, rv, opToken, r.ID())
+		return v
+	})
+	if n := hits.Load(); n < 2 {
+		t.Errorf("front reached %d times, want a failed challenge and a later one", n)
+	}
+}
+
 // TestLoadBoundedByOrders: a relay that reports no load while the
 // rendezvous has orders outstanding on it is not believed: consumers go
 // to the relay that is really idle.

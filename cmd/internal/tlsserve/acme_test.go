@@ -143,13 +143,19 @@ func TestACMEPebble(t *testing.T) {
 	// validation, if tried first, fails, and it passes HTTP-01.
 	rvPort := freePort(t, "127.0.0.1")
 	rvURL := fmt.Sprintf("https://%s:%d", rvName, rvPort)
-	rv := startProc(t, ctx, "rendezvous", env, "unshare", append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts,
+	// Each binary runs in its own mount namespace with its own /etc/hosts
+	// and / remounted noatime there: the first read of a file whose atime
+	// is old (/etc/resolv.conf on a fresh machine, the roots just written)
+	// dirties its inode, which /proc/PID/io counts as 4096 bytes written
+	// by the reader, and would read as the binary writing to storage.
+	private := `mount -o remount,bind,noatime / && mount --bind "$0" /etc/hosts && exec "$@"`
+	rv := startProc(t, ctx, "rendezvous", env, "unshare", append([]string{"-m", "--", "sh", "-c", private, hosts,
 		filepath.Join(bin, "rendezvous"),
 		"--http", fmt.Sprintf("127.0.0.1:%d", rvPort), "--public-url", rvURL,
 		"--http-redirect", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--p2p", "/ip4/127.0.0.1/tcp/0", "--stun", "off", "--debug-addr", "off", "--allow-private-addrs"}, acme...)...)
 	relayURL := fmt.Sprintf("https://%s:%d", relayName, tlsPort)
-	rl := startProc(t, ctx, "relay", env, "unshare", append([]string{"-m", "--", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts,
+	rl := startProc(t, ctx, "relay", env, "unshare", append([]string{"-m", "--", "sh", "-c", private, hosts,
 		filepath.Join(bin, "relay"),
 		"--rendezvous", rvURL, "--public", "127.0.0.2",
 		"--http", fmt.Sprintf("127.0.0.2:%d", tlsPort), "--public-url", relayURL,
