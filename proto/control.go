@@ -194,6 +194,10 @@ type Register struct {
 	// itself (issue 10): the rendezvous then hands out its tunnel rather
 	// than its own for those relays.
 	Tunnel bool `json:"tunnel,omitempty"`
+	// Uploads are the upload protocols (the Upload* constants) the relay
+	// serves; GET /v1/upload?protocol= on the rendezvous sends uploaders
+	// only to relays that serve the protocol. Empty or absent: none.
+	Uploads []string `json:"uploads,omitempty"`
 }
 
 // NAT types a relay reports, as learnt with STUN.
@@ -426,6 +430,10 @@ const (
 	UploadPUT      = "put"      // resumable PUT with Content-Range, /v1/upload/{name}
 	UploadTUS      = "tus"      // tus 1.0, /v1/files/
 )
+
+// UploadProtocols lists every upload protocol, in the order relays print
+// and register them.
+var UploadProtocols = []string{UploadSTOR, UploadSocketIO, UploadPUT, UploadTUS}
 
 // Hold (relay -> rendezvous) asks for an item for an upload the relay
 // receives and holds. Size is -1 while the uploader has not said it (tus

@@ -23,7 +23,7 @@ func sampleMessages() map[string]Message {
 		"cancel":       Cancel{Order: 7},
 		"order_failed": OrderFailed{Order: 7, Status: StatusSourceError, Reason: "EIO"},
 		"error":        ErrorMsg{Ref: "r2", Status: StatusNotFound, Reason: "no such item"},
-		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true, Record: []byte{0, 1, 'r', 0xff}, Time: 1764650000123, Admission: "adm.sig", Tunnel: true},
+		"register":     Register{Version: Version, HTTPURL: "http://127.0.0.1:1", Addrs: []string{"/ip4/127.0.0.1/tcp/1", "/ip6/::1/udp/2/quic-v1"}, Budget: 64 << 20, Window: 1 << 20, NAT: NATCone, Public: true, Record: []byte{0, 1, 'r', 0xff}, Time: 1764650000123, Admission: "adm.sig", Tunnel: true, Uploads: UploadProtocols},
 		"registered":   Registered{Relay: "12D3KooW", HeartbeatMS: 5000, Observed: "/ip4/11.0.0.2/udp/4001/quic-v1", Origins: []string{"https://app.example"}, ReadChecks: new(true)},
 		"heartbeat": Heartbeat{Streams: 3, Reserved: 1 << 20, Served: 1 << 33, Mesh: &MeshStatus{
 			NAT:       NATSymmetric,

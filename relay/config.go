@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshup/meshup/mesh"
@@ -158,6 +160,11 @@ type Config struct {
 	// Adapters configures the tus and socket.io upload adapters
 	// (adapters.go).
 	Adapters AdapterConfig
+	// Uploads are the upload protocols the relay serves (proto.UploadSTOR,
+	// UploadSocketIO, UploadPUT, UploadTUS). The others' endpoints answer
+	// 404, and the rendezvous sends none of their uploaders here. nil: all
+	// four; empty and non-nil: none.
+	Uploads []string
 
 	// UploadHold is the largest upload held whole in memory until it
 	// expires (issue 11): larger ones, and those of unknown size, stream
@@ -234,6 +241,9 @@ func (c *Config) setDefaults() {
 	c.UploadWindow = cmp.Or(c.UploadWindow, DefaultUploadWindow)
 	c.UploadSweep = cmp.Or(c.UploadSweep, DefaultUploadSweep)
 	c.StorMaxBlock = cmp.Or(c.StorMaxBlock, DefaultStorMaxBlock)
+	if c.Uploads == nil {
+		c.Uploads = slices.Clone(proto.UploadProtocols)
+	}
 	c.setLimitDefaults()
 	c.Assist.setDefaults()
 	c.Adapters.setDefaults()
@@ -268,6 +278,14 @@ func (c *Config) Validate() error {
 	if err := c.Live.validate(); err != nil {
 		return err
 	}
+	for i, p := range c.Uploads {
+		if !slices.Contains(proto.UploadProtocols, p) {
+			return fmt.Errorf("relay: upload protocol %q is not one of %s", p, strings.Join(proto.UploadProtocols, ", "))
+		}
+		if slices.Contains(c.Uploads[:i], p) {
+			return fmt.Errorf("relay: upload protocol %q named twice", p)
+		}
+	}
 	if c.PublicIP != "" {
 		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
 			return fmt.Errorf("relay: PublicIP: %w", err)
@@ -293,6 +311,10 @@ func (c *Config) LogAttrs() []any {
 		"peer_interval", c.PeerInterval,
 		"admission_token", c.AdmissionToken != "",
 		"rendezvous_read_limit", proto.RelayReadLimit,
+		"uploads", c.Uploads,
 		"upload_hold", c.UploadHold, "upload_window", c.UploadWindow, "stor_max_block", c.StorMaxBlock,
 	}, append(append(append(append(c.limitAttrs(), c.Assist.logAttrs()...), c.rateAttrs()...), c.Adapters.logAttrs()...), c.Live.logAttrs()...)...)
 }
+
+// serves reports whether the relay serves upload protocol p.
+func (c *Config) serves(p string) bool { return slices.Contains(c.Uploads, p) }

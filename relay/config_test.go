@@ -31,6 +31,9 @@ func TestConfigValidate(t *testing.T) {
 		{"window times prefetch over budget", func(c *relay.Config) { c.Window, c.Prefetch, c.Budget = 1<<20, 4, 4<<20-1 }, "exceeds Budget"},
 		{"tiny max frame", func(c *relay.Config) { c.MaxFrame = 100 }, "MaxFrame"},
 		{"short token key", func(c *relay.Config) { c.TokenKey = ed25519.PublicKey{1, 2, 3} }, "TokenKey"},
+		{"no upload protocol", func(c *relay.Config) { c.Uploads = []string{} }, ""},
+		{"unknown upload protocol", func(c *relay.Config) { c.Uploads = []string{"put", "ftp"} }, `"ftp" is not one of stor, socketio, put, tus`},
+		{"upload protocol twice", func(c *relay.Config) { c.Uploads = []string{"tus", "tus"} }, `"tus" named twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -215,6 +215,7 @@ func (s *Server) joinOnce(ctx context.Context) error {
 		NAT:       s.natType(),
 		Public:    s.isPublic(),
 		Tunnel:    s.servesTunnel(),
+		Uploads:   s.cfg.Uploads,
 		Record:    s.signRecord(peer),
 		Admission: s.cfg.AdmissionToken,
 		Time:      s.cfg.Now().UnixMilli(),

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,11 +136,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", s.handleStatusPage)
 	mux.HandleFunc("OPTIONS /v1/items/{id}", proto.ServePreflight)        // CORS (proto/cors.go)
 	mux.HandleFunc(httptunnel.Prefix+"{relay}/{rest...}", s.handleTunnel) // tunnel.go
-	s.uploadRoutes(mux)                                                   // legacy upload protocols (upload.go)
-	mux.HandleFunc(tusPath, s.handleTus)                                  // tus.go
-	mux.HandleFunc(strings.TrimSuffix(tusPath, "/"), s.handleTus)
-	mux.Handle(sioPath, s.socketIOHandler())             // socketio.go
-	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet) // live.go
+	s.uploadRoutes(mux)                                                   // legacy upload protocols, those in Config.Uploads (upload.go)
+	mux.HandleFunc("GET /v1/live/{id}", s.handleLiveGet)                  // live.go
 	mux.HandleFunc("PUT /v1/live/{id}", s.handleLivePush)
 	mux.HandleFunc("GET /v1/live/stats", s.handleLiveStats)
 	mux.HandleFunc("GET /v1/evsocket/{channel}", s.handleEvSocket) // evsocket.go

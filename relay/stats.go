@@ -217,6 +217,8 @@ type Status struct {
 	Registered bool   `json:"registered"`
 	Budget     int64  `json:"budget"`
 	Window     int    `json:"window"`
+	// Uploads are the upload protocols the relay serves (Config.Uploads).
+	Uploads []string `json:"uploads"`
 	proto.MeshStatus
 	Stats Stats     `json:"stats"`
 	Time  time.Time `json:"time"`
@@ -238,6 +240,7 @@ func (s *Server) Status() Status {
 		Registered: s.link.Load() != nil,
 		Budget:     s.cfg.Budget,
 		Window:     s.cfg.Window,
+		Uploads:    s.cfg.Uploads,
 		MeshStatus: s.meshStatus(),
 		Stats:      s.Stats(),
 		Time:       s.cfg.Now().UTC(),

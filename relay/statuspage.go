@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/meshup/meshup/internal/units"
@@ -36,6 +37,7 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	// Limits as the operator wrote them: "10MB/s", "1TB".
 	"limit": func(n int64) string { return units.Rate(n).String() },
 	"cap":   func(n int64) string { return units.Size(n).String() },
+	"join":  strings.Join,
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -51,6 +53,7 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>Rendezvous</th><td>{{if .S.Registered}}<span class="ok">connected</span>{{else}}<span class="bad">not connected</span>{{end}} to <code>{{.S.Rendezvous}}</code></td></tr>
 <tr><th>Public URL</th><td><code>{{.S.HTTPURL}}</code></td></tr>
 <tr><th>Reachability</th><td>NAT: {{.S.NAT}}; {{if .S.Public}}reachable directly{{else}}reached through relay circuits and tunnels{{end}}</td></tr>
+<tr><th>Upload protocols served</th><td>{{if .S.Uploads}}{{join .S.Uploads ", "}}{{else}}none{{end}}</td></tr>
 <tr><th>Mesh peers</th><td>{{len .S.Peers}}</td></tr>
 <tr><th>Memory budget in use</th><td>{{bytes .S.Stats.Reserved}} of {{bytes .S.Budget}}</td></tr>
 <tr><th>Rate limit, all traffic sent</th><td>{{limit .R.MaxRate}}</td></tr>

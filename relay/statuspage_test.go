@@ -69,9 +69,10 @@ func TestStatusPage(t *testing.T) {
 		"v1.2.3-test&lt;b&gt;", // escaped
 		">connected</span>",
 		"NAT: public; reachable directly",
-		"of 256.0 MiB", // the default budget
-		"100MiB/s",     // --max-rate, as written
-		"unlimited",    // per consumer
+		"<td>stor, socketio, put, tus</td>", // --uploads
+		"of 256.0 MiB",                      // the default budget
+		"100MiB/s",                          // --max-rate, as written
+		"unlimited",                         // per consumer
 		"3.0 MiB of 10GiB",
 		"1 requests, 3.0 MiB to consumers",
 		`href="/v1/status"`,

@@ -505,10 +505,31 @@ func asError(err error, pe **proto.Error) bool {
 // String names the upload in logs.
 func (u *upload) String() string { return fmt.Sprintf("%s upload %s", u.protocol, u.id) }
 
-// uploadRoutes adds the routes of the legacy upload protocols to mux.
-// Each adapter adds its own line here.
+// uploadRoutes adds the routes of the legacy upload protocols to mux:
+// the handler of each protocol the relay serves (Config.Uploads), and for
+// the others one that says so. Each adapter adds its own line here.
 func (s *Server) uploadRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/stor", s.handleStor)             // stor.go
-	mux.HandleFunc("PUT /v1/upload/{name}", s.handlePut)     // put.go
-	mux.HandleFunc("OPTIONS /v1/upload/{name}", s.handlePut) // put.go: CORS preflight
+	route := func(protocol string, handler func() http.Handler, patterns ...string) {
+		h := uploadOff(protocol)
+		if s.cfg.serves(protocol) {
+			h = handler() // not built unless served: socket.io's server starts goroutines
+		}
+		for _, p := range patterns {
+			mux.Handle(p, h)
+		}
+	}
+	route(proto.UploadSTOR, func() http.Handler { return http.HandlerFunc(s.handleStor) }, "GET /v1/stor") // stor.go
+	route(proto.UploadPUT, func() http.Handler { return http.HandlerFunc(s.handlePut) },                   // put.go
+		"PUT /v1/upload/{name}", "OPTIONS /v1/upload/{name}") // OPTIONS: CORS preflight
+	route(proto.UploadTUS, func() http.Handler { return http.HandlerFunc(s.handleTus) }, // tus.go
+		tusPath, strings.TrimSuffix(tusPath, "/"))
+	route(proto.UploadSocketIO, s.socketIOHandler, sioPath) // socketio.go
+}
+
+// uploadOff answers every request for an upload protocol the relay does
+// not serve (relay --uploads) with 404 and the reason.
+func uploadOff(protocol string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, proto.Errorf(proto.StatusNotFound, "this relay does not serve %s uploads (relay --uploads); GET /v1/upload?protocol=%s on the rendezvous names one that does", protocol, protocol))
+	})
 }

@@ -191,10 +191,10 @@ func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
 			writeError(w, 0, proto.StatusUnavailable, fmt.Sprintf("relay %.80q is a volunteer relay; a plaintext item goes through operator relays only", via))
 			return
 		}
-	} else if rel = s.pickRelayLocked(now, operatorOnly, avoid, secure); rel == nil {
+	} else if rel = s.pickRelayLocked(now, operatorOnly, avoid, secure, ""); rel == nil {
 		capped := s.anyCappedLocked(now)
 		s.mu.Unlock()
-		if operatorOnly && s.pickRelayLocked(now, false, avoid, secure) != nil {
+		if operatorOnly && s.pickRelayLocked(now, false, avoid, secure, "") != nil {
 			s.stats.reject(RejectPlaintext)
 			writeError(w, 0, proto.StatusUnavailable, "no operator relay for a plaintext item")
 			return

@@ -456,16 +456,20 @@ func (s *Server) handleUploadEndpoint(w http.ResponseWriter, r *http.Request) {
 	secure := s.secureRequest(r)
 	now := s.cfg.Now()
 	s.mu.Lock()
-	rel := s.pickRelayLocked(now, operatorOnly, nil, secure)
+	rel := s.pickRelayLocked(now, operatorOnly, nil, secure, proto_)
 	if rel == nil {
-		anyRelay := operatorOnly && s.pickRelayLocked(now, false, nil, secure) != nil
+		volunteer := operatorOnly && s.pickRelayLocked(now, false, nil, secure, proto_) != nil
+		other := s.pickRelayLocked(now, false, nil, secure, "") != nil
 		s.mu.Unlock()
-		if anyRelay {
+		switch {
+		case volunteer:
 			s.stats.reject(RejectPlaintext)
 			writeError(w, 0, proto.StatusUnavailable, "no operator relay for a plaintext upload (volunteers=1 allows volunteer relays)")
-			return
+		case other:
+			writeError(w, 0, proto.StatusUnavailable, "no live relay serves "+proto_+" uploads (relay --uploads)")
+		default:
+			writeError(w, 0, proto.StatusUnavailable, "no relay is live")
 		}
-		writeError(w, 0, proto.StatusUnavailable, "no relay is live")
 		return
 	}
 	base, reach := s.reachLocked(rel, secure)

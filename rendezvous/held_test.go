@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -171,6 +172,69 @@ func TestUploadEndpoint(t *testing.T) {
 	}
 	if resp, _ := do(t, http.MethodGet, rv.URL+"/v1/upload?protocol=ftp"); resp.StatusCode != 400 {
 		t.Errorf("unknown protocol: got %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestUploadEndpointByProtocol: uploaders are sent only to relays that
+// serve their protocol (relay --uploads). What a relay says it serves is
+// cut to the protocols the rendezvous knows; when no live relay serves a
+// protocol the answer says so.
+func TestUploadEndpointByProtocol(t *testing.T) {
+	t.Parallel()
+	rv := rendezvoustest.Start(t, testConfig())
+	all := rendezvoustest.Register(t, rv, "https://all.example.org")
+	putOnly := registerRelay(t, rv, rendezvoustest.NewNode(t), proto.Register{
+		HTTPURL: "https://put.example.org", NAT: proto.NATPublic, Public: true,
+		Uploads: []string{"put", "ftp", "put", strings.Repeat("x", 1000)},
+	}, proto.Heartbeat{})
+	relayOf := func(protocol string) string {
+		t.Helper()
+		resp, body := do(t, http.MethodGet, rv.URL+"/v1/upload?protocol="+protocol)
+		var ans struct{ Relay string }
+		json.Unmarshal(body, &ans)
+		if resp.StatusCode != 200 {
+			t.Fatalf("protocol %s: got %d %s, want 200", protocol, resp.StatusCode, body)
+		}
+		return ans.Relay
+	}
+	for range 4 {
+		if got := relayOf("socketio"); got != all.ID {
+			t.Errorf("socketio upload sent to %s, want %s (the put-only relay does not serve it)", got, all.ID)
+		}
+	}
+	seen := map[string]int{}
+	for range 4 { // equal loads: the relays take turns
+		seen[relayOf("put")]++
+	}
+	if seen[all.ID] == 0 || seen[putOnly.ID] == 0 {
+		t.Errorf("put uploads went to %v, want both relays (%s, %s)", seen, all.ID, putOnly.ID)
+	}
+
+	var st struct {
+		Relays []struct {
+			ID      string   `json:"id"`
+			Uploads []string `json:"uploads"`
+		} `json:"relays"`
+	}
+	_, body := do(t, http.MethodGet, rv.URL+"/v1/status")
+	json.Unmarshal(body, &st)
+	for _, r := range st.Relays {
+		want := proto.UploadProtocols
+		if r.ID == putOnly.ID {
+			want = []string{"put"}
+		}
+		if !slices.Equal(r.Uploads, want) {
+			t.Errorf("status of %s: uploads %q, want %q", r.ID, r.Uploads, want)
+		}
+	}
+
+	all.Close()
+	eventually(t, "socketio uploads refused once the only relay serving them left", func() bool {
+		resp, body := do(t, http.MethodGet, rv.URL+"/v1/upload?protocol=socketio")
+		return resp.StatusCode == 503 && strings.Contains(string(body), "no live relay serves socketio uploads")
+	})
+	if got := relayOf("put"); got != putOnly.ID {
+		t.Errorf("put upload sent to %s, want %s", got, putOnly.ID)
 	}
 }
 

@@ -158,7 +158,7 @@ func (s *Server) liveSource(id proto.ItemID, volunteers, sealed, secure bool) (s
 			return rel.id, s.relayBase(rel, secure), nil
 		}
 	}
-	rel := s.pickRelayLocked(now, !volunteers, nil, secure)
+	rel := s.pickRelayLocked(now, !volunteers, nil, secure, "")
 	if rel == nil {
 		if volunteers {
 			return "", "", proto.Errorf(proto.StatusUnavailable, "no relay is live for a live channel")

@@ -39,14 +39,15 @@ type relayConn struct {
 	dirAddrs []string // what the directory carries: own, public, bounded (directoryAddrs)
 	budget   int64
 	window   int
-	public   bool   // reachable directly: consumers and publishers use httpURL
-	tunnel   bool   // serves the HTTP tunnel into relays behind NAT connected to it
-	nat      string // as the relay reported it
-	observed string // the relay's address on its register connection
-	ip       string // the IP of observed, for MaxRelaysPerIP
-	class    string // ClassOperator or ClassVolunteer
-	label    string // the name in its admission token, if any
-	draining bool   // the relay said it is shutting down (Heartbeat.Draining); guarded by Server.mu
+	public   bool     // reachable directly: consumers and publishers use httpURL
+	tunnel   bool     // serves the HTTP tunnel into relays behind NAT connected to it
+	uploads  []string // the upload protocols it serves, known ones only (servedUploads)
+	nat      string   // as the relay reported it
+	observed string   // the relay's address on its register connection
+	ip       string   // the IP of observed, for MaxRelaysPerIP
+	class    string   // ClassOperator or ClassVolunteer
+	label    string   // the name in its admission token, if any
+	draining bool     // the relay said it is shutting down (Heartbeat.Draining); guarded by Server.mu
 	needRate *rate.Limiter
 
 	// Used by the stream's reader only (checkNeedToken):
@@ -178,6 +179,7 @@ func (s *Server) handleRegister(st mesh.Stream) {
 		window:     reg.Window,
 		public:     reg.Public,
 		tunnel:     reg.Tunnel,
+		uploads:    servedUploads(reg.Uploads),
 		nat:        natOrUnknown(reg.NAT),
 		observed:   st.RemoteAddr(),
 		ip:         mesh.AddrIP(st.RemoteAddr()),
@@ -503,12 +505,13 @@ func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 // reach it takes the least loaded relay (relayLoadLocked), breaking ties
 // round robin. The relays in avoid are left out unless no other is live
 // (an avoided relay beats none). It returns nil when none is live.
-func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool, secure bool) *relayConn {
+func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool, secure bool, upload string) *relayConn {
 	var best []*relayConn
 	bestReach, bestLoad := Reach(0), 0
 	hosts := s.tunnelHostsLocked()
 	for _, r := range s.liveRelaysLocked(now) {
-		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.draining || r.capReached {
+		if operatorOnly && r.class != ClassOperator || avoid[r.id] || r.draining || r.capReached ||
+			upload != "" && !slices.Contains(r.uploads, upload) {
 			continue
 		}
 		_, reach := s.reachAmongLocked(r, hosts, secure)
@@ -522,7 +525,7 @@ func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[str
 	}
 	if len(best) == 0 {
 		if len(avoid) > 0 {
-			return s.pickRelayLocked(now, operatorOnly, nil, secure) // an avoided relay beats none
+			return s.pickRelayLocked(now, operatorOnly, nil, secure, upload) // an avoided relay beats none
 		}
 		return nil
 	}
@@ -590,6 +593,8 @@ type relayStatus struct {
 	ReachKind string `json:"reach_kind"`
 	// Tunnel says the relay serves the tunnel into relays behind NAT.
 	Tunnel bool `json:"tunnel,omitempty"`
+	// Uploads are the upload protocols the relay serves.
+	Uploads []string `json:"uploads"`
 	// Class is the relay's trust class: operator or volunteer.
 	Class string `json:"class,omitempty"`
 	// Verified says its http_url answered the last challenge (only
@@ -654,6 +659,7 @@ func (s *Server) relayStatuses(now time.Time) []relayStatus {
 			Reach:       base,
 			ReachKind:   reach.String(),
 			Tunnel:      r.tunnel,
+			Uploads:     r.uploads,
 			Class:       r.class,
 			Verified:    r.verified,
 			VerifyError: r.verifyErr,
@@ -699,4 +705,17 @@ func (s *Server) MeshViews() map[string]proto.MeshStatus {
 		out[r.ID] = r.MeshStatus
 	}
 	return out
+}
+
+// servedUploads is what a relay says it serves (Register.Uploads), known
+// protocols only, each once, in proto.UploadProtocols order: a relay's
+// list is bounded by what the rendezvous knows, whatever it sent.
+func servedUploads(said []string) []string {
+	served := []string{}
+	for _, p := range proto.UploadProtocols {
+		if slices.Contains(said, p) {
+			served = append(served, p)
+		}
+	}
+	return served
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/meshup/meshup/cmd/internal/buildinfo"
@@ -32,6 +33,7 @@ type options struct {
 	http         string
 	publicURL    string
 	origins      string
+	uploads      string
 	identity     string // key file
 	debugAddr    string
 	allowPrivate bool
@@ -80,6 +82,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	cliconf.SizeVar(fs, &c.UploadHold, "upload-hold", relay.DefaultUploadHold, "uploads (STOR, socket.io, PUT, tus) up to this many `bytes` are held whole in memory until they expire; larger ones stream through --upload-window")
 	cliconf.SizeVar(fs, &c.UploadWindow, "upload-window", relay.DefaultUploadWindow, "`bytes` a streamed upload keeps ahead of its slowest reader")
 	cliconf.IntSizeVar(fs, &c.StorMaxBlock, "stor-max-block", relay.DefaultStorMaxBlock, "largest decoded block of a STOR/DATA upload, `bytes`")
+
+	fs.StringVar(&o.uploads, "uploads", strings.Join(proto.UploadProtocols, ","), "comma-separated upload `protocols` this relay serves, of "+strings.Join(proto.UploadProtocols, ", ")+", or none; the rendezvous sends uploaders of the others elsewhere")
 
 	// The upload adapters (relay/tus.go, relay/socketio.go).
 	cliconf.IntSizeVar(fs, &c.Adapters.MaxChunk, "max-upload-chunk", relay.DefaultMaxChunk, "largest chunk an upload adapter holds whole, in `bytes`: a socket.io upload_chunk, a tus PATCH with Upload-Checksum")
@@ -150,6 +154,10 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	o.httpCfg.LimitLoopback = c.LimitLoopback
 	c.Assist.NoTunnel = !o.tunnel
 	c.AllowedOrigins = cliconf.SplitList(o.origins)
+	c.Uploads = []string{} // none, unless listed
+	if o.uploads != "none" {
+		c.Uploads = append(c.Uploads, cliconf.SplitList(o.uploads)...)
+	}
 	c.Rendezvous = o.rendezvous
 	c.MaxRate, c.MaxRatePerConsumer, c.MonthlyCap = o.maxRate.BytesPerSecond(), o.maxRatePerConsumer.BytesPerSecond(), o.monthlyCap.Bytes()
 	c.Version = buildinfo.Version()

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,6 +83,27 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: got %v, want flag.ErrHelp", err)
+	}
+}
+
+// TestUploadsFlag checks --uploads: all four protocols by default, a
+// list, none.
+func TestUploadsFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"stor", "socketio", "put", "tus"}},
+		{[]string{"--uploads", "put, tus"}, []string{"put", "tus"}},
+		{[]string{"--uploads", "none"}, []string{}},
+	} {
+		o, err := parseFlags(append([]string{"--rendezvous", "http://x"}, c.args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(o.cfg.Uploads, c.want) || o.cfg.Uploads == nil {
+			t.Errorf("%q: uploads %#v, want %q", c.args, o.cfg.Uploads, c.want)
+		}
 	}
 }
 

@@ -250,6 +250,7 @@ func Register(tb testing.TB, rv *Server, httpURL string) *Relay {
 		Window:  1 << 20,
 		NAT:     proto.NATPublic,
 		Public:  true,
+		Uploads: proto.UploadProtocols,
 	}); err != nil {
 		tb.Fatalf("rendezvoustest: send register: %v", err)
 	}
