@@ -504,7 +504,9 @@ func (s *Server) liveRelaysLocked(now time.Time) []*relayConn {
 // neither is live, one behind the rendezvous's own tunnel. Within the best
 // reach it takes the least loaded relay (relayLoadLocked), breaking ties
 // round robin. The relays in avoid are left out unless no other is live
-// (an avoided relay beats none). It returns nil when none is live.
+// (an avoided relay beats none). A non-empty upload (a proto.Upload*
+// protocol) keeps only the relays that serve it. It returns nil when none
+// is live.
 func (s *Server) pickRelayLocked(now time.Time, operatorOnly bool, avoid map[string]bool, secure bool, upload string) *relayConn {
 	var best []*relayConn
 	bestReach, bestLoad := Reach(0), 0
