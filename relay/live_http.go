@@ -142,8 +142,15 @@ func (s *Server) liveUpstreamOf(r *http.Request, id proto.ItemID) (string, *prot
 	if c.Relay != s.id {
 		return "", proto.ErrTokenAudience
 	}
-	if c.Dir != proto.DirRead || c.Item != id || c.Fwd == "" || c.Fwd == s.id {
+	if c.Dir != proto.DirRead || c.Item != id || c.Fwd == "" {
 		return "", proto.ErrTokenScope
+	}
+	if c.Fwd == s.id {
+		// The rendezvous sent the reader to the channel's source: its
+		// publisher has not reached this relay yet (the reader came
+		// first) or has left. Not found, as without a token; the reader
+		// may ask again.
+		return "", errLiveNotFound
 	}
 	return c.Fwd, nil
 }

@@ -337,6 +337,17 @@ func TestLiveAccess(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET of a channel not pushed yet, at the relay: got %s, want 404", resp.Status)
 	}
+	// Through the rendezvous, which knows the channel from the POST and
+	// sends the reader to its source relay with a token saying so: still
+	// 404, which a reader that came before the publisher asks again on.
+	resp, err = http.Get(m.URL + "/v1/live/" + id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Request.URL.Host == strings.TrimPrefix(m.URL, "http://") {
+		t.Errorf("GET of a channel not pushed yet, through the rendezvous: got %s from %s, want 404 from its relay", resp.Status, resp.Request.URL.Host)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+"/v1/live/"+proto.NewItemID().String(), nil)
