@@ -83,11 +83,23 @@ type Config struct {
 	// 40 MB/s per stream at 100 ms round trip; parts run in parallel.
 	// Defaults to DefaultMaxStreamWindow (4 MiB).
 	MaxStreamWindow int
+	// MaxMemory bounds the bytes go-libp2p's resource manager lets the
+	// node reserve, all peers together, for its connections and their
+	// stream buffers: each stream's receive window, which holds what the
+	// peer sent and the node has not read yet (a forwarded part ahead of
+	// its consumer, a stream's first bytes before they are checked). It
+	// is memory outside a relay's budget. Within it a window stops growing
+	// past half use, and when a new stream's first window (256 KiB) no
+	// longer fits, yamux ends that peer's connection. 0: go-libp2p's
+	// default, scaled to an eighth of the machine's memory (3 GiB on
+	// 24 GiB).
+	MaxMemory int64
 }
 
-// LogAttrs returns the node's limits for the start-up log.
+// LogAttrs returns the node's limits for the start-up log; MaxMemory is
+// the effective one.
 func (c Config) LogAttrs() []any {
-	return []any{"max_streams_per_peer", c.MaxStreamsPerPeer, "max_stream_window", c.MaxStreamWindow}
+	return []any{"max_streams_per_peer", c.MaxStreamsPerPeer, "max_stream_window", c.MaxStreamWindow, "max_memory", c.MaxMemory}
 }
 
 // ConnKind says how a connection reaches its peer.
@@ -147,6 +159,8 @@ type Node struct {
 	hp    holePunchTracer
 	gate  *gater
 
+	maxMemory int64 // Config.MaxMemory in effect
+
 	extra atomic.Pointer[[]ma.Multiaddr] // advertised on top of the listen addresses
 
 	mu           sync.Mutex // guards the fields below
@@ -177,15 +191,19 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MaxStreamsPerPeer < 0 {
 		return nil, fmt.Errorf("mesh: config: MaxStreamsPerPeer %d is negative", cfg.MaxStreamsPerPeer)
 	}
+	if cfg.MaxMemory != 0 && cfg.MaxMemory < minMemory {
+		return nil, fmt.Errorf("mesh: config: MaxMemory %d is below %d", cfg.MaxMemory, minMemory)
+	}
 	key, err := identity(cfg.Identity)
 	if err != nil {
 		return nil, err
 	}
-	rm, err := resourceManager(cfg.MaxStreamsPerPeer)
+	rm, memory, err := resourceManager(cfg.MaxStreamsPerPeer, cfg.MaxMemory)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{peers: make(map[peer.ID]*peerState), gate: &gater{allowPrivate: cfg.AllowPrivateAddrs}}
+	cfg.MaxMemory = memory
+	n := &Node{peers: make(map[peer.ID]*peerState), gate: &gater{allowPrivate: cfg.AllowPrivateAddrs}, maxMemory: memory}
 	n.hp.n = n
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
@@ -275,6 +293,16 @@ func PeerID(key ed25519.PrivateKey) (string, error) {
 
 // ID returns the node's peer id.
 func (n *Node) ID() string { return n.host.ID().String() }
+
+// Memory returns the bytes the node's connections and streams have
+// reserved, and the most they may (Config.MaxMemory in effect).
+func (n *Node) Memory() (used, limit int64) {
+	n.host.Network().ResourceManager().ViewSystem(func(s network.ResourceScope) error {
+		used = s.Stat().Memory
+		return nil
+	})
+	return used, n.maxMemory
+}
 
 // Addrs returns the node's advertised addresses as multiaddrs ending in
 // /p2p/<id>, so that each one alone is enough to dial the node.

@@ -99,9 +99,14 @@ const DefaultMaxStreamWindow = 4 << 20
 // minStreamWindow is yamux's initial window, below which it cannot go.
 const minStreamWindow = 256 << 10
 
+// minMemory is the least Config.MaxMemory: a few connections' buffers.
+const minMemory = 16 << 20
+
 // resourceManager returns go-libp2p's default resource manager (limits
 // scaled to the machine's memory and file descriptors) with the stream
-// limits per peer raised to maxStreams per protocol and direction.
+// limits per peer raised to maxStreams per protocol and direction, and
+// the memory of the whole node bounded by maxMemory when it is not 0. It
+// also returns the node's memory limit in effect.
 //
 // The defaults let one peer hold only 64 streams of one protocol, plus 4
 // per GiB of the memory the manager may use (an eighth of the machine's):
@@ -109,10 +114,15 @@ const minStreamWindow = 256 << 10
 // which then never bind: a relay forwards up to Budget/Window parts (128
 // by default) from one entry relay, each a /meshup/part/1 stream, and the
 // rendezvous tunnels up to MaxTunnelConns (256) HTTP connections into one
-// relay, each a /meshup/http/1 stream; the 76th was reset. Memory, file
+// relay, each a /meshup/http/1 stream; the 76th was reset. File
 // descriptor and connection limits stay as go-libp2p scales them, and
 // the streams of all protocols together stay bounded by the system scope.
-func resourceManager(maxStreams int) (network.ResourceManager, error) {
+//
+// Memory: every stream reserves its receive window in its scopes and in
+// the system scope above them all, so maxMemory bounds what peers can make
+// the node hold unread, whatever they send. Scopes below it that go-libp2p
+// scaled higher are bounded by it too.
+func resourceManager(maxStreams int, maxMemory int64) (network.ResourceManager, int64, error) {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
 	pp := &limits.ProtocolPeerBaseLimit
@@ -129,11 +139,18 @@ func resourceManager(maxStreams int) (network.ResourceManager, error) {
 	pr.StreamsInbound, pr.StreamsOutbound, pr.Streams = sys.StreamsInbound, sys.StreamsOutbound, sys.Streams
 	pri, sysi := &limits.ProtocolLimitIncrease, limits.SystemLimitIncrease
 	pri.StreamsInbound, pri.StreamsOutbound, pri.Streams = sysi.StreamsInbound, sysi.StreamsOutbound, sysi.Streams
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
-	if err != nil {
-		return nil, fmt.Errorf("mesh: resource manager: %w", err)
+	scaled := limits.AutoScale()
+	if maxMemory != 0 {
+		scaled = rcmgr.PartialLimitConfig{
+			System: rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(maxMemory)},
+		}.Build(scaled)
 	}
-	return rm, nil
+	memory := int64(scaled.ToPartialLimitConfig().System.Memory)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(scaled))
+	if err != nil {
+		return nil, 0, fmt.Errorf("mesh: resource manager: %w", err)
+	}
+	return rm, memory, nil
 }
 
 // transportOptions are the libp2p options of every node: security,

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/meshup/meshup/mesh"
+	"github.com/meshup/meshup/mesh/meshtest"
 )
 
 // TestStreamsPreferTCP connects two nodes that both listen on TCP and
@@ -111,6 +113,64 @@ func TestManyStreamsPerPeer(t *testing.T) {
 		close(hold)
 		if opened != tc.want {
 			t.Errorf("MaxStreamsPerPeer %d: %d streams open at once, want %d", tc.max, opened, tc.want)
+		}
+	}
+}
+
+// TestMaxMemory: a peer opens 100 streams to a node and fills each one's
+// first receive window (256 KiB) with bytes the node never reads. With
+// go-libp2p's default MaxMemory (an eighth of the machine's memory) the
+// node holds all 25 MiB. With 16 MiB it holds 64 streams' worth, and the
+// 65th stream, whose window does not fit, ends the peer's connection.
+func TestMaxMemory(t *testing.T) {
+	t.Parallel()
+	const window = 256 << 10 // yamux's first receive window of a stream
+	for _, limitSet := range []int64{0, 16 << 20} {
+		a := newNode(t, mesh.Config{})
+		b := newNode(t, mesh.Config{MaxMemory: limitSet})
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if _, err := a.Connect(ctx, b.Addrs()); err != nil {
+			t.Fatal(err)
+		}
+		hold := make(chan struct{})
+		b.Handle("/test/unread", func(st mesh.Stream) {
+			st.Write([]byte{1})
+			<-hold // never reads what the peer sent
+			st.Close()
+		})
+		opened, peak := 0, int64(0)
+		for range 100 {
+			st, err := a.Open(ctx, b.ID(), "/test/unread")
+			if err != nil {
+				break
+			}
+			defer st.Close()
+			// The handler's byte proves b accepted the stream; a refused
+			// one is reset.
+			if _, err := io.ReadFull(st, make([]byte, 1)); err != nil {
+				break
+			}
+			st.SetWriteDeadline(time.Now().Add(wait))
+			// The window less what protocol negotiation took of it.
+			if _, err := st.Write(make([]byte, window-1<<10)); err != nil {
+				t.Fatalf("stream %d: writing its first window: %v", opened, err)
+			}
+			opened++
+			used, _ := b.Memory()
+			peak = max(peak, used)
+		}
+		_, limit := b.Memory()
+		close(hold)
+		t.Logf("MaxMemory %d: %d streams accepted, at most %d bytes held, limit %d", limitSet, opened, peak, limit)
+		switch {
+		case limitSet == 0 && (opened != 100 || peak < 100*window || limit < 64<<20):
+			t.Errorf("default MaxMemory: %d streams, %d bytes held, limit %d; want 100 streams and their windows held", opened, peak, limit)
+		case limitSet != 0 && (opened != int(limitSet/window) || peak > limitSet || limit != limitSet):
+			t.Errorf("MaxMemory %d: %d streams, %d bytes held, limit %d; want %d streams within the limit", limitSet, opened, peak, limit, limitSet/window)
+		}
+		if limitSet != 0 {
+			meshtest.Eventually(t, wait, "the peer whose stream did not fit disconnected", func() bool { return !a.Connected(b.ID()) })
 		}
 	}
 }

@@ -219,6 +219,11 @@ type Status struct {
 	Window     int    `json:"window"`
 	// Uploads are the upload protocols the relay serves (Config.Uploads).
 	Uploads []string `json:"uploads"`
+	// MeshMemory is what the libp2p node holds reserved (connections,
+	// unread stream windows), outside Budget; MeshMemoryLimit its bound
+	// (relay --mesh-memory).
+	MeshMemory      int64 `json:"mesh_memory"`
+	MeshMemoryLimit int64 `json:"mesh_memory_limit"`
 	proto.MeshStatus
 	Stats Stats     `json:"stats"`
 	Time  time.Time `json:"time"`
@@ -232,6 +237,7 @@ type Status struct {
 
 // Status returns the relay's status.
 func (s *Server) Status() Status {
+	meshUsed, meshLimit := s.cfg.Node.Memory()
 	return Status{
 		ID:         s.id,
 		HTTPURL:    s.cfg.PublicURL,
@@ -241,6 +247,7 @@ func (s *Server) Status() Status {
 		Budget:     s.cfg.Budget,
 		Window:     s.cfg.Window,
 		Uploads:    s.cfg.Uploads,
+		MeshMemory: meshUsed, MeshMemoryLimit: meshLimit,
 		MeshStatus: s.meshStatus(),
 		Stats:      s.Stats(),
 		Time:       s.cfg.Now().UTC(),

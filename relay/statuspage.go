@@ -56,6 +56,7 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>Upload protocols served</th><td>{{if .S.Uploads}}{{join .S.Uploads ", "}}{{else}}none{{end}}</td></tr>
 <tr><th>Mesh peers</th><td>{{len .S.Peers}}</td></tr>
 <tr><th>Memory budget in use</th><td>{{bytes .S.Stats.Reserved}} of {{bytes .S.Budget}}</td></tr>
+<tr><th>Mesh connection buffers</th><td>{{bytes .S.MeshMemory}} of at most {{bytes .S.MeshMemoryLimit}} (outside the budget)</td></tr>
 <tr><th>Rate limit, all traffic sent</th><td>{{limit .R.MaxRate}}</td></tr>
 <tr><th>Rate limit per consumer</th><td>{{limit .R.MaxRatePerConsumer}}</td></tr>
 <tr><th>Sent since start</th><td>{{bytes .R.Sent}}{{if .R.Waits}}; slowed by the rate limits {{.R.Waits}} times{{end}}</td></tr>

@@ -97,6 +97,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		AllowPrivateAddrs: o.allowPrivate,
 		MaxStreamsPerPeer: o.node.Streams,
 		MaxStreamWindow:   o.node.Window,
+		MaxMemory:         o.node.Memory,
 	})
 	if err != nil {
 		return err

@@ -59,6 +59,7 @@ func TestConfigPrecedence(t *testing.T) {
 		{"memory-limit none", o.memLimit, -1},
 		{"circuit-data SI", o.node.Circuits.CircuitData, 1_500_000},
 		{"max-stream-window default", int64(o.node.Window), mesh.DefaultMaxStreamWindow},
+		{"mesh-memory default (go-libp2p's)", o.node.Memory, 0},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %d, want %d", c.name, c.got, c.want)

@@ -206,6 +206,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		AllowPrivateAddrs: o.cfg.AllowPrivateAddrs,
 		MaxStreamsPerPeer: o.node.Streams,
 		MaxStreamWindow:   o.node.Window,
+		MaxMemory:         o.node.Memory,
 	})
 	if err != nil {
 		return err

@@ -15,8 +15,9 @@ import (
 type Flags struct {
 	P2P      string // comma-separated listen multiaddrs
 	Portmap  bool
-	Streams  int // libp2p streams per peer and protocol
-	Window   int // yamux receive window per stream, bytes
+	Streams  int   // libp2p streams per peer and protocol
+	Window   int   // yamux receive window per stream, bytes
+	Memory   int64 // bytes the node may reserve, all peers together; 0: go-libp2p's default
 	Circuits mesh.RelayService
 }
 
@@ -27,6 +28,7 @@ func (f *Flags) Register(fs *flag.FlagSet, who string) {
 	fs.BoolVar(&f.Portmap, "nat-portmap", false, "ask the home router for a port mapping with UPnP or NAT-PMP")
 	fs.IntVar(&f.Streams, "max-streams-per-peer", mesh.DefaultMaxStreamsPerPeer, "limit on the libp2p streams of one protocol one peer may have open with "+who+", per direction (tunnelled connections into one relay are streams)")
 	cliconf.IntSizeVar(fs, &f.Window, "max-stream-window", mesh.DefaultMaxStreamWindow, "`bytes` one libp2p stream may have in flight towards "+who+", unread (yamux receive window)")
+	cliconf.SizeVar(fs, &f.Memory, "mesh-memory", 0, "`bytes` the libp2p node of "+who+" may hold for its connections and unread stream windows, all peers together, outside any --budget; a peer whose new stream does not fit loses its connection (0: go-libp2p's default, an eighth of the machine's memory)")
 	fs.DurationVar(&f.Circuits.CircuitDuration, "circuit-duration", mesh.DefaultCircuitDuration, "limit on the life of one relayed connection between relays")
 	cliconf.SizeVar(fs, &f.Circuits.CircuitData, "circuit-data", mesh.DefaultCircuitData, "limit on the `bytes` relayed in each direction of one relayed connection")
 	fs.IntVar(&f.Circuits.MaxReservations, "max-reservations", mesh.DefaultMaxReservations, "limit on circuit reservations held by relays behind NAT")
