@@ -16,6 +16,8 @@ type statusCollector struct {
 	refused  *prometheus.Desc
 	// Parts and bytes delivered by the entry relay they came through.
 	entryParts, entryBytes *prometheus.Desc
+	// The libp2p node's memory, outside the budget (--mesh-memory).
+	meshMemory, meshMemoryLimit *prometheus.Desc
 }
 
 type counter struct {
@@ -30,11 +32,13 @@ func newStatusCollector(srv *relay.Server) *statusCollector {
 		return counter{desc: prometheus.NewDesc(ns+name, help, nil, nil), value: f}
 	}
 	return &statusCollector{
-		srv:        srv,
-		mesh:       meshmetrics.New(ns),
-		refused:    prometheus.NewDesc(ns+"refused_total", "Requests, connections, parts and frames refused, by reason.", []string{"reason"}, nil),
-		entryParts: prometheus.NewDesc(ns+"entry_parts_total", "Parts this relay needed and delivered, by the entry relay that carried them.", []string{"entry"}, nil),
-		entryBytes: prometheus.NewDesc(ns+"entry_bytes_total", "Bytes of the parts this relay needed and delivered, by the entry relay that carried them.", []string{"entry"}, nil),
+		srv:             srv,
+		mesh:            meshmetrics.New(ns),
+		refused:         prometheus.NewDesc(ns+"refused_total", "Requests, connections, parts and frames refused, by reason.", []string{"reason"}, nil),
+		entryParts:      prometheus.NewDesc(ns+"entry_parts_total", "Parts this relay needed and delivered, by the entry relay that carried them.", []string{"entry"}, nil),
+		entryBytes:      prometheus.NewDesc(ns+"entry_bytes_total", "Bytes of the parts this relay needed and delivered, by the entry relay that carried them.", []string{"entry"}, nil),
+		meshMemory:      prometheus.NewDesc(ns+"mesh_memory_bytes", "Bytes the libp2p node holds reserved for connections and unread stream windows, outside the budget.", nil, nil),
+		meshMemoryLimit: prometheus.NewDesc(ns+"mesh_memory_limit_bytes", "The most the libp2p node may hold (--mesh-memory, or go-libp2p's default).", nil, nil),
 		counters: []counter{
 			c("bytes_in_total", "Part bytes received from publishers and entry relays.", func(s relay.Stats) int64 { return s.BytesIn }),
 			c("bytes_out_total", "Part bytes written to consumers and exit relays.", func(s relay.Stats) int64 { return s.BytesOut }),
@@ -99,6 +103,8 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.refused
 	ch <- c.entryParts
 	ch <- c.entryBytes
+	ch <- c.meshMemory
+	ch <- c.meshMemoryLimit
 	for _, m := range c.counters {
 		ch <- m.desc
 	}
@@ -121,5 +127,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range st.Stats.Refusals {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), reason)
 	}
+	ch <- prometheus.MustNewConstMetric(c.meshMemory, prometheus.GaugeValue, float64(st.MeshMemory))
+	ch <- prometheus.MustNewConstMetric(c.meshMemoryLimit, prometheus.GaugeValue, float64(st.MeshMemoryLimit))
 	c.mesh.Collect(ch, st.MeshStatus)
 }

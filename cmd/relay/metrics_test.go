@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshup/meshup/cmd/internal/devmesh"
+)
+
+// TestMeshMemoryMetrics: a real relay of a dev mesh exports what its
+// libp2p node holds and may hold (--mesh-memory), as /v1/status does.
+func TestMeshMemoryMetrics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStatusCollector(m.Relays[0]))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mm := range mf.GetMetric() {
+			got[mf.GetName()] += mm.GetGauge().GetValue()
+		}
+	}
+	st := m.Relays[0].Status()
+	used, limit := got["meshup_relay_mesh_memory_bytes"], got["meshup_relay_mesh_memory_limit_bytes"]
+	if limit != float64(st.MeshMemoryLimit) || limit < 16<<20 {
+		t.Errorf("mesh_memory_limit_bytes %v, want the status's %d, at least 16 MiB", limit, st.MeshMemoryLimit)
+	}
+	if used <= 0 || used > limit {
+		t.Errorf("mesh_memory_bytes %v, want what the connections to the rendezvous and the other relay hold, within %v", used, limit)
+	}
+}
