@@ -112,7 +112,7 @@ const minMemory = 16 << 20
 // per GiB of the memory the manager may use (an eighth of the machine's):
 // 75 on a 24 GiB machine, measured. That is below meshup's own limits,
 // which then never bind: a relay forwards up to Budget/Window parts (128
-// by default) from one entry relay, each a /meshup/part/1 stream, and the
+// by default) from one entry relay, each a /meshup/part/2 stream, and the
 // rendezvous tunnels up to MaxTunnelConns (256) HTTP connections into one
 // relay, each a /meshup/http/1 stream; the 76th was reset. File
 // descriptor and connection limits stay as go-libp2p scales them, and

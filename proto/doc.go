@@ -39,10 +39,16 @@
 // consumer reads from, the push token names the exit relay (Claims.Fwd) and
 // the entry relay forwards the part over the mesh:
 //
-//	entry relay -> exit relay  libp2p stream /meshup/part/1:
+//	entry relay -> exit relay  libp2p stream /meshup/part/2:
 //	           PartBegin{stream=0, item, off, len, push token} ->
-//	           raw part bytes, then half-close              ->
+//	                                 <- Ack{stream=0, acked=0, limit=window}
+//	           raw part bytes (never past limit)            ->
+//	                                 <- Ack{stream=0, acked, limit}   (as the consumer reads)
+//	           half-close after the last byte               ->
 //	                                 <- PartEnd{stream=0, status}
+//
+// The exit's credit keeps the part's bytes in its window, which its budget
+// counts, rather than in the stream's receive buffer, which it does not.
 //
 // Relays behind NAT, which browsers and HTTP clients cannot reach, are
 // reached through the rendezvous: it carries HTTP/1.1 (the relay's whole
@@ -64,6 +70,8 @@ package proto
 //	   Appended since: optional signed relay record in register and
 //	   heartbeat (the cluster's relay directory); Publish enc, meta and
 //	   volunteers, and the end-to-end encryption format e2e1 (e2e.go).
+//	   /meshup/part/2 replaced /meshup/part/1: the exit grants the entry
+//	   credit with Ack frames (part/1 relied on the stream's own window).
 const Version = 1
 
 // Protocol identifiers.
@@ -75,7 +83,7 @@ const (
 	// rendezvous and keep its control link (FrameMsg frames).
 	ProtoRegister = "/meshup/register/1"
 	// ProtoPart is the libp2p protocol for relay-to-relay part streams.
-	ProtoPart = "/meshup/part/1"
+	ProtoPart = "/meshup/part/2"
 	// ProtoHTTP is the libp2p protocol over which the rendezvous tunnels
 	// HTTP/1.1 to relays that are not directly reachable.
 	ProtoHTTP = "/meshup/http/1"

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -15,10 +17,18 @@ import (
 // token names the exit in Claims.Fwd. The entry reads the part from the
 // publisher like a consumer would and writes it to a mesh stream
 // (proto.ProtoPart) to the exit, which feeds it to the waiting consumer.
-// Memory stays bounded by one window on each relay: the exit reads from
-// the mesh stream only as its consumer takes bytes, libp2p's stream flow
-// control holds the entry back, and the entry acknowledges the publisher
-// only what it has written into the stream.
+//
+// Memory stays bounded by one window on each relay, the one its budget
+// reserved for the part. The exit grants credit as its consumer takes
+// bytes (Ack frames, as a relay grants a publisher: the entry may send the
+// part's bytes below the limit), reads from the stream whatever it
+// granted, and so leaves nothing waiting in the stream's receive buffer;
+// the entry writes only what it was granted, and acknowledges the
+// publisher only what it has written. Without the exit's credit, the
+// stream's own flow control would hold the entry back only once the
+// stream's receive window (up to mesh.Config.MaxStreamWindow, 4 MiB) was
+// full, memory the budget does not count. An entry that ignores the
+// credit is still held to that window by the resource manager.
 
 // Errors of forwarded parts.
 var (
@@ -91,9 +101,13 @@ func (s *Server) forward(ps *partStream, b proto.PartBegin, exit string) {
 	}
 	st.SetWriteDeadline(time.Time{})
 	kind := st.Kind()
-	if err := ps.writeTo(s.ctx, s.shaper.writer(s.ctx, streamWriter{st, s.cfg.WriteTimeout}, nil)); err != nil {
+	c := &exitCredit{st: st, n: ps.n, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go c.readLoop()
+	w := &creditWriter{w: streamWriter{st, s.cfg.WriteTimeout}, c: c, timeout: s.cfg.WriteTimeout}
+	if err := ps.writeTo(s.ctx, s.shaper.writer(s.ctx, w, nil)); err != nil {
 		log.Debug("forward ended early", "err", err, "conn", kind)
 		st.Reset()
+		<-c.done
 		return
 	}
 	st.CloseWrite()
@@ -101,15 +115,129 @@ func (s *Server) forward(ps *partStream, b proto.PartBegin, exit string) {
 	s.stats.countKind(kind)
 	// The exit answers with PartEnd once it has every byte.
 	st.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-	h, body, err := proto.ReadFrame(st, nil, proto.MaxPartEndLen)
-	if err == nil && h.Type == proto.FramePartEnd {
-		var e proto.PartEnd
-		if e, err = proto.DecodePartEnd(body); err == nil && e.Status != proto.StatusOK {
-			log.Info("exit relay ended the part", "status", int(e.Status), "reason", e.Reason)
-		}
+	<-c.done
+	if c.err == nil && c.end.Status != proto.StatusOK {
+		log.Info("exit relay ended the part", "status", int(c.end.Status), "reason", c.end.Reason)
 	}
 	st.Close()
 	log.Debug("part forwarded", "len", b.Len, "conn", kind)
+}
+
+// exitCredit is the entry's side of the exit's flow control on a part
+// stream: it reads the exit's Ack frames, each raising the limit below
+// which the entry may send the part's bytes, up to the exit's PartEnd.
+type exitCredit struct {
+	st   mesh.Stream
+	n    int64         // the part's length
+	wake chan struct{} // cap 1; signalled when the limit rose
+	done chan struct{} // closed when the exit's side ended
+
+	mu    sync.Mutex // guards limit
+	limit int64
+
+	// Set before done is closed: the exit's PartEnd, or why the stream
+	// ended without one.
+	end proto.PartEnd
+	err error
+}
+
+// errNoPartEnd means the exit's side of a part stream ended without a
+// PartEnd.
+var errNoPartEnd = errors.New("exit relay ended the stream without a PartEnd")
+
+// readLoop reads the exit's frames until its PartEnd or an error, which
+// ends the stream.
+func (c *exitCredit) readLoop() {
+	defer close(c.done)
+	buf := make([]byte, proto.MaxPartEndLen)
+	for {
+		h, body, err := proto.ReadFrame(c.st, buf, proto.MaxPartEndLen)
+		if err != nil {
+			if err == io.EOF {
+				err = errNoPartEnd
+			}
+			c.err = err
+			return
+		}
+		switch h.Type {
+		case proto.FrameAck:
+			a, err := proto.DecodeAck(body)
+			if err == nil && a.Limit > uint64(c.n) {
+				err = fmt.Errorf("exit relay granted credit to %d in a part of %d bytes", a.Limit, c.n)
+			}
+			if err != nil {
+				c.err = err
+				c.st.Reset()
+				return
+			}
+			c.mu.Lock()
+			c.limit = max(c.limit, int64(a.Limit))
+			c.mu.Unlock()
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		case proto.FramePartEnd:
+			c.end, c.err = proto.DecodePartEnd(body)
+			return
+		}
+		// Frames of other types are skipped (proto: peers may add some).
+	}
+}
+
+// wait returns the exit's limit once it is above sent. It fails when the
+// exit's side ended, or granted nothing more within timeout (its consumer
+// stopped reading: the stream's write deadline used to say the same).
+func (c *exitCredit) wait(sent int64, timeout time.Duration) (int64, error) {
+	var timer *time.Timer
+	for {
+		c.mu.Lock()
+		limit := c.limit
+		c.mu.Unlock()
+		if limit > sent {
+			return limit, nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(timeout)
+			defer timer.Stop()
+		}
+		select {
+		case <-c.wake:
+		case <-c.done:
+			if c.err != nil {
+				return 0, fmt.Errorf("waiting for credit: %w", c.err)
+			}
+			return 0, proto.Errorf(c.end.Status, "exit relay ended the part: %s", c.end.Reason)
+		case <-timer.C:
+			return 0, fmt.Errorf("exit relay granted no credit for %v", timeout)
+		}
+	}
+}
+
+// creditWriter writes a forwarded part to the exit within its credit.
+type creditWriter struct {
+	w       io.Writer
+	c       *exitCredit
+	sent    int64 // bytes of the part written
+	timeout time.Duration
+}
+
+func (w *creditWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		limit, err := w.c.wait(w.sent, w.timeout)
+		if err != nil {
+			return written, err
+		}
+		n, err := w.w.Write(p[:min(int64(len(p)), limit-w.sent)])
+		written += n
+		w.sent += int64(n)
+		p = p[n:]
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 // streamWriter sets a write deadline on a mesh stream before each write.
@@ -128,14 +256,40 @@ func (w streamWriter) Write(p []byte) (int, error) {
 type meshSource struct {
 	st   mesh.Stream
 	room chan struct{} // cap 1; signalled when the consumer took bytes
-	once sync.Once
+
+	wmu   sync.Mutex // guards the fields below and writes to st
+	limit int64      // the credit granted to the entry
+	ended bool       // PartEnd sent, or the stream reset
 }
 
-// credit implements source: the reader may take more from the stream.
+// grant gives the entry credit up to the window ahead of what the
+// consumer took (an Ack frame), if that is more than it has.
+func (m *meshSource) grant(ps *partStream) {
+	ps.mu.Lock()
+	acked, limit := ps.acked, min(ps.acked+ps.window, ps.n)
+	ps.mu.Unlock()
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	if m.ended || limit <= m.limit {
+		return
+	}
+	m.limit = limit
+	m.st.SetWriteDeadline(time.Now().Add(ps.s.cfg.WriteTimeout))
+	if _, err := m.st.Write(proto.Ack{Acked: uint64(acked), Limit: uint64(limit)}.AppendFrame(nil)); err != nil {
+		// The entry is gone or reads nothing: the part fails at the next
+		// read from the stream, and is asked again elsewhere.
+		m.ended = true
+		m.st.Reset()
+	}
+}
+
+// credit implements source: the consumer took bytes, so the reader may
+// take more from the stream and the entry may send more.
 func (m *meshSource) credit(ps *partStream) {
 	ps.mu.Lock()
 	ps.acked = ps.delivered
 	ps.mu.Unlock()
+	m.grant(ps)
 	select {
 	case m.room <- struct{}{}:
 	default:
@@ -145,15 +299,18 @@ func (m *meshSource) credit(ps *partStream) {
 // end implements source: the entry is told how the part ended. A part
 // that ended early also resets the stream, so the entry stops at once.
 func (m *meshSource) end(ps *partStream, status proto.Status, reason string) {
-	m.once.Do(func() {
+	m.wmu.Lock()
+	if !m.ended {
+		m.ended = true
 		m.st.SetWriteDeadline(time.Now().Add(ps.s.cfg.WriteTimeout))
 		m.st.Write(proto.PartEnd{Status: status, Reason: reason}.AppendFrame(nil))
 		if status != proto.StatusOK {
 			m.st.Reset()
-			return
+		} else {
+			m.st.Close()
 		}
-		m.st.Close()
-	})
+	}
+	m.wmu.Unlock()
 	select {
 	case m.room <- struct{}{}:
 	default:
@@ -214,6 +371,7 @@ func (s *Server) handlePart(st mesh.Stream) {
 	}
 	s.stats.forwardsIn.Add(1)
 	s.stats.countKind(st.Kind())
+	src.grant(ps) // the first window
 	if err := s.readMesh(ps, src); err != nil {
 		if ended, _ := ps.fail(err); ended {
 			st.Reset()

@@ -146,3 +146,66 @@ func TestMeshPartRefused(t *testing.T) {
 		t.Errorf("mesh_token refusals: got %d, want %d", got, len(tests))
 	}
 }
+
+// TestForwardCredit checks that a forwarded part waits in the exit's
+// window, which its budget counts, and not in the mesh stream's receive
+// buffer, which it does not: with the consumer paused, every byte the
+// entry relay wrote into its streams has been read by the exit (without
+// the exit's credit, up to a stream window more sits unread in each).
+func TestForwardCredit(t *testing.T) {
+	t.Parallel()
+	// A window of half a part, above the stream's first receive window
+	// (256 KiB): without the exit's credit, the entry would fill both.
+	cfg := testRelayConfig()
+	cfg.Window = partSize / 2
+	e := newEnv(t, cfg, cfg)
+	waitMeshEnv(t, e)
+	a, b := e.relays[0], e.relays[1]
+
+	data := meshtest.RandomBytes(24*partSize+5, 31)
+	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: a.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d := startDownload(t, e.itemURL(it.ID, b), partSize/2)
+	d.waitPaused(t)
+	// Settled (nothing moved for a while: the publisher has filled the
+	// entry's window and the entry wrote what it could), what A wrote is
+	// what B read. Without the exit's credit A writes on into the
+	// stream's receive buffer, where B does not read, and this never
+	// holds.
+	var last [2]int64
+	var since time.Time
+	eventually(t, "every byte the entry wrote read by the exit", func() bool {
+		sa, sb := a.Server.Stats(), b.Server.Stats()
+		now := [2]int64{sa.BytesOut, sb.BytesIn}
+		if now != last || sa.ForwardsOut == 0 {
+			last, since = now, time.Now()
+			return false
+		}
+		settled := time.Since(since) > 300*time.Millisecond
+		if settled && now[0] != now[1] {
+			t.Logf("settled: entry wrote %d bytes, exit read %d", now[0], now[1])
+		}
+		return settled && now[0] == now[1]
+	})
+	if sa := a.Server.Stats(); sa.BytesOut >= int64(len(data)) {
+		t.Fatalf("entry wrote %d bytes of %d while the consumer was paused: want it held back", sa.BytesOut, len(data))
+	}
+	d.resume()
+	code, got, err := d.wait(t)
+	if code != http.StatusOK || err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download: status %d, error %v, %d bytes; want 200, no error, the %d bytes", code, err, len(got), len(data))
+	}
+	if sa := a.Server.Stats(); sa.ForwardsOut < 25 || sa.PartsFailed != 0 {
+		t.Errorf("entry: forwarded %d parts, %d failed; want 25 and none", sa.ForwardsOut, sa.PartsFailed)
+	}
+}
