@@ -77,18 +77,22 @@ type Config struct {
 	MaxStreamsPerPeer int
 	// MaxStreamWindow bounds the bytes one stream may have in flight
 	// towards the node and unread (yamux's receive window, which it
-	// otherwise grows to 16 MiB). A relay reads a forwarded part only as
-	// its consumer takes bytes: the rest waits in this window, outside
-	// the relay's memory budget, so it must stay small. 4 MiB carries
-	// 40 MB/s per stream at 100 ms round trip; parts run in parallel.
-	// Defaults to DefaultMaxStreamWindow (4 MiB).
+	// grows while the stream is limited by it, otherwise up to 16 MiB).
+	// A forwarded part has no more in flight than the exit relay's credit
+	// (its window, which its budget counts), so what this bounds is
+	// tunnelled HTTP and a peer that ignores the credit; it should not be
+	// below a relay's window, or parts cross long links slower. 4 MiB
+	// carries 40 MB/s per stream at 100 ms round trip; parts run in
+	// parallel. Defaults to DefaultMaxStreamWindow (4 MiB).
 	MaxStreamWindow int
 	// MaxMemory bounds the bytes go-libp2p's resource manager lets the
 	// node reserve, all peers together, for its connections and their
 	// stream buffers: each stream's receive window, which holds what the
-	// peer sent and the node has not read yet (a forwarded part ahead of
-	// its consumer, a stream's first bytes before they are checked). It
-	// is memory outside a relay's budget. Within it a window stops growing
+	// peer sent and the node has not read yet (tunnelled HTTP, a stream's
+	// first bytes before they are checked). It is memory outside a
+	// relay's budget, reserved rather than held: a forwarded part's
+	// window grows as large as the exit's credit while its bytes wait in
+	// the exit's budget. Within it a window stops growing
 	// past half use, and when a new stream's first window (256 KiB) no
 	// longer fits, yamux ends that peer's connection. 0: go-libp2p's
 	// default, scaled to an eighth of the machine's memory (3 GiB on
