@@ -81,6 +81,13 @@ func newEnvRV(t *testing.T, rc rendezvous.Config, relays ...relay.Config) *env {
 // item; the client is closed at the test's cleanup.
 func (e *env) publish(t *testing.T, data []byte, cfg client.Config) (*client.Client, *client.Item) {
 	t.Helper()
+	return e.publishVia(t, data, cfg, "")
+}
+
+// publishVia is publish with the entry relay pinned to the relay with
+// peer id via (client.Source.Via); empty leaves it to the rendezvous.
+func (e *env) publishVia(t *testing.T, data []byte, cfg client.Config, via string) (*client.Client, *client.Item) {
+	t.Helper()
 	cfg.Rendezvous = e.rv.URL
 	if cfg.Logger == nil {
 		cfg.Logger = relaytest.Logger(t)
@@ -92,7 +99,7 @@ func (e *env) publish(t *testing.T, data []byte, cfg client.Config) (*client.Cli
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", MIME: "application/x-test", Size: int64(len(data)), Reader: bytes.NewReader(data)})
+	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", MIME: "application/x-test", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: via})
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}

@@ -52,17 +52,7 @@ func TestForwardOverCircuit(t *testing.T) {
 	}
 
 	data := meshtest.RandomBytes(5*partSize+123, 7)
-	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: a.ID()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, it := e.publishVia(t, data, client.Config{}, a.ID())
 
 	resp, err := noRedirect.Get(e.itemURL(it.ID, b))
 	if err != nil {
@@ -163,17 +153,7 @@ func TestForwardCredit(t *testing.T) {
 	a, b := e.relays[0], e.relays[1]
 
 	data := meshtest.RandomBytes(24*partSize+5, 31)
-	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: a.ID()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, it := e.publishVia(t, data, client.Config{}, a.ID())
 
 	d := startDownload(t, e.itemURL(it.ID, b), partSize/2)
 	d.waitPaused(t)

@@ -299,17 +299,7 @@ func TestCircuitOverPublicRelay(t *testing.T) {
 	}
 
 	data := meshtest.RandomBytes(3*partSize+5, 13)
-	c, err := client.New(client.Config{Rendezvous: e.rv.URL, Logger: relaytest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	it, err := c.Publish(ctx, client.Source{Plain: true, Volunteers: true, Name: "data.bin", Size: int64(len(data)), Reader: bytes.NewReader(data), Via: a.ID()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, it := e.publishVia(t, data, client.Config{}, a.ID())
 	eventually(t, "the rendezvous to hand out the public relay's tunnel for B", func() bool {
 		for _, r := range relayStatuses(t, e.rv) {
 			if r["id"] == b.ID() {
