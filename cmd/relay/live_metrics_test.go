@@ -1,17 +1,12 @@
 package main
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/meshup/meshup/cmd/internal/devmesh"
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
 )
@@ -19,29 +14,11 @@ import (
 // TestLiveMetrics: the live counters of GET /v1/live/stats are Prometheus
 // metrics too, read from a real relay carrying a channel.
 func TestLiveMetrics(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	m, err := devmesh.Start(ctx, devmesh.Config{Relays: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	rel := m.Relays[0]
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newLiveCollector(rel))
+	m := startDevMesh(t, 1)
+	c := newLiveCollector(m.Relays[0])
 	metric := func(name string) float64 {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == name {
-				var sum float64
-				for _, mm := range mf.GetMetric() {
-					sum += mm.GetGauge().GetValue() + mm.GetCounter().GetValue()
-				}
-				return sum
-			}
+		if v, ok := gather(t, c)[name]; ok {
+			return v
 		}
 		return -1
 	}
