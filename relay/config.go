@@ -108,7 +108,8 @@ type Config struct {
 	// entry relay (issue 10, failover). A consumer that reads slowly is
 	// never a stall. Defaults to 10s.
 	StallTimeout time.Duration
-	// WriteTimeout bounds each write to a consumer or a push connection.
+	// WriteTimeout bounds each write to a consumer, a push connection or
+	// an exit relay, and a forwarded part's wait for the exit's credit.
 	// Defaults to 30s.
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds WebSocket upgrades and the registration

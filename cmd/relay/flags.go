@@ -121,7 +121,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&c.NeedTimeout, "need-timeout", relay.DefaultNeedTimeout, "wait for a publisher to begin a part")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "wait for any message on a push connection or mesh stream, and idle keep-alive")
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", relay.DefaultStallTimeout, "wait for the next bytes of a part a consumer waits for, before asking for the rest through another entry relay")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers and publishers")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", relay.DefaultWriteTimeout, "per-write timeout to consumers, publishers and exit relays; also how long a forwarded part waits for the exit relay's credit")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", relay.DefaultHandshakeTimeout, "WebSocket upgrade, and a push connection's first part with a valid token")
 	fs.DurationVar(&c.ClockSkew, "clock-skew", proto.DefaultClockSkew, "clock difference to the rendezvous tolerated in token times")
 
