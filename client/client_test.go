@@ -286,7 +286,6 @@ func TestPublishMessage(t *testing.T) {
 	const text = "hello, mesh ✓"
 	it := publish(t, c, client.Source{Kind: proto.KindMessage, Text: text})
 
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	tests := []struct {
 		name     string
 		rng      string
@@ -302,7 +301,7 @@ func TestPublishMessage(t *testing.T) {
 			if tt.rng != "" {
 				req.Header.Set("Range", tt.rng)
 			}
-			resp, err := noRedirect.Do(req)
+			resp, err := rendezvoustest.NoRedirect.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -373,7 +372,7 @@ func TestSourceError(t *testing.T) {
 			failed := e.rv.Server.Stats().OrdersFailed
 
 			req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, e.via(t, it), nil)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := rendezvoustest.HTTP.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

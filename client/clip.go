@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/meshup/meshup/proto"
@@ -118,7 +117,7 @@ func (c *Client) ClipState(ctx context.Context, it *Item) (ClipState, error) {
 		Expires string `json:"expires"`
 		Sealed  *int   `json:"sealed_holders"`
 	}
-	if err := getJSON(ctx, http.DefaultClient, c.base.String()+"/v1/items/"+it.ID.String()+"/meta", &m); err != nil {
+	if err := getJSON(ctx, defaultHTTP, c.base.String()+"/v1/items/"+it.ID.String()+"/meta", &m); err != nil {
 		return ClipState{}, err
 	}
 	st := ClipState{Holders: m.Holders, Storing: m.Storing, Sealed: -1}

@@ -70,12 +70,10 @@ func heldDone(r *relaytest.Server) (held int, done int64) {
 	return st.Held, st.Done
 }
 
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
 // exitOf returns the relay the rendezvous sends a read of url to.
 func exitOf(t *testing.T, url string, relays []*relaytest.Server) *relaytest.Server {
 	t.Helper()
-	resp, err := noRedirect.Get(url)
+	resp, err := rendezvoustest.NoRedirect.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +101,7 @@ func getRange(t *testing.T, url, rng string) (int, []byte, string) {
 	if rng != "" {
 		req.Header.Set("Range", rng)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := rendezvoustest.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +423,7 @@ func TestClipUnpublished(t *testing.T) {
 			t.Fatalf("relay %s: %d bytes of budget in use, want more than the clip's %d", r.ID(), st.Reserved, len(data))
 		}
 	}
-	resp, err := noRedirect.Get(it.DownloadURL)
+	resp, err := rendezvoustest.NoRedirect.Get(it.DownloadURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,9 +110,7 @@ func Inspect(ctx context.Context, hc *http.Client, itemLink string) (*ItemInfo, 
 }
 
 func inspect(ctx context.Context, hc *http.Client, l link) (*ItemInfo, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+	hc = orDefault(hc)
 	var m itemMeta
 	if err := getJSON(ctx, hc, l.base+"/v1/items/"+l.id.String()+"/meta", &m); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoDescription, err)

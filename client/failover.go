@@ -100,9 +100,7 @@ func newFetcher(itemURL string, plain bool, opt FileOptions) *fetcher {
 	f := &fetcher{hc: opt.HTTPClient, plain: plain, size: -1, retryWait: opt.RetryWait, stall: opt.StallTimeout,
 		bo: backoff.NewExponentialBackOff(), progressAt: time.Now(), moved: true,
 		onRetry: opt.OnRetry, log: opt.Logger}
-	if f.hc == nil {
-		f.hc = http.DefaultClient
-	}
+	f.hc = orDefault(f.hc)
 	if f.retryWait == 0 {
 		f.retryWait = DefaultRetryWait
 	}

@@ -67,7 +67,7 @@ func (l *urlLog) RoundTrip(r *http.Request) (*http.Response, error) {
 	l.mu.Lock()
 	l.urls = append(l.urls, r.URL)
 	l.mu.Unlock()
-	return http.DefaultTransport.RoundTrip(r)
+	return rendezvoustest.HTTP.Transport.RoundTrip(r)
 }
 
 // avoided returns the avoid parameters of the item requests made.

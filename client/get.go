@@ -71,6 +71,21 @@ type statusError struct {
 func (e *statusError) Error() string { return e.err.Error() }
 func (e *statusError) Unwrap() error { return e.err }
 
+// defaultHTTP is the client used where a caller passes none. Its transport
+// is the library's own clone of http.DefaultTransport (the same proxy
+// settings and timeouts), so that code elsewhere in the process closing
+// http.DefaultTransport's idle connections, as httptest.Server.Close does,
+// cannot break a request the library has in flight.
+var defaultHTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+
+// orDefault returns hc, or defaultHTTP when hc is nil.
+func orDefault(hc *http.Client) *http.Client {
+	if hc == nil {
+		return defaultHTTP
+	}
+	return hc
+}
+
 // Open requests an item's bytes from off on, following the rendezvous's
 // redirect to an exit relay. For an end-to-end encrypted item these are
 // ciphertext bytes, as any HTTP client gets them; DownloadFile and
@@ -90,9 +105,7 @@ func Stat(ctx context.Context, hc *http.Client, itemURL string) (*Download, erro
 // still has that validator (RFC 9110 13.1.5): otherwise the answer is the
 // whole item (200, Start 0).
 func open(ctx context.Context, hc *http.Client, method, itemURL string, off int64, ifRange string) (*Download, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+	hc = orDefault(hc)
 	req, err := http.NewRequestWithContext(ctx, method, itemURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -368,9 +381,7 @@ func FormatBytes(n int64) string { return units.Format(n) }
 // another API), gives a *NotMeshupError: a permanent error, not worth
 // retrying. Other errors (no answer, a 5xx) may pass.
 func CheckRendezvous(ctx context.Context, hc *http.Client, base string) (*proto.Info, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+	hc = orDefault(hc)
 	u := strings.TrimSuffix(base, "/") + "/v1/info"
 	var info proto.Info
 	if err := getJSON(ctx, hc, u, &info); err != nil {

@@ -36,7 +36,8 @@ type LiveOptions struct {
 	// defaults to application/octet-stream.
 	Meta proto.LiveMeta
 	Init []byte
-	// HTTPClient defaults to http.DefaultClient.
+	// HTTPClient defaults to a client of the library's own, with a clone
+	// of http.DefaultTransport.
 	HTTPClient *http.Client
 
 	// TickInterval is how long a sealed channel's publisher stays quiet
@@ -94,10 +95,7 @@ type liveResult struct {
 // it returns. Write the channel's bytes, then Close it (its clean end) or
 // Abort it.
 func PublishLive(ctx context.Context, opt LiveOptions) (*LivePublisher, error) {
-	hc := opt.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+	hc := orDefault(opt.HTTPClient)
 	id, sec := proto.NewLiveSecret()
 	if opt.Secret != "" {
 		var err error
@@ -328,10 +326,7 @@ func ReadLive(ctx context.Context, link string, hc *http.Client) (*LiveStream, e
 // ReadLiveWith is ReadLive with options: HTTPClient, and a sealed
 // channel's reader limits MaxLag, CatchUp and clock Now.
 func ReadLiveWith(ctx context.Context, link string, opt LiveOptions) (*LiveStream, error) {
-	hc := opt.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
-	}
+	hc := orDefault(opt.HTTPClient)
 	u, err := url.Parse(link)
 	if err != nil {
 		return nil, err

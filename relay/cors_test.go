@@ -37,7 +37,7 @@ func TestItemCORS(t *testing.T) {
 	req.Header.Set("Origin", "https://another.example")
 	req.Header.Set("Access-Control-Request-Method", "GET")
 	req.Header.Set("Access-Control-Request-Headers", "authorization, range")
-	pre, err := http.DefaultClient.Do(req)
+	pre, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

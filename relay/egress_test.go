@@ -467,7 +467,7 @@ func TestManyReadersFewStreamsPerConn(t *testing.T) {
 	errs := make(chan error, readers)
 	for range readers {
 		wg.Go(func() {
-			resp, err := http.Get(e.itemURL(it.ID, r))
+			resp, err := httpClient.Get(e.itemURL(it.ID, r))
 			if err != nil {
 				errs <- err
 				return

@@ -145,13 +145,14 @@ func readToken(t *testing.T, relayURL string) string {
 }
 
 var noRedirect = &http.Client{
+	Transport:     rendezvoustest.HTTP.Transport,
 	Timeout:       wait,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
 // httpClient follows redirects; it has no overall timeout, because tests
 // that read slowly bound their reads themselves.
-var httpClient = &http.Client{}
+var httpClient = rendezvoustest.HTTP
 
 // do sends a request with the given headers, following redirects, and
 // returns the response with its whole body read.

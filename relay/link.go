@@ -174,11 +174,15 @@ func (s *Server) Run(ctx context.Context) error {
 
 // joinOnce registers once and serves the link until it drops.
 func (s *Server) joinOnce(ctx context.Context) error {
-	hc := http.DefaultClient
+	// One request per join, over a transport of its own: closing
+	// http.DefaultTransport's idle connections elsewhere in the process
+	// cannot break it.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableKeepAlives = true
 	if s.cfg.RootCAs != nil { // meshup dev --tls: its local CA
-		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.cfg.RootCAs}, DisableKeepAlives: true}}
+		tr.TLSClientConfig = &tls.Config{RootCAs: s.cfg.RootCAs}
 	}
-	info, key, err := fetchInfo(ctx, hc, s.cfg.Rendezvous)
+	info, key, err := fetchInfo(ctx, &http.Client{Transport: tr}, s.cfg.Rendezvous)
 	if err != nil {
 		return err
 	}

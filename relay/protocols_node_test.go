@@ -144,7 +144,7 @@ func startReading(url string) *reading {
 	r := &reading{done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		resp, err := http.Get(url)
+		resp, err := httpClient.Get(url)
 		if err != nil {
 			r.err = err
 			return
@@ -361,7 +361,7 @@ func TestNodeSocketIO(t *testing.T) {
 				t.Errorf("upload_error %v, want the refusal's message %q", ue, msg)
 			}
 			// The session's upload was aborted before the refusal was sent.
-			resp, err := http.Get(begin["url"].(string))
+			resp, err := httpClient.Get(begin["url"].(string))
 			if err != nil {
 				t.Fatal(err)
 			}

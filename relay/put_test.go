@@ -150,7 +150,7 @@ func TestPutUploadURL(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPut, rel.URL+"/v1/upload/a%20b.txt", bytes.NewReader(data[:40000]))
 	req.Header.Set("Content-Range", "bytes 0-39999/100000")
 	req.Header.Set("Content-Type", "text/plain")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestPutUploadURL(t *testing.T) {
 	// A resume that skips bytes is refused with what the relay has.
 	req, _ = http.NewRequest(http.MethodPut, up, bytes.NewReader(data[50000:]))
 	req.Header.Set("Content-Range", "bytes 50000-99999/100000")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestPutUploadURL(t *testing.T) {
 	req, _ = http.NewRequest(http.MethodPut, up, bytes.NewReader(data[30000:]))
 	req.Header.Set("Content-Range", "bytes 30000-99999/100000")
 	req.Header.Set("Authorization", "Bearer someone-else")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestUploadsThroughTunnel(t *testing.T) {
 	data := randBytes(t, 300000)
 	req, _ := http.NewRequest(http.MethodPut, base+"/v1/upload/t.bin", bytes.NewReader(data[:100000]))
 	req.Header.Set("Content-Range", "bytes 0-99999/300000")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestUploadsThroughTunnel(t *testing.T) {
 	}
 	req, _ = http.NewRequest(http.MethodPut, up, bytes.NewReader(data[100000:]))
 	req.Header.Set("Content-Range", "bytes 100000-299999/300000")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,7 @@ func TestMonthlyCap(t *testing.T) {
 	// The rendezvous learns it from a heartbeat, lists it, and sends
 	// consumers to no relay rather than to this one.
 	eventually(t, "the rendezvous lists the relay as capped", func() bool {
-		resp, err := http.Get(e.rv.URL + "/v1/status")
+		resp, err := httpClient.Get(e.rv.URL + "/v1/status")
 		if err != nil {
 			return false
 		}
@@ -187,7 +187,7 @@ func TestMonthlyCapMidResponse(t *testing.T) {
 		t.Fatal("the cap of 1 MiB is not reached after 2 MiB")
 	}
 	eventually(t, "the rendezvous lists the relay as capped", func() bool {
-		resp, err := http.Get(e.rv.URL + "/v1/status")
+		resp, err := httpClient.Get(e.rv.URL + "/v1/status")
 		if err != nil {
 			return false
 		}

@@ -24,7 +24,7 @@ func putStream(t *testing.T, url string, size int) (*io.PipeWriter, chan *http.R
 	req.ContentLength = int64(size)
 	done := make(chan *http.Response, 1)
 	go func() {
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := httpClient.Do(req)
 		if err != nil {
 			done <- nil
 			return
@@ -150,7 +150,7 @@ func doBody(t *testing.T, method, url string, body []byte) (*http.Response, []by
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func putQuery(t *testing.T, url string) (int, http.Header) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Range", "bytes */*")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

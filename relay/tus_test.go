@@ -143,7 +143,7 @@ func TestTusProtocol(t *testing.T) {
 		// A reader streams the item from before the first byte.
 		got := make(chan []byte, 1)
 		go func() {
-			resp, err := http.Get(item)
+			resp, err := httpClient.Get(item)
 			if err != nil {
 				got <- nil
 				return
@@ -203,7 +203,7 @@ func TestTusProtocol(t *testing.T) {
 		}
 		req, _ := http.NewRequest(http.MethodGet, u, nil)
 		req.Header.Set("Range", "bytes=100-199")
-		r, err := http.DefaultClient.Do(req)
+		r, err := httpClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,7 +253,7 @@ func TestTusProtocol(t *testing.T) {
 		req.Header.Set("Content-Type", "application/offset+octet-stream")
 		first := make(chan int, 1)
 		go func() {
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := httpClient.Do(req)
 			if err != nil {
 				first <- 0
 				return

@@ -41,13 +41,13 @@ func TestUploadsServed(t *testing.T) {
 		req, _ := http.NewRequest(m, rel.URL+"/v1/files/", nil)
 		req.Header.Set("Tus-Resumable", "1.0.0")
 		req.Header.Set("Upload-Length", "5")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := httpClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		off("tus "+m, resp, proto.UploadTUS)
 	}
-	resp, err = http.Get(rel.URL + "/v1/socket.io/?EIO=4&transport=polling")
+	resp, err = httpClient.Get(rel.URL + "/v1/socket.io/?EIO=4&transport=polling")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestUploadsServed(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodPut, rel.URL+"/v1/upload/hello.txt", strings.NewReader("hello"))
 	req.Header.Set("Content-Type", "text/plain")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestUploadsServed(t *testing.T) {
 		t.Errorf("relay status uploads %q, want [put]", st.Uploads)
 	}
 	for protocol, want := range map[string]int{proto.UploadPUT: 200, proto.UploadTUS: 503} {
-		resp, err := http.Get(e.rv.URL + "/v1/upload?protocol=" + protocol + "&volunteers=1")
+		resp, err := httpClient.Get(e.rv.URL + "/v1/upload?protocol=" + protocol + "&volunteers=1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +88,7 @@ func TestUploadsServed(t *testing.T) {
 // getJSON decodes the JSON body of GET url into v.
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := httpClient.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func TestCORS(t *testing.T) {
 				req.Header.Set("Access-Control-Request-Method", "GET")
 				req.Header.Set("Access-Control-Request-Headers", "range, authorization")
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := rendezvoustest.HTTP.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

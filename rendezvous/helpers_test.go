@@ -24,6 +24,7 @@ func testConfig() rendezvous.Config {
 const wait = rendezvoustest.Timeout
 
 var noRedirect = &http.Client{
+	Transport:     rendezvoustest.HTTP.Transport,
 	Timeout:       wait,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }

@@ -145,7 +145,7 @@ func TestTunnel(t *testing.T) {
 
 	c := rendezvoustest.DialControl(t, rv)
 	pub := publishFile(t, c, 1000)
-	resp, err = noRedirectClient.Get(pub.DownloadURL)
+	resp, err = noRedirect.Get(pub.DownloadURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +163,4 @@ func TestTunnel(t *testing.T) {
 	if st := rv.Server.Stats(); st.Tunnelled < 1 {
 		t.Errorf("tunnelled requests: got %d, want at least 1", st.Tunnelled)
 	}
-}
-
-var noRedirectClient = &http.Client{
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }

@@ -213,7 +213,7 @@ func TestDataPathCounted(t *testing.T) {
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Shutdown(context.Background()) })
 
-	resp, err := http.Get(rv.URL + "/v1/relays/" + relay.ID + "/v1/items/x")
+	resp, err := rendezvoustest.HTTP.Get(rv.URL + "/v1/relays/" + relay.ID + "/v1/items/x")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.tunnel = s.newTunnel()
 	s.verifier = s.newVerifier()
-	s.webhook = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// The webhook's connections are pooled apart from http.DefaultTransport,
+	// so that nothing else in the process closing that pool's idle
+	// connections breaks a call, which would refuse what it was asked about.
+	s.webhook = &http.Client{
+		Transport:     http.DefaultTransport.(*http.Transport).Clone(),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	s.mux = s.routes()
 	s.initLimits()
 	s.h = s.handler()

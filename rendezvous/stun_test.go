@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"testing"
 	"time"
@@ -190,7 +189,7 @@ func TestRendezvousSTUNOff(t *testing.T) {
 	cfg := testConfig()
 	cfg.STUNAddr = rendezvous.STUNOff
 	rv := rendezvoustest.Start(t, cfg)
-	resp, err := http.Get(rv.URL + "/v1/info")
+	resp, err := rendezvoustest.HTTP.Get(rv.URL + "/v1/info")
 	if err != nil {
 		t.Fatal(err)
 	}

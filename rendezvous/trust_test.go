@@ -78,7 +78,7 @@ func publishData(t *testing.T, rv *rendezvoustest.Server, data []byte, volunteer
 // that the bytes are data.
 func fetchIntact(t *testing.T, rawURL string, data []byte) {
 	t.Helper()
-	c := &http.Client{Timeout: 4 * wait}
+	c := &http.Client{Transport: rendezvoustest.HTTP.Transport, Timeout: 4 * wait}
 	resp, err := c.Get(rawURL)
 	if err != nil {
 		t.Fatalf("GET %s: %v", rawURL, err)
@@ -541,7 +541,7 @@ func TestStatusHidesVolunteers(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodGet, rv.URL+"/v1/status", nil)
 	req.Header.Set("Authorization", "Bearer wrong")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := rendezvoustest.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

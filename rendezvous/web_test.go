@@ -57,7 +57,7 @@ func TestWebApp(t *testing.T) {
 	resp, _ := do(t, http.MethodGet, rv.URL+"/web/meshup.js")
 	req, _ := http.NewRequest(http.MethodGet, rv.URL+"/web/meshup.js", nil)
 	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
-	resp2, err := http.DefaultClient.Do(req)
+	resp2, err := rendezvoustest.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

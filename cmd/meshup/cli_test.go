@@ -23,6 +23,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/devmesh"
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
 // These tests run the meshup commands in-process (runSend, runGet,
@@ -515,7 +516,7 @@ func waitOffline(t *testing.T, m *devmesh.Mesh, share string) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		resp, err := http.Get(u)
+		resp, err := rendezvoustest.HTTP.Get(u)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -652,8 +653,7 @@ func TestGetRelayURL(t *testing.T) {
 	m := startMesh(t, nil)
 	data := meshtest.RandomBytes(100<<10, 6)
 	s := startSend(t, 1, writeFile(t, t.TempDir(), "r.bin", data), "--plain", "--rendezvous", m.URL)
-	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := hc.Head(s.links[1])
+	resp, err := rendezvoustest.NoRedirect.Head(s.links[1])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/meshup/meshup/cmd/internal/devmesh"
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
 // startLive runs `meshup live ARGS` with stdin fed by the returned pipe and
@@ -121,7 +122,7 @@ func waitDirect(t *testing.T, m *devmesh.Mesh) {
 		id, secret := proto.NewLiveSecret()
 		req, _ := http.NewRequest(http.MethodPost, m.URL+"/v1/live/"+id.String()+"?enc=live1", nil)
 		req.Header.Set("Authorization", "Bearer "+secret)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := rendezvoustest.HTTP.Do(req)
 		if err != nil {
 			return false
 		}

@@ -130,9 +130,8 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 	// The rendezvous stops choosing the relay: with no other, it has
 	// nowhere to send a new consumer.
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	meshtest.Eventually(t, 30*time.Second, "rendezvous to stop sending consumers to the draining relay", func() bool {
-		r, err := noRedirect.Get(it.DownloadURL)
+		r, err := rendezvoustest.NoRedirect.Get(it.DownloadURL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +165,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 
 func get(t *testing.T, url string) *http.Response {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := rendezvoustest.HTTP.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
 // TestLiveMetrics: the live counters of GET /v1/live/stats are Prometheus
@@ -29,7 +30,7 @@ func TestLiveMetrics(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPut, m.RelayURLs[0]+"/v1/live/"+id.String(), pr)
 		req.ContentLength = -1
 		req.Header.Set("Authorization", "Bearer "+secret)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := rendezvoustest.HTTP.Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}()
@@ -38,7 +39,7 @@ func TestLiveMetrics(t *testing.T) {
 	// until then the rendezvous does not know where to send a reader.
 	var resp *http.Response
 	meshtest.Eventually(t, 10*time.Second, "the rendezvous sends readers to the channel", func() bool {
-		r, err := http.Get(m.URL + "/v1/live/" + id.String())
+		r, err := rendezvoustest.HTTP.Get(m.URL + "/v1/live/" + id.String())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/meshup/meshup/cmd/internal/keyfile"
 	"github.com/meshup/meshup/rendezvous"
+	"github.com/meshup/meshup/rendezvous/rendezvoustest"
 )
 
 // startRun runs the rendezvous command with args on a free port until the
@@ -40,7 +40,7 @@ func startRun(t *testing.T, args ...string) (rendezvous.Info, func()) {
 	}
 	for {
 		var info rendezvous.Info
-		resp, err := http.Get("http://" + addr + "/v1/info")
+		resp, err := rendezvoustest.HTTP.Get("http://" + addr + "/v1/info")
 		if err == nil {
 			err = json.NewDecoder(resp.Body).Decode(&info)
 			resp.Body.Close()

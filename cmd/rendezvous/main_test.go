@@ -75,7 +75,7 @@ func TestShutdownClosesSessions(t *testing.T) {
 	info, stop := startRun(t)
 	base := strings.TrimSuffix(info.PublicURL, "/")
 	for _, path := range []string{"/livez", "/readyz"} {
-		resp, err := http.Get(base + path)
+		resp, err := rendezvoustest.HTTP.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,6 +28,19 @@ import (
 // Timeout bounds each network step of the helpers.
 const Timeout = 10 * time.Second
 
+// HTTP is the client for tests' requests, in place of http.DefaultClient.
+// Its transport is its own: httptest.Server.Close closes the idle
+// connections of http.DefaultTransport, and when tests run in parallel
+// that can break a request another test is sending over a connection the
+// pool has just handed out ("http: CloseIdleConnections called").
+var HTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+
+// NoRedirect is HTTP that returns redirects instead of following them.
+var NoRedirect = &http.Client{
+	Transport:     HTTP.Transport,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
 // Server is a rendezvous serving HTTP on 127.0.0.1 and libp2p on a
 // loopback mesh node.
 type Server struct {
@@ -148,8 +161,7 @@ func (s *Server) ControlURL() string {
 // gets it: from the redirect of GET /v1/items/{item}?via=relay.
 func (s *Server) ReadToken(tb testing.TB, item proto.ItemID, relay string) string {
 	tb.Helper()
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Get(s.URL + "/v1/items/" + item.String() + "?via=" + relay)
+	resp, err := NoRedirect.Get(s.URL + "/v1/items/" + item.String() + "?via=" + relay)
 	if err != nil {
 		tb.Fatalf("rendezvoustest: read token: %v", err)
 	}
@@ -179,7 +191,7 @@ func GetJSONAuth(tb testing.TB, url, token string, v any) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := HTTP.Do(req)
 	if err != nil {
 		tb.Fatalf("GET %s: %v", url, err)
 	}

@@ -145,7 +145,7 @@ func embedDownload(ctx context.Context, url string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := rendezvoustest.HTTP.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -225,7 +225,7 @@ func readLiveGo(ctx context.Context, link string, subscribed chan<- error) (res 
 	if err != nil {
 		return liveResult{err: err}
 	}
-	resp, err := http.DefaultClient.Do(req) // follows the rendezvous's 307 to a relay
+	resp, err := rendezvoustest.HTTP.Do(req) // follows the rendezvous's 307 to a relay
 	if err != nil {
 		return liveResult{err: err}
 	}
@@ -300,7 +300,7 @@ func (h *liveHarness) publish(ctx context.Context) (link, sum string, err error)
 		return "", "", err
 	}
 	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := rendezvoustest.HTTP.Do(req)
 	if err != nil {
 		return "", "", err
 	}
@@ -336,7 +336,7 @@ func (h *liveHarness) publish(ctx context.Context) (link, sum string, err error)
 	preq.Header.Set("Authorization", "Bearer "+secret)
 	preq.Header.Set("Content-Type", proto.LiveContentType)
 	go func() {
-		resp, err := http.DefaultClient.Do(preq)
+		resp, err := rendezvoustest.HTTP.Do(preq)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
