@@ -140,9 +140,13 @@ func (c *counters) reject(reason string) {
 }
 
 // Stats returns a snapshot of the server's counters. It is safe to call
-// concurrently, also after Close.
+// concurrently, also after Close. The counters are read under s.mu, which
+// the scheduler holds from sending a message to counting it: whoever has
+// an order (a publisher, a test) finds it in OrdersSent.
 func (s *Server) Stats() Stats {
 	c := &s.stats
+	now := s.cfg.Now()
+	s.mu.Lock()
 	st := Stats{
 		RelaysRegistered: c.relaysRegistered.Load(),
 		RelaysDead:       c.relaysDead.Load(),
@@ -162,27 +166,9 @@ func (s *Server) Stats() Stats {
 		PartsDone:        c.partsDone.Load(),
 		Reorders:         c.reorders.Load(),
 		URLsVerified:     c.verified.Load(),
-		Circuit:          s.cfg.Node.RelayStats(),
 		Held:             c.heldStats(),
 		Clips:            c.clipStats(),
 	}
-	c.mu.Lock()
-	st.NeedFailed = maps.Clone(c.needFailed)
-	st.Rejected = maps.Clone(c.rejected)
-	c.mu.Unlock()
-	if st.NeedFailed == nil {
-		st.NeedFailed = map[proto.Status]uint64{}
-	}
-	if st.Rejected == nil {
-		st.Rejected = map[string]uint64{}
-	}
-
-	ss := s.stunStats()
-	st.STUNRequests, st.STUNAnswered, st.STUNDropped = ss.Requests, ss.Answered, ss.Dropped
-
-	now := s.cfg.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, r := range s.relays {
 		if s.relayAlive(r, now) {
 			st.Relays++
@@ -196,5 +182,21 @@ func (s *Server) Stats() Stats {
 		}
 	}
 	st.Orders = len(s.orders)
+	s.mu.Unlock()
+
+	st.Circuit = s.cfg.Node.RelayStats()
+	c.mu.Lock()
+	st.NeedFailed = maps.Clone(c.needFailed)
+	st.Rejected = maps.Clone(c.rejected)
+	c.mu.Unlock()
+	if st.NeedFailed == nil {
+		st.NeedFailed = map[proto.Status]uint64{}
+	}
+	if st.Rejected == nil {
+		st.Rejected = map[string]uint64{}
+	}
+
+	ss := s.stunStats()
+	st.STUNRequests, st.STUNAnswered, st.STUNDropped = ss.Requests, ss.Answered, ss.Dropped
 	return st
 }
