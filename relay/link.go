@@ -204,6 +204,12 @@ func (s *Server) joinOnce(ctx context.Context) error {
 	if peer != info.PeerID {
 		return fmt.Errorf("register with rendezvous: peer is %s, info says %s", peer, info.PeerID)
 	}
+	// The rendezvous counts the relay registered as it sends Registered,
+	// and may send a consumer through its tunnel at once (a restarted
+	// rendezvous redirects readers to a relay whose URL it has yet to
+	// verify): let it tunnel from now on, before the reply is read.
+	s.home.Store(&peer)
+	defer s.home.CompareAndSwap(&peer, nil)
 	st, err := s.cfg.Node.Open(cctx, peer, proto.ProtoRegister)
 	if err != nil {
 		return fmt.Errorf("register with rendezvous: %w", err)

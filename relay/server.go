@@ -39,6 +39,10 @@ type Server struct {
 
 	key  atomic.Pointer[ed25519.PublicKey]
 	link atomic.Pointer[link] // the registered rendezvous link, or nil
+	// home is the peer id of the rendezvous this relay is registering
+	// or registered with, or nil: it may tunnel HTTP to the relay from
+	// the moment it has the relay's Register (tunnelPeerAllowed).
+	home atomic.Pointer[string]
 	mesh meshState
 	// registeredOnce is set at the first registration: from then on a
 	// rendezvous that answers oddly is retried (it may be restarting).

@@ -183,10 +183,10 @@ func (s *Server) inDirectory(peer string, public bool) bool {
 }
 
 // tunnelPeerAllowed reports whether peer may send this relay tunnelled
-// HTTP (proto.ProtoHTTP): the rendezvous it is registered with, or a
-// public relay of its directory.
+// HTTP (proto.ProtoHTTP): the rendezvous it is registering or registered
+// with, or a public relay of its directory.
 func (s *Server) tunnelPeerAllowed(peer string) bool {
-	if l := s.link.Load(); l != nil && l.home == peer {
+	if h := s.home.Load(); h != nil && *h == peer {
 		return true
 	}
 	return s.inDirectory(peer, true)

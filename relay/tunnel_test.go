@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -331,4 +334,73 @@ func TestCircuitOverPublicRelay(t *testing.T) {
 		// connection set-up bytes, never a part.
 		t.Errorf("rendezvous data path: %+v, want no part across it", d)
 	}
+}
+
+// TestTunnelWhileRegistering: a rendezvous counts a relay registered as it
+// sends Registered, and a restarted one redirects readers through its
+// tunnel at once, to a relay whose URL it has yet to verify. So the relay
+// serves its rendezvous's tunnelled HTTP from the Register on, before it
+// has read the reply. The rendezvous here is a real libp2p node and HTTP
+// server speaking the register protocol by hand: it opens the tunnel
+// between reading Register and answering it.
+func TestTunnelWhileRegistering(t *testing.T) {
+	t.Parallel()
+	node := rendezvoustest.NewNode(t)
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(proto.Info{Version: proto.Version, PeerID: node.ID(), Addrs: node.Addrs(),
+			TokenKey: base64.RawURLEncoding.EncodeToString(pub), PublicURL: base})
+	})}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	tunnelled := make(chan string, 1) // the status of the tunnelled GET, or the error
+	node.Handle(proto.ProtoRegister, func(st mesh.Stream) {
+		defer st.Reset()
+		if _, err := proto.ReadMsg(st, proto.RelayReadLimit); err != nil {
+			tunnelled <- "read register: " + err.Error()
+			return
+		}
+		tunnelled <- tunnelGet(node, st.RemotePeer(), "/v1/status")
+		if err := proto.WriteMsg(st, &proto.Registered{Relay: st.RemotePeer(), HeartbeatMS: 1000}); err != nil {
+			return
+		}
+		io.Copy(io.Discard, st) // heartbeats, until the relay closes
+	})
+
+	relaytest.Start(t, base, relay.Config{})
+	if got := <-tunnelled; got != "200 OK" {
+		t.Errorf("GET /v1/status through the tunnel before Registered: %s, want 200 OK", got)
+	}
+}
+
+// tunnelGet sends GET path to relay over a tunnelled HTTP stream from node
+// and returns the response's status, or what failed.
+func tunnelGet(node *mesh.Node, relay, path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, err := node.DialConn(ctx, relay, proto.ProtoHTTP)
+	if err != nil {
+		return "dial: " + err.Error()
+	}
+	defer c.Close()
+	req, _ := http.NewRequest(http.MethodGet, "http://relay"+path, nil)
+	if err := req.Write(c); err != nil {
+		return "write: " + err.Error()
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		return "read: " + err.Error()
+	}
+	resp.Body.Close()
+	return resp.Status
 }
