@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/internal/units"
 	"github.com/meshup/meshup/proto"
 )
@@ -71,12 +72,9 @@ type statusError struct {
 func (e *statusError) Error() string { return e.err.Error() }
 func (e *statusError) Unwrap() error { return e.err }
 
-// defaultHTTP is the client used where a caller passes none. Its transport
-// is the library's own clone of http.DefaultTransport (the same proxy
-// settings and timeouts), so that code elsewhere in the process closing
-// http.DefaultTransport's idle connections, as httptest.Server.Close does,
-// cannot break a request the library has in flight.
-var defaultHTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+// defaultHTTP is the client used where a caller passes none, with a
+// transport of the library's own (httpapi.NewTransport says why).
+var defaultHTTP = &http.Client{Transport: httpapi.NewTransport()}
 
 // orDefault returns hc, or defaultHTTP when hc is nil.
 func orDefault(hc *http.Client) *http.Client {

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/proto"
 )
@@ -174,10 +175,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 // joinOnce registers once and serves the link until it drops.
 func (s *Server) joinOnce(ctx context.Context) error {
-	// One request per join, over a transport of its own: closing
-	// http.DefaultTransport's idle connections elsewhere in the process
-	// cannot break it.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// One request per join: no connection is kept.
+	tr := httpapi.NewTransport()
 	tr.DisableKeepAlives = true
 	if s.cfg.RootCAs != nil { // meshup dev --tls: its local CA
 		tr.TLSClientConfig = &tls.Config{RootCAs: s.cfg.RootCAs}

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/internal/httptunnel"
 	"github.com/meshup/meshup/proto"
 )
@@ -110,11 +111,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.tunnel = s.newTunnel()
 	s.verifier = s.newVerifier()
-	// The webhook's connections are pooled apart from http.DefaultTransport,
-	// so that nothing else in the process closing that pool's idle
-	// connections breaks a call, which would refuse what it was asked about.
+	// The webhook fails closed: a call broken by someone closing a shared
+	// pool's idle connections would refuse what it was asked about.
 	s.webhook = &http.Client{
-		Transport:     http.DefaultTransport.(*http.Transport).Clone(),
+		Transport:     httpapi.NewTransport(),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	s.mux = s.routes()

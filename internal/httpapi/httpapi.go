@@ -1,6 +1,6 @@
 // Package httpapi holds what the HTTP APIs of the relay and the rendezvous
-// share: the JSON error body and its writer, and the Origin check of
-// browser requests.
+// share: the JSON error body and its writer, the Origin check of browser
+// requests, and the transport of their HTTP clients.
 package httpapi
 
 import (
@@ -76,4 +76,14 @@ func OriginAllowed(r *http.Request, allowed []string) bool {
 		}
 	}
 	return false
+}
+
+// NewTransport returns an HTTP client transport of the caller's own: a
+// clone of http.DefaultTransport, with its proxy settings and timeouts,
+// and a pool of idle connections nobody else closes. Whoever calls
+// CloseIdleConnections on http.DefaultTransport (httptest.Server.Close
+// does) can break a request that has just been handed a connection from
+// that pool ("http: CloseIdleConnections called").
+func NewTransport() *http.Transport {
+	return http.DefaultTransport.(*http.Transport).Clone()
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshup/meshup/internal/httpapi"
 	"github.com/meshup/meshup/mesh"
 	"github.com/meshup/meshup/mesh/meshtest"
 	"github.com/meshup/meshup/proto"
@@ -29,11 +30,10 @@ import (
 const Timeout = 10 * time.Second
 
 // HTTP is the client for tests' requests, in place of http.DefaultClient.
-// Its transport is its own: httptest.Server.Close closes the idle
-// connections of http.DefaultTransport, and when tests run in parallel
-// that can break a request another test is sending over a connection the
-// pool has just handed out ("http: CloseIdleConnections called").
-var HTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+// Its transport is its own (httpapi.NewTransport): httptest.Server.Close
+// closes the idle connections of http.DefaultTransport, and with tests in
+// parallel that can break another test's request.
+var HTTP = &http.Client{Transport: httpapi.NewTransport()}
 
 // NoRedirect is HTTP that returns redirects instead of following them.
 var NoRedirect = &http.Client{
